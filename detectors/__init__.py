@@ -1,0 +1,1 @@
+"""Pure detection logic: no Faust, Kafka or I/O."""

@@ -1,0 +1,1 @@
+"""Streaming side of cityvitals: topics, schemas, agents, tables, web and CLI."""

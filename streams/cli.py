@@ -1,0 +1,202 @@
+"""The ``cityvitals`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from streams.config import CityConfig, ConfigError, load_config
+from streams.settings import Settings
+
+cli = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="City operations monitoring and early warning."
+)
+err = Console(stderr=True)
+
+BootstrapOpt = Annotated[
+    str | None, typer.Option(help="Kafka bootstrap servers (env CITYVITALS_BOOTSTRAP)")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option(help="config directory (env CITYVITALS_CONFIG_DIR)")
+]
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_config_or_exit(directory: Path) -> CityConfig:
+    """Load the city's config; on error print file, line, key and reason and exit 2."""
+    try:
+        return load_config(directory)
+    except ConfigError as exc:
+        err.print(f"[bold red]invalid configuration[/]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def prepare_topics_or_exit(settings: Settings) -> None:
+    """Create the city's topics if missing; stop if their partition counts disagree."""
+    from kafka.errors import KafkaError
+
+    from streams.topics import TopicLayoutError, ensure_topics
+
+    try:
+        asyncio.run(
+            ensure_topics(
+                settings.bootstrap,
+                settings.partitions,
+                settings.replication_factor,
+                client_options=settings.kafka_client_options(),
+            )
+        )
+    except TopicLayoutError as exc:
+        err.print(f"[bold red]topic layout[/]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (KafkaError, OSError) as exc:
+        err.print(
+            f"[bold red]cannot reach Kafka at {settings.bootstrap}[/]: {exc!r}", highlight=False
+        )
+        raise typer.Exit(3) from None
+
+
+@cli.command("check-config")
+def check_config(config_dir: ConfigOpt = None) -> None:
+    """Validate the config directory and print a summary."""
+    settings = make_settings(config_dir=config_dir)
+    cfg = load_config_or_exit(settings.config_dir)
+    streets = sum(len(d.streets) for d in cfg.city.districts)
+    Console().print(
+        f"[green]ok[/] {cfg.directory}: {len(cfg.districts)} districts, {streets} streets, "
+        f"{len(cfg.indicators)} indicators in {len(cfg.catalogue.domains)} domains"
+    )
+
+
+@cli.command()
+def worker(
+    bootstrap: BootstrapOpt = None,
+    config_dir: ConfigOpt = None,
+    web_port: Annotated[int | None, typer.Option(help="port of /metrics and the web API")] = None,
+    datadir: Annotated[Path | None, typer.Option(help="worker data directory")] = None,
+    app_id: Annotated[str | None, typer.Option(help="consumer group / app id")] = None,
+) -> None:
+    """Run a stream-processing worker against a Kafka cluster."""
+    import faust
+
+    from streams.pipeline import create_app
+
+    settings = make_settings(
+        bootstrap=bootstrap,
+        config_dir=config_dir,
+        web_port=web_port,
+        datadir=datadir,
+        app_id=app_id,
+    )
+    cfg = load_config_or_exit(settings.config_dir)
+    prepare_topics_or_exit(settings)
+    app = create_app(settings, cfg)
+    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+@cli.command()
+def broker(
+    port: Annotated[
+        int | None, typer.Option(help="port to listen on (default: a free one)")
+    ] = None,
+) -> None:
+    """Run the embedded Kafka-protocol broker on loopback until Ctrl-C."""
+    from streams.embedded_broker import serve_forever
+
+    serve_forever(port)
+
+
+def _parse_start(start: str | None) -> datetime | None:
+    if start is None:
+        return None
+    if start == "now":
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        when = datetime.fromisoformat(start)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 time: {start!r}", param_hint="--start") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@cli.command()
+def simulate(
+    bootstrap: BootstrapOpt = None,
+    config_dir: ConfigOpt = None,
+    minutes: Annotated[float, typer.Option(help="simulated minutes to publish")] = 60.0,
+    events: Annotated[
+        int | None, typer.Option(help="publish exactly this many events instead")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same city)")] = 7,
+    start: Annotated[
+        str | None, typer.Option(help="simulated start time (ISO 8601, or 'now')")
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(help="simulated seconds per wall second (default: as fast as possible)"),
+    ] = None,
+    rate: Annotated[float | None, typer.Option(help="at most this many events per second")] = None,
+    malformed: Annotated[float, typer.Option(help="share of malformed events, 0-1")] = 0.0,
+    ground_truth: Annotated[
+        Path | None, typer.Option(help="write the scripted incidents here (JSON lines)")
+    ] = None,
+) -> None:
+    """Publish a simulated city (daily patterns, noise, dropouts, scripted incidents)."""
+    from streams.simulator import CitySimulator, publish
+
+    settings = make_settings(bootstrap=bootstrap, config_dir=config_dir)
+    cfg = load_config_or_exit(settings.config_dir)
+    if not 0.0 <= malformed <= 1.0:
+        raise typer.BadParameter("must lie between 0 and 1", param_hint="--malformed")
+    prepare_topics_or_exit(settings)
+    sim = CitySimulator(cfg, seed=seed, start=_parse_start(start), malformed_share=malformed)
+    stream = sim.take(events) if events is not None else sim.events(timedelta(minutes=minutes))
+    count = asyncio.run(
+        publish(
+            settings.bootstrap,
+            stream,
+            rate=rate,
+            speed=speed,
+            ground_truth=ground_truth,
+            incidents=sim.incidents,
+            progress=sys.stderr.isatty(),
+        )
+    )
+    Console().print(f"published {count} events to {settings.bootstrap}")
+
+
+@cli.command()
+def demo(
+    config_dir: ConfigOpt = None,
+    speed: Annotated[float, typer.Option(help="simulated seconds per wall second")] = 60.0,
+    seed: Annotated[int, typer.Option(help="random seed of the simulated city")] = 7,
+    malformed: Annotated[float, typer.Option(help="share of malformed events, 0-1")] = 0.02,
+    web_port: Annotated[int, typer.Option(help="port of the worker's /metrics")] = 6066,
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many wall seconds")
+    ] = None,
+) -> None:
+    """Embedded broker + worker + simulated city, with a live table of district indices."""
+    from streams.demo import run_demo
+
+    settings = make_settings(config_dir=config_dir, web_port=web_port)
+    cfg = load_config_or_exit(settings.config_dir)
+    raise typer.Exit(
+        run_demo(settings, cfg, speed=speed, seed=seed, malformed=malformed, duration=duration)
+    )
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

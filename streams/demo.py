@@ -1,0 +1,244 @@
+"""``cityvitals demo``: embedded broker, a worker, the simulated city, and a live view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from streams.config import CityConfig
+from streams.embedded_broker import EmbeddedBroker, parent_death_preexec
+from streams.schemas import DEADLETTER_TOPIC, VITALS_TOPIC, DistrictVitals
+from streams.settings import Settings
+from streams.simulator import CitySimulator, publish
+
+
+def index_style(value: float | None) -> str:
+    """Colour of a 0–100 index, echoing the warning colours: red is worst."""
+    if value is None:
+        return "dim"
+    if value >= 80:
+        return "green"
+    if value >= 60:
+        return "yellow"
+    if value >= 40:
+        return "dark_orange"
+    return "bold red"
+
+
+class DemoView:
+    """What the live table shows: the latest vitals per district and a few counters."""
+
+    def __init__(self, cfg: CityConfig, web_port: int, ground_truth: Path) -> None:
+        self.cfg = cfg
+        self.web_port = web_port
+        self.ground_truth = ground_truth
+        self.latest: dict[str, DistrictVitals] = {}
+        self.published = 0
+        self.dead_letters = 0
+        self.vitals_records = 0
+        self.started = time.monotonic()
+        self.tz = ZoneInfo(cfg.city.city.timezone)
+
+    def render(self) -> Group:
+        domains = list(self.cfg.catalogue.domains)
+        table = Table(
+            title=f"{self.cfg.city.city.name_zh} {self.cfg.city.city.name_en}: district vital signs (0-100, 100 healthy)",
+            expand=False,
+        )
+        table.add_column("district")
+        table.add_column("window", justify="right")
+        for d in domains:
+            table.add_column(self.cfg.catalogue.domains[d].name_en, justify="right")
+        table.add_column("composite", justify="right")
+        for code, district in self.cfg.districts.items():
+            v = self.latest.get(code)
+            name = f"{district.name_zh} {district.name_en}"
+            if v is None:
+                table.add_row(name, "waiting", *(["-"] * (len(domains) + 1)), style="dim")
+                continue
+            cells = [
+                Text(
+                    "-" if v.domains.get(d) is None else f"{v.domains[d]:.0f}",
+                    style=index_style(v.domains.get(d)),
+                )
+                for d in domains
+            ]
+            composite = Text(
+                "-" if v.composite is None else f"{v.composite:.1f}", style=index_style(v.composite)
+            )
+            table.add_row(
+                name, v.window_end.astimezone(self.tz).strftime("%m-%d %H:%M"), *cells, composite
+            )
+        uptime = time.monotonic() - self.started
+        footer = Text(
+            f"{uptime:5.0f} s | events published {self.published:,} | dead letters {self.dead_letters:,} | "
+            f"vitals records {self.vitals_records:,}\n"
+            f"metrics: http://127.0.0.1:{self.web_port}/metrics | incidents (ground truth): {self.ground_truth}\n"
+            "Ctrl-C stops everything.",
+            style="dim",
+        )
+        return Group(table, footer)
+
+
+async def _follow(bootstrap: str, view: DemoView) -> None:
+    consumer = AIOKafkaConsumer(
+        VITALS_TOPIC,
+        DEADLETTER_TOPIC,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        async for msg in consumer:
+            if msg.topic == DEADLETTER_TOPIC:
+                view.dead_letters += 1
+                continue
+            vitals = DistrictVitals.model_validate_json(msg.value)
+            view.vitals_records += 1
+            current = view.latest.get(vitals.district)
+            if current is None or vitals.window_end >= current.window_end:
+                view.latest[vitals.district] = vitals
+    finally:
+        await consumer.stop()
+
+
+async def _run(
+    bootstrap: str,
+    cfg: CityConfig,
+    view: DemoView,
+    *,
+    speed: float,
+    seed: int,
+    malformed: float,
+    duration: float | None,
+) -> None:
+    # Start "now" in the city's local time, so the window column reads like a clock.
+    start = datetime.now(UTC).replace(second=0, microsecond=0)
+    sim = CitySimulator(cfg, seed=seed, start=start, malformed_share=malformed)
+
+    class Counting:
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for ev in sim.events(timedelta(days=7)):
+                view.published += 1
+                yield ev
+
+    tasks = [
+        asyncio.create_task(
+            publish(
+                bootstrap,
+                Counting(),
+                speed=speed,
+                ground_truth=view.ground_truth,
+                incidents=sim.incidents,
+            )
+        ),
+        asyncio.create_task(_follow(bootstrap, view)),
+    ]
+    console = Console()
+    try:
+        if console.is_terminal:
+            with Live(view.render(), console=console, refresh_per_second=2) as live:
+                while duration is None or time.monotonic() - view.started < duration:
+                    await asyncio.sleep(0.5)
+                    live.update(view.render())
+                    _raise_if_failed(tasks)
+        else:
+            last = 0.0
+            while duration is None or time.monotonic() - view.started < duration:
+                await asyncio.sleep(0.5)
+                _raise_if_failed(tasks)
+                if time.monotonic() - last >= 10:
+                    console.print(view.render())
+                    last = time.monotonic()
+            console.print(view.render())
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _raise_if_failed(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+
+
+def run_demo(
+    settings: Settings,
+    cfg: CityConfig,
+    *,
+    speed: float,
+    seed: int,
+    malformed: float,
+    duration: float | None,
+) -> int:
+    console = Console(stderr=True)
+    workdir = Path(tempfile.mkdtemp(prefix="cityvitals-demo-"))
+    with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
+        console.print(f"embedded broker on {broker.bootstrap}; logs in {workdir}")
+        env = {
+            **os.environ,
+            "CITYVITALS_BOOTSTRAP": broker.bootstrap,
+            "CITYVITALS_WEB_PORT": str(settings.web_port),
+            "CITYVITALS_APP_ID": "cityvitals-demo",
+            "CITYVITALS_EMBEDDED_BROKER": "1",
+            "CITYVITALS_DATADIR": str(workdir / "worker"),
+            "CITYVITALS_CONFIG_DIR": str(settings.config_dir),
+            # the simulated city runs `speed` times faster than the clock
+            "CITYVITALS_IDLE_CLOSE_S": str(max(2.0, 120.0 / speed)),
+        }
+        with open(workdir / "worker.log", "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=parent_death_preexec(),
+            )
+        view = DemoView(cfg, settings.web_port, workdir / "incidents.jsonl")
+        try:
+            asyncio.run(
+                _run(
+                    broker.bootstrap,
+                    cfg,
+                    view,
+                    speed=speed,
+                    seed=seed,
+                    malformed=malformed,
+                    duration=duration,
+                )
+            )
+        except KeyboardInterrupt:
+            console.print("stopping...")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+    if worker.returncode not in (0, -signal.SIGTERM, None) and not view.latest:
+        console.print(
+            f"[red]the worker exited with {worker.returncode}; see {workdir / 'worker.log'}[/]"
+        )
+        return 1
+    return 0

@@ -1,0 +1,183 @@
+"""Ingest: raw department events -> canonical readings, or dead letters with a reason.
+
+Pure logic with no Kafka: the agent in :mod:`streams.pipeline` feeds it the bytes
+and where they came from. Checks, in order:
+
+1. the bytes are JSON and match :class:`~streams.schemas.CityEvent`
+   (``bad_json``, ``schema``, ``wrong_type``, ``not_finite``);
+2. the message key is the event's district, so the event lands on the
+   partition that owns the district's state (``key_mismatch``);
+3. the district, street and indicator are in the city's config, and the
+   indicator arrives on its own source topic (``unknown_district``,
+   ``unknown_street``, ``unknown_indicator``, ``wrong_topic``);
+4. the unit is the canonical one or an accepted conversion (``unknown_unit``),
+   and the canonical value is physically possible (``out_of_range``);
+5. the event time is not too far ahead of the clock (``future_event_time``).
+
+Valid events become :class:`~streams.schemas.Reading` with personal identifiers
+in free-text attributes replaced by keyed pseudonyms.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import ValidationError
+
+from streams.config import CityConfig
+from streams.deid import Deidentifier
+from streams.schemas import (
+    EVENT_TOPICS,
+    CityEvent,
+    DeadLetter,
+    DeadLetterReason,
+    Origin,
+    Reading,
+)
+
+_TYPE_ERRORS = ("_type", "_parsing", "model_attributes_type")
+
+
+@dataclass(frozen=True)
+class Rejected(Exception):
+    """An event that failed a check; becomes a dead letter."""
+
+    reason: DeadLetterReason
+    detail: str
+
+
+def _classify(exc: ValidationError) -> Rejected:
+    err = exc.errors(include_url=False)[0]
+    kind, loc = err["type"], ".".join(str(p) for p in err["loc"]) or "(document)"
+    if kind in ("json_invalid", "json_type"):
+        return Rejected(DeadLetterReason.BAD_JSON, f"not valid JSON: {err['msg']}")
+    if kind == "finite_number":
+        return Rejected(DeadLetterReason.NOT_FINITE, f"{loc}: NaN and infinity are not values")
+    if kind == "model_type":
+        return Rejected(DeadLetterReason.SCHEMA, "expected a JSON object")
+    if kind.endswith(_TYPE_ERRORS):
+        return Rejected(DeadLetterReason.WRONG_TYPE, f"{loc}: {err['msg']}")
+    return Rejected(DeadLetterReason.SCHEMA, f"{loc}: {err['msg']}")
+
+
+class Ingestor:
+    """Validates, normalises and de-identifies events of the configured city."""
+
+    def __init__(self, cfg: CityConfig, deid: Deidentifier, *, max_future_s: float = 300.0) -> None:
+        self.cfg = cfg
+        self.deid = deid
+        self.max_future = timedelta(seconds=max_future_s)
+        self._source_of_topic = {topic: source for source, topic in EVENT_TOPICS.items()}
+
+    def validate(
+        self, topic: str, key: bytes | None, value: bytes, now: datetime
+    ) -> tuple[CityEvent, float]:
+        """The event and its value in the canonical unit, or raise :class:`Rejected`."""
+        try:
+            event = CityEvent.model_validate_json(value)
+        except ValidationError as exc:
+            raise _classify(exc) from None
+        district = self.cfg.districts.get(event.district)
+        if district is None:
+            raise Rejected(
+                DeadLetterReason.UNKNOWN_DISTRICT, f"district {event.district!r} is not in the city"
+            )
+        if (
+            event.street is not None
+            and self.cfg.city.street_district.get(event.street) != event.district
+        ):
+            raise Rejected(
+                DeadLetterReason.UNKNOWN_STREET,
+                f"street {event.street!r} is not a street of district {event.district!r}",
+            )
+        if key is None or key.decode("utf-8", "replace") != event.district:
+            shown = None if key is None else key.decode("utf-8", "replace")
+            raise Rejected(
+                DeadLetterReason.KEY_MISMATCH,
+                f"message key {shown!r} is not the event's district {event.district!r}",
+            )
+        indicator = self.cfg.indicators.get(event.indicator)
+        if indicator is None:
+            raise Rejected(
+                DeadLetterReason.UNKNOWN_INDICATOR,
+                f"indicator {event.indicator!r} is not in the catalogue",
+            )
+        source = self._source_of_topic.get(topic)
+        if source is not None and indicator.source.value != source:
+            raise Rejected(
+                DeadLetterReason.WRONG_TOPIC,
+                f"indicator {indicator.code!r} belongs on {EVENT_TOPICS[indicator.source.value]!r}, not {topic!r}",
+            )
+        canonical = indicator.to_canonical(event.value, event.unit)
+        if canonical is None:
+            accepted = [indicator.unit, *indicator.conversions]
+            raise Rejected(
+                DeadLetterReason.UNKNOWN_UNIT,
+                f"unit {event.unit!r} is not accepted for {indicator.code!r}; accepted: {accepted}",
+            )
+        lo, hi = indicator.range
+        if not lo <= canonical <= hi:
+            raise Rejected(
+                DeadLetterReason.OUT_OF_RANGE,
+                f"{indicator.code} = {canonical:g} {indicator.unit} is outside the physical range [{lo:g}, {hi:g}]",
+            )
+        if event.event_time - now > self.max_future:
+            raise Rejected(
+                DeadLetterReason.FUTURE_EVENT_TIME,
+                f"event time {event.event_time.isoformat()} is more than {self.max_future} ahead of {now.isoformat()}",
+            )
+        return event, canonical
+
+    def to_reading(
+        self, event: CityEvent, canonical: float, origin: Origin, now: datetime
+    ) -> Reading:
+        indicator = self.cfg.indicators[event.indicator]
+        attributes, _ = (
+            self.deid.scrub_attributes(event.attributes) if event.attributes else ({}, 0)
+        )
+        return Reading(
+            event_id=event.event_id,
+            source=event.source,
+            district=event.district,
+            street=event.street,
+            indicator=event.indicator,
+            domain=indicator.domain,
+            value=canonical,
+            unit=indicator.unit,
+            sharing=indicator.sharing,
+            event_time=event.event_time,
+            ingest_time=now,
+            location=event.location,
+            attributes=attributes,
+            origin=origin,
+        )
+
+    def process(
+        self, origin: Origin, key: bytes | None, value: bytes, now: datetime
+    ) -> Reading | DeadLetter:
+        """One raw event in, one Reading or one DeadLetter out."""
+        try:
+            event, canonical = self.validate(origin.topic, key, value, now)
+        except Rejected as rej:
+            return dead_letter(origin, key, value, rej.reason, rej.detail, now)
+        return self.to_reading(event, canonical, origin, now)
+
+
+def dead_letter(
+    origin: Origin,
+    key: bytes | None,
+    value: bytes,
+    reason: DeadLetterReason,
+    detail: str,
+    now: datetime,
+) -> DeadLetter:
+    return DeadLetter(
+        reason=reason,
+        detail=detail,
+        origin=origin,
+        key_b64=None if key is None else base64.b64encode(key).decode("ascii"),
+        original_b64=base64.b64encode(value).decode("ascii"),
+        dead_lettered_at=now,
+    )

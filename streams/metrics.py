@@ -1,0 +1,103 @@
+"""Every Prometheus metric of cityvitals, defined once, with help text and labels.
+
+Names follow Prometheus conventions (``cityvitals_<subsystem>_<name>_<unit>``,
+``_total`` for counters, base units). Label values are bounded: topics, reasons,
+districts, domains and indicators come from configuration, never from event data.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# the *_created series double the exposition for no operational value
+disable_created_metrics()
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+NAMESPACE = "cityvitals"
+
+events_in = Counter(
+    "events_in",
+    "Raw events consumed, by input topic.",
+    ["topic"],
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+)
+readings_out = Counter(
+    "readings",
+    "Valid readings published on city.readings, by domain.",
+    ["domain"],
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+)
+deadletters = Counter(
+    "deadletters",
+    "Events sent to city.deadletter, by reason.",
+    ["reason"],
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+)
+identifiers_scrubbed = Counter(
+    "identifiers_scrubbed",
+    "Personal identifiers replaced by pseudonyms before publication.",
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+)
+duplicates_skipped = Counter(
+    "duplicates_skipped",
+    "Events reprocessed after a restart and recognised as already applied.",
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+)
+batch_size = Histogram(
+    "batch_size_events",
+    "Events per processed batch.",
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+    registry=REGISTRY,
+)
+batch_seconds = Histogram(
+    "batch_duration_seconds",
+    "Time to process one batch, including the awaited sends.",
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+windows_closed = Counter(
+    "windows_closed",
+    "Event-time windows closed and published on city.vitals, by how.",
+    ["trigger"],
+    namespace=NAMESPACE,
+    subsystem="vitals",
+    registry=REGISTRY,
+)
+vital_index = Gauge(
+    "vital_index",
+    "District vital-sign sub-index per domain (0-100, 100 healthy).",
+    ["district", "domain"],
+    namespace=NAMESPACE,
+    subsystem="city",
+    registry=REGISTRY,
+)
+composite_index = Gauge(
+    "composite_index",
+    "District composite vital-sign index (0-100, 100 healthy).",
+    ["district"],
+    namespace=NAMESPACE,
+    subsystem="city",
+    registry=REGISTRY,
+)
+watermark_lag = Gauge(
+    "watermark_lag_seconds",
+    "Wall clock minus the district's event-time watermark.",
+    ["district"],
+    namespace=NAMESPACE,
+    subsystem="vitals",
+    registry=REGISTRY,
+)

@@ -1,0 +1,352 @@
+"""The Faust application: topics, the district table, the ingest/vitals agent, web pages.
+
+One agent consumes all five input topics in batches. Per batch it validates and
+normalises every event (:mod:`streams.ingest`), publishes readings and dead
+letters, counts each reading in its district's event-time window
+(:mod:`streams.windows`), publishes the vital signs of every window that closed
+(:mod:`streams.vitals`), waits until all of that is acknowledged by the broker,
+and only then writes each touched district to the table once. The table value
+records the highest offset applied per input partition, so after a crash the
+events Kafka redelivers are recognised and not counted twice.
+
+Ingest and windowing run in one agent on purpose: a second Faust stream over
+``city.readings`` would cost a full consume per event, which on two cores halves
+throughput (docs/architecture.md). ``city.readings`` is still published for every
+valid event, for detection and for anyone else who needs single readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import faust
+import orjson
+from faust.serializers import codecs
+from faust.types import EventT
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams import metrics
+from streams.config import CityConfig, load_config
+from streams.deid import Deidentifier
+from streams.ingest import Ingestor, dead_letter
+from streams.schemas import (
+    DEADLETTER_TOPIC,
+    EVENT_TOPICS,
+    READINGS_TOPIC,
+    VITALS_TOPIC,
+    DeadLetter,
+    DeadLetterReason,
+    Origin,
+)
+from streams.settings import Settings
+from streams.vitals import district_vitals
+from streams.windows import ClosedWindow, DistrictWindows
+
+TABLE_NAME = "district-windows"
+
+
+class WindowsCodec(codecs.Codec):
+    """Table values as compact JSON (the changelog is read on every recovery)."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return orjson.dumps(obj.to_dict())
+
+    def _loads(self, s: bytes) -> Any:
+        return DistrictWindows.from_dict(orjson.loads(s))
+
+
+codecs.register("district_windows", WindowsCodec())
+
+
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (Java client, aiokafka, kafka-python alike)."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class VitalsProcessor:
+    """The per-batch work of the agent, kept apart from Faust's plumbing."""
+
+    def __init__(self, app: faust.App, table: Any, cfg: CityConfig, settings: Settings) -> None:
+        self.app = app
+        self.table = table
+        self.cfg = cfg
+        self.settings = settings
+        self.ingestor = Ingestor(
+            cfg,
+            Deidentifier(settings.deid_key.get_secret_value().encode()),
+            max_future_s=settings.max_future_s,
+        )
+        # when this worker began consuming its current partitions; set by the first
+        # batch after a start or a rebalance (joining the group takes seconds)
+        self.started = time.time()
+        self.awaiting_first_batch = True
+        # wall time of each district's (and each district source's) last event:
+        # in memory only, so that a restarted worker treats every source as active
+        # and waits a full idle period before closing anything on silence
+        self.last_activity: dict[str, float] = {}
+        self.source_seen: dict[tuple[str, str], float] = {}
+        self._events_in = {t: metrics.events_in.labels(t) for t in EVENT_TOPICS.values()}
+        self._readings = {d: metrics.readings_out.labels(d) for d in cfg.catalogue.domains}
+        self._dead = {r: metrics.deadletters.labels(r.value) for r in DeadLetterReason}
+        self._districts = set(cfg.districts)
+
+    def _state(self, district: str, touched: dict[str, DistrictWindows]) -> DistrictWindows:
+        state = touched.get(district)
+        if state is None:
+            state = self.table.get(district.encode())
+            if state is None:
+                state = DistrictWindows(
+                    district,
+                    window_s=self.settings.window_s,
+                    rolling_windows=self.settings.rolling_windows,
+                )
+            touched[district] = state
+        return state
+
+    def _send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        return self.app.producer.send(topic, key, value, None, None, None)
+
+    async def process_batch(self, events: Sequence[EventT]) -> None:
+        t0 = time.perf_counter()
+        now_ts = time.time()
+        if self.awaiting_first_batch:
+            self.started, self.awaiting_first_batch = now_ts, False
+        now = datetime.fromtimestamp(now_ts, UTC)
+        touched: dict[str, DistrictWindows] = {}
+        pending: list[Awaitable[Any]] = []
+        dead: list[DeadLetter] = []
+        for event in events:
+            msg = event.message
+            # a tombstone (null value) is no event: it fails as bad JSON, keeping its origin
+            key, value = msg.key, msg.value if msg.value is not None else b""
+            tp = f"{msg.topic}:{msg.partition}"
+            self._events_in[msg.topic].inc()
+            district = key.decode("utf-8", "replace") if key else None
+            state = self._state(district, touched) if district in self._districts else None
+            if state is not None and state.is_applied(tp, msg.offset):
+                metrics.duplicates_skipped.inc()
+                continue
+            origin = Origin(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+            result = self.ingestor.process(origin, key, value, now)
+            if isinstance(result, DeadLetter):
+                dead.append(result)
+            else:
+                assert state is not None  # a valid reading's key is a known district
+                if state.add(
+                    result.indicator, result.value, result.event_time.timestamp(), msg.topic
+                ):
+                    pending.append(await self._send(READINGS_TOPIC, key, result.to_json()))
+                    self._readings[result.domain].inc()
+                else:
+                    dead.append(
+                        dead_letter(
+                            origin,
+                            key,
+                            value,
+                            DeadLetterReason.LATE,
+                            f"event time {result.event_time.isoformat()} falls in a window that has already "
+                            f"closed (allowed lateness {self.settings.allowed_lateness_s:g} s)",
+                            now,
+                        )
+                    )
+            if state is not None:
+                state.mark_applied(tp, msg.offset)
+                self.last_activity[state.district] = now_ts
+                self.source_seen[(state.district, msg.topic)] = now_ts
+        for d in dead:
+            self._dead[d.reason].inc()
+            pending.append(await self._send(DEADLETTER_TOPIC, d.key, d.to_json()))
+        for district, state in touched.items():
+            closed = state.close_due(
+                self.settings.allowed_lateness_s, self._active_sources(district, state, now_ts)
+            )
+            pending.extend(await self._publish(closed, now, "watermark"))
+        await self._commit(touched, pending)
+        metrics.batch_size.observe(len(events))
+        metrics.batch_seconds.observe(time.perf_counter() - t0)
+
+    def _active_sources(self, district: str, state: DistrictWindows, now_ts: float) -> set[str]:
+        idle = self.settings.idle_close_s
+        return {
+            src
+            for src in EVENT_TOPICS.values()
+            if now_ts - self.source_seen.get((district, src), self.started) <= idle
+        }
+
+    async def close_idle(self, active_partitions: set[int]) -> None:
+        """Close the windows of districts silent for ``idle_close_s`` (timer)."""
+        now_ts = time.time()
+        now = datetime.fromtimestamp(now_ts, UTC)
+        touched: dict[str, DistrictWindows] = {}
+        pending: list[Awaitable[Any]] = []
+        if self.awaiting_first_batch:
+            return
+        for district in self._districts:
+            if (
+                murmur2_partition(district.encode(), self.settings.partitions)
+                not in active_partitions
+            ):
+                continue
+            state = self.table.get(district.encode())
+            if state is None or not state.open:
+                continue
+            idle_since = self.last_activity.get(district, self.started)
+            if now_ts - idle_since < self.settings.idle_close_s:
+                continue
+            touched[district] = state
+            pending.extend(await self._publish(state.close_all(), now, "idle"))
+        if touched:
+            await self._commit(touched, pending)
+
+    async def _publish(
+        self, closed: list[ClosedWindow], now: datetime, trigger: str
+    ) -> list[Awaitable[Any]]:
+        out = []
+        for window in closed:
+            vitals = district_vitals(window, self.cfg, self.settings.rolling_windows, now)
+            out.append(await self._send(VITALS_TOPIC, window.district.encode(), vitals.to_json()))
+            metrics.windows_closed.labels(trigger).inc()
+            for domain, value in vitals.domains.items():
+                if value is not None:
+                    metrics.vital_index.labels(window.district, domain).set(value)
+            if vitals.composite is not None:
+                metrics.composite_index.labels(window.district).set(vitals.composite)
+            metrics.watermark_lag.labels(window.district).set(now.timestamp() - window.end)
+        return out
+
+    async def _commit(
+        self, touched: dict[str, DistrictWindows], pending: list[Awaitable[Any]]
+    ) -> None:
+        # Outputs first, state second: if we crash in between, the events are
+        # redelivered and their outputs repeated (at-least-once), never lost;
+        # once the state is written they are recognised as applied.
+        if pending:
+            await asyncio.gather(*pending)
+        for district, state in touched.items():
+            self.table[district.encode()] = state
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """Keyword settings for :class:`faust.App` from our settings."""
+    extra: dict[str, Any] = {}
+    if settings.security_protocol != "PLAINTEXT":
+        import ssl
+
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        ctx = ssl.create_default_context()
+        if settings.security_protocol.startswith("SASL"):
+            extra["broker_credentials"] = SASLCredentials(
+                username=settings.sasl_username,
+                password=settings.sasl_password.get_secret_value()
+                if settings.sasl_password
+                else None,
+                mechanism=settings.sasl_mechanism,
+                ssl_context=ctx if settings.security_protocol == "SASL_SSL" else None,
+            )
+        else:
+            extra["broker_credentials"] = SSLCredentials(ctx)
+    return {
+        "broker": ";".join(f"kafka://{b.strip()}" for b in settings.bootstrap.split(",")),
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": min(3.0, settings.session_timeout_s / 3),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "store": "memory://",
+        "datadir": str(settings.datadir),
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "web_in_thread": False,
+        "producer_linger_ms": 5,
+        "producer_max_batch_size": 256 * 1024,
+        "broker_max_poll_records": max(500, settings.batch_max),
+        "stream_buffer_maxsize": max(4096, 2 * settings.batch_max),
+        **extra,
+    }
+
+
+def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) -> faust.App:
+    """Build the worker's Faust app for the given settings and city config."""
+    settings = settings or Settings()
+    cfg = cfg or load_config(settings.config_dir)
+    if settings.embedded_broker:
+        from streams.embedded_broker import apply_faust_workarounds
+
+        apply_faust_workarounds()
+    app = faust.App(settings.app_id, **faust_settings(settings))
+    partitions = settings.partitions
+
+    def raw_topic(*names: str) -> Any:
+        return app.topic(
+            *names, key_serializer="raw", value_serializer="raw", partitions=partitions
+        )
+
+    # The city topics are created (and their partition counts checked) before the
+    # worker starts: streams.topics.ensure_topics.
+    source = raw_topic(*EVENT_TOPICS.values())
+    # Keys are the district code as bytes (hashed like the input topics' keys, and
+    # restored as bytes by recovery); values use the compact codec above. Faust
+    # would derive JSON serializers for both, so the changelog topic is built here.
+    changelog = app.topic(
+        f"{settings.app_id}-{TABLE_NAME}-changelog",
+        key_serializer="raw",
+        value_serializer="district_windows",
+        partitions=partitions,
+        compacting=True,
+        acks=True,  # the state must be on the broker before offsets are committed
+        internal=True,
+    )
+    table = app.Table(
+        TABLE_NAME,
+        default=None,
+        partitions=partitions,
+        changelog_topic=changelog,
+        use_partitioner=True,  # a batch spans partitions: partition by the district key
+    )
+    cast(Any, table).key_serializer = "raw"
+    cast(Any, table).value_serializer = "district_windows"
+    processor = VitalsProcessor(app, table, cfg, settings)
+    app.cityvitals = processor  # type: ignore[attr-defined]
+
+    @app.agent(source, name="ingest-vitals")
+    async def ingest_vitals(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            await processor.process_batch(events)
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode types want positional-only sender
+    def restart_idle_clock(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        processor.awaiting_first_batch = True
+
+    @app.timer(interval=1.0)
+    async def close_idle_windows() -> None:
+        actives = app.assignor.assigned_actives()
+        iot = EVENT_TOPICS["iot"]
+        mine = {tp.partition for tp in actives if tp.topic == iot}
+        if mine:
+            await processor.close_idle(mine)
+
+    @app.page("/metrics")
+    async def prometheus_metrics(web: Any, request: Any) -> Any:
+        return web.bytes(
+            generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0]
+        )
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = (
+            bool(app.assignor.assigned_actives())
+            and cast(Any, app.tables).recovery.completed.is_set()
+        )
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
+    return app

@@ -1,0 +1,81 @@
+"""Worker settings: one typed model, read from ``CITYVITALS_*`` environment variables.
+
+The same worker runs on the embedded broker and on an Apache Kafka cluster; only
+these settings change (see README, "Running on Apache Kafka").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.config import DEFAULT_CONFIG_DIR
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYVITALS_", extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------
+    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    app_id: str = Field(
+        "cityvitals", description="Faust app id: the consumer group and table prefix"
+    )
+    partitions: int = Field(8, ge=1, description="partitions of every city topic (co-partitioned)")
+    replication_factor: int = Field(1, ge=1)
+    embedded_broker: bool = Field(
+        False,
+        description="the broker is the embedded one: apply its workarounds (never for Apache Kafka)",
+    )
+    # Group join takes about half the session timeout on some brokers; 6 s keeps
+    # restarts quick and is still safe against GC pauses of a few seconds.
+    session_timeout_s: float = Field(6.0, gt=0)
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Connection options for plain aiokafka clients (admin, producers, tools)."""
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        import ssl
+
+        options: dict[str, object] = {"security_protocol": self.security_protocol}
+        if "SSL" in self.security_protocol:
+            options["ssl_context"] = ssl.create_default_context()
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return options
+
+    # --- the worker ------------------------------------------------------------
+    config_dir: Path = DEFAULT_CONFIG_DIR
+    datadir: Path = Path("var/worker")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=1, le=65535)
+    log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+    batch_max: int = Field(2000, ge=1, description="events taken per batch")
+    batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a batch")
+
+    # --- event time --------------------------------------------------------------
+    window_s: int = Field(60, ge=1, description="tumbling window length, seconds")
+    rolling_windows: int = Field(15, ge=1, description="closed windows in the rolling view")
+    allowed_lateness_s: float = Field(120.0, ge=0, description="event-time lateness accepted")
+    idle_close_s: float = Field(
+        60.0, gt=0, description="wall seconds of silence that close a district's windows"
+    )
+    max_future_s: float = Field(
+        300.0, ge=0, description="how far ahead of the clock an event time may be"
+    )
+
+    # --- privacy -------------------------------------------------------------------
+    deid_key: SecretStr = Field(
+        SecretStr("cityvitals-demo-key-change-me"),
+        description="HMAC key for pseudonyms of personal identifiers; set your own in production",
+    )

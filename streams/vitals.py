@@ -1,0 +1,61 @@
+"""From closed windows to the published vital signs of a district.
+
+For every indicator with data in the rolling view: its health (0–100) from the
+rolling mean (gauges) or rolling sum (counts) through the catalogue's health curve.
+Count indicators with no events in the rolling view are healthy: no smoke alarm is
+good news. Then a sub-index per domain and the weighted composite
+(:mod:`detectors.vital_index`). Worked example: docs/vital-index.md.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from detectors.vital_index import composite_index, domain_index, health_score
+from streams.config import CityConfig
+from streams.schemas import DistrictVitals, IndicatorVitals, WindowStats
+from streams.windows import Agg, ClosedWindow
+
+
+def stats(agg: Agg) -> WindowStats:
+    count = int(agg[0])
+    return WindowStats(
+        count=count, sum=agg[1], min=agg[2], max=agg[3], mean=agg[1] / count if count else 0.0
+    )
+
+
+_EMPTY: Agg = [0, 0.0, 0.0, 0.0]
+
+
+def district_vitals(
+    closed: ClosedWindow, cfg: CityConfig, rolling_minutes: int, now: datetime
+) -> DistrictVitals:
+    indicators: dict[str, IndicatorVitals] = {}
+    by_domain: dict[str, list[float]] = {d: [] for d in cfg.catalogue.domains}
+    for ind in cfg.catalogue.indicators:
+        rolling = closed.rolling.get(ind.code)
+        if rolling is None:
+            if ind.aggregation != "sum":
+                continue
+            rolling = _EMPTY
+        rolling_stats = stats(rolling)
+        level = rolling_stats.sum if ind.aggregation == "sum" else rolling_stats.mean
+        health = health_score(level, ind.health)
+        minute = closed.minute.get(ind.code)
+        indicators[ind.code] = IndicatorVitals(
+            minute=stats(minute) if minute else None, rolling=rolling_stats, health=health
+        )
+        by_domain[ind.domain].append(health)
+    domains = {d: domain_index(scores) for d, scores in by_domain.items()}
+    weights = {d: dom.weight for d, dom in cfg.catalogue.domains.items()}
+    return DistrictVitals(
+        district=closed.district,
+        window_start=datetime.fromtimestamp(closed.start, UTC),
+        window_end=datetime.fromtimestamp(closed.end, UTC),
+        rolling_minutes=rolling_minutes,
+        events=int(sum(a[0] for a in closed.minute.values())),
+        indicators=indicators,
+        domains=domains,
+        composite=composite_index(domains, weights),
+        closed_at=now,
+    )

@@ -1,0 +1,52 @@
+"""Shared pytest fixtures for the cityvitals test suite."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from streams.embedded_broker import EmbeddedBroker
+
+
+@pytest.fixture(scope="session")
+def broker_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Kafka ``bootstrap_servers`` for the whole test session.
+
+    ``CITYVITALS_TEST_BOOTSTRAP`` (e.g. ``localhost:9092``) selects an external Kafka;
+    otherwise one embedded broker runs for the session, its log kept under pytest's tmp dir.
+    """
+    external = os.environ.get("CITYVITALS_TEST_BOOTSTRAP", "").strip()
+    if external:
+        yield external
+        return
+    log_path = tmp_path_factory.mktemp("embedded-broker") / "broker.log"
+    with EmbeddedBroker(log_path=log_path) as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture
+def fresh_topics(broker_bootstrap: str) -> Iterator[None]:
+    """Empty city topics for one test (they have fixed names, unlike the app ids)."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.topics import CITY_TOPICS, ensure_topics
+    from tests.harness import PARTITIONS
+
+    async def recreate() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker_bootstrap)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            doomed = [t for t in CITY_TOPICS if t in existing]
+            if doomed:
+                await admin.delete_topics(doomed)
+        finally:
+            await admin.close()
+        await ensure_topics(broker_bootstrap, PARTITIONS)
+
+    asyncio.run(recreate())
+    yield

@@ -1,0 +1,165 @@
+"""Helpers for integration tests: a worker in a subprocess, producing and reading topics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.simulator import SimEvent
+from streams.topics import ensure_topics
+
+PARTITIONS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Worker:
+    """``cityvitals worker`` as a child process, so tests can SIGKILL it."""
+
+    bootstrap: str
+    workdir: Path
+    app_id: str = field(default_factory=lambda: f"cv-test-{uuid.uuid4().hex[:8]}")
+    env: dict[str, str] = field(default_factory=dict)
+    web_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self, timeout: float = 60.0) -> Worker:
+        self.starts += 1
+        env = {
+            **os.environ,
+            "CITYVITALS_BOOTSTRAP": self.bootstrap,
+            "CITYVITALS_APP_ID": self.app_id,
+            "CITYVITALS_WEB_PORT": str(self.web_port),
+            "CITYVITALS_DATADIR": str(self.workdir / "data"),
+            "CITYVITALS_PARTITIONS": str(PARTITIONS),
+            "CITYVITALS_IDLE_CLOSE_S": "3",
+            "CITYVITALS_EMBEDDED_BROKER": "0"
+            if os.environ.get("CITYVITALS_TEST_BOOTSTRAP")
+            else "1",
+            "CITYVITALS_LOG_LEVEL": "info",
+            **self.env,
+        }
+        log = open(self.workdir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                if (
+                    httpx.get(f"http://127.0.0.1:{self.web_port}/readyz", timeout=1).status_code
+                    == 200
+                ):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"worker not ready in {timeout} s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        path = self.workdir / f"worker-{self.starts}.log"
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+        )
+
+    def metric(self, name: str, labels: str = "") -> float:
+        text = httpx.get(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5).text
+        total = 0.0
+        for line in text.splitlines():
+            if (
+                line.startswith(name)
+                and (not labels or labels in line)
+                and not line.startswith("#")
+            ):
+                series = line.split(" ")[0]
+                if series == name or series.startswith(name + "{"):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass(frozen=True)
+class Produced:
+    event: SimEvent
+    topic: str
+    partition: int
+    offset: int
+
+
+async def produce(bootstrap: str, events: Iterable[SimEvent]) -> list[Produced]:
+    """Publish events and return where each one landed."""
+    await ensure_topics(bootstrap, PARTITIONS)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        futures = [(ev, await producer.send(ev.topic, ev.value, key=ev.key)) for ev in events]
+        out = []
+        for ev, fut in futures:
+            md = await fut
+            out.append(Produced(ev, md.topic, md.partition, md.offset))
+        return out
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[bytes]:
+    """Every value on a topic from the start, until nothing new arrives for ``idle_s``."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10_000)
+            if not batch:
+                return values
+            for msgs in batch.values():
+                values.extend(m.value for m in msgs if m.value is not None)
+    finally:
+        await consumer.stop()
+
+
+def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]

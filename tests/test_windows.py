@@ -1,0 +1,146 @@
+"""Event-time windows, lateness, the rolling view, dedup after a crash, and the index math."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.vital_index import composite_index, domain_index, health_score
+from streams.config import load_config
+from streams.vitals import district_vitals
+from streams.windows import DistrictWindows
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC).timestamp()
+CFG = load_config()
+
+
+def test_window_closes_only_when_the_watermark_passes_end_plus_lateness() -> None:
+    w = DistrictWindows("339901")
+    assert w.add("iot.pm25", 40.0, T0 + 5)
+    assert w.add("iot.pm25", 60.0, T0 + 179)
+    assert w.close_due(lateness_s=120) == []  # watermark 10:02:59 < 10:01 + 120 s
+    assert w.add("iot.pm25", 50.0, T0 + 181)  # watermark 10:03:01
+    (closed,) = w.close_due(lateness_s=120)
+    assert (closed.start, closed.end) == (T0, T0 + 60)
+    assert closed.minute == {"iot.pm25": [1, 40.0, 40.0, 40.0]}
+
+
+def test_event_for_a_closed_window_is_late_and_one_for_an_open_window_is_counted() -> None:
+    w = DistrictWindows("339901")
+    w.add("iot.pm25", 40.0, T0 + 5)
+    w.add("iot.pm25", 50.0, T0 + 181)
+    w.close_due(lateness_s=120)
+    assert not w.add("iot.pm25", 99.0, T0 + 30)  # 10:00:30, its window has closed
+    assert w.add("iot.pm25", 70.0, T0 + 90)  # 10:01:30, still open
+    assert w.open[T0 + 60]["iot.pm25"] == [1, 70.0, 70.0, 70.0]
+
+
+def test_rolling_view_merges_the_last_fifteen_closed_minutes() -> None:
+    w = DistrictWindows("339901", rolling_windows=15)
+    for minute in range(20):
+        w.add("traffic.speed_kmh", float(minute), T0 + 60 * minute + 1)
+    closed = w.close_all()
+    assert len(closed) == 20
+    last = closed[-1].rolling["traffic.speed_kmh"]
+    assert last == [15, float(sum(range(5, 20))), 5.0, 19.0]
+
+
+def test_offsets_already_applied_are_recognised() -> None:
+    w = DistrictWindows("339901")
+    w.mark_applied("city.events.iot:3", 10)
+    assert w.is_applied("city.events.iot:3", 10) and w.is_applied("city.events.iot:3", 2)
+    assert not w.is_applied("city.events.iot:3", 11)
+    assert not w.is_applied("city.events.fire:3", 0)
+
+
+def test_state_survives_the_changelog_round_trip() -> None:
+    w = DistrictWindows("339901")
+    w.add("iot.pm25", 40.0, T0 + 5)
+    w.add("iot.pm25", 50.0, T0 + 200)
+    w.close_due(120)
+    w.mark_applied("city.events.iot:0", 7)
+    back = DistrictWindows.from_dict(orjson.loads(orjson.dumps(w.to_dict())))
+    assert back == w
+    assert pickle.loads(pickle.dumps(w)) == w
+    fresh = DistrictWindows("339902")
+    assert DistrictWindows.from_dict(orjson.loads(orjson.dumps(fresh.to_dict()))) == fresh
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 3600), st.floats(0, 100)), min_size=1, max_size=200))
+def test_every_accepted_value_is_counted_in_exactly_one_closed_window(
+    events: list[tuple[float, float]],
+) -> None:
+    w = DistrictWindows("339901")
+    closed, accepted, total = [], 0, 0.0
+    for offset, value in events:
+        if w.add("iot.pm25", value, T0 + offset):
+            accepted += 1
+            total += value
+        closed += w.close_due(lateness_s=120)
+    closed += w.close_all()
+    assert sum(c.minute["iot.pm25"][0] for c in closed if "iot.pm25" in c.minute) == accepted
+    assert sum(c.minute["iot.pm25"][1] for c in closed if "iot.pm25" in c.minute) == pytest.approx(
+        total
+    )
+    starts = [c.start for c in closed]
+    assert starts == sorted(set(starts))
+
+
+def test_health_score_interpolates_and_clamps() -> None:
+    points = [(0.0, 100.0), (35.0, 90.0), (75.0, 65.0), (250.0, 0.0)]
+    assert health_score(-5, points) == 100.0
+    assert health_score(55, points) == 77.5
+    assert health_score(999, points) == 0.0
+
+
+def test_domain_index_is_pulled_down_by_its_worst_indicator() -> None:
+    assert domain_index([100.0, 100.0, 10.0]) == 40.0  # half the mean 70, half the worst 10
+    assert domain_index([]) is None
+
+
+def test_composite_renormalises_weights_over_domains_with_data() -> None:
+    weights = {"traffic": 0.5, "fire": 0.3, "citizen": 0.2}
+    assert composite_index({"traffic": 80.0, "fire": None, "citizen": 60.0}, weights) == 74.3
+    assert composite_index({"traffic": None}, weights) is None
+
+
+def test_district_vitals_of_a_quiet_minute_counts_missing_alarms_as_healthy() -> None:
+    w = DistrictWindows("339901")
+    w.add("iot.pm25", 95.0, T0 + 1)
+    w.add("traffic.speed_kmh", 40.0, T0 + 2)
+    (closed,) = w.close_all()
+    v = district_vitals(closed, CFG, 15, datetime.now(UTC))
+    assert v.events == 2
+    assert v.indicators["iot.pm25"].health == 55.0
+    assert v.indicators["fire.smoke_alarms"].rolling.count == 0
+    assert v.indicators["fire.smoke_alarms"].health == 100.0
+    assert v.domains["environment"] == 55.0
+    assert v.domains["utilities"] is None
+    assert v.composite is not None and 0 <= v.composite <= 100
+
+
+def test_a_source_running_ahead_does_not_make_another_active_source_late() -> None:
+    w = DistrictWindows("339901")
+    w.add("iot.pm25", 40.0, T0 + 600, source="city.events.iot")  # iot is 10 minutes ahead
+    w.add("traffic.speed_kmh", 30.0, T0 + 5, source="city.events.traffic")
+    both = {"city.events.iot", "city.events.traffic"}
+    assert w.close_due(120, active=both) == []  # traffic's mark holds the watermark back
+    assert w.add("traffic.speed_kmh", 32.0, T0 + 30, source="city.events.traffic")
+    closed = w.close_due(120, active={"city.events.iot"})  # traffic went quiet
+    assert [c.start for c in closed] == [T0]
+    assert closed[0].minute["traffic.speed_kmh"][0] == 2
+
+
+def test_an_active_source_not_seen_yet_holds_every_window_open() -> None:
+    w = DistrictWindows("339901")
+    w.add("iot.pm25", 40.0, T0 + 900, source="city.events.iot")
+    assert w.close_due(120, active={"city.events.iot", "city.events.fire"}) == []
+    w.add("iot.pm25", 40.0, T0 + 60, source="city.events.iot")
+    closed = w.close_due(120, active={"city.events.iot"})  # fire went idle
+    assert [c.start for c in closed] == [T0 + 60]
