@@ -4,7 +4,7 @@ Configuration is data the city owns (``config/*.yaml``). It is validated when it
 is loaded; anything wrong stops start-up with a :class:`ConfigError` naming the
 file, the line, the key path and the reason, e.g.::
 
-    config/indicators.yaml:57: indicators[4].range: minimum 10.0 is not below maximum 5.0
+    config/indicators.yaml:102: indicators[4].range: minimum 10.0 is not below maximum 5.0
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from streams.embedded_broker import EmbeddedBroker, parent_death_preexec
 from streams.schemas import DEADLETTER_TOPIC, VITALS_TOPIC, DistrictVitals
 from streams.settings import Settings
 from streams.simulator import CitySimulator, publish
+from streams.topics import ensure_topics
 
 
 def index_style(value: float | None) -> str:
@@ -130,8 +131,10 @@ async def _run(
     malformed: float,
     duration: float | None,
 ) -> None:
-    # Start "now" in the city's local time, so the window column reads like a clock.
-    start = datetime.now(UTC).replace(second=0, microsecond=0)
+    # The simulated city runs `speed` times faster than the clock, and event times
+    # ahead of the clock are rejected; so it starts a week back (at 60x it catches up
+    # with the present after about 2.8 hours).
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=7)
     sim = CitySimulator(cfg, seed=seed, start=start, malformed_share=malformed)
 
     class Counting:
@@ -153,6 +156,8 @@ async def _run(
         asyncio.create_task(_follow(bootstrap, view)),
     ]
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)  # a log file or pipe: do not squeeze the table to 80 columns
     try:
         if console.is_terminal:
             with Live(view.render(), console=console, refresh_per_second=2) as live:
@@ -194,6 +199,9 @@ def run_demo(
     workdir = Path(tempfile.mkdtemp(prefix="cityvitals-demo-"))
     with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
         console.print(f"embedded broker on {broker.bootstrap}; logs in {workdir}")
+        # topics first: a producer must not let the broker auto-create them with
+        # another partition count
+        asyncio.run(ensure_topics(broker.bootstrap, settings.partitions))
         env = {
             **os.environ,
             "CITYVITALS_BOOTSTRAP": broker.bootstrap,

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
+from streams import metrics
 from streams.config import CityConfig
 from streams.deid import Deidentifier
 from streams.schemas import (
@@ -134,9 +135,11 @@ class Ingestor:
         self, event: CityEvent, canonical: float, origin: Origin, now: datetime
     ) -> Reading:
         indicator = self.cfg.indicators[event.indicator]
-        attributes, _ = (
+        attributes, scrubbed = (
             self.deid.scrub_attributes(event.attributes) if event.attributes else ({}, 0)
         )
+        if scrubbed:
+            metrics.identifiers_scrubbed.inc(scrubbed)
         return Reading(
             event_id=event.event_id,
             source=event.source,

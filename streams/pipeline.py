@@ -26,7 +26,7 @@ from typing import Any, cast
 import faust
 import orjson
 from faust.serializers import codecs
-from faust.types import EventT
+from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import metrics
@@ -91,6 +91,12 @@ class VitalsProcessor:
         # and waits a full idle period before closing anything on silence
         self.last_activity: dict[str, float] = {}
         self.source_seen: dict[tuple[str, str], float] = {}
+        # highest offset processed per input partition, to tell a source that is
+        # quiet (caught up) from one that is merely behind (still has data to read)
+        self.processed: dict[tuple[str, int], int] = {}
+        self._partition_of = {
+            d: murmur2_partition(d.encode(), settings.partitions) for d in cfg.districts
+        }
         self._events_in = {t: metrics.events_in.labels(t) for t in EVENT_TOPICS.values()}
         self._readings = {d: metrics.readings_out.labels(d) for d in cfg.catalogue.domains}
         self._dead = {r: metrics.deadletters.labels(r.value) for r in DeadLetterReason}
@@ -126,6 +132,7 @@ class VitalsProcessor:
             # a tombstone (null value) is no event: it fails as bad JSON, keeping its origin
             key, value = msg.key, msg.value if msg.value is not None else b""
             tp = f"{msg.topic}:{msg.partition}"
+            self.processed[(msg.topic, msg.partition)] = msg.offset
             self._events_in[msg.topic].inc()
             district = key.decode("utf-8", "replace") if key else None
             state = self._state(district, touched) if district in self._districts else None
@@ -173,11 +180,20 @@ class VitalsProcessor:
 
     def _active_sources(self, district: str, state: DistrictWindows, now_ts: float) -> set[str]:
         idle = self.settings.idle_close_s
+        partition = self._partition_of[district]
         return {
             src
             for src in EVENT_TOPICS.values()
             if now_ts - self.source_seen.get((district, src), self.started) <= idle
+            or self._behind(src, partition)
         }
+
+    def _behind(self, topic: str, partition: int) -> bool:
+        """Whether this worker has not yet processed everything the partition holds."""
+        highwater = self.app.consumer.highwater(TP(topic, partition))
+        if highwater is None:
+            return False
+        return self.processed.get((topic, partition), -1) + 1 < highwater
 
     async def close_idle(self, active_partitions: set[int]) -> None:
         """Close the windows of districts silent for ``idle_close_s`` (timer)."""

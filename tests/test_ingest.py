@@ -142,3 +142,18 @@ def test_personal_identifiers_in_hotline_text_never_reach_the_reading() -> None:
         assert secret not in published
     assert "<phone:" in out.attributes["text"] and "<plate:" in out.attributes["text"]
     assert out.attributes["category"] == "噪音"
+
+
+def test_scrubbed_identifiers_are_counted_in_metrics() -> None:
+    from streams import metrics
+
+    before = metrics.identifiers_scrubbed._value.get()
+    body = event(
+        indicator="hotline.complaints",
+        unit="count",
+        value=1.0,
+        street=None,
+        attributes={"text": "请回电13812345678或15900001111"},
+    )
+    run(body, origin=Origin(topic="city.events.hotline", partition=0, offset=8))
+    assert metrics.identifiers_scrubbed._value.get() - before == 2

@@ -67,16 +67,20 @@ def window_sums(vitals: list[DistrictVitals]) -> tuple[Counter, defaultdict]:
 def all_windows_published(bootstrap: str, expected: Counter) -> list[DistrictVitals]:
     """Read city.vitals until every expected window has been published."""
     got: list[DistrictVitals] = []
+    missing: set = set()
 
     def done() -> bool:
-        got[:] = [
-            DistrictVitals.model_validate_json(v)
-            for v in run(read_topic(bootstrap, VITALS_TOPIC, idle_s=1))
-        ]
+        values = run(read_topic(bootstrap, VITALS_TOPIC, idle_s=1))
+        got[:] = [DistrictVitals.model_validate_json(v) for v in values]
         counts, _ = window_sums(got)
-        return set(counts) >= set(expected)
+        missing.clear()
+        missing.update(set(expected) - set(counts))
+        return not missing
 
-    wait_for(done, timeout=90, what="every window on city.vitals")
+    try:
+        wait_for(done, timeout=90, what="every window on city.vitals")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {len(missing)} missing, e.g. {sorted(missing)[:5]}") from None
     return got
 
 
