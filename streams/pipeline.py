@@ -189,10 +189,14 @@ class VitalsProcessor:
         }
 
     def _behind(self, topic: str, partition: int) -> bool:
-        """Whether this worker has not yet processed everything the partition holds."""
+        """Whether this worker has not yet processed everything the partition holds.
+
+        Before the first fetch of a partition its high watermark is unknown: then it
+        counts as behind, since its events may be anything but absent.
+        """
         highwater = self.app.consumer.highwater(TP(topic, partition))
         if highwater is None:
-            return False
+            return True
         return self.processed.get((topic, partition), -1) + 1 < highwater
 
     async def close_idle(self, active_partitions: set[int]) -> None:
@@ -214,6 +218,10 @@ class VitalsProcessor:
                 continue
             idle_since = self.last_activity.get(district, self.started)
             if now_ts - idle_since < self.settings.idle_close_s:
+                continue
+            # silent because its events wait behind another topic's is not idle
+            partition = self._partition_of[district]
+            if any(self._behind(src, partition) for src in EVENT_TOPICS.values()):
                 continue
             touched[district] = state
             pending.extend(await self._publish(state.close_all(), now, "idle"))
