@@ -1,9 +1,11 @@
 """From closed windows to the published vital signs of a district.
 
-For every indicator with data in the rolling view: its health (0–100) from the
-rolling mean (gauges) or rolling sum (counts) through the catalogue's health curve.
-Count indicators with no events in the rolling view are healthy: no smoke alarm is
-good news. Then a sub-index per domain and the weighted composite
+For every indicator with data in the rolling view: its health (0–100) through the
+catalogue's health curve. Gauges take the worse of the closed minute's mean and the
+rolling mean: the rolling view keeps a steady reading from flickering, the minute
+makes an acute failure (a burst main) count at once instead of after a quarter of
+an hour of dilution. Counts take the rolling sum. Count indicators with no events
+in the rolling view are healthy: no smoke alarm is good news. Then a sub-index per domain and the weighted composite
 (:mod:`detectors.vital_index`). Worked example: docs/vital-index.md.
 """
 
@@ -39,9 +41,13 @@ def district_vitals(
                 continue
             rolling = _EMPTY
         rolling_stats = stats(rolling)
-        level = rolling_stats.sum if ind.aggregation == "sum" else rolling_stats.mean
-        health = health_score(level, ind.health)
         minute = closed.minute.get(ind.code)
+        if ind.aggregation == "sum":
+            health = health_score(rolling_stats.sum, ind.health)
+        else:
+            health = health_score(rolling_stats.mean, ind.health)
+            if minute:
+                health = min(health, health_score(minute[1] / minute[0], ind.health))
         indicators[ind.code] = IndicatorVitals(
             minute=stats(minute) if minute else None, rolling=rolling_stats, health=health
         )

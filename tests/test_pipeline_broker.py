@@ -176,3 +176,44 @@ def test_worker_restarts_graceful_and_sigkill_lose_nothing_and_count_nothing_twi
     assert set(readings) == {
         CityEvent.model_validate_json(p.event.value).event_id for p in produced
     }
+
+
+def test_scripted_incidents_pull_down_the_vital_signs_of_their_district(
+    broker_bootstrap: str, worker: Worker, fresh_topics: None
+) -> None:
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+    sim = CitySimulator(CFG, seed=3, start=start)
+    run(produce(broker_bootstrap, sim.events(timedelta(minutes=50))))
+    worker.start()
+    wait_for(
+        lambda: worker.metric("cityvitals_vitals_windows_closed_total") >= 10 * 48,
+        120,
+        "50 minutes of vitals",
+    )
+    vitals = [
+        DistrictVitals.model_validate_json(v)
+        for v in run(read_topic(broker_bootstrap, VITALS_TOPIC))
+    ]
+
+    domain_of = {
+        "building_fire": "fire",
+        "air_quality_episode": "environment",
+        "bin_overflow": "sanitation",
+        "water_main_burst": "utilities",
+    }
+    for incident in sim.incidents:
+        domain = domain_of[incident.kind]
+        series = [
+            v
+            for v in vitals
+            if v.district == incident.district and v.domains.get(domain) is not None
+        ]
+        during = [
+            v.domains[domain] for v in series if incident.start < v.window_end <= incident.end
+        ]
+        before = [v.domains[domain] for v in series if v.window_end <= incident.start]
+        assert during, incident
+        assert min(during) < 60, (incident.kind, incident.district, min(during))
+        if before:
+            assert min(before) >= 75, (incident.kind, incident.district, min(before))
+            assert min(during) < min(before) - 25

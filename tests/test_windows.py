@@ -144,3 +144,18 @@ def test_an_active_source_not_seen_yet_holds_every_window_open() -> None:
     w.add("iot.pm25", 40.0, T0 + 60, source="city.events.iot")
     closed = w.close_due(120, active={"city.events.iot"})  # fire went idle
     assert [c.start for c in closed] == [T0 + 60]
+
+
+def test_a_gauge_in_acute_failure_counts_at_once_not_after_the_rolling_view_dilutes_it() -> None:
+    w = DistrictWindows("339903")
+    for minute in range(14):
+        w.add("iot.water_pressure_kpa", 420.0, T0 + 60 * minute + 1)
+    w.add("iot.water_pressure_kpa", 60.0, T0 + 60 * 14 + 1)  # the main bursts
+    closed = w.close_all()[-1]
+    v = district_vitals(closed, CFG, 15, datetime.now(UTC))
+    # rolling mean 396 kPa alone would be healthy (100); the minute's 60 kPa is not
+    assert v.indicators["iot.water_pressure_kpa"].rolling.mean == pytest.approx(396.0)
+    assert v.indicators["iot.water_pressure_kpa"].health == health_score(
+        60.0, CFG.indicators["iot.water_pressure_kpa"].health
+    )
+    assert v.indicators["iot.water_pressure_kpa"].health < 10
