@@ -18,6 +18,7 @@ valid event, for detection and for anyone else who needs single readings.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ from streams.vitals import district_vitals
 from streams.windows import ClosedWindow, DistrictWindows
 
 TABLE_NAME = "district-windows"
+log = logging.getLogger(__name__)
 
 
 class WindowsCodec(codecs.Codec):
@@ -94,6 +96,7 @@ class VitalsProcessor:
         # highest offset processed per input partition, to tell a source that is
         # quiet (caught up) from one that is merely behind (still has data to read)
         self.processed: dict[tuple[str, int], int] = {}
+        self._held_logged: dict[str, float] = {}
         self._partition_of = {
             d: murmur2_partition(d.encode(), settings.partitions) for d in cfg.districts
         }
@@ -221,7 +224,23 @@ class VitalsProcessor:
                 continue
             # silent because its events wait behind another topic's is not idle
             partition = self._partition_of[district]
-            if any(self._behind(src, partition) for src in EVENT_TOPICS.values()):
+            behind = [src for src in EVENT_TOPICS.values() if self._behind(src, partition)]
+            if behind:
+                if now_ts - self._held_logged.get(district, 0.0) > 30:
+                    self._held_logged[district] = now_ts
+                    log.info(
+                        "district %s kept open: partition %d of %s not fully processed (%s)",
+                        district,
+                        partition,
+                        behind,
+                        [
+                            (
+                                self.processed.get((t, partition)),
+                                self.app.consumer.highwater(TP(t, partition)),
+                            )
+                            for t in behind
+                        ],
+                    )
                 continue
             touched[district] = state
             pending.extend(await self._publish(state.close_all(), now, "idle"))
