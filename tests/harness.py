@@ -50,7 +50,7 @@ class Worker:
             "CITYVITALS_WEB_PORT": str(self.web_port),
             "CITYVITALS_DATADIR": str(self.workdir / "data"),
             "CITYVITALS_PARTITIONS": str(PARTITIONS),
-            "CITYVITALS_IDLE_CLOSE_S": "3",
+            "CITYVITALS_IDLE_CLOSE_S": "10",
             "CITYVITALS_EMBEDDED_BROKER": "0"
             if os.environ.get("CITYVITALS_TEST_BOOTSTRAP")
             else "1",
