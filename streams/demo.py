@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -197,7 +198,11 @@ def run_demo(
 ) -> int:
     console = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="cityvitals-demo-"))
-    with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
+    # Broker and worker run in their own sessions: a Ctrl-C reaches only the demo,
+    # which then stops the simulator, the worker and the broker, in that order.
+    # (Both still die with the demo if it is killed: parent-death signal.)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the live table is the output
+    with EmbeddedBroker(log_path=workdir / "broker.log", own_session=True) as broker:
         console.print(f"embedded broker on {broker.bootstrap}; logs in {workdir}")
         # topics first: a producer must not let the broker auto-create them with
         # another partition count
@@ -219,6 +224,7 @@ def run_demo(
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
                 preexec_fn=parent_death_preexec(),
             )
         view = DemoView(cfg, settings.web_port, workdir / "incidents.jsonl")

@@ -288,6 +288,7 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         log_path: Path | None = None,
         start_timeout: float = 15.0,
+        own_session: bool = False,
     ) -> None:
         """Configure, but do not start, a broker.
 
@@ -297,7 +298,11 @@ class EmbeddedBroker:
             log_path: file for the broker's stdout and stderr (truncated at each start);
                 ``None`` uses a temporary file that is deleted by ``stop()``.
             start_timeout: seconds ``start()`` waits for the broker to answer.
+            own_session: run the broker in its own session, out of reach of a terminal's
+                Ctrl-C, for a parent that stops its children in order itself (the demo);
+                the parent-death signal and ``atexit`` still end it with the parent.
         """
+        self._own_session = own_session
         self._requested_port = port
         self._host = host
         self._requested_log_path = Path(log_path) if log_path is not None else None
@@ -480,6 +485,7 @@ class EmbeddedBroker:
                         stderr=subprocess.STDOUT,
                         env=env,
                         close_fds=True,
+                        start_new_session=self._own_session,
                         # in-memory storage: nothing to flush, so SIGKILL
                         preexec_fn=parent_death_preexec(signal.SIGKILL),
                     )

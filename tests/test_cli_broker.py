@@ -43,6 +43,7 @@ def test_demo_shows_every_district_index_and_ctrl_c_stops_everything(tmp_path: P
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "COLUMNS": "160"},
+            start_new_session=True,  # its own process group, like a job in a terminal
         )
     try:
         deadline = time.monotonic() + 90
@@ -68,10 +69,12 @@ def test_demo_shows_every_district_index_and_ctrl_c_stops_everything(tmp_path: P
         assert len(composites) == len(CFG.districts)
         assert all(0 <= float(c) <= 100 for c in composites)
         assert len(children) >= 2  # the broker and the worker
-        demo.send_signal(signal.SIGINT)
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         assert demo.wait(timeout=15) == 0
         time.sleep(1)
         assert [p for p in children if alive(p)] == []
+        tail = log.read_text(errors="replace").split("Ctrl-C stops everything.")[-1]
+        assert "Error" not in tail and "Traceback" not in tail, tail
     finally:
         if demo.poll() is None:
             demo.kill()
