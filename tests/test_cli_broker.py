@@ -34,6 +34,17 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def simulate(bootstrap: str, *args: str, partitions: int) -> subprocess.CompletedProcess[str]:
+    """Run ``cityvitals simulate`` against the test broker."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "simulate", "--bootstrap", bootstrap, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CITYVITALS_PARTITIONS": str(partitions)},
+    )
+
+
 def test_demo_shows_every_district_index_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "demo.out"
@@ -84,27 +95,17 @@ def test_simulate_publishes_exactly_the_requested_events_and_writes_ground_truth
     broker_bootstrap: str, fresh_topics: None, tmp_path: Path
 ) -> None:
     truth = tmp_path / "incidents.jsonl"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "simulate",
-            "--bootstrap",
-            broker_bootstrap,
-            "--events",
-            "3000",
-            "--seed",
-            "5",
-            "--start",
-            "now",
-            "--ground-truth",
-            str(truth),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "CITYVITALS_PARTITIONS": "4"},
+    result = simulate(
+        broker_bootstrap,
+        "--events",
+        "3000",
+        "--seed",
+        "5",
+        "--start",
+        "now",
+        "--ground-truth",
+        str(truth),
+        partitions=4,
     )
     assert result.returncode == 0, result.stderr
     assert "published 3000 events" in result.stdout
@@ -129,22 +130,7 @@ def test_simulate_publishes_exactly_the_requested_events_and_writes_ground_truth
 def test_simulate_refuses_topics_with_another_partition_count(
     broker_bootstrap: str, fresh_topics: None
 ) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "simulate",
-            "--bootstrap",
-            broker_bootstrap,
-            "--events",
-            "10",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CITYVITALS_PARTITIONS": "3"},
-    )
+    result = simulate(broker_bootstrap, "--events", "10", partitions=3)
     assert result.returncode == 2
     assert "topics must all have 3 partitions" in result.stderr
     assert "city.events.iot has 4" in result.stderr
