@@ -168,6 +168,7 @@ def simulate(
             ground_truth=ground_truth,
             incidents=sim.incidents,
             progress=sys.stderr.isatty(),
+            client_options=settings.kafka_client_options(),
         )
     )
     Console().print(f"published {count} events to {settings.bootstrap}")

@@ -29,7 +29,7 @@ import heapq
 import math
 import random
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import islice
@@ -1039,8 +1039,12 @@ async def publish(
     ground_truth: Path | None = None,
     incidents: Sequence[Incident] = (),
     progress: bool = False,
+    client_options: Mapping[str, object] | None = None,
 ) -> int:
     """Produce ``events`` to Kafka; return how many were produced (all flushed).
+
+    ``client_options`` are passed to the producer (security settings, from
+    :meth:`streams.settings.Settings.kafka_client_options`).
 
     ``rate`` caps events per wall second; ``speed`` replays event time that many
     times faster than real time (60 = one simulated minute per second). The
@@ -1051,7 +1055,9 @@ async def publish(
 
     if ground_truth is not None:
         write_ground_truth(ground_truth, incidents)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=8, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=8, acks="all", **dict(client_options or {})
+    )
     await producer.start()
     loop = asyncio.get_running_loop()
     total = len(events) if isinstance(events, Sized) else None
