@@ -97,6 +97,9 @@ class VitalsProcessor:
         # quiet (caught up) from one that is merely behind (still has data to read)
         self.processed: dict[tuple[str, int], int] = {}
         self._held_logged: dict[str, float] = {}
+        # a batch and the idle timer both change district state and write it; a
+        # batch awaits its sends midway, so the timer must not run in between
+        self._state_lock = asyncio.Lock()
         self._partition_of = {
             d: murmur2_partition(d.encode(), settings.partitions) for d in cfg.districts
         }
@@ -122,6 +125,10 @@ class VitalsProcessor:
         return self.app.producer.send(topic, key, value, None, None, None)
 
     async def process_batch(self, events: Sequence[EventT]) -> None:
+        async with self._state_lock:
+            await self._process_batch(events)
+
+    async def _process_batch(self, events: Sequence[EventT]) -> None:
         t0 = time.perf_counter()
         now_ts = time.time()
         if self.awaiting_first_batch:
@@ -204,6 +211,10 @@ class VitalsProcessor:
 
     async def close_idle(self, active_partitions: set[int]) -> None:
         """Close the windows of districts silent for ``idle_close_s`` (timer)."""
+        async with self._state_lock:
+            await self._close_idle(active_partitions)
+
+    async def _close_idle(self, active_partitions: set[int]) -> None:
         now_ts = time.time()
         now = datetime.fromtimestamp(now_ts, UTC)
         touched: dict[str, DistrictWindows] = {}
