@@ -81,7 +81,16 @@ def all_windows_published(bootstrap: str, expected: Counter) -> list[DistrictVit
     try:
         wait_for(done, timeout=90, what="every window on city.vitals")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: {len(missing)} missing, e.g. {sorted(missing)[:5]}") from None
+        dead = [
+            DeadLetter.model_validate_json(v) for v in run(read_topic(bootstrap, DEADLETTER_TOPIC))
+        ]
+        found = [
+            (d.reason.value, d.origin.topic, d.origin.partition, d.origin.offset, d.detail)
+            for d in dead
+        ]
+        raise AssertionError(
+            f"{exc}: {len(missing)} missing, e.g. {sorted(missing)[:5]}; dead letters: {found[:5]}"
+        ) from None
     return got
 
 
