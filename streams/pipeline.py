@@ -181,14 +181,14 @@ class VitalsProcessor:
             pending.append(await self._send(DEADLETTER_TOPIC, d.key, d.to_json()))
         for district, state in touched.items():
             closed = state.close_due(
-                self.settings.allowed_lateness_s, self._active_sources(district, state, now_ts)
+                self.settings.allowed_lateness_s, self._active_sources(district, now_ts)
             )
             pending.extend(await self._publish(closed, now, "watermark"))
         await self._commit(touched, pending)
         metrics.batch_size.observe(len(events))
         metrics.batch_seconds.observe(time.perf_counter() - t0)
 
-    def _active_sources(self, district: str, state: DistrictWindows, now_ts: float) -> set[str]:
+    def _active_sources(self, district: str, now_ts: float) -> set[str]:
         idle = self.settings.idle_close_s
         partition = self._partition_of[district]
         return {
