@@ -1,33 +1,37 @@
-"""The Faust application: topics, the district table, the ingest/vitals agent, web pages.
+"""The Faust application: topics, the district table, the ingest/vitals handler, web pages.
 
-One agent consumes all five input topics in batches. Per batch it validates and
-normalises every event (:mod:`streams.ingest`), publishes readings and dead
-letters, counts each reading in its district's event-time window
-(:mod:`streams.windows`), publishes the vital signs of every window that closed
-(:mod:`streams.vitals`), waits until all of that is acknowledged by the broker,
-and only then writes each touched district to the table once. The table value
-records the highest offset applied per input partition, so after a crash the
-events Kafka redelivers are recognised and not counted twice.
+Faust runs the consumer group and the district table (changelog, recovery,
+standby replicas, moving partitions between workers). The five input topics are
+read in bulk, partition by partition, by :class:`streams.source.InputFeed`, which
+reads exactly the partitions whose table state this worker owns; Faust's
+per-event stream would cost several times the work done per event.
 
-Ingest and windowing run in one agent on purpose: a second Faust stream over
-``city.readings`` would cost a full consume per event, which on two cores halves
-throughput (docs/architecture.md). ``city.readings`` is still published for every
-valid event, for detection and for anyone else who needs single readings.
+Per batch the handler validates and normalises every event
+(:mod:`streams.ingest`), publishes readings and dead letters, counts each
+reading in its district's event-time window (:mod:`streams.windows`), publishes
+the vital signs of every window that closed (:mod:`streams.vitals`), waits until
+all of that is acknowledged by the broker, and only then writes each touched
+district to the table once. The table value records the highest offset applied
+per input partition, so after a crash the events Kafka redelivers are recognised
+and not counted twice.
+
+Ingest and windowing run in one handler on purpose: a second pass over
+``city.readings`` would cost a full consume per event. ``city.readings`` is still
+published for every valid event, for detection and for anyone else who needs
+single readings.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
 import orjson
 from faust.serializers import codecs
-from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import metrics
@@ -44,6 +48,7 @@ from streams.schemas import (
     Origin,
 )
 from streams.settings import Settings
+from streams.source import InputFeed, Outputs, Record, key_partition
 from streams.vitals import district_vitals
 from streams.windows import ClosedWindow, DistrictWindows
 
@@ -64,19 +69,21 @@ class WindowsCodec(codecs.Codec):
 codecs.register("district_windows", WindowsCodec())
 
 
-def murmur2_partition(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (Java client, aiokafka, kafka-python alike)."""
-    from kafka.partitioner.default import murmur2
-
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
 class VitalsProcessor:
     """The per-batch work of the agent, kept apart from Faust's plumbing."""
 
-    def __init__(self, app: faust.App, table: Any, cfg: CityConfig, settings: Settings) -> None:
-        self.app = app
+    def __init__(
+        self,
+        table: Any,
+        cfg: CityConfig,
+        settings: Settings,
+        *,
+        outputs: Callable[[], Outputs],
+        progress: Callable[[str, int], tuple[int | None, int | None]],
+    ) -> None:
         self.table = table
+        self._outputs = outputs
+        self._progress = progress
         self.cfg = cfg
         self.settings = settings
         self.ingestor = Ingestor(
@@ -93,15 +100,9 @@ class VitalsProcessor:
         # and waits a full idle period before closing anything on silence
         self.last_activity: dict[str, float] = {}
         self.source_seen: dict[tuple[str, str], float] = {}
-        # highest offset processed per input partition, to tell a source that is
-        # quiet (caught up) from one that is merely behind (still has data to read)
-        self.processed: dict[tuple[str, int], int] = {}
         self._held_logged: dict[str, float] = {}
-        # a batch and the idle timer both change district state and write it; a
-        # batch awaits its sends midway, so the timer must not run in between
-        self._state_lock = asyncio.Lock()
         self._partition_of = {
-            d: murmur2_partition(d.encode(), settings.partitions) for d in cfg.districts
+            d: key_partition(d.encode(), settings.partitions) for d in cfg.districts
         }
         self._events_in = {t: metrics.events_in.labels(t) for t in EVENT_TOPICS.values()}
         self._readings = {d: metrics.readings_out.labels(d) for d in cfg.catalogue.domains}
@@ -121,28 +122,20 @@ class VitalsProcessor:
             touched[district] = state
         return state
 
-    def _send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
-        return self.app.producer.send(topic, key, value, None, None, None)
-
-    async def process_batch(self, events: Sequence[EventT]) -> None:
-        async with self._state_lock:
-            await self._process_batch(events)
-
-    async def _process_batch(self, events: Sequence[EventT]) -> None:
+    async def process_batch(self, events: Sequence[Record]) -> None:
+        """Handle one batch of input records (the caller holds the state lock)."""
         t0 = time.perf_counter()
         now_ts = time.time()
         if self.awaiting_first_batch:
             self.started, self.awaiting_first_batch = now_ts, False
         now = datetime.fromtimestamp(now_ts, UTC)
         touched: dict[str, DistrictWindows] = {}
-        pending: list[Awaitable[Any]] = []
+        out = self._outputs()
         dead: list[DeadLetter] = []
-        for event in events:
-            msg = event.message
+        for msg in events:
             # a tombstone (null value) is no event: it fails as bad JSON, keeping its origin
             key, value = msg.key, msg.value if msg.value is not None else b""
             tp = f"{msg.topic}:{msg.partition}"
-            self.processed[(msg.topic, msg.partition)] = msg.offset
             self._events_in[msg.topic].inc()
             district = key.decode("utf-8", "replace") if key else None
             state = self._state(district, touched) if district in self._districts else None
@@ -158,7 +151,7 @@ class VitalsProcessor:
                 if state.add(
                     result.indicator, result.value, result.event_time.timestamp(), msg.topic
                 ):
-                    pending.append(await self._send(READINGS_TOPIC, key, result.to_json()))
+                    out.add(READINGS_TOPIC, key, result.to_json())
                     self._readings[result.domain].inc()
                 else:
                     dead.append(
@@ -178,13 +171,13 @@ class VitalsProcessor:
                 self.source_seen[(state.district, msg.topic)] = now_ts
         for d in dead:
             self._dead[d.reason].inc()
-            pending.append(await self._send(DEADLETTER_TOPIC, d.key, d.to_json()))
+            out.add(DEADLETTER_TOPIC, d.key, d.to_json())
         for district, state in touched.items():
             closed = state.close_due(
                 self.settings.allowed_lateness_s, self._active_sources(district, now_ts)
             )
-            pending.extend(await self._publish(closed, now, "watermark"))
-        await self._commit(touched, pending)
+            self._publish(out, closed, now, "watermark")
+        await self._commit(touched, out)
         metrics.batch_size.observe(len(events))
         metrics.batch_seconds.observe(time.perf_counter() - t0)
 
@@ -204,28 +197,20 @@ class VitalsProcessor:
         Before the first fetch of a partition its high watermark is unknown: then it
         counts as behind, since its events may be anything but absent.
         """
-        highwater = self.app.consumer.highwater(TP(topic, partition))
-        if highwater is None:
-            return True
-        return self.processed.get((topic, partition), -1) + 1 < highwater
+        position, highwater = self._progress(topic, partition)
+        return position is None or highwater is None or position < highwater
 
-    async def close_idle(self, active_partitions: set[int]) -> None:
-        """Close the windows of districts silent for ``idle_close_s`` (timer)."""
-        async with self._state_lock:
-            await self._close_idle(active_partitions)
-
-    async def _close_idle(self, active_partitions: set[int]) -> None:
+    async def close_idle(self, active_partitions: frozenset[int]) -> None:
+        """Close the windows of districts silent for ``idle_close_s`` (timer; the
+        caller holds the state lock, since a batch awaits its sends midway)."""
         now_ts = time.time()
         now = datetime.fromtimestamp(now_ts, UTC)
         touched: dict[str, DistrictWindows] = {}
-        pending: list[Awaitable[Any]] = []
+        out = self._outputs()
         if self.awaiting_first_batch:
             return
         for district in self._districts:
-            if (
-                murmur2_partition(district.encode(), self.settings.partitions)
-                not in active_partitions
-            ):
+            if self._partition_of[district] not in active_partitions:
                 continue
             state = self.table.get(district.encode())
             if state is None or not state.open:
@@ -244,27 +229,23 @@ class VitalsProcessor:
                         district,
                         partition,
                         behind,
-                        [
-                            (
-                                self.processed.get((t, partition)),
-                                self.app.consumer.highwater(TP(t, partition)),
-                            )
+                        "; ".join(
+                            "{} at {} of {}".format(t, *self._progress(t, partition))
                             for t in behind
-                        ],
+                        ),
                     )
                 continue
             touched[district] = state
-            pending.extend(await self._publish(state.close_all(), now, "idle"))
+            self._publish(out, state.close_all(), now, "idle")
         if touched:
-            await self._commit(touched, pending)
+            await self._commit(touched, out)
 
-    async def _publish(
-        self, closed: list[ClosedWindow], now: datetime, trigger: str
-    ) -> list[Awaitable[Any]]:
-        out = []
+    def _publish(
+        self, out: Outputs, closed: list[ClosedWindow], now: datetime, trigger: str
+    ) -> None:
         for window in closed:
             vitals = district_vitals(window, self.cfg, self.settings.rolling_windows, now)
-            out.append(await self._send(VITALS_TOPIC, window.district.encode(), vitals.to_json()))
+            out.add(VITALS_TOPIC, window.district.encode(), vitals.to_json())
             metrics.windows_closed.labels(trigger).inc()
             for domain, value in vitals.domains.items():
                 if value is not None:
@@ -272,18 +253,25 @@ class VitalsProcessor:
             if vitals.composite is not None:
                 metrics.composite_index.labels(window.district).set(vitals.composite)
             metrics.watermark_lag.labels(window.district).set(now.timestamp() - window.end)
-        return out
 
-    async def _commit(
-        self, touched: dict[str, DistrictWindows], pending: list[Awaitable[Any]]
-    ) -> None:
+    async def _commit(self, touched: dict[str, DistrictWindows], out: Outputs) -> None:
         # Outputs first, state second: if we crash in between, the events are
         # redelivered and their outputs repeated (at-least-once), never lost;
         # once the state is written they are recognised as applied.
-        if pending:
-            await asyncio.gather(*pending)
+        await out.send()
         for district, state in touched.items():
             self.table[district.encode()] = state
+
+
+class CityApp(faust.App):
+    """The worker's app: stops reading input before Faust revokes and stops its tables."""
+
+    input_feed: InputFeed | None = None
+
+    async def on_stop(self) -> None:
+        if self.input_feed is not None:
+            await self.input_feed.stop()
+        await super().on_stop()
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -325,7 +313,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) -> faust.App:
+def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) -> CityApp:
     """Build the worker's Faust app for the given settings and city config."""
     settings = settings or Settings()
     cfg = cfg or load_config(settings.config_dir)
@@ -333,22 +321,16 @@ def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) 
         from streams.embedded_broker import apply_faust_workarounds
 
         apply_faust_workarounds()
-    app = faust.App(settings.app_id, **faust_settings(settings))
+    app = CityApp(settings.app_id, **faust_settings(settings))
     partitions = settings.partitions
-
-    def raw_topic(*names: str) -> Any:
-        return app.topic(
-            *names, key_serializer="raw", value_serializer="raw", partitions=partitions
-        )
-
-    # The city topics are created (and their partition counts checked) before the
-    # worker starts: streams.topics.ensure_topics.
-    source = raw_topic(*EVENT_TOPICS.values())
+    changelog_name = f"{settings.app_id}-{TABLE_NAME}-changelog"
     # Keys are the district code as bytes (hashed like the input topics' keys, and
     # restored as bytes by recovery); values use the compact codec above. Faust
     # would derive JSON serializers for both, so the changelog topic is built here.
+    # The city topics themselves are created (and their partition counts checked)
+    # before the worker starts: streams.topics.ensure_topics.
     changelog = app.topic(
-        f"{settings.app_id}-{TABLE_NAME}-changelog",
+        changelog_name,
         key_serializer="raw",
         value_serializer="district_windows",
         partitions=partitions,
@@ -361,29 +343,59 @@ def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) 
         default=None,
         partitions=partitions,
         changelog_topic=changelog,
-        use_partitioner=True,  # a batch spans partitions: partition by the district key
+        use_partitioner=True,  # written outside a stream: partition by the district key
     )
     cast(Any, table).key_serializer = "raw"
     cast(Any, table).value_serializer = "district_windows"
-    processor = VitalsProcessor(app, table, cfg, settings)
+
+    async def crash(exc: BaseException) -> None:
+        await app.crash(exc)
+
+    feed = InputFeed(
+        bootstrap=settings.bootstrap,
+        group_id=f"{settings.app_id}-input",
+        topics=EVENT_TOPICS.values(),
+        handler=lambda records: processor.process_batch(records),
+        flush_state=app.producer.flush,
+        client_options=settings.kafka_client_options(),
+        batch_max=settings.batch_max,
+        batch_within_s=settings.batch_within_s,
+        on_crash=crash,
+    )
+    processor = VitalsProcessor(table, cfg, settings, outputs=feed.outputs, progress=feed.progress)
     app.cityvitals = processor  # type: ignore[attr-defined]
+    app.input_feed = feed
 
-    @app.agent(source, name="ingest-vitals")
-    async def ingest_vitals(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            await processor.process_batch(events)
+    def owned_partitions() -> set[int]:
+        """The table partitions Faust made this worker active for."""
+        return {
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog_name
+        }
 
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode types want positional-only sender
-    def restart_idle_clock(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types want positional-only sender
+    async def release_inputs(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        if feed.running:
+            await feed.revoke()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def take_inputs(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # sent once the table partitions this worker owns are recovered
+        if feed.running:
+            processor.awaiting_first_batch = True
+            await feed.assign(owned_partitions())
+
+    @app.task
+    async def start_feed() -> None:
+        # tasks start after the first recovery; later rebalances use the signals
+        await feed.start()
         processor.awaiting_first_batch = True
+        await feed.assign(owned_partitions())
 
     @app.timer(interval=1.0)
     async def close_idle_windows() -> None:
-        actives = app.assignor.assigned_actives()
-        iot = EVENT_TOPICS["iot"]
-        mine = {tp.partition for tp in actives if tp.topic == iot}
-        if mine:
-            await processor.close_idle(mine)
+        if feed.partitions:
+            async with feed.lock:
+                await processor.close_idle(feed.partitions)
 
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:
@@ -397,10 +409,7 @@ def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) 
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        ready = (
-            bool(app.assignor.assigned_actives())
-            and cast(Any, app.tables).recovery.completed.is_set()
-        )
+        ready = bool(feed.partitions) and cast(Any, app.tables).recovery.completed.is_set()
         return web.json({"ready": ready}, status=200 if ready else 503)
 
     return app

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -79,20 +80,23 @@ class Worker:
             time.sleep(0.3)
         raise TimeoutError(f"worker not ready in {timeout} s: {self.log_tail()}")
 
-    def forget_group(self) -> None:
-        """Delete the stopped worker's consumer group (and so its committed offsets).
+    def forget_group(self, *, input_offsets: bool = False) -> None:
+        """Delete the stopped worker's consumer group, and with it its input offsets if asked.
 
         The embedded broker keeps a departed member in the group, and the next
         worker's join then goes through a second rebalance during its recovery,
-        which can stall Faust's fetcher. Starting from an empty group avoids it;
-        the new worker reprocesses every event from the start and must recognise
-        the ones its table already applied.
+        which can stall Faust's fetcher. Starting from an empty group avoids it.
+        The input offsets live in a group of their own (``<app id>-input``, no
+        members); deleting them makes the next worker reprocess every event from
+        the start, and it must recognise the ones its table already applied.
         """
         from kafka.admin import KafkaAdminClient
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
         try:
-            admin.delete_groups([self.app_id])
+            admin.delete_groups(
+                [self.app_id, f"{self.app_id}-input"] if input_offsets else [self.app_id]
+            )
         finally:
             admin.close()
 
@@ -151,22 +155,28 @@ async def produce(bootstrap: str, events: Iterable[SimEvent]) -> list[Produced]:
         await producer.stop()
 
 
-async def read_topic(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[bytes]:
-    """Every value on a topic from the start, until nothing new arrives for ``idle_s``."""
+async def read_records(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[Any]:
+    """Every record on a topic from the start, until nothing new arrives for ``idle_s``."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
     )
     await consumer.start()
-    values: list[bytes] = []
+    records: list[Any] = []
     try:
         while True:
             batch = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10_000)
             if not batch:
-                return values
+                return records
             for msgs in batch.values():
-                values.extend(m.value for m in msgs if m.value is not None)
+                records.extend(msgs)
     finally:
         await consumer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[bytes]:
+    """Every value on a topic from the start, until nothing new arrives for ``idle_s``."""
+    records = await read_records(bootstrap, topic, idle_s=idle_s)
+    return [r.value for r in records if r.value is not None]
 
 
 def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.5) -> None:

@@ -23,7 +23,7 @@ from streams.schemas import (
     Reading,
 )
 from streams.simulator import CitySimulator
-from tests.harness import Produced, Worker, produce, read_topic, run, wait_for
+from tests.harness import Produced, Worker, produce, read_records, read_topic, run, wait_for
 
 pytestmark = pytest.mark.broker
 CFG = load_config()
@@ -126,10 +126,11 @@ def test_ten_thousand_events_with_five_percent_malformed_every_event_is_accounte
     originals = {(p.topic, p.partition, p.offset): p.event.value for p in produced}
     assert all(d.original == originals[k] for k, d in by_origin.items())
 
-    # every valid event became exactly one reading ...
-    readings = [
-        Reading.model_validate_json(v) for v in run(read_topic(broker_bootstrap, READINGS_TOPIC))
-    ]
+    # every valid event became exactly one reading, on its district's partition ...
+    records = run(read_records(broker_bootstrap, READINGS_TOPIC))
+    readings = [Reading.model_validate_json(r.value) for r in records]
+    input_partition = {p.event.key: p.partition for p in produced}
+    assert all(r.partition == input_partition[r.key] for r in records)
     valid = len(produced) - len(malformed)
     assert len(readings) == valid
     assert len({r.event_id for r in readings}) == valid
@@ -165,10 +166,13 @@ def test_worker_restarts_graceful_and_sigkill_lose_nothing_and_count_nothing_twi
     wait_for(
         lambda: worker.metric("cityvitals_ingest_readings_total") > 500, 60, "processing to resume"
     )
+    # the graceful stop committed everything it had handled: nothing was read twice
+    assert worker.metric("cityvitals_ingest_duplicates_skipped_total") == 0
     worker.stop(signal.SIGKILL)
 
     produced += run(produce(broker_bootstrap, third))
-    worker.forget_group()
+    # begin again at offset 0, so that every event handled before is seen again
+    worker.forget_group(input_offsets=True)
     worker.start()
     expected_counts, expected_sums = expected_window_sums(produced)
     vitals = all_windows_published(broker_bootstrap, expected_counts)
