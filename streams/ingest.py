@@ -23,7 +23,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from streams import metrics
@@ -39,6 +41,17 @@ from streams.schemas import (
 )
 
 _TYPE_ERRORS = ("_type", "_parsing", "model_attributes_type")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid event: what the windows need, and its Reading as JSON."""
+
+    indicator: str
+    domain: str
+    value: float
+    event_time: datetime
+    json: bytes
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,58 @@ class Ingestor:
             location=event.location,
             attributes=attributes,
             origin=origin,
+        )
+
+    def accept(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes,
+        now: datetime,
+    ) -> Accepted | DeadLetter:
+        """:meth:`process` for the hot path: the reading as JSON, built without the model.
+
+        The document is the one :meth:`to_reading` gives for the same event (the
+        tests hold the two equal); building it directly costs a quarter of the time.
+        """
+        try:
+            event, canonical = self.validate(topic, key, value, now)
+        except Rejected as rej:
+            origin = Origin(topic=topic, partition=partition, offset=offset)
+            return dead_letter(origin, key, value, rej.reason, rej.detail, now)
+        indicator = self.cfg.indicators[event.indicator]
+        attributes: dict[str, Any] = {}
+        if event.attributes:
+            attributes, scrubbed = self.deid.scrub_attributes(event.attributes)
+            if scrubbed:
+                metrics.identifiers_scrubbed.inc(scrubbed)
+        # fields in Reading's order; None fields left out, as Reading.to_json does
+        doc: dict[str, Any] = {
+            "event_id": event.event_id,
+            "source": event.source,
+            "district": event.district,
+        }
+        if event.street is not None:
+            doc["street"] = event.street
+        doc["indicator"] = event.indicator
+        doc["domain"] = indicator.domain
+        doc["value"] = canonical
+        doc["unit"] = indicator.unit
+        doc["sharing"] = indicator.sharing.value
+        doc["event_time"] = event.event_time
+        doc["ingest_time"] = now
+        if event.location is not None:
+            doc["location"] = {"lat": event.location.lat, "lon": event.location.lon}
+        doc["attributes"] = attributes
+        doc["origin"] = {"topic": topic, "partition": partition, "offset": offset}
+        return Accepted(
+            indicator=event.indicator,
+            domain=indicator.domain,
+            value=canonical,
+            event_time=event.event_time,
+            json=orjson.dumps(doc, option=orjson.OPT_UTC_Z),
         )
 
     def process(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -132,18 +133,21 @@ class VitalsProcessor:
         touched: dict[str, DistrictWindows] = {}
         out = self._outputs()
         dead: list[DeadLetter] = []
+        # counted per batch, not per event: a metric increment takes a lock
+        events_in: Counter[str] = Counter()
+        readings: Counter[str] = Counter()
+        duplicates = 0
         for msg in events:
             # a tombstone (null value) is no event: it fails as bad JSON, keeping its origin
             key, value = msg.key, msg.value if msg.value is not None else b""
             tp = f"{msg.topic}:{msg.partition}"
-            self._events_in[msg.topic].inc()
+            events_in[msg.topic] += 1
             district = key.decode("utf-8", "replace") if key else None
             state = self._state(district, touched) if district in self._districts else None
             if state is not None and state.is_applied(tp, msg.offset):
-                metrics.duplicates_skipped.inc()
+                duplicates += 1
                 continue
-            origin = Origin(topic=msg.topic, partition=msg.partition, offset=msg.offset)
-            result = self.ingestor.process(origin, key, value, now)
+            result = self.ingestor.accept(msg.topic, msg.partition, msg.offset, key, value, now)
             if isinstance(result, DeadLetter):
                 dead.append(result)
             else:
@@ -151,9 +155,10 @@ class VitalsProcessor:
                 if state.add(
                     result.indicator, result.value, result.event_time.timestamp(), msg.topic
                 ):
-                    out.add(READINGS_TOPIC, key, result.to_json())
-                    self._readings[result.domain].inc()
+                    out.add(READINGS_TOPIC, key, result.json)
+                    readings[result.domain] += 1
                 else:
+                    origin = Origin(topic=msg.topic, partition=msg.partition, offset=msg.offset)
                     dead.append(
                         dead_letter(
                             origin,
@@ -169,6 +174,12 @@ class VitalsProcessor:
                 state.mark_applied(tp, msg.offset)
                 self.last_activity[state.district] = now_ts
                 self.source_seen[(state.district, msg.topic)] = now_ts
+        for topic, n in events_in.items():
+            self._events_in[topic].inc(n)
+        for domain, n in readings.items():
+            self._readings[domain].inc(n)
+        if duplicates:
+            metrics.duplicates_skipped.inc(duplicates)
         for d in dead:
             self._dead[d.reason].inc()
             out.add(DEADLETTER_TOPIC, d.key, d.to_json())

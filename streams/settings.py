@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
-    batch_max: int = Field(2000, ge=1, description="events taken per batch")
+    batch_max: int = Field(5000, ge=1, description="events taken per batch")
     batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a batch")
 
     # --- event time --------------------------------------------------------------

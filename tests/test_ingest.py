@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.config import load_config
 from streams.deid import Deidentifier
-from streams.ingest import Ingestor
+from streams.ingest import Accepted, Ingestor
 from streams.schemas import DeadLetter, DeadLetterReason, Origin, Reading
+from streams.simulator import CitySimulator
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 CFG = load_config()
@@ -157,3 +160,64 @@ def test_scrubbed_identifiers_are_counted_in_metrics() -> None:
     )
     run(body, origin=Origin(topic="city.events.hotline", partition=0, offset=8))
     assert metrics.identifiers_scrubbed._value.get() - before == 2
+
+
+def assert_same_reading(topic: str, partition: int, offset: int, key: bytes, raw: bytes) -> None:
+    """The worker's hot path and the model path give the same document, or the same dead letter."""
+    slow = INGEST.process(Origin(topic=topic, partition=partition, offset=offset), key, raw, NOW)
+    fast = INGEST.accept(topic, partition, offset, key, raw, NOW)
+    if isinstance(slow, DeadLetter):
+        assert fast == slow
+        return
+    assert isinstance(fast, Accepted)
+    assert Reading.model_validate_json(fast.json) == slow
+    assert set(orjson.loads(fast.json)) == set(
+        orjson.loads(slow.to_json())
+    )  # same None fields left out
+    assert (fast.indicator, fast.domain, fast.value, fast.event_time) == (
+        slow.indicator,
+        slow.domain,
+        slow.value,
+        slow.event_time,
+    )
+
+
+def test_hot_path_readings_equal_the_model_readings_for_a_simulated_city() -> None:
+    sim = CitySimulator(CFG, seed=5, start=NOW - timedelta(hours=2), malformed_share=0.1)
+    events = sim.take(3000)
+    assert any(b"attributes" in e.value for e in events)
+    for i, ev in enumerate(events):
+        assert_same_reading(ev.topic, i % 8, i, ev.key, ev.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.floats(min_value=0, max_value=60, allow_nan=False),
+    offset_min=st.integers(min_value=-12 * 60, max_value=14 * 60),
+    micro=st.integers(min_value=0, max_value=999_999),
+    street=st.sampled_from([None, "339901001"]),
+    location=st.one_of(
+        st.none(),
+        st.fixed_dictionaries(
+            {"lat": st.floats(-90, 90, allow_nan=False), "lon": st.floats(-180, 180)}
+        ),
+    ),
+    attributes=st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.one_of(st.text(max_size=30), st.integers(), st.lists(st.text(max_size=12), max_size=3)),
+        max_size=4,
+    ),
+)
+def test_hot_path_readings_equal_the_model_readings_for_any_valid_event(
+    value: float,
+    offset_min: int,
+    micro: int,
+    street: str | None,
+    location: dict[str, float] | None,
+    attributes: dict[str, Any],
+) -> None:
+    tz = timezone(timedelta(minutes=offset_min))
+    when = (NOW - timedelta(minutes=5)).astimezone(tz).replace(microsecond=micro)
+    body = event(value=value, event_time=when.isoformat(), street=street, location=location)
+    body["attributes"] = attributes
+    assert_same_reading("city.events.traffic", 3, 41, b"339901", orjson.dumps(body))
