@@ -7,6 +7,8 @@ city.events.<source>       district code       :class:`CityEvent` (what departme
 city.readings              district code       :class:`Reading` (validated, canonical)
 city.deadletter            original key        :class:`DeadLetter` (original bytes + why)
 city.vitals                district code       :class:`DistrictVitals` (per closed window)
+city.emergency-command     district code       :class:`AlertEvent` (firing/updated/resolved)
+city.alert-actions         district code       :class:`AlertAction` (operator actions)
 =========================  ==================  =======================================
 
 All values are JSON (UTF-8). Times are ISO 8601 with a time zone.
@@ -16,8 +18,8 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from enum import StrEnum
-from typing import Annotated, Any
+from enum import IntEnum, StrEnum
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -33,6 +35,8 @@ EVENT_TOPICS: dict[str, str] = {
 READINGS_TOPIC = "city.readings"
 DEADLETTER_TOPIC = "city.deadletter"
 VITALS_TOPIC = "city.vitals"
+ALERTS_TOPIC = "city.emergency-command"
+ACTIONS_TOPIC = "city.alert-actions"
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -176,3 +180,181 @@ class DistrictVitals(_Message):
     domains: dict[str, float | None]
     composite: float | None
     closed_at: datetime
+
+
+# --- alerts ---------------------------------------------------------------------------
+
+
+class Grade(IntEnum):
+    """China's public warning levels: I (red) is the most serious, IV (blue) the least."""
+
+    I = 1  # noqa: E741 - the level's official name
+    II = 2
+    III = 3
+    IV = 4
+
+    @property
+    def colour(self) -> str:
+        return GRADE_COLOURS[self]
+
+    @property
+    def roman(self) -> str:
+        return self.name
+
+
+GRADE_COLOURS: dict[Grade, str] = {
+    Grade.I: "red",
+    Grade.II: "orange",
+    Grade.III: "yellow",
+    Grade.IV: "blue",
+}
+GRADE_COLOURS_ZH: dict[Grade, str] = {
+    Grade.I: "红色",
+    Grade.II: "橙色",
+    Grade.III: "黄色",
+    Grade.IV: "蓝色",
+}
+
+
+class AlertKind(StrEnum):
+    """What an alert says about the city."""
+
+    WARNING = "warning"  # 预警: a risk, or a trend toward a limit (forecast crossing)
+    ALARM = "alarm"  # 告警: a limit crossed, or a confirmed anomaly in observed values
+    COMPOSITE = "composite"  # several weak signals across domains in one place
+    DATA_QUALITY = "data_quality"  # a source silent or implausible; goes to the data's owner
+
+
+class AlertStatus(StrEnum):
+    FIRING = "firing"  # the alert's first event
+    UPDATED = "updated"  # grade up or down, new evidence, or an operator action
+    RESOLVED = "resolved"  # the condition cleared (or an operator resolved it)
+
+
+class Workflow(StrEnum):
+    """Where operators are with an alert (set by actions on ``city.alert-actions``)."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    DISPATCHED = "dispatched"
+    RESOLVED = "resolved"
+    FALSE_POSITIVE = "false_positive"
+
+
+class EvidencePoint(_Message):
+    time: datetime
+    value: float
+
+
+class Forecast(_Message):
+    """A trend forecast: the value expected ``horizon_s`` ahead and when it crosses the limit."""
+
+    value: float
+    horizon_s: float
+    crossing_time: datetime | None = None
+    limit: float | None = None
+
+
+class MemberSignal(_Message):
+    """One weak signal inside a composite alert."""
+
+    indicator: str
+    street: str | None = None
+    domain: str
+    score: float
+    event_time: datetime
+    detail: str
+
+
+class Evidence(_Message):
+    """Why an alert fired: enough for an operator to check it by hand."""
+
+    rule: str  # the threshold rule id, or the model's name
+    version: str  # the rule's config digest, or the model's version
+    observed: float | None = None  # the value the rule or model judged
+    aggregate: str | None = None  # e.g. "mean over 15 min", "reading"
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    threshold: float | None = None  # the grade boundary crossed
+    baseline: float | None = None  # what the model expected
+    score: float | None = None  # the model's anomaly score, 0..1
+    forecast: Forecast | None = None
+    values: list[EvidencePoint] = Field(default_factory=list)  # recent values, oldest first
+    members: list[MemberSignal] = Field(default_factory=list)  # composite alerts only
+    detail: str | None = None
+
+
+class ActionRecord(_Message):
+    """An operator action as the alert remembers it."""
+
+    action_id: str
+    action: str
+    actor: str
+    role: str
+    at: datetime
+    department: str | None = None
+    note: str | None = None
+
+
+class AlertEvent(_Message):
+    """One event in an alert's life, published on ``city.emergency-command``.
+
+    ``alert_id`` names one occurrence; ``fingerprint`` the condition (district,
+    street, indicator or composite key, rule), so a repeated signal updates the
+    open alert and reprocessing never creates a second one. ``sequence`` counts
+    the alert's events from 1 (the firing event).
+    """
+
+    alert_id: str
+    fingerprint: str
+    sequence: int = Field(ge=1)
+    status: AlertStatus
+    grade: Grade
+    colour: str
+    kind: AlertKind
+    district: str
+    street: str | None = None
+    domain: str | None = None
+    indicators: list[str]
+    department: str
+    co_departments: list[str] = Field(default_factory=list)
+    sharing: Sharing = Sharing.NOT_SHARED
+    evidence: Evidence
+    first_seen: datetime
+    last_update: datetime
+    event_time: datetime  # event time of the reading or window that caused this event
+    headline_zh: str
+    headline_en: str
+    workflow: Workflow = Workflow.OPEN
+    actions: list[ActionRecord] = Field(default_factory=list)
+
+
+class AlertActionType(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    DISPATCH = "dispatch"
+    NOTE = "note"
+    RESOLVE = "resolve"
+    FALSE_POSITIVE = "false_positive"
+    SILENCE = "silence"
+    FIELD_REPORT = "field_report"
+
+
+class AlertAction(_Message):
+    """An operator's action on an alert, published on ``city.alert-actions`` (keyed by district).
+
+    The alert lifecycle applies it, so actions survive restarts and work when
+    several workers share the partitions.
+    """
+
+    action_id: str
+    alert_id: str
+    district: str
+    action: AlertActionType
+    actor: str
+    role: str
+    at: AwareDatetime
+    department: str | None = None  # dispatch: to whom
+    note: Annotated[str, Field(max_length=4000)] | None = None
+    silence_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None  # silence: how long
+    source_ip: str | None = None
+    kind: Literal["operator", "responder", "system"] = "operator"
