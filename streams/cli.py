@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from streams.config import CityConfig, ConfigError, load_config
+from streams.rules import load_thresholds
 from streams.settings import Settings
 
 cli = typer.Typer(
@@ -32,9 +33,12 @@ def make_settings(**overrides: Any) -> Settings:
 
 
 def load_config_or_exit(directory: Path) -> CityConfig:
-    """Load the city's config; on error print file, line, key and reason and exit 2."""
+    """Load the city's config and its threshold rules; on error print file, line, key
+    and reason and exit 2."""
     try:
-        return load_config(directory)
+        cfg = load_config(directory)
+        load_thresholds(cfg)
+        return cfg
     except ConfigError as exc:
         err.print(f"[bold red]invalid configuration[/]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -71,9 +75,11 @@ def check_config(config_dir: ConfigOpt = None) -> None:
     settings = make_settings(config_dir=config_dir)
     cfg = load_config_or_exit(settings.config_dir)
     streets = sum(len(d.streets) for d in cfg.city.districts)
+    rules = load_thresholds(cfg).rules
     Console().print(
         f"[green]ok[/] {cfg.directory}: {len(cfg.districts)} districts, {streets} streets, "
-        f"{len(cfg.indicators)} indicators in {len(cfg.catalogue.domains)} domains"
+        f"{len(cfg.indicators)} indicators in {len(cfg.catalogue.domains)} domains, "
+        f"{len(rules)} threshold rules"
     )
 
 

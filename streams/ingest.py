@@ -145,13 +145,19 @@ class Ingestor:
         return event, canonical
 
     def to_reading(
-        self, event: CityEvent, canonical: float, origin: Origin, now: datetime
+        self,
+        event: CityEvent,
+        canonical: float,
+        origin: Origin,
+        now: datetime,
+        *,
+        count_scrubbed: bool = True,
     ) -> Reading:
         indicator = self.cfg.indicators[event.indicator]
         attributes, scrubbed = (
             self.deid.scrub_attributes(event.attributes) if event.attributes else ({}, 0)
         )
-        if scrubbed:
+        if scrubbed and count_scrubbed:
             metrics.identifiers_scrubbed.inc(scrubbed)
         return Reading(
             event_id=event.event_id,
@@ -214,12 +220,17 @@ class Ingestor:
             doc["location"] = {"lat": event.location.lat, "lon": event.location.lon}
         doc["attributes"] = attributes
         doc["origin"] = {"topic": topic, "partition": partition, "offset": offset}
+        try:
+            data = orjson.dumps(doc, option=orjson.OPT_UTC_Z)
+        except TypeError:  # what orjson cannot write (integers beyond 64 bits): the model can
+            origin = Origin(topic=topic, partition=partition, offset=offset)
+            data = self.to_reading(event, canonical, origin, now, count_scrubbed=False).to_json()
         return Accepted(
             indicator=event.indicator,
             domain=indicator.domain,
             value=canonical,
             event_time=event.event_time,
-            json=orjson.dumps(doc, option=orjson.OPT_UTC_Z),
+            json=data,
         )
 
     def process(

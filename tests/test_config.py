@@ -14,7 +14,7 @@ from streams.config import DEFAULT_CONFIG_DIR, ConfigError, load_config
 
 @pytest.fixture
 def config_copy(tmp_path: Path) -> Path:
-    for name in ("city.yaml", "indicators.yaml"):
+    for name in ("city.yaml", "indicators.yaml", "thresholds.yaml"):
         shutil.copy(DEFAULT_CONFIG_DIR / name, tmp_path / name)
     return tmp_path
 

@@ -1,0 +1,351 @@
+"""Expert thresholds: graded limits with pending, hold, hysteresis and missing-data rules.
+
+A :class:`ThresholdSpec` is one rule resolved for one series (an indicator in one
+district or street): what it watches (each reading, or an aggregate over a
+sliding window), up to four grade boundaries, and its timing. A
+:class:`ThresholdDetector` evaluates it in event time and reports
+:class:`Transition` s: ``fire``, ``update`` (grade up or down) and ``resolve``.
+
+The phases, for a rule whose bad direction is ``above`` (``below`` mirrors it)::
+
+    inactive ──level ≥ lowest bound──▶ pending ──breach lasted `pending_s`──▶ firing
+       ▲                                 │ level back under                   │  ▲
+       │                                 ▼                                    │  │ level ≥ bound − hysteresis
+       └──────────────────────────── inactive        level < lowest bound − hysteresis
+                                                                              ▼  │
+       ◀──────────────── resolve: stayed clear for `hold_s` ─────────────── clearing
+
+- **Grades** are China's warning levels: 4 (IV, blue) is the least serious and
+  1 (I, red) the most. A rule may leave grades out; bounds must get stricter
+  from IV to I.
+- **Pending** (like Prometheus ``for``): a breach must last ``pending_s`` before
+  the rule fires, so a single spike does not page anybody. While pending the
+  grade follows the level; the rule fires at the grade the level has then.
+- **Escalation** is immediate once firing; **de-escalation** needs the level to
+  fall past the lower grade's bound by ``hysteresis`` (in the indicator's unit),
+  so a level hovering at a bound does not flap between grades.
+- **Hold** (anti-flap): after the level has cleared (past the lowest bound by the
+  hysteresis), the alert stays open for ``hold_s``; a new breach in that time
+  continues the same alert.
+- **Missing data**: after ``missing_after_s`` without a reading, ``keep`` leaves
+  the state as it is (the default: silence is not good news) and ``resolve``
+  resolves an open alert (its transition says why). A silent *source* is a
+  data-quality matter, watched separately by :class:`SilenceWatch`.
+
+Window aggregates keep per-bucket sums (``MAX_BUCKETS`` buckets per window), so a
+detector's state is bounded whatever the reading rate; the window's trailing
+edge moves in steps of one bucket (a 60th of the window).
+
+Example: PM2.5, 15-minute mean, bounds 75 / 115 / 150 / 250 µg/m³:
+
+>>> spec = ThresholdSpec("air.pm25", "iot.pm25", Aggregate.MEAN, 900, Direction.ABOVE,
+...                      (75, 115, 150, 250), pending_s=300, hold_s=600, hysteresis=5)
+>>> det = ThresholdDetector(spec)
+>>> [det.update(t, 120.0) for t in (0, 120, 240)]
+[[], [], []]
+>>> [(tr.kind, tr.grade) for tr in det.update(300, 120.0)]
+[('fire', 3)]
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+MAX_BUCKETS = 60
+GRADES = (4, 3, 2, 1)  # the order of ThresholdSpec.bounds: IV, III, II, I
+
+
+class Direction(StrEnum):
+    ABOVE = "above"  # high values are bad
+    BELOW = "below"  # low values are bad
+
+
+class Aggregate(StrEnum):
+    READING = "reading"  # each reading as it arrives
+    MEAN = "mean"
+    MAX = "max"
+    MIN = "min"
+    SUM = "sum"
+    COUNT = "count"  # number of readings in the window
+    RATE = "rate"  # sum per minute over the window
+
+
+class MissingData(StrEnum):
+    KEEP = "keep"
+    RESOLVE = "resolve"
+
+
+@dataclass(frozen=True)
+class ThresholdSpec:
+    """One rule for one series. ``bounds`` are for grades IV, III, II, I (None = unused)."""
+
+    rule_id: str
+    indicator: str
+    aggregate: Aggregate
+    window_s: float
+    direction: Direction
+    bounds: tuple[float | None, float | None, float | None, float | None]
+    pending_s: float = 0.0
+    hold_s: float = 0.0
+    hysteresis: float = 0.0
+    missing: MissingData = MissingData.KEEP
+    missing_after_s: float = 600.0
+    version: str = "1"
+
+    def __post_init__(self) -> None:
+        used = [b for b in self.bounds if b is not None]
+        if not used:
+            raise ValueError("a rule needs at least one grade boundary")
+        if any(not math.isfinite(b) for b in used):
+            raise ValueError("grade boundaries must be finite numbers")
+        stricter = all(
+            (b > a) if self.direction is Direction.ABOVE else (b < a)
+            for a, b in itertools.pairwise(used)
+        )
+        if not stricter:
+            order = "increase" if self.direction is Direction.ABOVE else "decrease"
+            raise ValueError(f"grade boundaries must {order} from IV to I, got {self.bounds}")
+        if self.aggregate is not Aggregate.READING and self.window_s <= 0:
+            raise ValueError("a window aggregate needs a window longer than 0 s")
+        for name in ("pending_s", "hold_s", "hysteresis", "missing_after_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+    def grade_of(self, level: float, slack: float = 0.0) -> int | None:
+        """The most serious grade whose bound ``level`` reaches (bounds eased by ``slack``)."""
+        grade = None
+        for g, bound in zip(GRADES, self.bounds, strict=True):
+            if bound is None:
+                continue
+            if self.direction is Direction.ABOVE:
+                reached = level >= bound - slack
+            else:
+                reached = level <= bound + slack
+            if reached:
+                grade = g
+        return grade
+
+    def bound_of(self, grade: int) -> float | None:
+        return self.bounds[GRADES.index(grade)]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A change the alert lifecycle acts on."""
+
+    kind: str  # "fire" | "update" | "resolve"
+    rule_id: str
+    grade: int  # the grade after the change (for resolve: the last grade)
+    level: float | None  # the observed value or aggregate
+    threshold: float | None  # the bound of ``grade``
+    at: float  # event time of the change, seconds
+    since: float  # when the breach began
+    reason: str
+
+
+@dataclass
+class _Bucket:
+    start: float
+    count: int = 0
+    total: float = 0.0
+    low: float = math.inf
+    high: float = -math.inf
+
+
+@dataclass
+class ThresholdDetector:
+    """Evaluates one :class:`ThresholdSpec` over one series; picklable, bounded state."""
+
+    spec: ThresholdSpec
+    phase: str = "inactive"  # inactive | pending | firing | clearing
+    grade: int | None = None
+    since: float = 0.0  # breach start (pending or firing)
+    clear_since: float = 0.0
+    last_seen: float | None = None
+    latest: float = -math.inf  # highest event time seen (the series' clock)
+    level: float | None = None
+    _buckets: deque[_Bucket] = field(default_factory=deque)
+
+    # -- input -----------------------------------------------------------------
+    def update(self, t: float, value: float) -> list[Transition]:
+        """Take one reading (event time ``t`` in seconds) and evaluate the rule."""
+        if not math.isfinite(value):
+            return []
+        self.last_seen = t if self.last_seen is None else max(self.last_seen, t)
+        if self.spec.aggregate is Aggregate.READING:
+            if t < self.latest:
+                return []  # an older reading says nothing about now
+            self.latest = t
+            self.level = value
+            return self._evaluate(t, value)
+        self._add(t, value)
+        if t > self.latest:
+            self.latest = t
+        level = self._aggregate(self.latest)
+        self.level = level
+        return [] if level is None else self._evaluate(self.latest, level)
+
+    def advance(self, now: float) -> list[Transition]:
+        """Move the series' clock to ``now`` without a reading (timers, missing data)."""
+        if now <= self.latest:
+            return []
+        self.latest = now
+        silent = self.last_seen is None or now - self.last_seen > self.spec.missing_after_s
+        if silent:
+            return self._missing(now)
+        if self.spec.aggregate is Aggregate.READING:
+            level = self.level
+        else:
+            level = self._aggregate(now)
+            self.level = level
+        return [] if level is None else self._evaluate(now, level)
+
+    # -- windows -----------------------------------------------------------------
+    def _bucket_s(self) -> float:
+        return self.spec.window_s / MAX_BUCKETS
+
+    def _add(self, t: float, value: float) -> None:
+        if t <= self.latest - self.spec.window_s:
+            return  # older than the window: already out of every aggregate
+        width = self._bucket_s()
+        start = t - (t % width)
+        bucket = None
+        for b in reversed(self._buckets):
+            if b.start == start:
+                bucket = b
+                break
+            if b.start < start:
+                break
+        if bucket is None:
+            bucket = _Bucket(start)
+            self._buckets.append(bucket)
+            if len(self._buckets) > 1 and self._buckets[-2].start > start:
+                # a late reading: keep the buckets in time order
+                self._buckets = deque(sorted(self._buckets, key=lambda b: b.start))
+        bucket.count += 1
+        bucket.total += value
+        bucket.low = min(bucket.low, value)
+        bucket.high = max(bucket.high, value)
+
+    def _aggregate(self, now: float) -> float | None:
+        horizon = now - self.spec.window_s
+        width = self._bucket_s()
+        while self._buckets and self._buckets[0].start + width <= horizon:
+            self._buckets.popleft()
+        count = sum(b.count for b in self._buckets)
+        agg = self.spec.aggregate
+        if agg is Aggregate.COUNT:
+            return float(count)
+        total = sum(b.total for b in self._buckets)
+        if agg is Aggregate.SUM:
+            return total
+        if agg is Aggregate.RATE:
+            return total / (self.spec.window_s / 60.0)
+        if count == 0:
+            return None  # no data: a mean, max or min of nothing is unknown
+        if agg is Aggregate.MEAN:
+            return total / count
+        if agg is Aggregate.MAX:
+            return max(b.high for b in self._buckets)
+        return min(b.low for b in self._buckets)
+
+    # -- the phases ------------------------------------------------------------------
+    def _transition(self, kind: str, at: float, reason: str) -> Transition:
+        assert self.grade is not None
+        return Transition(
+            kind=kind,
+            rule_id=self.spec.rule_id,
+            grade=self.grade,
+            level=self.level,
+            threshold=self.spec.bound_of(self.grade),
+            at=at,
+            since=self.since,
+            reason=reason,
+        )
+
+    def _evaluate(self, t: float, level: float) -> list[Transition]:
+        spec = self.spec
+        reached = spec.grade_of(level)
+        if self.phase in ("inactive", "pending"):
+            if reached is None:
+                self.phase, self.grade = "inactive", None
+                return []
+            if self.phase == "inactive":
+                self.phase, self.since = "pending", t
+            self.grade = reached
+            if t - self.since >= spec.pending_s:
+                self.phase = "firing"
+                return [self._transition("fire", t, "limit crossed")]
+            return []
+        assert self.grade is not None
+        held = spec.grade_of(level, slack=spec.hysteresis)  # the grade with hysteresis
+        if held is None:
+            if self.phase == "firing":
+                self.phase, self.clear_since = "clearing", t
+            if t - self.clear_since >= spec.hold_s:
+                self.phase = "inactive"
+                out = self._transition("resolve", t, "back within limits")
+                self.grade = None
+                return [out]
+            return []
+        self.phase = "firing"
+        if reached is not None and reached < self.grade:
+            new = reached  # escalate at once
+        elif held > self.grade:
+            new = held  # de-escalate only once past the lower bound by the hysteresis
+        else:
+            new = self.grade
+        if new != self.grade:
+            direction = "up" if new < self.grade else "down"
+            self.grade = new
+            return [self._transition("update", t, f"grade {direction}")]
+        return []
+
+    def _missing(self, now: float) -> list[Transition]:
+        if self.spec.missing is MissingData.KEEP:
+            return []
+        if self.phase == "pending":
+            self.phase, self.grade = "inactive", None
+            return []
+        if self.phase in ("firing", "clearing"):
+            self.phase = "inactive"
+            out = self._transition("resolve", now, "no data")
+            self.grade = None
+            return [out]
+        return []
+
+
+@dataclass
+class SilenceWatch:
+    """Data quality: a source silent for longer than it should be.
+
+    ``expected_s`` is the source's reporting interval; it counts as silent once
+    ``factor`` intervals pass with nothing from it, measured on the clock of its
+    district (the latest event time seen from any source there), so a replayed
+    backlog and a stopped feed do not look like silence. Reports ``fire`` once
+    per silence and ``resolve`` when the source reports again.
+    """
+
+    expected_s: float
+    factor: float = 3.0
+    last_seen: float | None = None
+    silent: bool = False
+
+    def seen(self, t: float) -> str | None:
+        self.last_seen = t if self.last_seen is None else max(self.last_seen, t)
+        if self.silent:
+            self.silent = False
+            return "resolve"
+        return None
+
+    def check(self, clock: float) -> str | None:
+        if self.silent or self.last_seen is None:
+            return None
+        if clock - self.last_seen > self.factor * self.expected_s:
+            self.silent = True
+            return "fire"
+        return None
