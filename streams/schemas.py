@@ -327,6 +327,10 @@ class AlertEvent(_Message):
     headline_en: str
     workflow: Workflow = Workflow.OPEN
     actions: list[ActionRecord] = Field(default_factory=list)
+    # an open red alert of the same root in the district (notifications skip this one)
+    inhibited_by: str | None = None
+    # a silence or maintenance window that covers it (notifications skip this one)
+    silenced_by: str | None = None
 
 
 class AlertActionType(StrEnum):
