@@ -189,6 +189,41 @@ class ThresholdDetector:
         self.level = level
         return [] if level is None else self._evaluate(self.latest, level)
 
+    def update_window(
+        self, start: float, end: float, count: int, total: float, low: float, high: float
+    ) -> list[Transition]:
+        """Take a closed window's aggregate of readings and evaluate the rule at its end.
+
+        A rule on each reading judges the window's worst reading (its maximum for
+        ``above``, minimum for ``below``); a window aggregate counts the window's
+        readings in its sums as if they had arrived one by one.
+        """
+        if count <= 0 or not all(math.isfinite(x) for x in (total, low, high)):
+            return self.advance(end)
+        self.last_seen = end if self.last_seen is None else max(self.last_seen, end)
+        if self.spec.aggregate is Aggregate.READING:
+            if end < self.latest:
+                return []
+            self.latest = end
+            self.level = high if self.spec.direction is Direction.ABOVE else low
+            return self._evaluate(end, self.level)
+        if start > self.latest - self.spec.window_s:
+            width = self._bucket_s()
+            bucket_start = start - (start % width)
+            bucket = next((b for b in self._buckets if b.start == bucket_start), None)
+            if bucket is None:
+                bucket = _Bucket(bucket_start)
+                self._buckets.append(bucket)
+                self._buckets = deque(sorted(self._buckets, key=lambda b: b.start))
+            bucket.count += count
+            bucket.total += total
+            bucket.low = min(bucket.low, low)
+            bucket.high = max(bucket.high, high)
+        self.latest = max(self.latest, end)
+        level = self._aggregate(self.latest)
+        self.level = level
+        return [] if level is None else self._evaluate(self.latest, level)
+
     def advance(self, now: float) -> list[Transition]:
         """Move the series' clock to ``now`` without a reading (timers, missing data)."""
         if now <= self.latest:

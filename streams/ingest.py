@@ -49,6 +49,7 @@ class Accepted:
 
     indicator: str
     domain: str
+    street: str | None
     value: float
     event_time: datetime
     json: bytes
@@ -228,6 +229,7 @@ class Ingestor:
         return Accepted(
             indicator=event.indicator,
             domain=indicator.domain,
+            street=event.street,
             value=canonical,
             event_time=event.event_time,
             json=data,

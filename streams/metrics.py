@@ -101,3 +101,27 @@ watermark_lag = Gauge(
     subsystem="vitals",
     registry=REGISTRY,
 )
+alert_events = Counter(
+    "alert_events",
+    "Alert events published on city.emergency-command, by status, grade, kind and owning department.",
+    ["status", "grade", "kind", "department"],
+    namespace=NAMESPACE,
+    subsystem="alerts",
+    registry=REGISTRY,
+)
+open_alerts = Gauge(
+    "open",
+    "Open alerts per district and grade (I most serious).",
+    ["district", "grade"],
+    namespace=NAMESPACE,
+    subsystem="alerts",
+    registry=REGISTRY,
+)
+actions_applied = Counter(
+    "actions_applied",
+    "Operator actions from city.alert-actions applied to alerts, by action.",
+    ["action"],
+    namespace=NAMESPACE,
+    subsystem="alerts",
+    registry=REGISTRY,
+)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -34,26 +34,34 @@ import faust
 import orjson
 from faust.serializers import codecs
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from streams import metrics
 from streams.config import CityConfig, load_config
 from streams.deid import Deidentifier
+from streams.detection import DetectionContext, DistrictDetection
 from streams.ingest import Ingestor, dead_letter
+from streams.rules import load_thresholds
 from streams.schemas import (
+    ACTIONS_TOPIC,
+    ALERTS_TOPIC,
     DEADLETTER_TOPIC,
     EVENT_TOPICS,
     READINGS_TOPIC,
     VITALS_TOPIC,
+    AlertAction,
     DeadLetter,
     DeadLetterReason,
+    Grade,
     Origin,
 )
 from streams.settings import Settings
 from streams.source import InputFeed, Outputs, Record, key_partition
 from streams.vitals import district_vitals
-from streams.windows import ClosedWindow, DistrictWindows
+from streams.windows import STREET_SEP, ClosedWindow, DistrictWindows
 
 TABLE_NAME = "district-windows"
+DETECTION_TABLE = "district-detection"
 log = logging.getLogger(__name__)
 
 
@@ -70,6 +78,19 @@ class WindowsCodec(codecs.Codec):
 codecs.register("district_windows", WindowsCodec())
 
 
+class DetectionCodec(codecs.Codec):
+    """A district's detectors and alerts, pickled (our own changelog, written by this code)."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return cast(DistrictDetection, obj).dumps()
+
+    def _loads(self, s: bytes) -> Any:
+        return DistrictDetection.loads(s)
+
+
+codecs.register("district_detection", DetectionCodec())
+
+
 class VitalsProcessor:
     """The per-batch work of the agent, kept apart from Faust's plumbing."""
 
@@ -81,8 +102,19 @@ class VitalsProcessor:
         *,
         outputs: Callable[[], Outputs],
         progress: Callable[[str, int], tuple[int | None, int | None]],
+        detection_table: Any,
+        detection: DetectionContext,
+        flush_state: Callable[[], Awaitable[None]],
     ) -> None:
         self.table = table
+        self._flush_state = flush_state
+        self.detection_table = detection_table
+        self.detection = detection
+        self._street_keys = {
+            (ind, street): f"{ind}{STREET_SEP}{street}"
+            for ind in detection.street_indicators
+            for street in cfg.city.street_district
+        }
         self._outputs = outputs
         self._progress = progress
         self.cfg = cfg
@@ -131,6 +163,7 @@ class VitalsProcessor:
             self.started, self.awaiting_first_batch = now_ts, False
         now = datetime.fromtimestamp(now_ts, UTC)
         touched: dict[str, DistrictWindows] = {}
+        detected: dict[str, DistrictDetection] = {}
         out = self._outputs()
         dead: list[DeadLetter] = []
         # counted per batch, not per event: a metric increment takes a lock
@@ -152,8 +185,17 @@ class VitalsProcessor:
                 dead.append(result)
             else:
                 assert state is not None  # a valid reading's key is a known district
+                street_key = (
+                    self._street_keys.get((result.indicator, result.street))
+                    if result.street is not None
+                    else None
+                )
                 if state.add(
-                    result.indicator, result.value, result.event_time.timestamp(), msg.topic
+                    result.indicator,
+                    result.value,
+                    result.event_time.timestamp(),
+                    msg.topic,
+                    street_key,
                 ):
                     out.add(READINGS_TOPIC, key, result.json)
                     readings[result.domain] += 1
@@ -187,8 +229,8 @@ class VitalsProcessor:
             closed = state.close_due(
                 self.settings.allowed_lateness_s, self._active_sources(district, now_ts)
             )
-            self._publish(out, closed, now, "watermark")
-        await self._commit(touched, out)
+            self._publish(out, closed, now, "watermark", detected)
+        await self._commit(touched, out, detected)
         metrics.batch_size.observe(len(events))
         metrics.batch_seconds.observe(time.perf_counter() - t0)
 
@@ -217,6 +259,7 @@ class VitalsProcessor:
         now_ts = time.time()
         now = datetime.fromtimestamp(now_ts, UTC)
         touched: dict[str, DistrictWindows] = {}
+        detected: dict[str, DistrictDetection] = {}
         out = self._outputs()
         if self.awaiting_first_batch:
             return
@@ -247,14 +290,20 @@ class VitalsProcessor:
                     )
                 continue
             touched[district] = state
-            self._publish(out, state.close_all(), now, "idle")
+            self._publish(out, state.close_all(), now, "idle", detected)
         if touched:
-            await self._commit(touched, out)
+            await self._commit(touched, out, detected)
 
     def _publish(
-        self, out: Outputs, closed: list[ClosedWindow], now: datetime, trigger: str
+        self,
+        out: Outputs,
+        closed: list[ClosedWindow],
+        now: datetime,
+        trigger: str,
+        detected: dict[str, DistrictDetection],
     ) -> None:
         for window in closed:
+            self._detect(out, window, detected)
             vitals = district_vitals(window, self.cfg, self.settings.rolling_windows, now)
             out.add(VITALS_TOPIC, window.district.encode(), vitals.to_json())
             metrics.windows_closed.labels(trigger).inc()
@@ -265,11 +314,103 @@ class VitalsProcessor:
                 metrics.composite_index.labels(window.district).set(vitals.composite)
             metrics.watermark_lag.labels(window.district).set(now.timestamp() - window.end)
 
-    async def _commit(self, touched: dict[str, DistrictWindows], out: Outputs) -> None:
+    def _detect(
+        self, out: Outputs, window: ClosedWindow, detected: dict[str, DistrictDetection]
+    ) -> None:
+        district = window.district
+        state = detected.get(district)
+        if state is None:
+            state = self.detection_table.get(district.encode()) or DistrictDetection(district)
+            detected[district] = state
+        events = state.on_window(window, self.detection)
+        key = district.encode()
+        for event in events:
+            out.add(ALERTS_TOPIC, key, event.to_json())
+            metrics.alert_events.labels(
+                event.status.value, event.grade.roman, event.kind.value, event.department
+            ).inc()
+        if events:
+            self._count_open(state)
+
+    async def apply_action(self, msg: Record) -> None:
+        """Apply one operator action from ``city.alert-actions`` (caller holds the state lock).
+
+        An invalid action goes to the dead-letter topic; a repeated one (same
+        action id) changes nothing.
+        """
+        now = datetime.now(UTC)
+        key, value = msg.key, msg.value if msg.value is not None else b""
+        origin = Origin(topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        out = self._outputs()
+        try:
+            action = AlertAction.model_validate_json(value)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in err["loc"]) or "(document)"
+            out.add(
+                DEADLETTER_TOPIC,
+                key,
+                dead_letter(
+                    origin, key, value, DeadLetterReason.SCHEMA, f"{where}: {err['msg']}", now
+                ).to_json(),
+            )
+            self._dead[DeadLetterReason.SCHEMA].inc()
+            await out.send()
+            return
+        shown = None if key is None else key.decode("utf-8", "replace")
+        problem = None
+        if action.district not in self._districts:
+            problem = (
+                DeadLetterReason.UNKNOWN_DISTRICT,
+                f"district {action.district!r} is not in the city",
+            )
+        elif shown != action.district:
+            problem = (
+                DeadLetterReason.KEY_MISMATCH,
+                f"message key {shown!r} is not the action's district {action.district!r}",
+            )
+        if problem is not None:
+            out.add(DEADLETTER_TOPIC, key, dead_letter(origin, key, value, *problem, now).to_json())
+            self._dead[problem[0]].inc()
+            await out.send()
+            return
+        state = self.detection_table.get(action.district.encode()) or DistrictDetection(
+            action.district
+        )
+        events = state.act(action, self.detection)
+        for event in events:
+            out.add(ALERTS_TOPIC, action.district.encode(), event.to_json())
+            metrics.alert_events.labels(
+                event.status.value, event.grade.roman, event.kind.value, event.department
+            ).inc()
+        metrics.actions_applied.labels(action.action.value).inc()
+        await out.send()
+        if events:
+            self._count_open(state)
+            self.detection_table[action.district.encode()] = state
+
+    def _count_open(self, state: DistrictDetection) -> None:
+        open_by_grade = Counter(a.grade.roman for a in state.book.open.values())
+        for grade in Grade:
+            metrics.open_alerts.labels(state.district, grade.roman).set(open_by_grade[grade.roman])
+
+    async def _commit(
+        self,
+        touched: dict[str, DistrictWindows],
+        out: Outputs,
+        detected: dict[str, DistrictDetection] | None = None,
+    ) -> None:
         # Outputs first, state second: if we crash in between, the events are
         # redelivered and their outputs repeated (at-least-once), never lost;
         # once the state is written they are recognised as applied.
         await out.send()
+        if detected:
+            # Detection before windows, made durable in between: a crash after it
+            # re-closes the windows, and detection skips the minutes it has seen
+            # (a crash before it repeats the same alert events, ids and sequences).
+            for district, det in detected.items():
+                self.detection_table[district.encode()] = det
+            await self._flush_state()
         for district, state in touched.items():
             self.table[district.encode()] = state
 
@@ -358,6 +499,24 @@ def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) 
     )
     cast(Any, table).key_serializer = "raw"
     cast(Any, table).value_serializer = "district_windows"
+    detection_table = app.Table(
+        DETECTION_TABLE,
+        default=None,
+        partitions=partitions,
+        changelog_topic=app.topic(
+            f"{settings.app_id}-{DETECTION_TABLE}-changelog",
+            key_serializer="raw",
+            value_serializer="district_detection",
+            partitions=partitions,
+            compacting=True,
+            acks=True,
+            internal=True,
+        ),
+        use_partitioner=True,
+    )
+    cast(Any, detection_table).key_serializer = "raw"
+    cast(Any, detection_table).value_serializer = "district_detection"
+    detection = DetectionContext(cfg, load_thresholds(cfg))
 
     async def crash(exc: BaseException) -> None:
         await app.crash(exc)
@@ -373,7 +532,16 @@ def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) 
         batch_within_s=settings.batch_within_s,
         on_crash=crash,
     )
-    processor = VitalsProcessor(table, cfg, settings, outputs=feed.outputs, progress=feed.progress)
+    processor = VitalsProcessor(
+        table,
+        cfg,
+        settings,
+        outputs=feed.outputs,
+        progress=feed.progress,
+        detection_table=detection_table,
+        detection=detection,
+        flush_state=app.producer.flush,
+    )
     app.cityvitals = processor  # type: ignore[attr-defined]
     app.input_feed = feed
 
@@ -401,6 +569,17 @@ def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) 
         await feed.start()
         processor.awaiting_first_batch = True
         await feed.assign(owned_partitions())
+
+    actions = app.topic(
+        ACTIONS_TOPIC, key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
+
+    @app.agent(actions, name="alert-actions")
+    async def apply_actions(stream: Any) -> None:
+        # operator actions are few: Faust's per-event stream suits them
+        async for event in stream.events():
+            async with feed.lock:
+                await processor.apply_action(event.message)
 
     @app.timer(interval=1.0)
     async def close_idle_windows() -> None:

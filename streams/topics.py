@@ -14,13 +14,22 @@ from collections.abc import Iterable, Mapping
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streams.schemas import DEADLETTER_TOPIC, EVENT_TOPICS, READINGS_TOPIC, VITALS_TOPIC
+from streams.schemas import (
+    ACTIONS_TOPIC,
+    ALERTS_TOPIC,
+    DEADLETTER_TOPIC,
+    EVENT_TOPICS,
+    READINGS_TOPIC,
+    VITALS_TOPIC,
+)
 
 CITY_TOPICS: tuple[str, ...] = (
     *EVENT_TOPICS.values(),
     READINGS_TOPIC,
     DEADLETTER_TOPIC,
     VITALS_TOPIC,
+    ALERTS_TOPIC,
+    ACTIONS_TOPIC,
 )
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from detectors.vital_index import composite_index, domain_index, health_score
 from streams.config import CityConfig
 from streams.schemas import DistrictVitals, IndicatorVitals, WindowStats
-from streams.windows import Agg, ClosedWindow
+from streams.windows import STREET_SEP, Agg, ClosedWindow
 
 
 def stats(agg: Agg) -> WindowStats:
@@ -59,7 +59,7 @@ def district_vitals(
         window_start=datetime.fromtimestamp(closed.start, UTC),
         window_end=datetime.fromtimestamp(closed.end, UTC),
         rolling_minutes=rolling_minutes,
-        events=int(sum(a[0] for a in closed.minute.values())),
+        events=int(sum(a[0] for k, a in closed.minute.items() if STREET_SEP not in k)),
         indicators=indicators,
         domains=domains,
         composite=composite_index(domains, weights),

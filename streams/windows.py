@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+STREET_SEP = "@"  # "<indicator>@<street>": a street's own aggregate of an indicator
+
 # [count, sum, min, max]: a list, so the changelog stays small and the update is cheap.
 Agg = list[float]
 
@@ -105,8 +107,20 @@ class DistrictWindows:
     def window_of(self, event_time: float) -> float:
         return event_time - (event_time % self.window_s)
 
-    def add(self, indicator: str, value: float, event_time: float, source: str = "") -> bool:
-        """Count a value in its window; False when that window has already closed (late)."""
+    def add(
+        self,
+        indicator: str,
+        value: float,
+        event_time: float,
+        source: str = "",
+        street_key: str | None = None,
+    ) -> bool:
+        """Count a value in its window; False when that window has already closed (late).
+
+        With ``street_key`` (``"<indicator>@<street>"``) the value is also counted
+        under that key, for rules that watch each street; street keys get no
+        rolling view.
+        """
         if event_time < self.closed_until:
             return False
         start = self.window_of(event_time)
@@ -118,6 +132,12 @@ class DistrictWindows:
             bucket[indicator] = new_agg(value)
         else:
             add_to(agg, value)
+        if street_key is not None:
+            agg = bucket.get(street_key)
+            if agg is None:
+                bucket[street_key] = new_agg(value)
+            else:
+                add_to(agg, value)
         if event_time > self.marks.get(source, -math.inf):
             self.marks[source] = event_time
         return True
@@ -150,7 +170,8 @@ class DistrictWindows:
             end = start + self.window_s
             horizon = end - self.rolling_windows * self.window_s
             for indicator, agg in minute.items():
-                self.history.setdefault(indicator, []).append([start, *agg])
+                if STREET_SEP not in indicator:
+                    self.history.setdefault(indicator, []).append([start, *agg])
             for indicator in list(self.history):
                 kept = [h for h in self.history[indicator] if h[0] >= horizon]
                 if kept:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from streams.embedded_broker import EmbeddedBroker
+from tests.harness import Worker
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +27,14 @@ def broker_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("embedded-broker") / "broker.log"
     with EmbeddedBroker(log_path=log_path) as broker:
         yield broker.bootstrap
+
+
+@pytest.fixture
+def worker(broker_bootstrap: str, tmp_path: Path) -> Iterator[Worker]:
+    """A worker subprocess on the session's broker, with a fresh app id; killed afterwards."""
+    w = Worker(broker_bootstrap, tmp_path)
+    yield w
+    w.stop(signal.SIGKILL)
 
 
 @pytest.fixture

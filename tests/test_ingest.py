@@ -175,9 +175,10 @@ def assert_same_reading(topic: str, partition: int, offset: int, key: bytes, raw
     assert set(orjson.loads(fast.json)) == set(
         orjson.loads(slow.to_json())
     )  # same None fields left out
-    assert (fast.indicator, fast.domain, fast.value, fast.event_time) == (
+    assert (fast.indicator, fast.domain, fast.street, fast.value, fast.event_time) == (
         slow.indicator,
         slow.domain,
+        slow.street,
         slow.value,
         slow.event_time,
     )

@@ -7,7 +7,6 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
@@ -92,13 +91,6 @@ def all_windows_published(bootstrap: str, expected: Counter) -> list[DistrictVit
             f"{exc}: {len(missing)} missing, e.g. {sorted(missing)[:5]}; dead letters: {found[:5]}"
         ) from None
     return got
-
-
-@pytest.fixture
-def worker(broker_bootstrap: str, tmp_path: Path):
-    w = Worker(broker_bootstrap, tmp_path)
-    yield w
-    w.stop(signal.SIGKILL)
 
 
 def test_ten_thousand_events_with_five_percent_malformed_every_event_is_accounted_for(

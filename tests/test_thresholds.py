@@ -277,3 +277,42 @@ def test_a_silent_source_is_reported_once_and_cleared_when_it_reports() -> None:
     assert watch.check(1300) is None  # once per silence
     assert watch.seen(1310) == "resolve"
     assert watch.seen(1370) is None
+
+
+def test_closed_windows_feed_the_same_aggregates_as_single_readings() -> None:
+    spec = ThresholdSpec(
+        "air.pm25.mean15",
+        "iot.pm25",
+        Aggregate.MEAN,
+        900,
+        Direction.ABOVE,
+        (75, 115, 150, 250),
+        pending_s=120,
+    )
+    by_reading, by_window = ThresholdDetector(spec), ThresholdDetector(spec)
+    minutes = [(0, [60.0, 70.0]), (60, [100.0, 110.0]), (120, [130.0]), (180, [140.0, 150.0])]
+    a: list[Transition] = []
+    b: list[Transition] = []
+    for start, values in minutes:
+        for v in values:
+            a += by_reading.update(start + 59, v)
+        b += by_window.update_window(
+            start, start + 60, len(values), sum(values), min(values), max(values)
+        )
+    assert by_window.level == pytest.approx(by_reading.level)
+    assert [(t.kind, t.grade) for t in b] == [(t.kind, t.grade) for t in a] == [("fire", 4)]
+
+
+def test_a_reading_rule_judges_the_worst_reading_of_a_window() -> None:
+    above = ThresholdDetector(PM25.__class__(**{**PM25.__dict__, "pending_s": 0}))
+    assert kinds(above.update_window(0, 60, 3, 330.0, 10.0, 260.0)) == [("fire", 1, 60)]
+    low = ThresholdDetector(
+        ThresholdSpec("p", "x", Aggregate.READING, 0, Direction.BELOW, (250, 200, 150, 100))
+    )
+    assert kinds(low.update_window(0, 60, 2, 500.0, 140.0, 360.0)) == [("fire", 2, 60)]
+
+
+def test_an_empty_window_only_moves_the_clock() -> None:
+    det = ThresholdDetector(PM25)
+    det.update(0, 120)
+    assert kinds(det.update_window(240, 300, 0, 0.0, 0.0, 0.0)) == [("fire", 3, 300)]

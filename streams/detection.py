@@ -1,0 +1,179 @@
+"""Detection per district: closed windows in, AlertEvents out.
+
+One :class:`DistrictDetection` per district lives in the ``district-detection``
+table. Each closed minute of the district (:class:`~streams.windows.ClosedWindow`)
+feeds the threshold rules that apply there (district-scoped rules the district's
+aggregate of an indicator, street-scoped rules each street's), and every
+detector not fed by that minute moves its clock to the minute's end, so pending
+and hold timers and missing-data rules run in event time. Transitions become
+:class:`~streams.lifecycle.Signal` s for the district's
+:class:`~streams.lifecycle.AlertBook`.
+
+Detection runs on closed windows rather than single readings: its state changes
+(and is written) once per district-minute whatever the reading rate, and replay
+of a file goes through the same windows, so it raises the same alerts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+
+from detectors.thresholds import ThresholdDetector, ThresholdSpec, Transition
+from streams.config import CityConfig
+from streams.lifecycle import AlertBook, Names, Signal, Silence
+from streams.rules import ThresholdRules
+from streams.schemas import AlertAction, AlertEvent, AlertKind, Evidence, Grade
+from streams.windows import STREET_SEP, ClosedWindow
+
+
+def _describe(spec: ThresholdSpec) -> str:
+    if spec.aggregate.value == "reading":
+        return "reading"
+    minutes = spec.window_s / 60
+    span = f"{minutes:g} min" if minutes < 120 else f"{minutes / 60:g} h"
+    what = {"rate": "rate per minute"}.get(spec.aggregate.value, spec.aggregate.value)
+    return f"{what} over {span}"
+
+
+@dataclass
+class DetectionContext:
+    """What every district's detection shares: the config, resolved and cached."""
+
+    cfg: CityConfig
+    rules: ThresholdRules
+    silences: tuple[Silence, ...] = ()
+
+    @cached_property
+    def names(self) -> Names:
+        return Names(self.cfg)
+
+    @cached_property
+    def street_indicators(self) -> frozenset[str]:
+        """Indicators some street-scoped rule watches: windows keep them per street too."""
+        return frozenset(r.indicator for r in self.rules.rules if r.scope == "street" and r.enabled)
+
+    @cached_property
+    def _specs(self) -> dict[tuple[str, str, str | None], list[ThresholdSpec]]:
+        return {}
+
+    def specs(self, indicator: str, district: str, street: str | None) -> list[ThresholdSpec]:
+        """The rules for one series: district-scoped ones when ``street`` is None, else the street's."""
+        key = (indicator, district, street)
+        cached = self._specs.get(key)
+        if cached is None:
+            scope = "district" if street is None else "street"
+            cached = [
+                spec
+                for rule in self.rules.by_indicator(indicator)
+                if rule.scope == scope
+                and (spec := self.rules.spec(rule, district, street)) is not None
+            ]
+            self._specs[key] = cached
+        return cached
+
+    def department_of(self, rule_id: str) -> str:
+        return next(r.department for r in self.rules.rules if r.id == rule_id)
+
+
+@dataclass
+class DistrictDetection:
+    """A district's detectors and alerts; picklable, written once per closed minute."""
+
+    district: str
+    thresholds: dict[str, ThresholdDetector] = field(default_factory=dict)
+    book: AlertBook = field(init=False)
+    fed_until: float = float("-inf")  # end of the newest window fed: a re-closed one is skipped
+
+    def __post_init__(self) -> None:
+        self.book = AlertBook(self.district)
+
+    def on_window(self, window: ClosedWindow, ctx: DetectionContext) -> list[AlertEvent]:
+        """Feed one closed minute to every rule that applies; return the alert events.
+
+        A minute at or before one already fed (re-closed after a crash) is skipped.
+        """
+        if window.end <= self.fed_until:
+            return []
+        self.fed_until = window.end
+        events: list[AlertEvent] = []
+        fed: set[str] = set()
+        for key, agg in window.minute.items():
+            indicator, _, street = key.partition(STREET_SEP)
+            for spec in ctx.specs(indicator, self.district, street or None):
+                det_key = f"{spec.rule_id}{STREET_SEP}{street}"
+                det = self.thresholds.get(det_key)
+                if det is None:
+                    det = self.thresholds[det_key] = ThresholdDetector(spec)
+                elif det.spec != spec:  # the rule changed: keep the state, judge by the new rule
+                    det = self.thresholds[det_key] = dataclasses.replace(det, spec=spec)
+                fed.add(det_key)
+                count, total, low, high = agg
+                for tr in det.update_window(window.start, window.end, int(count), total, low, high):
+                    events += self._signal(tr, spec, indicator, street or None, window, ctx)
+        for det_key, det in self.thresholds.items():
+            if det_key not in fed:
+                place = det_key.partition(STREET_SEP)[2] or None
+                for tr in det.advance(window.end):
+                    events += self._signal(tr, det.spec, det.spec.indicator, place, window, ctx)
+        return events
+
+    def act(self, action: AlertAction, ctx: DetectionContext) -> list[AlertEvent]:
+        return self.book.act(action, ctx.names, ctx.silences)
+
+    def _signal(
+        self,
+        tr: Transition,
+        spec: ThresholdSpec,
+        indicator: str,
+        street: str | None,
+        window: ClosedWindow,
+        ctx: DetectionContext,
+    ) -> list[AlertEvent]:
+        ind = ctx.cfg.indicators[indicator]
+        span = spec.window_s if spec.window_s > 0 else window.end - window.start
+        evidence = Evidence(
+            rule=spec.rule_id,
+            version=spec.version,
+            observed=tr.level,
+            aggregate=_describe(spec),
+            window_start=datetime.fromtimestamp(tr.at - span, UTC),
+            window_end=datetime.fromtimestamp(tr.at, UTC),
+            threshold=tr.threshold,
+            detail=f"{tr.reason}; breach since {datetime.fromtimestamp(tr.since, UTC).isoformat()}",
+        )
+        signal = Signal(
+            action=tr.kind,
+            kind=AlertKind.ALARM,
+            rule=spec.rule_id,
+            district=self.district,
+            street=street,
+            key=indicator,
+            indicators=(indicator,),
+            domain=ind.domain,
+            grade=Grade(tr.grade),
+            at=tr.at,
+            evidence=evidence,
+            department=ctx.department_of(spec.rule_id),
+            co_departments=tuple(
+                d
+                for d in (ind.department, *ind.co_departments)
+                if d != ctx.department_of(spec.rule_id)
+            ),
+            sharing=ind.sharing,
+        )
+        return self.book.apply(signal, ctx.names, ctx.silences)
+
+    # -- the table's codec ---------------------------------------------------------
+    def dumps(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads(data: bytes) -> DistrictDetection:
+        value = pickle.loads(data)  # our own changelog topic, written by this code
+        if not isinstance(value, DistrictDetection):
+            raise TypeError(f"not a DistrictDetection: {type(value).__name__}")
+        return value
