@@ -1,0 +1,120 @@
+"""Per-reading cost and state size of the series anomaly detector.
+
+Run from the repository root::
+
+    .venv/bin/python bench/detector_cost.py [--data /work/shared/data/nab]
+                                            [--file realKnownCause/machine_temperature_system_failure.csv]
+                                            [--runs 5] [--updates 100000]
+
+The series is a real one (by default NAB's machine temperature, 22,695 readings at
+5 minutes), parsed into ``(t, value)`` pairs before any clock starts. Each run feeds
+the whole series to a fresh :class:`~detectors.anomaly.SeriesDetector`, and separately to
+a detector feeding an :class:`~detectors.anomaly.AnomalyGate`, and divides the elapsed
+``time.perf_counter`` time by the number of readings; the reported figures are the
+medians over ``--runs`` runs (single process, one core, the interpreter that runs the
+script). ``state_bytes`` is ``len(pickle.dumps(...))`` after ``--updates`` updates (the
+series repeated, its time shifted forward each round so the clock keeps moving), for the
+detector alone and with its gate.
+
+One JSON object goes to stdout, with the targets (30 µs per reading, 64 KiB of state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+from nab import DEFAULT_DATA, epoch_seconds, read_series
+
+from detectors.anomaly import AnomalyGate, SeriesDetector
+
+DEFAULT_FILE = "realKnownCause/machine_temperature_system_failure.csv"
+TARGET_US = 30.0
+TARGET_BYTES = 64 * 1024
+
+
+def load(path: Path) -> list[tuple[float, float]]:
+    """``(t, value)`` pairs of a NAB CSV file."""
+    timestamps, values = read_series(path)
+    return [(epoch_seconds(ts), v) for ts, v in zip(timestamps, values, strict=True)]
+
+
+def time_detector(points: Sequence[tuple[float, float]]) -> float:
+    """Microseconds per reading of one pass of a fresh detector."""
+    detector = SeriesDetector()
+    update = detector.update
+    start = time.perf_counter()
+    for t, v in points:
+        update(t, v)
+    return (time.perf_counter() - start) / len(points) * 1e6
+
+
+def time_detector_and_gate(points: Sequence[tuple[float, float]]) -> float:
+    """Microseconds per reading of one pass of a fresh detector feeding a gate."""
+    detector = SeriesDetector()
+    gate = AnomalyGate(detector.config)
+    update, decide = detector.update, gate.update
+    start = time.perf_counter()
+    for t, v in points:
+        decide(t, update(t, v))
+    return (time.perf_counter() - start) / len(points) * 1e6
+
+
+def state_sizes(points: Sequence[tuple[float, float]], updates: int) -> tuple[int, int]:
+    """Pickled bytes of a detector, and of a detector plus gate, after ``updates`` readings."""
+    detector = SeriesDetector()
+    gate = AnomalyGate(detector.config)
+    span = points[-1][0] - points[0][0] + 300.0
+    done = 0
+    shift = 0.0
+    while done < updates:
+        for t, v in points:
+            if done == updates:
+                break
+            gate.update(t + shift, detector.update(t + shift, v))
+            done += 1
+        shift += span
+    return len(pickle.dumps(detector)), len(pickle.dumps((detector, gate)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry: print the measurements as one JSON object."""
+    parser = argparse.ArgumentParser(description="Per-reading cost and state size.")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="NAB corpus root")
+    parser.add_argument("--file", default=DEFAULT_FILE, help="series, relative to data/")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--updates", type=int, default=100_000)
+    args = parser.parse_args(argv)
+
+    points = load(args.data / "data" / args.file)
+    detector_us = [time_detector(points) for _ in range(args.runs)]
+    gated_us = [time_detector_and_gate(points) for _ in range(args.runs)]
+    detector_bytes, gated_bytes = state_sizes(points, args.updates)
+    result = {
+        "series": args.file,
+        "readings": len(points),
+        "runs": args.runs,
+        "python": platform.python_version(),
+        "us_per_update": round(statistics.median(detector_us), 2),
+        "us_per_update_with_gate": round(statistics.median(gated_us), 2),
+        "us_per_update_runs": [round(x, 2) for x in detector_us],
+        "updates_for_state": args.updates,
+        "state_bytes": detector_bytes,
+        "state_bytes_with_gate": gated_bytes,
+        "target_us_per_update": TARGET_US,
+        "target_state_bytes": TARGET_BYTES,
+        "within_targets": statistics.median(gated_us) <= TARGET_US and gated_bytes <= TARGET_BYTES,
+    }
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
