@@ -210,11 +210,17 @@ class ThresholdDetector:
         if start > self.latest - self.spec.window_s:
             width = self._bucket_s()
             bucket_start = start - (start % width)
-            bucket = next((b for b in self._buckets if b.start == bucket_start), None)
-            if bucket is None:
+            buckets = self._buckets
+            if not buckets or buckets[-1].start < bucket_start:  # the usual case: the next minute
                 bucket = _Bucket(bucket_start)
-                self._buckets.append(bucket)
-                self._buckets = deque(sorted(self._buckets, key=lambda b: b.start))
+                buckets.append(bucket)
+            else:
+                found = next((b for b in buckets if b.start == bucket_start), None)
+                if found is None:
+                    found = _Bucket(bucket_start)
+                    buckets.append(found)
+                    self._buckets = deque(sorted(buckets, key=lambda b: b.start))
+                bucket = found
             bucket.count += count
             bucket.total += total
             bucket.low = min(bucket.low, low)
@@ -271,11 +277,17 @@ class ThresholdDetector:
         width = self._bucket_s()
         while self._buckets and self._buckets[0].start + width <= horizon:
             self._buckets.popleft()
-        count = sum(b.count for b in self._buckets)
+        count, total, low, high = 0, 0.0, math.inf, -math.inf
+        for b in self._buckets:
+            count += b.count
+            total += b.total
+            if b.low < low:
+                low = b.low
+            if b.high > high:
+                high = b.high
         agg = self.spec.aggregate
         if agg is Aggregate.COUNT:
             return float(count)
-        total = sum(b.total for b in self._buckets)
         if agg is Aggregate.SUM:
             return total
         if agg is Aggregate.RATE:
@@ -284,9 +296,7 @@ class ThresholdDetector:
             return None  # no data: a mean, max or min of nothing is unknown
         if agg is Aggregate.MEAN:
             return total / count
-        if agg is Aggregate.MAX:
-            return max(b.high for b in self._buckets)
-        return min(b.low for b in self._buckets)
+        return high if agg is Aggregate.MAX else low
 
     # -- the phases ------------------------------------------------------------------
     def _transition(self, kind: str, at: float, reason: str) -> Transition:

@@ -108,7 +108,8 @@ class DistrictDetection:
                 det = self.thresholds.get(det_key)
                 if det is None:
                     det = self.thresholds[det_key] = ThresholdDetector(spec)
-                elif det.spec != spec:  # the rule changed: keep the state, judge by the new rule
+                elif det.spec is not spec and det.spec != spec:
+                    # the rule changed: keep the state, judge by the new rule
                     det = self.thresholds[det_key] = dataclasses.replace(det, spec=spec)
                 fed.add(det_key)
                 count, total, low, high = agg
