@@ -4,11 +4,15 @@ Run from the repository root::
 
     .venv/bin/python bench/nab.py [--data /work/shared/data/nab]
 
-Every CSV file of the corpus is replayed, in file order and each on its own, through a
-fresh :class:`~detectors.anomaly.SeriesDetector` and :class:`~detectors.anomaly.AnomalyGate`
-in their default configuration (:class:`~detectors.anomaly.AnomalyConfig`, the same for
-every file). The timestamp of every alert onset (``firing``) is a detection; updates and
-resolutions are not. The detections are scored with :mod:`bench.nabscore` (NAB v1.1 rules)
+Every CSV file of the corpus goes through the product's offline replay
+(:func:`streams.replay.replay_file`, what ``cityvitals replay`` runs), in file order and
+each on its own, with the shipped configuration: the file's value column is watched by the
+anomaly models (:class:`~detectors.anomaly.AnomalyConfig` defaults, the same for every
+file) through the worker's event-time windows and alert lifecycle. The ``event_time`` of
+every ``firing`` event is a detection; updates and resolutions are not. With
+``--models-only`` the file is fed straight to a :class:`~detectors.anomaly.SeriesDetector`
+and :class:`~detectors.anomaly.AnomalyGate`, one update per row, which isolates the models
+from the windows and the lifecycle. The detections are scored with :mod:`bench.nabscore` (NAB v1.1 rules)
 under the three profiles of ``profiles.json``, over the whole corpus and over the ten city
 files (realTraffic, nyc_taxi, ambient and machine temperature).
 
@@ -19,9 +23,7 @@ One JSON object goes to stdout::
      "files": {"<category/file.csv>": {"rows", "windows", "detections", "true_positives",
                "false_positives", "false_negatives", "raw": {profile: raw score}}}}
 
-A progress bar goes to stderr. The detection step is the single function
-:func:`detections_for_file`; replacing it (for instance by the product's offline replay)
-changes nothing else.
+A progress bar goes to stderr.
 """
 
 from __future__ import annotations
@@ -86,8 +88,18 @@ def epoch_seconds(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp).replace(tzinfo=UTC).timestamp()
 
 
-def detections_for_file(path: Path, config: AnomalyConfig | None = None) -> list[str]:
-    """Timestamps of the alert onsets of a fresh detector and gate replayed over one file."""
+def detections_for_file(path: Path) -> list[str]:
+    """Timestamps of the ``firing`` events of the offline replay of one file."""
+    from streams.config import load_config
+    from streams.replay import replay_file
+
+    cfg = load_config()
+    lines, _ = replay_file(path, cfg, district=next(iter(cfg.districts)))
+    return [line["event_time"] for line in lines if line["status"] == "firing"]
+
+
+def model_detections_for_file(path: Path, config: AnomalyConfig | None = None) -> list[str]:
+    """Timestamps of the alert onsets of a fresh detector and gate fed row by row."""
     timestamps, values = read_series(path)
     detector = SeriesDetector(config)
     gate = AnomalyGate(detector.config)
@@ -155,8 +167,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry: print the scores as one JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="NAB corpus root")
+    parser.add_argument(
+        "--models-only",
+        action="store_true",
+        help="feed the anomaly models row by row instead of replaying through the product",
+    )
     args = parser.parse_args(argv)
-    result = evaluate(args.data)
+    result = evaluate(
+        args.data, model_detections_for_file if args.models_only else detections_for_file
+    )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

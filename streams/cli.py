@@ -201,6 +201,71 @@ def demo(
     )
 
 
+@cli.command()
+def replay(
+    input: Annotated[
+        Path, typer.Option("--input", help="CSV with a 'timestamp' column and value columns")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="where to write the alert events (JSON lines)")
+    ],
+    indicator: Annotated[
+        list[str] | None,
+        typer.Option(help="COLUMN=CODE: watch a column as a catalogue indicator (repeatable)"),
+    ] = None,
+    district: Annotated[
+        str | None, typer.Option(help="district code the series belong to (default: the first)")
+    ] = None,
+    config_dir: ConfigOpt = None,
+) -> None:
+    """Run the live detectors and alert lifecycle offline over a CSV file."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from streams.replay import ReplayError, replay_file, write_jsonl
+
+    settings = make_settings(config_dir=config_dir)
+    cfg = load_config_or_exit(settings.config_dir)
+    mapping: dict[str, str] = {}
+    for item in indicator or []:
+        column, sep, code = item.partition("=")
+        if not sep or not column or not code:
+            raise typer.BadParameter(f"{item!r} is not COLUMN=CODE", param_hint="--indicator")
+        mapping[column] = code
+    place = district or next(iter(cfg.districts))
+    if place not in cfg.districts:
+        raise typer.BadParameter(f"unknown district {place!r}", param_hint="--district")
+    if not input.is_file():
+        raise typer.BadParameter(f"{input} is not a file", param_hint="--input")
+    with input.open("rb") as handle:
+        total = max(0, sum(1 for _ in handle) - 1)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} rows"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task(input.name, total=total)
+        try:
+            lines, stats = replay_file(
+                input,
+                cfg,
+                district=place,
+                mapping=mapping,
+                progress=lambda: bar.advance(task),
+            )
+        except ReplayError as exc:
+            err.print(f"[bold red]cannot replay[/]: {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    write_jsonl(lines, out)
+    Console(stderr=True).print(
+        f"{stats.rows} rows, {stats.values} values ({stats.late} late, {stats.blank} blank): "
+        f"{stats.alerts} alerts, {stats.events} alert events -> {out}"
+    )
+
+
 def main() -> None:
     cli()
 

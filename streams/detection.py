@@ -17,13 +17,16 @@ of a file goes through the same windows, so it raises the same alerts.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pickle
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from zoneinfo import ZoneInfo
 
+from detectors.anomaly import AnomalyConfig, AnomalyGate, SeriesDetector
 from detectors.thresholds import ThresholdDetector, ThresholdSpec, Transition
-from streams.config import CityConfig
+from streams.config import CityConfig, Sharing
 from streams.lifecycle import AlertBook, Names, Signal, Silence
 from streams.rules import ThresholdRules
 from streams.schemas import AlertAction, AlertEvent, AlertKind, Evidence, Grade
@@ -39,13 +42,36 @@ def _describe(spec: ThresholdSpec) -> str:
     return f"{what} over {span}"
 
 
+ANOMALY_RULE = "anomaly.seasonal-likelihood"
+_EVENTS = {"firing": "fire", "updated": "update", "resolved": "resolve"}
+
+
 @dataclass
 class DetectionContext:
-    """What every district's detection shares: the config, resolved and cached."""
+    """What every district's detection shares: the config, resolved and cached.
+
+    ``anomaly`` is the anomaly models' configuration, None to run none.
+    """
 
     cfg: CityConfig
     rules: ThresholdRules
     silences: tuple[Silence, ...] = ()
+    anomaly: AnomalyConfig | None = field(default_factory=AnomalyConfig)
+
+    @cached_property
+    def anomaly_version(self) -> str:
+        """A digest of the anomaly configuration: evidence names the exact model."""
+        text = repr(dataclasses.asdict(self.anomaly)) if self.anomaly else ""
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @cached_property
+    def _zone(self) -> ZoneInfo:
+        return ZoneInfo(self.cfg.city.city.timezone)
+
+    def local(self, t: float) -> float:
+        """Seconds since the epoch on the city's wall clock: time-of-day models use it."""
+        offset = datetime.fromtimestamp(t, self._zone).utcoffset()
+        return t + (offset.total_seconds() if offset is not None else 0.0)
 
     @cached_property
     def names(self) -> Names:
@@ -85,6 +111,7 @@ class DistrictDetection:
 
     district: str
     thresholds: dict[str, ThresholdDetector] = field(default_factory=dict)
+    anomaly: dict[str, tuple[SeriesDetector, AnomalyGate]] = field(default_factory=dict)
     book: AlertBook = field(init=False)
     fed_until: float = float("-inf")  # end of the newest window fed: a re-closed one is skipped
 
@@ -115,11 +142,76 @@ class DistrictDetection:
                 count, total, low, high = agg
                 for tr in det.update_window(window.start, window.end, int(count), total, low, high):
                     events += self._signal(tr, spec, indicator, street or None, window, ctx)
+        if ctx.anomaly is not None:
+            events += self._anomalies(window, ctx, ctx.anomaly)
         for det_key, det in self.thresholds.items():
             if det_key not in fed:
                 place = det_key.partition(STREET_SEP)[2] or None
                 for tr in det.advance(window.end):
                     events += self._signal(tr, det.spec, det.spec.indicator, place, window, ctx)
+        return events
+
+    def _anomalies(
+        self, window: ClosedWindow, ctx: DetectionContext, config: AnomalyConfig
+    ) -> list[AlertEvent]:
+        """One model set per (district, indicator): fed each closed minute's value.
+
+        A gauge's value is the minute's mean; a count's the minute's sum, and a
+        minute without events counts 0 once the series exists.
+        """
+        events: list[AlertEvent] = []
+        values: dict[str, tuple[float, str]] = {}
+        for key, agg in window.minute.items():
+            if STREET_SEP in key or agg[0] <= 0:
+                continue
+            ind = ctx.cfg.indicators.get(key)
+            if ind is not None and ind.aggregation == "sum":
+                values[key] = (agg[1], "sum over 1 min")
+            else:
+                values[key] = (agg[1] / agg[0], "mean over 1 min")
+        for key in self.anomaly:
+            ind = ctx.cfg.indicators.get(key)
+            if key not in values and ind is not None and ind.aggregation == "sum":
+                values[key] = (0.0, "sum over 1 min")
+        t_local = ctx.local(window.end)
+        for key, (value, aggregate) in values.items():
+            models = self.anomaly.get(key)
+            if models is None:
+                models = self.anomaly[key] = (SeriesDetector(config), AnomalyGate(config))
+            score = models[0].update(t_local, value)
+            decision = models[1].update(t_local, score)
+            if decision.event is None or decision.grade is None:
+                continue
+            ind = ctx.cfg.indicators.get(key)
+            department = ind.department if ind is not None else "command_centre"
+            evidence = Evidence(
+                rule=ANOMALY_RULE,
+                version=ctx.anomaly_version,
+                observed=value,
+                aggregate=aggregate,
+                window_start=datetime.fromtimestamp(window.start, UTC),
+                window_end=datetime.fromtimestamp(window.end, UTC),
+                baseline=score.expected,
+                score=decision.score,
+                detail=f"seasonal baseline {score.expected:.4g}; anomaly score {decision.score:.3f}",
+            )
+            signal = Signal(
+                action=_EVENTS[decision.event],
+                kind=AlertKind.ALARM,
+                rule=ANOMALY_RULE,
+                district=self.district,
+                street=None,
+                key=key,
+                indicators=(key,),
+                domain=ind.domain if ind is not None else None,
+                grade=Grade[decision.grade],
+                at=window.end,
+                evidence=evidence,
+                department=department,
+                co_departments=tuple(ind.co_departments) if ind is not None else (),
+                sharing=ind.sharing if ind is not None else Sharing.NOT_SHARED,
+            )
+            events += self.book.apply(signal, ctx.names, ctx.silences)
         return events
 
     def act(self, action: AlertAction, ctx: DetectionContext) -> list[AlertEvent]:

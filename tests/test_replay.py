@@ -1,0 +1,165 @@
+"""``cityvitals replay``: the live detectors and lifecycle, offline over a CSV file."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from streams.cli import cli
+from streams.config import load_config
+from streams.replay import ReplayError, replay_file
+
+CFG = load_config()
+START = datetime(2026, 3, 2, 0, 0)  # a Monday, naive: city wall time
+
+
+def daily(t: datetime) -> float:
+    hour = t.hour + t.minute / 60
+    return 100 + 40 * math.sin(2 * math.pi * (hour - 6) / 24)
+
+
+def write_csv(path: Path, rows: list[tuple[str, ...]], header: str = "timestamp,value") -> Path:
+    path.write_text(header + "\n" + "\n".join(",".join(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def series(days: int, spike_at: datetime | None = None, step_min: int = 5) -> list[tuple[str, str]]:
+    rows = []
+    t = START
+    i = 0
+    while t < START + timedelta(days=days):
+        value = daily(t) + (i * 7919 % 13 - 6) * 0.5  # deterministic noise
+        if spike_at is not None and spike_at <= t < spike_at + timedelta(minutes=15):
+            value += 400
+        rows.append((t.strftime("%Y-%m-%d %H:%M:%S"), f"{value:.3f}"))
+        t += timedelta(minutes=step_min)
+        i += 1
+    return rows
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["replay", *args])
+    return result.exit_code, result.output
+
+
+def read_lines(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_a_spike_after_warm_up_fires_at_its_row_and_resolves(tmp_path: Path) -> None:
+    spike = START + timedelta(days=3, hours=3)  # 03:00, where the daily curve is low
+    src = write_csv(tmp_path / "site.csv", series(4, spike))
+    out = tmp_path / "alerts.jsonl"
+    code, output = run_cli("--input", str(src), "--out", str(out))
+    assert code == 0, output
+    lines = read_lines(out)
+    firing = [x for x in lines if x["status"] == "firing"]
+    assert len(firing) == 1
+    alert = firing[0]
+    # the onset is one of the spike's rows (the models average a few readings)
+    spike_rows = {(spike + timedelta(minutes=m)).strftime("%Y-%m-%d %H:%M:%S") for m in (0, 5, 10)}
+    assert alert["event_time"] in spike_rows
+    assert alert["kind"] == "alarm" and alert["indicators"] == ["replay.value"]
+    assert alert["evidence"]["rule"] == "anomaly.seasonal-likelihood"  # type: ignore[index]
+    assert {"alert_id", "fingerprint", "grade", "kind", "event_time"} <= set(alert)
+    mine = [x for x in lines if x["alert_id"] == alert["alert_id"]]
+    assert [x["status"] for x in mine][-1] == "resolved"
+    assert [x["sequence"] for x in mine] == list(range(1, len(mine) + 1))
+
+
+def test_a_quiet_series_raises_nothing(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "site.csv", series(4))
+    lines, stats = replay_file(src, CFG, district="339901")
+    assert lines == [] and stats.rows == 4 * 288 and stats.late == 0
+
+
+def test_irregular_sampling_gaps_duplicates_and_a_backward_step_do_not_break_it(
+    tmp_path: Path,
+) -> None:
+    rows = series(2)
+    rows = [*rows[:100], rows[99], *rows[100:]]  # a duplicate timestamp
+    rows[150], rows[151] = rows[151], rows[150]  # a 5-minute backward step: within lateness
+    back = (START - timedelta(hours=5)).strftime("%Y-%m-%d %H:%M:%S")
+    rows.insert(300, (back, "90"))  # far backward: its minute has closed
+    gap = START + timedelta(days=6)
+    rows += [
+        ((gap + timedelta(minutes=7 * i + i % 3)).strftime("%Y-%m-%d %H:%M:%S"), "101")
+        for i in range(50)
+    ]
+    src = write_csv(tmp_path / "odd.csv", rows)
+    lines, stats = replay_file(src, CFG, district="339901")
+    assert stats.rows == len(rows)
+    assert stats.late == 1  # only the far backward step, as the worker's "late"
+    assert all(x["status"] in ("firing", "updated", "resolved") for x in lines)
+
+
+def test_a_mapped_column_gets_its_threshold_rules(tmp_path: Path) -> None:
+    rows = []
+    for m in range(0, 90):
+        t = START + timedelta(minutes=m)
+        level = 200 if 20 <= m < 45 else 30
+        rows.append((t.strftime("%Y-%m-%d %H:%M:%S"), str(level), "5"))
+    src = write_csv(tmp_path / "air.csv", rows, header="timestamp,pm25,other")
+    out = tmp_path / "alerts.jsonl"
+    code, output = run_cli(
+        "--input",
+        str(src),
+        "--out",
+        str(out),
+        "--indicator",
+        "pm25=iot.pm25",
+        "--district",
+        "339902",
+    )
+    assert code == 0, output
+    lines = read_lines(out)
+    rules = {x["evidence"]["rule"] for x in lines}  # type: ignore[index]
+    assert rules == {"environment.pm25.mean15"}
+    firing = [x for x in lines if x["status"] == "firing"]
+    assert len(firing) == 1 and firing[0]["district"] == "339902"
+    assert firing[0]["indicators"] == ["iot.pm25"] and firing[0]["department"] == "environment"
+    # Laocheng's override (60/100/150/250) and a 5-minute pending: after the minute
+    # 00:22 the 15-minute mean is (12 x 30 + 3 x 200) / 15 = 64 >= 60, so the breach
+    # begins at 00:23 and the rule fires at 00:28, on the minute whose row is 00:27
+    assert firing[0]["event_time"] == "2026-03-02 00:27:00"
+    # by then the mean is (7 x 30 + 8 x 200) / 15 = 120.7: it fires at grade III (>= 100)
+    assert firing[0]["grade"] == 3
+    assert firing[0]["evidence"]["threshold"] == 100  # type: ignore[index]
+    assert [x["status"] for x in lines][-1] == "resolved"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("time,value\n2026-01-01 00:00:00,1\n", "no 'timestamp' column"),
+        ("timestamp\n2026-01-01 00:00:00\n", "no value column"),
+        ("timestamp,value\n2026-01-01 00:00:00,abc\n", ":2: column 'value': 'abc' is not a number"),
+        ("timestamp,value\nyesterday,1\n", ":2: timestamp 'yesterday' is not ISO 8601"),
+    ],
+)
+def test_bad_input_stops_with_file_line_and_reason(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    src = tmp_path / "bad.csv"
+    src.write_text(content, encoding="utf-8")
+    with pytest.raises(ReplayError, match=message):
+        replay_file(src, CFG, district="339901")
+    code, output = run_cli("--input", str(src), "--out", str(tmp_path / "o.jsonl"))
+    assert code == 2 and "cannot replay" in output and "Traceback" not in output
+
+
+def test_unknown_indicator_or_column_is_refused(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "s.csv", series(1))
+    with pytest.raises(ReplayError, match=r"unknown indicator 'iot\.pm99'"):
+        replay_file(src, CFG, district="339901", mapping={"value": "iot.pm99"})
+    with pytest.raises(ReplayError, match=r"columns not in the file: \['speed'\]"):
+        replay_file(src, CFG, district="339901", mapping={"speed": "traffic.speed_kmh"})
+    code, output = run_cli(
+        "--input", str(src), "--out", str(tmp_path / "o"), "--indicator", "value"
+    )
+    assert code == 2 and "COLUMN=CODE" in output
