@@ -57,7 +57,7 @@ from streams.schemas import (
 )
 from streams.settings import Settings
 from streams.source import InputFeed, Outputs, Record, key_partition
-from streams.vitals import district_vitals
+from streams.vitals import vitals_json
 from streams.windows import STREET_SEP, ClosedWindow, DistrictWindows
 
 TABLE_NAME = "district-windows"
@@ -304,14 +304,16 @@ class VitalsProcessor:
     ) -> None:
         for window in closed:
             self._detect(out, window, detected)
-            vitals = district_vitals(window, self.cfg, self.settings.rolling_windows, now)
-            out.add(VITALS_TOPIC, window.district.encode(), vitals.to_json())
+            document, domains, composite = vitals_json(
+                window, self.cfg, self.settings.rolling_windows, now
+            )
+            out.add(VITALS_TOPIC, window.district.encode(), document)
             metrics.windows_closed.labels(trigger).inc()
-            for domain, value in vitals.domains.items():
+            for domain, value in domains.items():
                 if value is not None:
                     metrics.vital_index.labels(window.district, domain).set(value)
-            if vitals.composite is not None:
-                metrics.composite_index.labels(window.district).set(vitals.composite)
+            if composite is not None:
+                metrics.composite_index.labels(window.district).set(composite)
             metrics.watermark_lag.labels(window.district).set(now.timestamp() - window.end)
 
     def _detect(

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from detectors.vital_index import composite_index, domain_index, health_score
 from streams.config import load_config
+from streams.schemas import DistrictVitals
 from streams.vitals import district_vitals
 from streams.windows import DistrictWindows
 
@@ -159,3 +160,26 @@ def test_a_gauge_in_acute_failure_counts_at_once_not_after_the_rolling_view_dilu
         60.0, CFG.indicators["iot.water_pressure_kpa"].health
     )
     assert v.indicators["iot.water_pressure_kpa"].health < 10
+
+
+def test_the_published_vitals_document_equals_the_model() -> None:
+    """The worker builds the JSON directly; it must be the DistrictVitals the model gives."""
+    from streams.simulator import CitySimulator
+    from streams.vitals import vitals_json
+
+    sim = CitySimulator(CFG, seed=3, start=datetime(2026, 11, 20, 6, 0, tzinfo=UTC))
+    windows: dict[str, DistrictWindows] = {}
+    checked = 0
+    now = datetime(2026, 11, 24, 8, 0, 0, 123456, tzinfo=UTC)
+    for ev in sim.take(20_000):
+        body = orjson.loads(ev.value)
+        state = windows.setdefault(body["district"], DistrictWindows(body["district"]))
+        state.add(body["indicator"], float(body["value"]), ev.event_time.timestamp(), ev.topic)
+        for closed in state.close_due(120, None):
+            fast, domains, composite = vitals_json(closed, CFG, 15, now)
+            slow = district_vitals(closed, CFG, 15, now)
+            assert orjson.loads(fast) == orjson.loads(slow.to_json())
+            assert DistrictVitals.model_validate_json(fast) == slow
+            assert (domains, composite) == (slow.domains, slow.composite)
+            checked += 1
+    assert checked > 100
