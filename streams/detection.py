@@ -25,7 +25,7 @@ from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from detectors.anomaly import AnomalyConfig, AnomalyGate, SeriesDetector
-from detectors.thresholds import ThresholdDetector, ThresholdSpec, Transition
+from detectors.thresholds import SilenceWatch, ThresholdDetector, ThresholdSpec, Transition
 from streams.config import CityConfig, Sharing
 from streams.lifecycle import AlertBook, Names, Signal, Silence
 from streams.rules import ThresholdRules
@@ -43,6 +43,7 @@ def _describe(spec: ThresholdSpec) -> str:
 
 
 ANOMALY_RULE = "anomaly.seasonal-likelihood"
+SILENCE_RULE = "data_quality.silence"
 _EVENTS = {"firing": "fire", "updated": "update", "resolved": "resolve"}
 
 
@@ -112,6 +113,7 @@ class DistrictDetection:
     district: str
     thresholds: dict[str, ThresholdDetector] = field(default_factory=dict)
     anomaly: dict[str, tuple[SeriesDetector, AnomalyGate]] = field(default_factory=dict)
+    silence: dict[str, SilenceWatch] = field(default_factory=dict)
     book: AlertBook = field(init=False)
     fed_until: float = float("-inf")  # end of the newest window fed: a re-closed one is skipped
 
@@ -144,6 +146,7 @@ class DistrictDetection:
                     events += self._signal(tr, spec, indicator, street or None, window, ctx)
         if ctx.anomaly is not None:
             events += self._anomalies(window, ctx, ctx.anomaly)
+        events += self._silences(window, ctx)
         for det_key, det in self.thresholds.items():
             if det_key not in fed:
                 place = det_key.partition(STREET_SEP)[2] or None
@@ -213,6 +216,69 @@ class DistrictDetection:
             )
             events += self.book.apply(signal, ctx.names, ctx.silences)
         return events
+
+    def _silences(self, window: ClosedWindow, ctx: DetectionContext) -> list[AlertEvent]:
+        """Data quality: a gauge the district reports that has gone quiet.
+
+        A gauge indicator (one with an expected reporting interval) that the
+        district has reported before and that has had no reading for
+        ``silence_factor`` intervals, on the district's event-time clock, raises a
+        data-quality alert (grade IV) to the indicator's owning department; it
+        resolves with the next reading.
+        """
+        events: list[AlertEvent] = []
+        factor = ctx.rules.defaults.silence_factor
+        for key in window.minute:
+            if STREET_SEP in key:
+                continue
+            ind = ctx.cfg.indicators.get(key)
+            if ind is None or ind.expected_interval_s is None:
+                continue
+            watch = self.silence.get(key)
+            if watch is None:
+                watch = self.silence[key] = SilenceWatch(ind.expected_interval_s, factor)
+            if watch.seen(window.end) == "resolve":
+                events += self._data_quality("resolve", key, window.end, watch, ctx)
+        for key, watch in self.silence.items():
+            if watch.check(window.end) == "fire":
+                events += self._data_quality("fire", key, window.end, watch, ctx)
+        return events
+
+    def _data_quality(
+        self, action: str, indicator: str, at: float, watch: SilenceWatch, ctx: DetectionContext
+    ) -> list[AlertEvent]:
+        ind = ctx.cfg.indicators[indicator]
+        last = watch.last_seen if watch.last_seen is not None else at
+        evidence = Evidence(
+            rule=SILENCE_RULE,
+            version=f"x{watch.factor:g}",
+            aggregate="readings per interval",
+            observed=0.0 if action == "fire" else None,
+            window_start=datetime.fromtimestamp(last, UTC),
+            window_end=datetime.fromtimestamp(at, UTC),
+            detail=(
+                f"no {ind.code} reading since {datetime.fromtimestamp(last, UTC).isoformat()} "
+                f"(expected every {ind.expected_interval_s:g} s)"
+                if action == "fire"
+                else f"{ind.code} reports again"
+            ),
+        )
+        signal = Signal(
+            action=action,
+            kind=AlertKind.DATA_QUALITY,
+            rule=SILENCE_RULE,
+            district=self.district,
+            street=None,
+            key=indicator,
+            indicators=(indicator,),
+            domain=ind.domain,
+            grade=Grade.IV,
+            at=at,
+            evidence=evidence,
+            department=ind.department,
+            sharing=Sharing.NOT_SHARED,
+        )
+        return self.book.apply(signal, ctx.names, ctx.silences)
 
     def act(self, action: AlertAction, ctx: DetectionContext) -> list[AlertEvent]:
         return self.book.act(action, ctx.names, ctx.silences)
