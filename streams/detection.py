@@ -25,11 +25,12 @@ from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from detectors.anomaly import AnomalyConfig, AnomalyGate, SeriesDetector
+from detectors.forecast import CrossingWatch
 from detectors.thresholds import SilenceWatch, ThresholdDetector, ThresholdSpec, Transition
 from streams.config import CityConfig, Sharing
 from streams.lifecycle import AlertBook, Names, Signal, Silence
 from streams.rules import ThresholdRules
-from streams.schemas import AlertAction, AlertEvent, AlertKind, Evidence, Grade
+from streams.schemas import AlertAction, AlertEvent, AlertKind, Evidence, Forecast, Grade
 from streams.windows import STREET_SEP, ClosedWindow
 
 
@@ -58,6 +59,7 @@ class DetectionContext:
     rules: ThresholdRules
     silences: tuple[Silence, ...] = ()
     anomaly: AnomalyConfig | None = field(default_factory=AnomalyConfig)
+    forecast_horizon_s: float = 1800.0  # 0: no trend forecasts
 
     @cached_property
     def anomaly_version(self) -> str:
@@ -114,6 +116,7 @@ class DistrictDetection:
     thresholds: dict[str, ThresholdDetector] = field(default_factory=dict)
     anomaly: dict[str, tuple[SeriesDetector, AnomalyGate]] = field(default_factory=dict)
     silence: dict[str, SilenceWatch] = field(default_factory=dict)
+    forecasts: dict[str, CrossingWatch] = field(default_factory=dict)
     book: AlertBook = field(init=False)
     fed_until: float = float("-inf")  # end of the newest window fed: a re-closed one is skipped
 
@@ -144,6 +147,8 @@ class DistrictDetection:
                 count, total, low, high = agg
                 for tr in det.update_window(window.start, window.end, int(count), total, low, high):
                     events += self._signal(tr, spec, indicator, street or None, window, ctx)
+                if ctx.forecast_horizon_s > 0 and det.level is not None:
+                    events += self._forecast(det_key, det, indicator, street or None, ctx)
         if ctx.anomaly is not None:
             events += self._anomalies(window, ctx, ctx.anomaly)
         events += self._silences(window, ctx)
@@ -216,6 +221,66 @@ class DistrictDetection:
             )
             events += self.book.apply(signal, ctx.names, ctx.silences)
         return events
+
+    def _forecast(
+        self,
+        det_key: str,
+        det: ThresholdDetector,
+        indicator: str,
+        street: str | None,
+        ctx: DetectionContext,
+    ) -> list[AlertEvent]:
+        """A predictive warning when the rule's level trends across a grade boundary."""
+        if det.spec.aggregate.value == "reading" or det.level is None:
+            return []
+        watch = self.forecasts.get(det_key)
+        if watch is None or watch.spec is not det.spec:
+            watch = self.forecasts[det_key] = CrossingWatch(
+                det.spec, horizon_s=ctx.forecast_horizon_s
+            )
+        crossing = watch.observe(det.latest, det.level, crossed=det.phase != "inactive")
+        if crossing is None:
+            return []
+        ind = ctx.cfg.indicators[indicator]
+        spec = det.spec
+        at = datetime.fromtimestamp(crossing.at, UTC)
+        evidence = Evidence(
+            rule=f"{spec.rule_id}.forecast",
+            version=spec.version,
+            observed=crossing.level,
+            aggregate=_describe(spec),
+            window_end=at,
+            threshold=crossing.bound,
+            forecast=Forecast(
+                value=crossing.forecast,
+                horizon_s=crossing.horizon_s,
+                crossing_time=None
+                if crossing.crossing_at is None
+                else datetime.fromtimestamp(crossing.crossing_at, UTC),
+                limit=crossing.bound,
+            ),
+            detail=crossing.reason,
+        )
+        department = ctx.department_of(spec.rule_id)
+        signal = Signal(
+            action=crossing.kind,
+            kind=AlertKind.WARNING,
+            rule=f"{spec.rule_id}.forecast",
+            district=self.district,
+            street=street,
+            key=indicator,
+            indicators=(indicator,),
+            domain=ind.domain,
+            grade=Grade(crossing.grade),
+            at=crossing.at,
+            evidence=evidence,
+            department=department,
+            co_departments=tuple(
+                d for d in (ind.department, *ind.co_departments) if d != department
+            ),
+            sharing=ind.sharing,
+        )
+        return self.book.apply(signal, ctx.names, ctx.silences)
 
     def _silences(self, window: ClosedWindow, ctx: DetectionContext) -> list[AlertEvent]:
         """Data quality: a gauge the district reports that has gone quiet.

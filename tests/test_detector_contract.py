@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import pytest
 
 from detectors.anomaly import AlertDecision, AnomalyGate, AnomalyScore, SeriesDetector
+from detectors.forecast import CrossingWatch
 from detectors.thresholds import Aggregate, Direction, ThresholdDetector, ThresholdSpec
 
 MAX_STATE_BYTES = 64 * 1024
@@ -59,12 +60,36 @@ def threshold_detector(seed: int, aggregate: Aggregate) -> ThresholdDetector:
     return ThresholdDetector(spec)
 
 
+@dataclass
+class ForecastOverRule:
+    """A CrossingWatch fed the level of a 15-minute mean rule, as detection does."""
+
+    rule: ThresholdDetector
+    watch: CrossingWatch
+
+    @classmethod
+    def create(cls, seed: int) -> ForecastOverRule:
+        rule = threshold_detector(seed, Aggregate.MEAN)
+        return cls(rule, CrossingWatch(rule.spec))
+
+    def update(self, t: float, value: float) -> Any:
+        transitions = self.rule.update(t, value)
+        level = self.rule.level
+        crossing = (
+            None
+            if level is None
+            else self.watch.observe(self.rule.latest, level, crossed=self.rule.phase != "inactive")
+        )
+        return transitions, crossing
+
+
 FACTORIES: list[tuple[str, Callable[[int], Detector]]] = [
     ("SeriesDetector", lambda seed: SeriesDetector(seed=seed)),
     ("SeriesDetector+AnomalyGate", GatedSeries.create),
     ("ThresholdDetector(reading)", lambda seed: threshold_detector(seed, Aggregate.READING)),
     ("ThresholdDetector(mean 15 min)", lambda seed: threshold_detector(seed, Aggregate.MEAN)),
     ("ThresholdDetector(max 15 min)", lambda seed: threshold_detector(seed, Aggregate.MAX)),
+    ("CrossingWatch over a rule", ForecastOverRule.create),
 ]
 
 

@@ -119,8 +119,15 @@ def test_a_mapped_column_gets_its_threshold_rules(tmp_path: Path) -> None:
     assert code == 0, output
     lines = read_lines(out)
     rules = {x["evidence"]["rule"] for x in lines}  # type: ignore[index]
-    assert rules == {"environment.pm25.mean15"}
+    assert rules == {"environment.pm25.mean15", "environment.pm25.mean15.forecast"}
+    # the trend warned first (预警), and the warning ended when the level crossed
+    warning = [x for x in lines if x["kind"] == "warning"]
+    assert [x["status"] for x in warning] == ["firing", "resolved"]
+    assert warning[0]["evidence"]["forecast"]["limit"] == 60  # type: ignore[index]
+    assert warning[-1]["evidence"]["detail"] == "the level reached the limit"  # type: ignore[index]
+    lines = [x for x in lines if x["kind"] == "alarm"]
     firing = [x for x in lines if x["status"] == "firing"]
+    assert warning[0]["event_time"] < firing[0]["event_time"]  # type: ignore[operator]
     assert len(firing) == 1 and firing[0]["district"] == "339902"
     assert firing[0]["indicators"] == ["iot.pm25"] and firing[0]["department"] == "environment"
     # Laocheng's override (60/100/150/250) and a 5-minute pending: after the minute
