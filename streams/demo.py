@@ -1,4 +1,11 @@
-"""``cityvitals demo``: embedded broker, a worker, the simulated city, and a live view."""
+"""``cityvitals demo``: embedded broker, a worker, the simulated city, and a live view.
+
+The live view follows three topics from their start: ``city.vitals`` (the
+district table), ``city.deadletter`` (a counter) and ``city.emergency-command``
+(the open alerts below the table). What it shows is decided by
+:class:`DemoView` and :class:`AlertBoard`, which hold no Kafka client, so tests
+feed them messages and read what they render.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +32,15 @@ from rich.text import Text
 
 from streams.config import CityConfig
 from streams.embedded_broker import EmbeddedBroker, parent_death_preexec
-from streams.schemas import DEADLETTER_TOPIC, VITALS_TOPIC, DistrictVitals
+from streams.schemas import (
+    ALERTS_TOPIC,
+    DEADLETTER_TOPIC,
+    VITALS_TOPIC,
+    AlertEvent,
+    AlertStatus,
+    DistrictVitals,
+    Grade,
+)
 from streams.settings import Settings
 from streams.simulator import CitySimulator, publish
 from streams.topics import ensure_topics
@@ -44,19 +59,150 @@ def index_style(value: float | None) -> str:
     return "bold red"
 
 
+#: Rich styles of the public warning colours (Rich has no plain "orange").
+GRADE_STYLES: dict[Grade, str] = {
+    Grade.I: "bold red",
+    Grade.II: "bold dark_orange",
+    Grade.III: "bold yellow",
+    Grade.IV: "bold blue",
+}
+
+
+class AlertBoard:
+    """The open alerts on ``city.emergency-command``, and how many fired and resolved.
+
+    Delivery is at least once and an alert's events arrive in order on its
+    district's partition, so the board keeps the event with the highest
+    ``sequence`` per alert id and ignores anything older or repeated; an alert
+    whose resolved event was seen never reopens. Counters count alerts, not
+    events: an alert fired once however often its firing event is delivered.
+    """
+
+    def __init__(self, cfg: CityConfig, max_rows: int = 12) -> None:
+        self.cfg = cfg
+        self.max_rows = max_rows
+        self.tz = ZoneInfo(cfg.city.city.timezone)
+        self.open: dict[str, AlertEvent] = {}
+        self.fired: set[str] = set()
+        self.resolved: set[str] = set()
+        self._sequence: dict[str, int] = {}
+
+    def add(self, event: AlertEvent) -> None:
+        """Take one alert event: open, update or close its alert."""
+        aid = event.alert_id
+        if event.sequence <= self._sequence.get(aid, 0) or aid in self.resolved:
+            return
+        self._sequence[aid] = event.sequence
+        if event.status is AlertStatus.FIRING or event.sequence == 1:
+            self.fired.add(aid)
+        if event.status is AlertStatus.RESOLVED:
+            self.resolved.add(aid)
+            self.open.pop(aid, None)
+        else:
+            self.open[aid] = event
+
+    def place(self, district: str, street: str | None) -> str:
+        """District (and street) name in English, as configured; the code if unknown."""
+        d = self.cfg.districts.get(district)
+        if d is None:
+            return district
+        name = d.name_en
+        if street is not None:
+            s = next((s for s in d.streets if s.code == street), None)
+            name += f" / {street if s is None else s.name_en}"
+        return name
+
+    def indicators(self, codes: Sequence[str]) -> str:
+        """Indicator names in English, as configured; the code if unknown."""
+        return ", ".join(
+            self.cfg.indicators[c].name_en if c in self.cfg.indicators else c for c in codes
+        )
+
+    def ordered(self) -> list[AlertEvent]:
+        """Open alerts, most serious grade first, then the most recently seen first."""
+        return sorted(
+            self.open.values(), key=lambda a: (a.grade.value, -a.first_seen.timestamp(), a.alert_id)
+        )
+
+    def render(self) -> Table:
+        """The open alerts as a table; its title carries the counters."""
+        table = Table(
+            title=(
+                f"open alerts {len(self.open)} | fired {len(self.fired)} | "
+                f"resolved {len(self.resolved)}"
+            ),
+            expand=False,
+        )
+        # One line per alert. The headline repeats place and indicators, so on a
+        # narrow terminal it is the column that gets cut short.
+        table.add_column("grade", justify="center", no_wrap=True)
+        table.add_column("kind", no_wrap=True)
+        table.add_column("place", no_wrap=True)
+        table.add_column("indicators", no_wrap=True)
+        table.add_column("headline", ratio=1)
+        table.add_column("first seen", justify="right", no_wrap=True)
+        alerts = self.ordered()
+        for alert in alerts[: self.max_rows]:
+            muted = alert.inhibited_by is not None or alert.silenced_by is not None
+            kind = alert.kind.value.replace("_", " ")
+            if alert.inhibited_by is not None:
+                kind += " (inhibited)"
+            elif alert.silenced_by is not None:
+                kind += " (silenced)"
+            table.add_row(
+                Text(alert.grade.roman, style=GRADE_STYLES[alert.grade]),
+                kind,
+                self.place(alert.district, alert.street),
+                self.indicators(alert.indicators),
+                Text(alert.headline_en, no_wrap=True, overflow="ellipsis"),
+                alert.first_seen.astimezone(self.tz).strftime("%m-%d %H:%M"),
+                style="dim" if muted else None,
+            )
+        if not alerts:
+            table.add_row("-", "no open alerts", "", "", "", "", style="dim")
+        elif len(alerts) > self.max_rows:
+            more = len(alerts) - self.max_rows
+            table.add_row("", f"and {more} more", "", "", "", "", style="dim")
+        return table
+
+
 class DemoView:
-    """What the live table shows: the latest vitals per district and a few counters."""
+    """What the live view shows: the latest vitals per district, open alerts, counters."""
 
     def __init__(self, cfg: CityConfig, web_port: int, ground_truth: Path) -> None:
         self.cfg = cfg
         self.web_port = web_port
         self.ground_truth = ground_truth
         self.latest: dict[str, DistrictVitals] = {}
+        self.alerts = AlertBoard(cfg)
         self.published = 0
         self.dead_letters = 0
         self.vitals_records = 0
+        self.alert_events = 0
         self.started = time.monotonic()
         self.tz = ZoneInfo(cfg.city.city.timezone)
+
+    def on_vitals(self, vitals: DistrictVitals) -> None:
+        """Keep a district's newest window (a republished older one changes nothing)."""
+        self.vitals_records += 1
+        current = self.latest.get(vitals.district)
+        if current is None or vitals.window_end >= current.window_end:
+            self.latest[vitals.district] = vitals
+
+    def on_alert(self, event: AlertEvent) -> None:
+        self.alert_events += 1
+        self.alerts.add(event)
+
+    def on_message(self, topic: str, value: bytes | None) -> None:
+        """Route one consumed record by its topic."""
+        if topic == DEADLETTER_TOPIC:
+            self.dead_letters += 1
+        elif value is None:
+            return
+        elif topic == VITALS_TOPIC:
+            self.on_vitals(DistrictVitals.model_validate_json(value))
+        elif topic == ALERTS_TOPIC:
+            self.on_alert(AlertEvent.model_validate_json(value))
 
     def render(self) -> Group:
         domains = list(self.cfg.catalogue.domains)
@@ -91,18 +237,19 @@ class DemoView:
         uptime = time.monotonic() - self.started
         footer = Text(
             f"{uptime:5.0f} s | events published {self.published:,} | dead letters {self.dead_letters:,} | "
-            f"vitals records {self.vitals_records:,}\n"
+            f"vitals records {self.vitals_records:,} | alert events {self.alert_events:,}\n"
             f"metrics: http://127.0.0.1:{self.web_port}/metrics | incidents (ground truth): {self.ground_truth}\n"
             "Ctrl-C stops everything.",
             style="dim",
         )
-        return Group(table, footer)
+        return Group(table, self.alerts.render(), footer)
 
 
 async def _follow(bootstrap: str, view: DemoView) -> None:
     consumer = AIOKafkaConsumer(
         VITALS_TOPIC,
         DEADLETTER_TOPIC,
+        ALERTS_TOPIC,
         bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
@@ -110,14 +257,7 @@ async def _follow(bootstrap: str, view: DemoView) -> None:
     await consumer.start()
     try:
         async for msg in consumer:
-            if msg.topic == DEADLETTER_TOPIC:
-                view.dead_letters += 1
-                continue
-            vitals = DistrictVitals.model_validate_json(msg.value)
-            view.vitals_records += 1
-            current = view.latest.get(vitals.district)
-            if current is None or vitals.window_end >= current.window_end:
-                view.latest[vitals.district] = vitals
+            view.on_message(msg.topic, msg.value)
     finally:
         await consumer.stop()
 
