@@ -9,7 +9,9 @@ expected crossing time:
 
 - ``fire``: the forecast crosses a boundary within the horizon, the level is
   already within ``approach`` (a share of the boundary) of it, the trend points
-  the bad way, and the forecaster has seen ``warmup`` observations;
+  the bad way and is steep (it moves the level by at least ``min_rise`` of the
+  boundary over the horizon: slow daily rhythms do not warn), and the
+  forecaster has seen ``warmup`` observations;
 - ``update``: the predicted grade changes;
 - ``resolve``: the level itself crossed (the threshold alarm takes over), or no
   crossing has been predicted for ``hold`` observations in a row.
@@ -88,8 +90,9 @@ class CrossingWatch:
 
     spec: ThresholdSpec
     horizon_s: float = 1800.0
-    approach: float = 0.25
-    warmup: int = 10
+    approach: float = 0.2
+    min_rise: float = 0.25
+    warmup: int = 20
     hold: int = 5
     forecaster: TrendForecaster | None = None
     grade: int | None = None
@@ -132,6 +135,7 @@ class CrossingWatch:
         if (fc.trend <= 0) if up else (fc.trend >= 0):
             return None
         value = fc.level + fc.trend * self.horizon_s
+        rise = abs(fc.trend) * self.horizon_s
         best: tuple[int, float, float, float] | None = None
         for grade, bound in zip(GRADES, self.spec.bounds, strict=True):
             if bound is None:
@@ -139,7 +143,8 @@ class CrossingWatch:
             already = level >= bound if up else level <= bound
             reaches = value >= bound if up else value <= bound
             near = abs(bound - level) <= self.approach * max(abs(bound), 1e-9)
-            if already or not reaches or not near:
+            steep = rise >= self.min_rise * max(abs(bound), 1e-9)
+            if already or not reaches or not near or not steep:
                 continue
             crossing_at = t + (bound - fc.level) / fc.trend
             best = (grade, bound, max(t, crossing_at), value)  # later grades are more serious

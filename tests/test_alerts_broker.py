@@ -31,10 +31,11 @@ DISTRICT, STREET = "339901", "339901001"
 IOT = "city.events.iot"
 
 
-def smog(start: datetime, minutes: range, level: float) -> list[SimEvent]:
-    """PM2.5 readings every 30 s of event time in one street, at ``level``."""
+def smog(start: datetime, minutes: range, level: float, rise: float = 0.0) -> list[SimEvent]:
+    """PM2.5 readings every 30 s of event time in one street, at ``level`` (+ ``rise``/min)."""
     out = []
     for m in minutes:
+        now = level + rise * (m - minutes.start)
         for half in (0, 30):
             t = start + timedelta(minutes=m, seconds=half)
             body = {
@@ -43,7 +44,7 @@ def smog(start: datetime, minutes: range, level: float) -> list[SimEvent]:
                 "district": DISTRICT,
                 "street": STREET,
                 "indicator": "iot.pm25",
-                "value": level + (m % 3),
+                "value": now + (m % 3),
                 "unit": "µg/m³",
                 "event_time": t.isoformat(),
             }
@@ -91,8 +92,13 @@ def test_an_incident_raises_one_alert_through_a_crash_and_takes_operator_actions
     broker_bootstrap: str, worker: Worker, fresh_topics: None, tmp_path: Path
 ) -> None:
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
-    first = smog(start, range(0, 15), 40) + smog(start, range(15, 30), 200)
-    second = smog(start, range(30, 38), 200) + smog(start, range(38, 80), 30)
+    # clean air, then smog building up over 20 minutes, holding, and clearing
+    first = (
+        smog(start, range(0, 25), 40)
+        + smog(start, range(25, 45), 40, rise=8)
+        + smog(start, range(45, 50), 200)
+    )
+    second = smog(start, range(50, 58), 200) + smog(start, range(58, 100), 30)
     expected = replayed(first + second, tmp_path)
     # the scenario itself: a trend warning, then one PM2.5 alarm that fires, climbs
     # to orange and resolves

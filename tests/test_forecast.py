@@ -52,7 +52,7 @@ def test_a_far_away_limit_is_not_warned_about() -> None:
 
 def test_a_falling_pressure_warns_for_a_below_rule_and_escalates() -> None:
     watch = CrossingWatch(PRESSURE, horizon_s=1200)
-    out = [watch.observe(60.0 * i, 400 - 8.0 * i, crossed=False) for i in range(25)]
+    out = [watch.observe(60.0 * i, 480 - 8.0 * i, crossed=False) for i in range(32)]
     kinds = [(o.kind, o.grade) for o in out if o is not None]
     assert kinds[0] == ("fire", 4) and ("update", 3) in kinds
 
