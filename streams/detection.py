@@ -25,12 +25,21 @@ from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from detectors.anomaly import AnomalyConfig, AnomalyGate, SeriesDetector
+from detectors.composite import CompositeChange, Correlator, WeakSignal
 from detectors.forecast import CrossingWatch
 from detectors.thresholds import SilenceWatch, ThresholdDetector, ThresholdSpec, Transition
 from streams.config import CityConfig, Sharing
 from streams.lifecycle import AlertBook, Names, Signal, Silence
 from streams.rules import ThresholdRules
-from streams.schemas import AlertAction, AlertEvent, AlertKind, Evidence, Forecast, Grade
+from streams.schemas import (
+    AlertAction,
+    AlertEvent,
+    AlertKind,
+    Evidence,
+    Forecast,
+    Grade,
+    MemberSignal,
+)
 from streams.windows import STREET_SEP, ClosedWindow
 
 
@@ -44,6 +53,8 @@ def _describe(spec: ThresholdSpec) -> str:
 
 
 ANOMALY_RULE = "anomaly.seasonal-likelihood"
+COMPOSITE_RULE = "composite.weak-signals"
+WEAK_SCORE = 0.3  # an anomaly score this high that raised no alert is a weak signal
 SILENCE_RULE = "data_quality.silence"
 _EVENTS = {"firing": "fire", "updated": "update", "resolved": "resolve"}
 
@@ -117,6 +128,7 @@ class DistrictDetection:
     anomaly: dict[str, tuple[SeriesDetector, AnomalyGate]] = field(default_factory=dict)
     silence: dict[str, SilenceWatch] = field(default_factory=dict)
     forecasts: dict[str, CrossingWatch] = field(default_factory=dict)
+    correlator: Correlator = field(default_factory=Correlator)
     book: AlertBook = field(init=False)
     fed_until: float = float("-inf")  # end of the newest window fed: a re-closed one is skipped
 
@@ -149,6 +161,7 @@ class DistrictDetection:
                     events += self._signal(tr, spec, indicator, street or None, window, ctx)
                 if ctx.forecast_horizon_s > 0 and det.level is not None:
                     events += self._forecast(det_key, det, indicator, street or None, ctx)
+                self._weak_threshold(det, indicator, street or None, window.end, ctx)
         if ctx.anomaly is not None:
             events += self._anomalies(window, ctx, ctx.anomaly)
         events += self._silences(window, ctx)
@@ -157,7 +170,93 @@ class DistrictDetection:
                 place = det_key.partition(STREET_SEP)[2] or None
                 for tr in det.advance(window.end):
                     events += self._signal(tr, det.spec, det.spec.indicator, place, window, ctx)
+        change = self.correlator.evaluate(window.end)
+        if change is not None:
+            events += self._composite(change, ctx)
         return events
+
+    def _weak_threshold(
+        self,
+        det: ThresholdDetector,
+        indicator: str,
+        street: str | None,
+        at: float,
+        ctx: DetectionContext,
+    ) -> None:
+        """A rule pending, or its level past halfway from the normal band to its first bound."""
+        ind = ctx.cfg.indicators.get(indicator)
+        if ind is None or det.level is None or det.phase in ("firing", "clearing"):
+            return
+        spec = det.spec
+        first = next((b for b in spec.bounds if b is not None), None)
+        if first is None:
+            return
+        up = spec.direction.value == "above"
+        if spec.aggregate.value in ("sum", "count", "rate"):
+            # totals are not in the readings' unit: halfway from nothing to the bound
+            edge = 0.0 if up else first
+        else:
+            edge = ind.normal[1] if up else ind.normal[0]
+        halfway = edge + 0.5 * (first - edge)
+        near = det.level >= halfway if up else det.level <= halfway
+        if det.phase == "pending" or (near and halfway != edge):
+            self.correlator.add(
+                WeakSignal(
+                    at,
+                    ind.domain,
+                    indicator,
+                    street,
+                    0.5 if det.phase == "pending" else 0.3,
+                    f"{spec.rule_id}: {_describe(spec)} {det.level:.4g} "
+                    f"({'pending' if det.phase == 'pending' else 'near'} {first:g})",
+                )
+            )
+
+    def _composite(self, change: CompositeChange, ctx: DetectionContext) -> list[AlertEvent]:
+        """Weak signals in several domains of one place: one composite alert."""
+        members = [
+            MemberSignal(
+                indicator=m.indicator,
+                street=m.street,
+                domain=m.domain,
+                score=m.score,
+                event_time=datetime.fromtimestamp(m.at, UTC),
+                detail=m.detail,
+            )
+            for m in change.members
+        ]
+        owners = sorted(
+            {
+                ctx.cfg.indicators[m.indicator].department
+                for m in change.members
+                if m.indicator in ctx.cfg.indicators
+            }
+        )
+        domains = sorted({m.domain for m in change.members})
+        evidence = Evidence(
+            rule=COMPOSITE_RULE,
+            version=f"{self.correlator.min_domains}d/{self.correlator.window_s:g}s",
+            aggregate=f"weak signals in {len(domains)} domains within {self.correlator.window_s / 60:g} min",
+            members=members,
+            detail=", ".join(domains),
+        )
+        signal = Signal(
+            action=change.kind,
+            kind=AlertKind.COMPOSITE,
+            rule=COMPOSITE_RULE,
+            district=self.district,
+            street=change.street,
+            key="composite",
+            indicators=tuple(sorted({m.indicator for m in change.members})),
+            domain=None,
+            grade=Grade(change.grade),
+            at=change.at,
+            evidence=evidence,
+            department="command_centre",
+            co_departments=tuple(owners),
+            sharing=Sharing.NOT_SHARED,
+        )
+        return self.book.apply(signal, ctx.names, ctx.silences)
 
     def _anomalies(
         self, window: ClosedWindow, ctx: DetectionContext, config: AnomalyConfig
@@ -188,6 +287,19 @@ class DistrictDetection:
                 models = self.anomaly[key] = (SeriesDetector(config), AnomalyGate(config))
             score = models[0].update(t_local, value)
             decision = models[1].update(t_local, score)
+            if score.warmed_up and not decision.active and score.score >= WEAK_SCORE:
+                ind = ctx.cfg.indicators.get(key)
+                if ind is not None:
+                    self.correlator.add(
+                        WeakSignal(
+                            window.end,
+                            ind.domain,
+                            key,
+                            None,
+                            score.score,
+                            f"anomaly score {score.score:.2f} (baseline {score.expected:.4g})",
+                        )
+                    )
             if decision.event is None or decision.grade is None:
                 continue
             ind = ctx.cfg.indicators.get(key)

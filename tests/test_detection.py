@@ -65,3 +65,23 @@ def test_state_round_trips_through_the_table_codec() -> None:
         e for w in nxt for e in copy.on_window(w, CTX)
     ]
     assert len(det.dumps()) < 64 * 1024
+
+
+def test_weak_signals_in_three_domains_of_a_street_make_one_composite_alert() -> None:
+    """A smoke-alarm blip, slow traffic and a few more calls: none an alarm, together one."""
+    det = DistrictDetection("339901")
+    window = minute(0, traffic_speed_kmh=20, hotline_complaints=12)
+    window.minute["fire.smoke_alarms"] = [1, 1.0, 1.0, 1.0]
+    window.minute["fire.smoke_alarms@339901002"] = [1, 1.0, 1.0, 1.0]
+    events = det.on_window(window, CTX)
+    (composite,) = [e for e in events if e.kind is AlertKind.COMPOSITE]
+    assert all(e.kind is AlertKind.COMPOSITE for e in events)  # nothing else alerted
+    assert composite.status is AlertStatus.FIRING and composite.grade is Grade.IV
+    assert composite.street == "339901002" and composite.department == "command_centre"
+    members = {(m.domain, m.indicator, m.street) for m in composite.evidence.members}
+    assert members == {
+        ("fire", "fire.smoke_alarms", "339901002"),
+        ("traffic", "traffic.speed_kmh", None),
+        ("citizen", "hotline.complaints", None),
+    }
+    assert set(composite.co_departments) == {"fire", "traffic", "hotline_office"}
