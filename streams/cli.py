@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from streams.config import CityConfig, ConfigError, load_config
-from streams.rules import load_thresholds
+from streams.rules import load_silences, load_thresholds
 from streams.settings import Settings
 
 cli = typer.Typer(
@@ -37,7 +37,7 @@ def load_config_or_exit(directory: Path) -> CityConfig:
     and reason and exit 2."""
     try:
         cfg = load_config(directory)
-        load_thresholds(cfg)
+        load_silences(cfg, load_thresholds(cfg))
         return cfg
     except ConfigError as exc:
         err.print(f"[bold red]invalid configuration[/]: {exc}", highlight=False, soft_wrap=True)

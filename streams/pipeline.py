@@ -41,7 +41,7 @@ from streams.config import CityConfig, load_config
 from streams.deid import Deidentifier
 from streams.detection import DetectionContext, DistrictDetection
 from streams.ingest import Ingestor, dead_letter
-from streams.rules import load_thresholds
+from streams.rules import load_silences, load_thresholds
 from streams.schemas import (
     ACTIONS_TOPIC,
     ALERTS_TOPIC,
@@ -518,7 +518,8 @@ def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) 
     )
     cast(Any, detection_table).key_serializer = "raw"
     cast(Any, detection_table).value_serializer = "district_detection"
-    detection = DetectionContext(cfg, load_thresholds(cfg))
+    rules = load_thresholds(cfg)
+    detection = DetectionContext(cfg, rules, silences=load_silences(cfg, rules))
 
     async def crash(exc: BaseException) -> None:
         await app.crash(exc)

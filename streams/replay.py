@@ -37,7 +37,7 @@ import orjson
 
 from streams.config import CityConfig
 from streams.detection import DetectionContext, DistrictDetection
-from streams.rules import load_thresholds
+from streams.rules import load_silences, load_thresholds
 from streams.schemas import AlertEvent
 from streams.windows import DistrictWindows
 
@@ -72,7 +72,8 @@ class Replayer:
 
     def __post_init__(self) -> None:
         if self.ctx is None:
-            self.ctx = DetectionContext(self.cfg, load_thresholds(self.cfg))
+            rules = load_thresholds(self.cfg)
+            self.ctx = DetectionContext(self.cfg, rules, silences=load_silences(self.cfg, rules))
         self.windows = DistrictWindows(
             self.district, window_s=self.window_s, rolling_windows=self.rolling_windows
         )

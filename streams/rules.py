@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 import orjson
-from pydantic import BeforeValidator, Field
+from pydantic import AwareDatetime, BeforeValidator, Field
 
 from detectors.thresholds import Aggregate, Direction, MissingData, ThresholdSpec
 from streams.config import (
@@ -33,6 +33,8 @@ from streams.config import (
     _nearest_line,
     _Strict,
 )
+from streams.lifecycle import Silence
+from streams.schemas import AlertKind
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -265,3 +267,94 @@ def load_thresholds(cfg: CityConfig, path: Path | str | None = None) -> Threshol
             except ValueError as exc:
                 fail(loc, str(exc))
     return ThresholdRules(data.defaults, tuple(data.rules), street_district)
+
+
+# --- maintenance windows: config/silences.yaml ------------------------------------
+
+
+class SilenceEntry(_Strict):
+    id: Code
+    start: AwareDatetime
+    end: AwareDatetime
+    district: Code | None = None
+    street: Code | None = None
+    rule: str | None = None
+    indicator: Code | None = None
+    domain: Code | None = None
+    kind: AlertKind | None = None
+    comment: str = ""
+
+
+class SilencesFile(_Strict):
+    silences: list[SilenceEntry] = Field(default_factory=list)
+
+
+def load_silences(
+    cfg: CityConfig, rules: ThresholdRules, path: Path | str | None = None
+) -> tuple[Silence, ...]:
+    """Load ``silences.yaml`` (optional: no file, no maintenance windows) and check it."""
+    file = Path(path) if path is not None else cfg.directory / "silences.yaml"
+    if path is None and not file.exists():
+        return ()
+    data, lines = _load_model(file, SilencesFile)
+
+    def fail(loc: tuple[str | int, ...], reason: str) -> NoReturn:
+        raise ConfigError(file, _format_path(loc), reason, _nearest_line(lines, loc))
+
+    seen: set[str] = set()
+    out = []
+    rule_ids = {r.id for r in rules.rules}
+    for i, e in enumerate(data.silences):
+        if e.id in seen:
+            fail(("silences", i, "id"), f"duplicate silence id {e.id!r}")
+        seen.add(e.id)
+        if e.end <= e.start:
+            fail(
+                ("silences", i, "end"),
+                f"end {e.end.isoformat()} is not after start {e.start.isoformat()}",
+            )
+        matchers = (e.district, e.street, e.rule, e.indicator, e.domain, e.kind)
+        if all(m is None for m in matchers):
+            fail(
+                ("silences", i),
+                "a silence must match something (district, street, rule, indicator, domain or kind)",
+            )
+        if e.district is not None and e.district not in cfg.districts:
+            fail(("silences", i, "district"), f"unknown district {e.district!r}")
+        if e.street is not None:
+            owner = rules.street_district.get(e.street)
+            if owner is None:
+                fail(("silences", i, "street"), f"unknown street {e.street!r}")
+            if e.district is not None and owner != e.district:
+                fail(
+                    ("silences", i, "street"),
+                    f"street {e.street!r} is not in district {e.district!r}",
+                )
+        if e.indicator is not None and e.indicator not in cfg.indicators:
+            fail(("silences", i, "indicator"), f"unknown indicator {e.indicator!r}")
+        if e.domain is not None and e.domain not in cfg.catalogue.domains:
+            fail(
+                ("silences", i, "domain"),
+                f"unknown domain {e.domain!r}; known: {sorted(cfg.catalogue.domains)}",
+            )
+        if (
+            e.rule is not None
+            and e.rule.removesuffix(".forecast") not in rule_ids
+            and not e.rule.startswith(("anomaly.", "composite.", "data_quality."))
+        ):
+            fail(("silences", i, "rule"), f"unknown rule {e.rule!r}")
+        out.append(
+            Silence(
+                silence_id=e.id,
+                start=e.start.timestamp(),
+                end=e.end.timestamp(),
+                district=e.district,
+                street=e.street,
+                rule=e.rule,
+                indicator=e.indicator,
+                domain=e.domain,
+                kind=e.kind,
+                comment=e.comment,
+            )
+        )
+    return tuple(out)

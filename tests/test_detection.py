@@ -85,3 +85,15 @@ def test_weak_signals_in_three_domains_of_a_street_make_one_composite_alert() ->
         ("citizen", "hotline.complaints", None),
     }
     assert set(composite.co_departments) == {"fire", "traffic", "hotline_office"}
+
+
+def test_a_configured_maintenance_window_marks_matching_alerts_silenced() -> None:
+    from streams.lifecycle import Silence
+
+    works = Silence("works-1", T0, T0 + 3600, district="339901", domain="fire")
+    ctx = DetectionContext(CFG, CTX.rules, silences=(works,))
+    det = DistrictDetection("339901")
+    window = minute(0)
+    window.minute["fire.smoke_alarms@339901002"] = [3, 3.0, 1.0, 1.0]
+    (alert,) = det.on_window(window, ctx)
+    assert alert.silenced_by == "works-1"

@@ -175,3 +175,47 @@ def test_invalid_rules_stop_the_cli_with_no_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "thresholds.yaml:" in result.output and "unknown indicator 'iot.pm10'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_maintenance_windows_load_and_silence_matching_alerts() -> None:
+    from streams.rules import load_silences
+
+    (works,) = load_silences(CFG, load_thresholds(CFG))
+    assert works.silence_id == "works-2026-12-wangchao-water-main"
+    assert (works.district, works.street, works.domain) == ("339901", "339901002", "utilities")
+    assert works.end - works.start == 8 * 3600
+
+
+@pytest.mark.parametrize(
+    ("entry", "where", "reason"),
+    [
+        ('end: "2026-12-01T21:00:00+08:00"', "silences[0].end", "is not after start"),
+        ('street: "339902001"', "silences[0].street", "is not in district '339901'"),
+        ("domain: water", "silences[0].domain", "unknown domain 'water'"),
+        ("rule: nope.rule", "silences[0].rule", "unknown rule 'nope.rule'"),
+    ],
+)
+def test_invalid_maintenance_windows_stop_with_file_line_and_reason(
+    tmp_path: Path, entry: str, where: str, reason: str
+) -> None:
+    from streams.rules import load_silences
+
+    path = tmp_path / "silences.yaml"
+    path.write_text(
+        "silences:\n"
+        "  - id: w1\n"
+        '    start: "2026-12-01T22:00:00+08:00"\n'
+        '    end: "2026-12-02T06:00:00+08:00"\n'
+        '    district: "339901"\n'
+        f"    {entry}\n",
+        encoding="utf-8",
+    )
+    if entry.startswith("end:"):  # replace, not add, the end
+        text = path.read_text(encoding="utf-8").replace(
+            '    end: "2026-12-02T06:00:00+08:00"\n', ""
+        )
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_silences(CFG, load_thresholds(CFG), path)
+    assert info.value.path == where and reason in info.value.reason
+    assert info.value.line is not None
