@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pickle
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -36,6 +37,7 @@ from streams.schemas import (
     AlertEvent,
     AlertKind,
     Evidence,
+    EvidencePoint,
     Forecast,
     Grade,
     MemberSignal,
@@ -54,6 +56,7 @@ def _describe(spec: ThresholdSpec) -> str:
 
 ANOMALY_RULE = "anomaly.seasonal-likelihood"
 COMPOSITE_RULE = "composite.weak-signals"
+RECENT_VALUES = 15  # minutes of values an alert's evidence shows
 WEAK_SCORE = 0.3  # an anomaly score this high that raised no alert is a weak signal
 SILENCE_RULE = "data_quality.silence"
 _EVENTS = {"firing": "fire", "updated": "update", "resolved": "resolve"}
@@ -129,6 +132,8 @@ class DistrictDetection:
     silence: dict[str, SilenceWatch] = field(default_factory=dict)
     forecasts: dict[str, CrossingWatch] = field(default_factory=dict)
     correlator: Correlator = field(default_factory=Correlator)
+    # the last minutes' values per window key, oldest first: the evidence of an alert
+    recent: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
     book: AlertBook = field(init=False)
     fed_until: float = float("-inf")  # end of the newest window fed: a re-closed one is skipped
 
@@ -143,6 +148,7 @@ class DistrictDetection:
         if window.end <= self.fed_until:
             return []
         self.fed_until = window.end
+        self._remember(window, ctx)
         events: list[AlertEvent] = []
         fed: set[str] = set()
         for key, agg in window.minute.items():
@@ -258,6 +264,24 @@ class DistrictDetection:
         )
         return self.book.apply(signal, ctx.names, ctx.silences)
 
+    def _remember(self, window: ClosedWindow, ctx: DetectionContext) -> None:
+        for key, agg in window.minute.items():
+            if agg[0] <= 0:
+                continue
+            ind = ctx.cfg.indicators.get(key.partition(STREET_SEP)[0])
+            value = agg[1] if ind is not None and ind.aggregation == "sum" else agg[1] / agg[0]
+            series = self.recent.get(key)
+            if series is None:
+                series = self.recent[key] = deque(maxlen=RECENT_VALUES)
+            series.append((window.end, value))
+
+    def _values(self, indicator: str, street: str | None) -> list[EvidencePoint]:
+        key = indicator if street is None else f"{indicator}{STREET_SEP}{street}"
+        return [
+            EvidencePoint(time=datetime.fromtimestamp(t, UTC), value=v)
+            for t, v in self.recent.get(key, ())
+        ]
+
     def _anomalies(
         self, window: ClosedWindow, ctx: DetectionContext, config: AnomalyConfig
     ) -> list[AlertEvent]:
@@ -313,6 +337,7 @@ class DistrictDetection:
                 window_end=datetime.fromtimestamp(window.end, UTC),
                 baseline=score.expected,
                 score=decision.score,
+                values=self._values(key, None),
                 detail=f"seasonal baseline {score.expected:.4g}; anomaly score {decision.score:.3f}",
             )
             signal = Signal(
@@ -371,6 +396,7 @@ class DistrictDetection:
                 else datetime.fromtimestamp(crossing.crossing_at, UTC),
                 limit=crossing.bound,
             ),
+            values=self._values(indicator, street),
             detail=crossing.reason,
         )
         department = ctx.department_of(spec.rule_id)
@@ -479,6 +505,7 @@ class DistrictDetection:
             window_start=datetime.fromtimestamp(tr.at - span, UTC),
             window_end=datetime.fromtimestamp(tr.at, UTC),
             threshold=tr.threshold,
+            values=self._values(indicator, street),
             detail=f"{tr.reason}; breach since {datetime.fromtimestamp(tr.since, UTC).isoformat()}",
         )
         signal = Signal(

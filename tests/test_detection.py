@@ -97,3 +97,15 @@ def test_a_configured_maintenance_window_marks_matching_alerts_silenced() -> Non
     window.minute["fire.smoke_alarms@339901002"] = [3, 3.0, 1.0, 1.0]
     (alert,) = det.on_window(window, ctx)
     assert alert.silenced_by == "works-1"
+
+
+def test_an_alert_shows_the_last_minutes_of_its_series_as_evidence() -> None:
+    det = DistrictDetection("339901")
+    events = []
+    for i in range(30):
+        events += det.on_window(minute(i, iot_pm25=100.0 + i), CTX)
+    alarm = next(e for e in events if e.kind is AlertKind.ALARM)
+    fired_in = round((alarm.event_time.timestamp() - T0) / 60) - 1  # the minute that fired it
+    expected = [100.0 + j for j in range(fired_in + 1)][-15:]
+    assert [v.value for v in alarm.evidence.values] == expected
+    assert alarm.evidence.values[-1].time == alarm.event_time
