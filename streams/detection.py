@@ -118,8 +118,12 @@ class DetectionContext:
             self._specs[key] = cached
         return cached
 
+    @cached_property
+    def _departments(self) -> dict[str, str]:
+        return {r.id: r.department for r in self.rules.rules}
+
     def department_of(self, rule_id: str) -> str:
-        return next(r.department for r in self.rules.rules if r.id == rule_id)
+        return self._departments[rule_id]
 
 
 @dataclass
@@ -378,7 +382,6 @@ class DistrictDetection:
         crossing = watch.observe(det.latest, det.level, crossed=det.phase != "inactive")
         if crossing is None:
             return []
-        ind = ctx.cfg.indicators[indicator]
         spec = det.spec
         at = datetime.fromtimestamp(crossing.at, UTC)
         evidence = Evidence(
@@ -399,26 +402,18 @@ class DistrictDetection:
             values=self._values(indicator, street),
             detail=crossing.reason,
         )
-        department = ctx.department_of(spec.rule_id)
-        signal = Signal(
-            action=crossing.kind,
-            kind=AlertKind.WARNING,
-            rule=f"{spec.rule_id}.forecast",
-            district=self.district,
-            street=street,
-            key=indicator,
-            indicators=(indicator,),
-            domain=ind.domain,
-            grade=Grade(crossing.grade),
-            at=crossing.at,
-            evidence=evidence,
-            department=department,
-            co_departments=tuple(
-                d for d in (ind.department, *ind.co_departments) if d != department
-            ),
-            sharing=ind.sharing,
+        return self._rule_alert(
+            crossing.kind,
+            AlertKind.WARNING,
+            spec.rule_id,
+            f"{spec.rule_id}.forecast",
+            indicator,
+            street,
+            Grade(crossing.grade),
+            crossing.at,
+            evidence,
+            ctx,
         )
-        return self.book.apply(signal, ctx.names, ctx.silences)
 
     def _silences(self, window: ClosedWindow, ctx: DetectionContext) -> list[AlertEvent]:
         """Data quality: a gauge the district reports that has gone quiet.
@@ -495,7 +490,6 @@ class DistrictDetection:
         window: ClosedWindow,
         ctx: DetectionContext,
     ) -> list[AlertEvent]:
-        ind = ctx.cfg.indicators[indicator]
         span = spec.window_s if spec.window_s > 0 else window.end - window.start
         evidence = Evidence(
             rule=spec.rule_id,
@@ -508,23 +502,50 @@ class DistrictDetection:
             values=self._values(indicator, street),
             detail=f"{tr.reason}; breach since {datetime.fromtimestamp(tr.since, UTC).isoformat()}",
         )
+        return self._rule_alert(
+            tr.kind,
+            AlertKind.ALARM,
+            spec.rule_id,
+            spec.rule_id,
+            indicator,
+            street,
+            Grade(tr.grade),
+            tr.at,
+            evidence,
+            ctx,
+        )
+
+    def _rule_alert(
+        self,
+        action: str,
+        kind: AlertKind,
+        rule_id: str,
+        rule: str,
+        indicator: str,
+        street: str | None,
+        grade: Grade,
+        at: float,
+        evidence: Evidence,
+        ctx: DetectionContext,
+    ) -> list[AlertEvent]:
+        """A threshold rule's finding: owned by the rule's department, co-handled by the data's."""
+        ind = ctx.cfg.indicators[indicator]
+        department = ctx.department_of(rule_id)
         signal = Signal(
-            action=tr.kind,
-            kind=AlertKind.ALARM,
-            rule=spec.rule_id,
+            action=action,
+            kind=kind,
+            rule=rule,
             district=self.district,
             street=street,
             key=indicator,
             indicators=(indicator,),
             domain=ind.domain,
-            grade=Grade(tr.grade),
-            at=tr.at,
+            grade=grade,
+            at=at,
             evidence=evidence,
-            department=ctx.department_of(spec.rule_id),
+            department=department,
             co_departments=tuple(
-                d
-                for d in (ind.department, *ind.co_departments)
-                if d != ctx.department_of(spec.rule_id)
+                d for d in (ind.department, *ind.co_departments) if d != department
             ),
             sharing=ind.sharing,
         )
