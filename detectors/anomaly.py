@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 DAY_S = 86_400.0
 _SQRT2 = math.sqrt(2.0)
@@ -151,8 +151,7 @@ class AnomalyConfig:
             raise ValueError("grade_bands must be ascending (III, II, I)")
 
 
-@dataclass(frozen=True)
-class AnomalyScore:
+class AnomalyScore(NamedTuple):
     """The detector's verdict on one reading.
 
     ``score``: calibrated anomaly score in [0, 1) (see the module docstring).
@@ -199,22 +198,33 @@ class _Likelihood:
         self.buf, self.pos, self.count, self.learned, self.mean, self.var = state
 
     def update(self, raw: float, alpha: float, sd_floor: float, learn: bool) -> float:
+        # runs once per reading per window: conditionals, not max(), and locals
         buf = self.buf
-        buf[self.pos] = raw
-        self.pos = (self.pos + 1) % len(buf)
-        if self.count < len(buf):
-            self.count += 1
-        avg = sum(buf) / self.count
+        size = len(buf)
+        pos = self.pos
+        buf[pos] = raw
+        self.pos = pos + 1 if pos + 1 < size else 0
+        count = self.count
+        if count < size:
+            count = self.count = count + 1
+        avg = sum(buf) / count
         nl = 0.0
-        if self.learned >= 2:
-            sd = max(math.sqrt(self.var), 1e-6 + sd_floor * abs(self.mean))
-            nl = -math.log10(max(tail_probability((avg - self.mean) / sd), _MIN_TAIL))
+        mean = self.mean
+        learned = self.learned
+        if learned >= 2:
+            sd = math.sqrt(self.var)
+            floor = 1e-6 + sd_floor * abs(mean)
+            if floor > sd:
+                sd = floor
+            tail = 0.5 * math.erfc((avg - mean) / sd / _SQRT2)
+            nl = -math.log10(_MIN_TAIL if tail < _MIN_TAIL else tail)
         if learn:
-            if self.learned < COUNT_CAP:
-                self.learned += 1
-            a = max(alpha, 1.0 / self.learned)
-            d = avg - self.mean
-            self.mean += a * d
+            if learned < COUNT_CAP:
+                learned = self.learned = learned + 1
+            first = 1.0 / learned
+            a = first if first > alpha else alpha
+            d = avg - mean
+            self.mean = mean + a * d
             self.var = (1.0 - a) * (self.var + a * d * d)
         return nl
 
@@ -305,34 +315,44 @@ class SeriesDetector(_SlotsState):
         raw_slow = math.log1p(abs(x - expected) / (self._scale + eps))
         raw_fast = math.log1p(abs(x - fast_expected) / (self._fast_scale + eps))
 
-        warmed_up = self._n >= c.warmup_readings
+        n = self._n
+        warmed_up = n >= c.warmup_readings
         weight = c.protect_weight if warmed_up and self._last_score >= c.protect_score else 1.0
         learn = weight > 0.0
-        nl = max(
-            self._lk_slow.update(raw_slow, c.dist_alpha, c.sd_floor, learn),
-            self._lk_fast.update(raw_fast, c.dist_alpha, c.sd_floor, learn),
-        )
+        alpha, floor = c.dist_alpha, c.sd_floor
+        nl = self._lk_slow.update(raw_slow, alpha, floor, learn)
+        nl_fast = self._lk_fast.update(raw_fast, alpha, floor, learn)
+        if nl_fast > nl:
+            nl = nl_fast
         if self._lk_long is not None:
-            nl = max(nl, self._lk_long.update(raw_slow, c.dist_alpha, c.sd_floor, learn))
+            nl_long = self._lk_long.update(raw_slow, alpha, floor, learn)
+            if nl_long > nl:
+                nl = nl_long
         score = nl / (nl + c.score_half)
 
         if learn:
-            if self._n < COUNT_CAP:
-                self._n += 1
-            first = 1.0 / self._n
-            scale_a = max(c.scale_alpha * weight, first)
+            if n < COUNT_CAP:
+                n = self._n = n + 1
+            first = 1.0 / n
+            scale_a = c.scale_alpha * weight
+            if first > scale_a:
+                scale_a = first
             dev_slow = abs(x - expected)
             dev_fast = abs(x - fast_expected)
-            if c.scale_clip > 0.0 and self._n > _CLIP_AFTER:
-                dev_slow = min(dev_slow, c.scale_clip * self._scale)
-                dev_fast = min(dev_fast, c.scale_clip * self._fast_scale)
-            self._scale += scale_a * (dev_slow - self._scale)
-            self._fast_scale += scale_a * (dev_fast - self._fast_scale)
-            self._level += c.level_alpha * weight * (x - season - self._level)
-            if self._season_n[b] < COUNT_CAP:
-                self._season_n[b] += 1
-            season_a = max(c.season_alpha, 1.0 / self._season_n[b]) * weight
-            self._season[b] += season_a * (x - self._level - season)
+            scale, fast_scale = self._scale, self._fast_scale
+            if c.scale_clip > 0.0 and n > _CLIP_AFTER:
+                dev_slow = min(dev_slow, c.scale_clip * scale)
+                dev_fast = min(dev_fast, c.scale_clip * fast_scale)
+            self._scale = scale + scale_a * (dev_slow - scale)
+            self._fast_scale = fast_scale + scale_a * (dev_fast - fast_scale)
+            level = self._level = self._level + c.level_alpha * weight * (x - season - self._level)
+            season_n = self._season_n
+            if season_n[b] < COUNT_CAP:
+                season_n[b] += 1
+            season_a = 1.0 / season_n[b]
+            if not season_a > c.season_alpha:
+                season_a = c.season_alpha
+            self._season[b] += season_a * weight * (x - level - season)
             self._fast += c.fast_alpha * weight * (x - fast_expected)
         self._last_score = score
         return AnomalyScore(score, raw_slow, expected, warmed_up, learn)
@@ -354,8 +374,7 @@ def grade_of(score: float, bands: tuple[float, float, float]) -> Grade:
     return "IV"
 
 
-@dataclass(frozen=True)
-class AlertDecision:
+class AlertDecision(NamedTuple):
     """What the gate decided on one score.
 
     ``event``: ``"firing"`` (an alert opens: the onset), ``"updated"`` (the open alert's

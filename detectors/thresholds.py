@@ -54,6 +54,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 MAX_BUCKETS = 60
 GRADES = (4, 3, 2, 1)  # the order of ThresholdSpec.bounds: IV, III, II, I
@@ -115,19 +116,34 @@ class ThresholdSpec:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
 
+    @cached_property
+    def _most_serious_first(self) -> tuple[tuple[int, float], ...]:
+        return tuple(
+            (g, b)
+            for g, b in reversed(list(zip(GRADES, self.bounds, strict=True)))
+            if b is not None
+        )
+
+    @cached_property
+    def above(self) -> bool:
+        """Whether values above the bounds are the bad ones."""
+        return self.direction is Direction.ABOVE
+
     def grade_of(self, level: float, slack: float = 0.0) -> int | None:
-        """The most serious grade whose bound ``level`` reaches (bounds eased by ``slack``)."""
-        grade = None
-        for g, bound in zip(GRADES, self.bounds, strict=True):
-            if bound is None:
-                continue
-            if self.direction is Direction.ABOVE:
-                reached = level >= bound - slack
-            else:
-                reached = level <= bound + slack
-            if reached:
-                grade = g
-        return grade
+        """The most serious grade whose bound ``level`` reaches (bounds eased by ``slack``).
+
+        The bounds grow stricter from IV to I (checked at construction), so the first
+        bound reached, from I down, is the answer.
+        """
+        if self.above:
+            for grade, bound in self._most_serious_first:
+                if level >= bound - slack:
+                    return grade
+        else:
+            for grade, bound in self._most_serious_first:
+                if level <= bound + slack:
+                    return grade
+        return None
 
     def bound_of(self, grade: int) -> float | None:
         return self.bounds[GRADES.index(grade)]

@@ -94,7 +94,7 @@ def worker(
     """Run a stream-processing worker against a Kafka cluster."""
     import faust
 
-    from streams.pipeline import create_app
+    from streams.pipeline import create_app, tune_gc
 
     settings = make_settings(
         bootstrap=bootstrap,
@@ -106,6 +106,7 @@ def worker(
     cfg = load_config_or_exit(settings.config_dir)
     prepare_topics_or_exit(settings)
     app = create_app(settings, cfg)
+    tune_gc(settings)
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 

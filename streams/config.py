@@ -200,11 +200,11 @@ class CityConfig:
     catalogue: Catalogue
     directory: Path
 
-    @property
+    @cached_property
     def indicators(self) -> Mapping[str, Indicator]:
         return self.catalogue.by_code
 
-    @property
+    @cached_property
     def districts(self) -> Mapping[str, District]:
         return self.city.by_code
 

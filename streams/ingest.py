@@ -21,10 +21,13 @@ in free-text attributes replaced by keyed pseudonyms.
 from __future__ import annotations
 
 import base64
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import orjson
 from pydantic import ValidationError
 
@@ -36,15 +39,48 @@ from streams.schemas import (
     CityEvent,
     DeadLetter,
     DeadLetterReason,
+    Location,
     Origin,
     Reading,
 )
 
 _TYPE_ERRORS = ("_type", "_parsing", "model_attributes_type")
 
+_Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+
+class _FastLocation(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+
+
+class _FastEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """:class:`~streams.schemas.CityEvent`'s constraints, for msgspec's decoder.
+
+    The hot path decodes with it (a quarter of pydantic's time); whatever it
+    refuses goes through the model, which alone decides and explains rejections.
+    It accepts nothing the model refuses (property tests hold the two equal).
+    """
+
+    event_id: _Text
+    source: _Text
+    district: _Text
+    indicator: _Text
+    value: float
+    unit: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    event_time: Annotated[datetime, msgspec.Meta(tz=True)]
+    street: _Text | None = None
+    location: _FastLocation | None = None
+    attributes: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_FAST_DECODER = msgspec.json.Decoder(_FastEvent)
+# msgspec rounds a time's digits beyond the microsecond, the model truncates them:
+# a document with a time of seven or more fractional digits goes the model's way
+_SUB_MICRO = re.compile(rb":[0-9]{2}\.[0-9]{7}")
+
+
+class Accepted(NamedTuple):
     """A valid event: what the windows need, and its Reading as JSON."""
 
     indicator: str
@@ -87,13 +123,25 @@ class Ingestor:
         self._source_of_topic = {topic: source for source, topic in EVENT_TOPICS.items()}
 
     def validate(
-        self, topic: str, key: bytes | None, value: bytes, now: datetime
-    ) -> tuple[CityEvent, float]:
-        """The event and its value in the canonical unit, or raise :class:`Rejected`."""
+        self, topic: str, key: bytes | None, value: bytes, now: datetime, *, fast: bool = True
+    ) -> tuple[CityEvent | _FastEvent, float]:
+        """The event and its value in the canonical unit, or raise :class:`Rejected`.
+
+        ``fast``: decode with msgspec first, falling back to the model for anything
+        it does not take (``fast=False``: the model alone; both give the same result).
+        """
+        event: CityEvent | _FastEvent
         try:
-            event = CityEvent.model_validate_json(value)
-        except ValidationError as exc:
-            raise _classify(exc) from None
+            if not fast or _SUB_MICRO.search(value):
+                raise msgspec.DecodeError
+            event = _FAST_DECODER.decode(value)
+            if not math.isfinite(event.value):  # an overflowing literal: the model says why
+                raise msgspec.DecodeError
+        except msgspec.DecodeError:
+            try:
+                event = CityEvent.model_validate_json(value)
+            except ValidationError as exc:
+                raise _classify(exc) from None
         district = self.cfg.districts.get(event.district)
         if district is None:
             raise Rejected(
@@ -147,7 +195,7 @@ class Ingestor:
 
     def to_reading(
         self,
-        event: CityEvent,
+        event: CityEvent | _FastEvent,
         canonical: float,
         origin: Origin,
         now: datetime,
@@ -172,7 +220,9 @@ class Ingestor:
             sharing=indicator.sharing,
             event_time=event.event_time,
             ingest_time=now,
-            location=event.location,
+            location=None
+            if event.location is None
+            else Location(lat=event.location.lat, lon=event.location.lon),
             attributes=attributes,
             origin=origin,
         )
@@ -240,7 +290,7 @@ class Ingestor:
     ) -> Reading | DeadLetter:
         """One raw event in, one Reading or one DeadLetter out."""
         try:
-            event, canonical = self.validate(origin.topic, key, value, now)
+            event, canonical = self.validate(origin.topic, key, value, now, fast=False)
         except Rejected as rej:
             return dead_letter(origin, key, value, rej.reason, rej.detail, now)
         return self.to_reading(event, canonical, origin, now)

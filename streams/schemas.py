@@ -178,7 +178,7 @@ class DistrictVitals(_Message):
     events: int
     indicators: dict[str, IndicatorVitals]
     domains: dict[str, float | None]
-    composite: float | None
+    composite: float | None = None
     closed_at: datetime
 
 

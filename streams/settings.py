@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535)
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
     batch_max: int = Field(5000, ge=1, description="events taken per batch")
+    gc_young: int = Field(
+        50_000,
+        ge=0,
+        description="allocations between young-generation garbage collections (0: Python's 700)",
+    )
     batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a batch")
 
     # --- event time --------------------------------------------------------------

@@ -63,6 +63,16 @@ def merge(aggs: Iterable[Agg]) -> Agg | None:
     return out
 
 
+def _rolled(rows: list[list[float]]) -> Agg:
+    """:func:`merge` of history rows ``[start, count, sum, min, max]``, column-wise
+    (the same sums, added in the same order)."""
+    if len(rows) == 1:
+        row = rows[0]
+        return [row[1], row[2], row[3], row[4]]
+    _, counts, sums, lows, highs = zip(*rows, strict=True)
+    return [sum(counts), sum(sums), min(lows), max(highs)]
+
+
 @dataclass(frozen=True)
 class ClosedWindow:
     """A minute that closed: its aggregates and the rolling view ending with it."""
@@ -172,13 +182,15 @@ class DistrictWindows:
             for indicator, agg in minute.items():
                 if STREET_SEP not in indicator:
                     self.history.setdefault(indicator, []).append([start, *agg])
-            for indicator in list(self.history):
-                kept = [h for h in self.history[indicator] if h[0] >= horizon]
-                if kept:
-                    self.history[indicator] = kept
-                else:
-                    del self.history[indicator]
-            rolling = {i: m for i, h in self.history.items() if (m := merge(x[1:] for x in h))}
+            rolling: dict[str, Agg] = {}
+            for indicator, rows in list(self.history.items()):
+                if rows[0][0] < horizon:  # rows are in time order: drop the expired head
+                    rows = [h for h in rows if h[0] >= horizon]
+                    if not rows:
+                        del self.history[indicator]
+                        continue
+                    self.history[indicator] = rows
+                rolling[indicator] = _rolled(rows)
             closed.append(ClosedWindow(self.district, start, end, minute, rolling))
             self.closed_until = max(self.closed_until, end)
         return closed

@@ -135,3 +135,21 @@ def test_cli_check_config_summarises_a_valid_city() -> None:
     result = CliRunner().invoke(cli, ["check-config"])
     assert result.exit_code == 0, result.output
     assert "10 districts" in result.output
+
+
+def test_worker_collects_young_garbage_every_configured_number_of_allocations() -> None:
+    import gc
+
+    from streams.pipeline import tune_gc
+    from streams.settings import Settings
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(Settings(gc_young=0))
+        assert gc.get_threshold() == before  # 0 keeps Python's own
+        tune_gc(Settings(gc_young=25_000))
+        assert gc.get_threshold() == (25_000, 20, 10)
+        assert gc.get_freeze_count() > 0  # start-up objects are no longer scanned
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

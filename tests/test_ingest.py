@@ -225,3 +225,111 @@ def test_hot_path_readings_equal_the_model_readings_for_any_valid_event(
     # stdlib json: department systems may send integers beyond 64 bits
     raw = json.dumps(body, ensure_ascii=False).encode()
     assert_same_reading("city.events.traffic", 3, 41, b"339901", raw)
+
+
+# Values a department system might put in any field: right and wrong types, edge numbers
+# and time strings in the many spellings ISO 8601 and RFC 3339 allow or nearly allow.
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", "x" * 257, "12.5", "1e400", "NaN", "339901", "339901001"]),
+    st.sampled_from(
+        [
+            "2026-11-24T07:59:30+08:00",
+            "2026-11-24T07:59:30Z",
+            "2026-11-24t07:59:30z",
+            "2026-11-24 07:59:30+08:00",
+            "2026-11-24T07:59:30",
+            "2026-11-24T07:59:30.123456789+08:00",
+            "2026-11-24T07:59:60Z",
+            "2026-11-24T07:59+08:00",
+            "2026-11-24",
+            "2026-W48-2T07:59:30Z",
+            "20261124T075930Z",
+            "2026-11-24T07:59:30+0800",
+            "2026-11-24T07:59:30-00:00",
+            "2026-11-24T07:59:30+24:00",
+        ]
+    ),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["lat", "lon", "alt"]), st.floats(-200, 200), max_size=3),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(
+            [
+                "event_id",
+                "source",
+                "district",
+                "street",
+                "indicator",
+                "value",
+                "unit",
+                "event_time",
+                "location",
+                "attributes",
+                "extra",
+            ]
+        ),
+        ODD_VALUES,
+        max_size=3,
+    ),
+    dropped=st.sets(st.sampled_from(["event_id", "value", "event_time", "street"]), max_size=2),
+)
+def test_hot_path_decides_every_odd_event_as_the_model_does(
+    changes: dict[str, Any], dropped: set[str]
+) -> None:
+    body = event(location={"lat": 30.2, "lon": 120.1})
+    body.update(changes)
+    for name in dropped:
+        body.pop(name, None)
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    assert_same_reading("city.events.traffic", 3, 41, b"339901", raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"event_id":"a","event_id":"b","source":"s","district":"339901","indicator":"traffic.speed_kmh","value":1,"unit":"km/h","event_time":"2026-11-24T07:59:30Z"}',
+        b'{"event_id":"a","source":"s","district":"339901","indicator":"traffic.speed_kmh","value":1e400,"unit":"km/h","event_time":"2026-11-24T07:59:30Z"}',
+        b'{"event_id":"a","source":"s","district":"339901","indicator":"traffic.speed_kmh","value":NaN,"unit":"km/h","event_time":"2026-11-24T07:59:30Z"}',
+        b'{"event_id":"\\ud800","source":"s","district":"339901","indicator":"traffic.speed_kmh","value":1,"unit":"km/h","event_time":"2026-11-24T07:59:30Z"}',
+        b'{"event_id":"a","source":"s","district":"339901","indicator":"traffic.speed_kmh","value":1,"unit":"km/h","event_time":"2026-11-24T07:59:30Z","attributes":{"n":123456789012345678901234567890}}',
+        b'{"event_id":"a","source":"s","district":"339901","indicator":"traffic.speed_kmh","value":1,"unit":"km/h","event_time":"2026-11-24T07:59:30Z"} ',
+        b'\xef\xbb\xbf{"event_id":"a","source":"s","district":"339901","indicator":"traffic.speed_kmh","value":1,"unit":"km/h","event_time":"2026-11-24T07:59:30Z"}',
+    ],
+    ids=[
+        "duplicate-key",
+        "overflow",
+        "nan-literal",
+        "lone-surrogate",
+        "huge-int",
+        "trailing-space",
+        "bom",
+    ],
+)
+def test_hot_path_decides_edge_documents_as_the_model_does(raw: bytes) -> None:
+    assert_same_reading("city.events.traffic", 3, 41, b"339901", raw)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2026-11-24T07:59:30.1234567+08:00",
+        "2026-11-24T15:59:59.9999999+08:00",
+        "2026-11-24T07:59:30.123456789Z",
+        "2026-11-24t07:59:30z",
+        "2026-11-24 07:59:30+08:00",
+        "2026-11-24T07:59:30+0800",
+        "2026-11-24T07:59:30,5+08:00",
+        "2026-11-24T07:59:30.+08:00",
+    ],
+)
+def test_hot_path_reads_every_spelling_of_a_time_as_the_model_does(when: str) -> None:
+    raw = orjson.dumps(event(event_time=when))
+    assert_same_reading("city.events.traffic", 3, 41, b"339901", raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import pytest
@@ -304,7 +305,7 @@ def test_closed_windows_feed_the_same_aggregates_as_single_readings() -> None:
 
 
 def test_a_reading_rule_judges_the_worst_reading_of_a_window() -> None:
-    above = ThresholdDetector(PM25.__class__(**{**PM25.__dict__, "pending_s": 0}))
+    above = ThresholdDetector(dataclasses.replace(PM25, pending_s=0))
     assert kinds(above.update_window(0, 60, 3, 330.0, 10.0, 260.0)) == [("fire", 1, 60)]
     low = ThresholdDetector(
         ThresholdSpec("p", "x", Aggregate.READING, 0, Direction.BELOW, (250, 200, 150, 100))

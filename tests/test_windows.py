@@ -184,3 +184,33 @@ def test_the_published_vitals_document_is_exactly_a_district_vitals() -> None:
             assert (domains, composite) == (slow.domains, slow.composite)
             checked += 1
     assert checked > 100
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    minutes=st.lists(
+        st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=5),
+        min_size=1,
+        max_size=40,
+    ),
+    gaps=st.lists(st.integers(0, 3), min_size=40, max_size=40),
+)
+def test_every_rolling_view_is_exactly_the_merge_of_the_minutes_within_the_last_fifteen(
+    minutes: list[list[float]], gaps: list[int]
+) -> None:
+    w = DistrictWindows("339901", rolling_windows=15)
+    closed_minutes: list[tuple[float, list[float]]] = []
+    start = T0
+    for values, gap in zip(minutes, gaps, strict=False):
+        start += 60 * gap  # minutes without readings in between
+        for v in values:
+            assert w.add("iot.pm25", v, start + 1)
+        (closed,) = w.close_all()
+        closed_minutes.append((start, values))
+        kept = [vs for s, vs in closed_minutes if s >= closed.end - 15 * 60]
+        flat = [v for vs in kept for v in vs]
+        expected_sum = 0.0
+        for vs in kept:  # minute sums added oldest first, as the windows keep them
+            expected_sum += sum(vs[1:], vs[0])
+        assert closed.rolling["iot.pm25"] == [len(flat), expected_sum, min(flat), max(flat)]
+        start += 60
