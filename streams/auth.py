@@ -499,3 +499,30 @@ def load_roles(path: Path | str, city: CityConfig) -> TokenBook:
             )
         )
     return TokenBook(principals, tokens)
+
+
+def write_roles_with_tokens(
+    source: Path, dest: Path, *, ttl: timedelta | None = None, now: datetime | None = None
+) -> dict[str, str]:
+    """Copy a roles file to ``dest`` with one fresh token added per user; return the tokens.
+
+    The demo and the tests use it: the worker reads ``dest`` (``CITYVITALS_ROLES_FILE``)
+    and only the digests are written. ``ttl`` gives the tokens an expiry.
+    """
+    import yaml
+
+    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    issued_at = now if now is not None else datetime.now(UTC)
+    tokens: dict[str, str] = {}
+    for user in data.get("users", []):
+        token = new_token()
+        entry: dict[str, Any] = {
+            "hash": hash_token(token),
+            "comment": f"issued {issued_at:%Y-%m-%d %H:%M}Z",
+        }
+        if ttl is not None:
+            entry["expires"] = (issued_at + ttl).isoformat()
+        user["tokens"] = [*(user.get("tokens") or []), entry]
+        tokens[str(user["user"])] = token
+    dest.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return tokens

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from streams.auth import load_roles
 from streams.config import CityConfig, ConfigError, load_config
 from streams.rules import load_silences, load_thresholds
 from streams.settings import Settings
@@ -32,12 +33,14 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def load_config_or_exit(directory: Path) -> CityConfig:
-    """Load the city's config and its threshold rules; on error print file, line, key
-    and reason and exit 2."""
+def load_config_or_exit(directory: Path, roles: Path | None = None) -> CityConfig:
+    """Load the city's config, its threshold rules and (given its path) the roles file;
+    on error print file, line, key and reason and exit 2."""
     try:
         cfg = load_config(directory)
         load_silences(cfg, load_thresholds(cfg))
+        if roles is not None:
+            load_roles(roles, cfg)
         return cfg
     except ConfigError as exc:
         err.print(f"[bold red]invalid configuration[/]: {exc}", highlight=False, soft_wrap=True)
@@ -103,7 +106,7 @@ def worker(
         datadir=datadir,
         app_id=app_id,
     )
-    cfg = load_config_or_exit(settings.config_dir)
+    cfg = load_config_or_exit(settings.config_dir, settings.roles_path)
     prepare_topics_or_exit(settings)
     app = create_app(settings, cfg)
     tune_gc(settings)

@@ -125,3 +125,39 @@ actions_applied = Counter(
     subsystem="alerts",
     registry=REGISTRY,
 )
+_RESPONSE_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+time_to_acknowledge = Histogram(
+    "time_to_acknowledge_seconds",
+    "From an alert's first event to its first acknowledgement or dispatch, by owning department and grade.",
+    ["department", "grade"],
+    namespace=NAMESPACE,
+    subsystem="alerts",
+    buckets=_RESPONSE_BUCKETS,
+    registry=REGISTRY,
+)
+time_to_resolve = Histogram(
+    "time_to_resolve_seconds",
+    "From an alert's first event to its closing (resolved or false positive), by owning department and grade.",
+    ["department", "grade"],
+    namespace=NAMESPACE,
+    subsystem="alerts",
+    buckets=_RESPONSE_BUCKETS,
+    registry=REGISTRY,
+)
+alerts_closed = Counter(
+    "closed",
+    "Alerts closed, by owning department, grade and outcome (resolved by an operator, "
+    "false_positive, or cleared when the condition ended).",
+    ["department", "grade", "outcome"],
+    namespace=NAMESPACE,
+    subsystem="alerts",
+    registry=REGISTRY,
+)
+api_refusals = Counter(
+    "refusals",
+    "Command-centre API requests refused, by HTTP status (401 unauthenticated, 403 out of scope).",
+    ["status"],
+    namespace=NAMESPACE,
+    subsystem="api",
+    registry=REGISTRY,
+)

@@ -34,10 +34,10 @@ from typing import Any, cast
 import faust
 import orjson
 from faust.serializers import codecs
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from streams import metrics
+from streams.auth import Authenticator, load_roles
 from streams.config import CityConfig, load_config
 from streams.deid import Deidentifier
 from streams.detection import DetectionContext, DistrictDetection
@@ -51,11 +51,16 @@ from streams.schemas import (
     READINGS_TOPIC,
     VITALS_TOPIC,
     AlertAction,
+    AlertActionType,
+    AlertEvent,
+    AlertStatus,
     DeadLetter,
     DeadLetterReason,
     Grade,
     Origin,
+    Workflow,
 )
+from streams.serve import ApiService
 from streams.settings import Settings
 from streams.source import InputFeed, Outputs, Record, key_partition
 from streams.vitals import vitals_json
@@ -90,6 +95,29 @@ class DetectionCodec(codecs.Codec):
 
 
 codecs.register("district_detection", DetectionCodec())
+
+
+_ACKNOWLEDGING = (AlertActionType.ACKNOWLEDGE.value, AlertActionType.DISPATCH.value)
+
+
+def count_alert_event(event: AlertEvent) -> None:
+    """Metrics of one published alert event, department performance included."""
+    grade = event.grade.roman
+    metrics.alert_events.labels(event.status.value, grade, event.kind.value, event.department).inc()
+    if event.status is AlertStatus.UPDATED and event.actions:
+        *earlier, last = event.actions
+        if last.action in _ACKNOWLEDGING and not any(a.action in _ACKNOWLEDGING for a in earlier):
+            metrics.time_to_acknowledge.labels(event.department, grade).observe(
+                max(0.0, (last.at - event.first_seen).total_seconds())
+            )
+    if event.status is AlertStatus.RESOLVED:
+        outcome = {Workflow.RESOLVED: "resolved", Workflow.FALSE_POSITIVE: "false_positive"}.get(
+            event.workflow, "cleared"
+        )
+        metrics.alerts_closed.labels(event.department, grade, outcome).inc()
+        metrics.time_to_resolve.labels(event.department, grade).observe(
+            max(0.0, (event.last_update - event.first_seen).total_seconds())
+        )
 
 
 class VitalsProcessor:
@@ -333,9 +361,7 @@ class VitalsProcessor:
         key = district.encode()
         for event in events:
             out.add(ALERTS_TOPIC, key, event.to_json())
-            metrics.alert_events.labels(
-                event.status.value, event.grade.roman, event.kind.value, event.department
-            ).inc()
+            count_alert_event(event)
         if events:
             self._count_open(state)
 
@@ -387,9 +413,7 @@ class VitalsProcessor:
         events = state.act(action, self.detection)
         for event in events:
             out.add(ALERTS_TOPIC, action.district.encode(), event.to_json())
-            metrics.alert_events.labels(
-                event.status.value, event.grade.roman, event.kind.value, event.department
-            ).inc()
+            count_alert_event(event)
         metrics.actions_applied.labels(action.action.value).inc()
         await out.send()
         if events:
@@ -423,13 +447,22 @@ class VitalsProcessor:
 
 
 class CityApp(faust.App):
-    """The worker's app: stops reading input before Faust revokes and stops its tables."""
+    """The worker's app: serves the API from the start, and stops reading input before
+    Faust revokes and stops its tables."""
 
     input_feed: InputFeed | None = None
+    api_service: ApiService | None = None
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self.api_service is not None:
+            await self.api_service.start()
 
     async def on_stop(self) -> None:
         if self.input_feed is not None:
             await self.input_feed.stop()
+        if self.api_service is not None:
+            await self.api_service.stop()
         await super().on_stop()
 
 
@@ -461,9 +494,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "topic_replication_factor": settings.replication_factor,
         "store": "memory://",
         "datadir": str(settings.datadir),
-        "web_host": settings.web_host,
-        "web_port": settings.web_port,
-        "web_in_thread": False,
+        "web_enabled": False,  # the worker's web port is the API's (streams.serve)
         "producer_linger_ms": 5,
         "producer_max_batch_size": 256 * 1024,
         "broker_max_poll_records": max(500, settings.batch_max),
@@ -486,8 +517,13 @@ def tune_gc(settings: Settings) -> None:
         gc.set_threshold(settings.gc_young, 20, 10)
 
 
-def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) -> CityApp:
-    """Build the worker's Faust app for the given settings and city config."""
+def create_app(
+    settings: Settings | None = None,
+    cfg: CityConfig | None = None,
+    auth: Authenticator | None = None,
+) -> CityApp:
+    """Build the worker's Faust app for the given settings, city config and token book
+    (default: the roles file of the settings)."""
     settings = settings or Settings()
     cfg = cfg or load_config(settings.config_dir)
     if settings.embedded_broker:
@@ -609,19 +645,16 @@ def create_app(settings: Settings | None = None, cfg: CityConfig | None = None) 
             async with feed.lock:
                 await processor.close_idle(feed.partitions)
 
-    @app.page("/metrics")
-    async def prometheus_metrics(web: Any, request: Any) -> Any:
-        return web.bytes(
-            generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0]
-        )
+    def ready() -> bool:
+        return bool(feed.partitions) and cast(Any, app.tables).recovery.completed.is_set()
 
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        ready = bool(feed.partitions) and cast(Any, app.tables).recovery.completed.is_set()
-        return web.json({"ready": ready}, status=200 if ready else 503)
-
+    config_files = [cfg.directory / n for n in ("city.yaml", "indicators.yaml", "thresholds.yaml")]
+    config_files += [cfg.directory / "silences.yaml", settings.roles_path]
+    app.api_service = ApiService(
+        settings,
+        cfg,
+        auth if auth is not None else load_roles(settings.roles_path, cfg),
+        ready=ready,
+        config_files=config_files,
+    )
     return app

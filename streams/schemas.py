@@ -9,6 +9,7 @@ city.deadletter            original key        :class:`DeadLetter` (original byt
 city.vitals                district code       :class:`DistrictVitals` (per closed window)
 city.emergency-command     district code       :class:`AlertEvent` (firing/updated/resolved)
 city.alert-actions         district code       :class:`AlertAction` (operator actions)
+city.audit                 user                :class:`AuditRecord` (reads, actions, config)
 =========================  ==================  =======================================
 
 All values are JSON (UTF-8). Times are ISO 8601 with a time zone.
@@ -37,6 +38,7 @@ DEADLETTER_TOPIC = "city.deadletter"
 VITALS_TOPIC = "city.vitals"
 ALERTS_TOPIC = "city.emergency-command"
 ACTIONS_TOPIC = "city.alert-actions"
+AUDIT_TOPIC = "city.audit"
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -362,3 +364,20 @@ class AlertAction(_Message):
     silence_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None  # silence: how long
     source_ip: str | None = None
     kind: Literal["operator", "responder", "system"] = "operator"
+
+
+class AuditRecord(_Message):
+    """Who did or read what, when and from where; published on ``city.audit``.
+
+    ``action`` is ``read_alert``, ``read_audit``, an :class:`AlertActionType`
+    value, ``denied`` (a refused request) or ``config_loaded`` (a worker started
+    with configuration files of the digests in ``detail``).
+    """
+
+    at: AwareDatetime
+    user: str
+    role: str
+    action: str
+    target: str | None = None  # an alert id, a path
+    source_ip: str | None = None
+    detail: str | None = None

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
 
     # --- the worker ------------------------------------------------------------
     config_dir: Path = DEFAULT_CONFIG_DIR
+    roles_file: Path | None = Field(
+        None,
+        description="users, roles and hashed tokens of the API; default <config dir>/roles.yaml",
+    )
     datadir: Path = Path("var/worker")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
@@ -84,3 +88,7 @@ class Settings(BaseSettings):
         SecretStr("cityvitals-demo-key-change-me"),
         description="HMAC key for pseudonyms of personal identifiers; set your own in production",
     )
+
+    @property
+    def roles_path(self) -> Path:
+        return self.roles_file if self.roles_file is not None else self.config_dir / "roles.yaml"

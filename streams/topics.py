@@ -17,6 +17,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from streams.schemas import (
     ACTIONS_TOPIC,
     ALERTS_TOPIC,
+    AUDIT_TOPIC,
     DEADLETTER_TOPIC,
     EVENT_TOPICS,
     READINGS_TOPIC,
@@ -30,6 +31,7 @@ CITY_TOPICS: tuple[str, ...] = (
     VITALS_TOPIC,
     ALERTS_TOPIC,
     ACTIONS_TOPIC,
+    AUDIT_TOPIC,
 )
 
 

@@ -12,10 +12,12 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.simulator import SimEvent
@@ -190,3 +192,64 @@ def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.5
 
 def run(coro: object) -> object:
     return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+SMOG_DISTRICT, SMOG_STREET = "339901", "339901001"
+IOT = "city.events.iot"
+
+
+def smog(start: datetime, minutes: range, level: float, rise: float = 0.0) -> list[SimEvent]:
+    """PM2.5 readings every 30 s of event time in one street, at ``level`` (+ ``rise``/min)."""
+    out = []
+    for m in minutes:
+        now = level + rise * (m - minutes.start)
+        for half in (0, 30):
+            t = start + timedelta(minutes=m, seconds=half)
+            body = {
+                "event_id": f"pm25-{uuid.uuid4().hex[:12]}",
+                "source": "iot.pm25.339901001.01",
+                "district": SMOG_DISTRICT,
+                "street": SMOG_STREET,
+                "indicator": "iot.pm25",
+                "value": now + (m % 3),
+                "unit": "µg/m³",
+                "event_time": t.isoformat(),
+            }
+            out.append(SimEvent(IOT, SMOG_DISTRICT.encode(), orjson.dumps(body), t))
+    return out
+
+
+@dataclass
+class ApiWorker:
+    """A worker whose API knows a fresh token for every user of config/roles.yaml."""
+
+    worker: Worker
+    tokens: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.worker.web_port}"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.worker.bootstrap
+
+    def headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    def get(self, path: str, user: str = "cc.duty", **params: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", headers=self.headers(user), params=params, timeout=10)
+
+    def post(self, path: str, body: dict[str, Any], user: str = "cc.duty") -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", headers=self.headers(user), json=body, timeout=10)
+
+    def produce_incident(self, start: datetime | None = None) -> None:
+        """PM2.5 smog building up in street 339901001: a grade-II alarm fires (and stays
+        open: the readings stop while the air is still bad)."""
+        start = start or datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+        events = (
+            smog(start, range(0, 25), 40)
+            + smog(start, range(25, 45), 40, rise=8)
+            + smog(start, range(45, 55), 200)
+        )
+        run(produce(self.bootstrap, events))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,32 +23,10 @@ from streams.schemas import (
     Workflow,
 )
 from streams.simulator import SimEvent
-from tests.harness import Worker, produce, read_topic, run, wait_for
+from tests.harness import Worker, produce, read_topic, run, smog, wait_for
 
 CFG = load_config()
-DISTRICT, STREET = "339901", "339901001"
-IOT = "city.events.iot"
-
-
-def smog(start: datetime, minutes: range, level: float, rise: float = 0.0) -> list[SimEvent]:
-    """PM2.5 readings every 30 s of event time in one street, at ``level`` (+ ``rise``/min)."""
-    out = []
-    for m in minutes:
-        now = level + rise * (m - minutes.start)
-        for half in (0, 30):
-            t = start + timedelta(minutes=m, seconds=half)
-            body = {
-                "event_id": f"pm25-{uuid.uuid4().hex[:12]}",
-                "source": "iot.pm25.339901001.01",
-                "district": DISTRICT,
-                "street": STREET,
-                "indicator": "iot.pm25",
-                "value": now + (m % 3),
-                "unit": "µg/m³",
-                "event_time": t.isoformat(),
-            }
-            out.append(SimEvent(IOT, DISTRICT.encode(), orjson.dumps(body), t))
-    return out
+DISTRICT = "339901"
 
 
 def replayed(events: list[SimEvent], tmp: Path) -> list[dict[str, Any]]:
