@@ -270,6 +270,56 @@ def replay(
     )
 
 
+alerts_cli = typer.Typer(no_args_is_help=True, help="Work with alerts from a terminal.")
+cli.add_typer(alerts_cli, name="alerts")
+
+
+@alerts_cli.command("tail")
+def alerts_tail(
+    url: Annotated[
+        str, typer.Option(envvar="CITYVITALS_API_URL", help="a worker's address")
+    ] = "http://127.0.0.1:6066",
+    token: Annotated[
+        str | None, typer.Option(envvar="CITYVITALS_TOKEN", help="your API token")
+    ] = None,
+    district: Annotated[str | None, typer.Option(help="only this district")] = None,
+    street: Annotated[str | None, typer.Option(help="only this street")] = None,
+    domain: Annotated[str | None, typer.Option(help="only this domain")] = None,
+    grade: Annotated[list[str] | None, typer.Option(help="I, II, III or IV; repeatable")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="warning, alarm, composite, data_quality")
+    ] = None,
+    department: Annotated[str | None, typer.Option(help="owned or co-handled by")] = None,
+    from_start: Annotated[bool, typer.Option(help="replay every alert event kept first")] = False,
+    count: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
+    lang: Annotated[str, typer.Option(help="headline language: zh or en")] = "en",
+) -> None:
+    """The live alert feed, with the scopes of your token; Ctrl-C stops."""
+    from streams.tail import run_tail
+
+    if not token:
+        err.print("[bold red]no token[/]: pass --token or set CITYVITALS_TOKEN")
+        raise typer.Exit(2)
+    if lang not in ("zh", "en"):
+        err.print(f"[bold red]--lang[/] must be zh or en, not {lang!r}")
+        raise typer.Exit(2)
+    params: dict[str, object] = {
+        k: v
+        for k, v in {
+            "district": district,
+            "street": street,
+            "domain": domain,
+            "grade": grade or None,
+            "kind": kind,
+            "department": department,
+            "from_start": "true" if from_start else None,
+        }.items()
+        if v is not None
+    }
+    code = run_tail(url, token, params, count=count, lang=lang, console=Console())
+    raise typer.Exit(code)
+
+
 def main() -> None:
     cli()
 

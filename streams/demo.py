@@ -30,7 +30,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from streams.config import CityConfig
+from streams.auth import load_roles, write_roles_with_tokens
+from streams.config import CityConfig, load_config
 from streams.embedded_broker import EmbeddedBroker, parent_death_preexec
 from streams.schemas import (
     ALERTS_TOPIC,
@@ -327,6 +328,20 @@ def _raise_if_failed(tasks: Sequence[asyncio.Task[Any]]) -> None:
             raise t.exception()  # type: ignore[misc]
 
 
+def _print_console(
+    console: Console, settings: Settings, tokens: dict[str, str], roles: Path
+) -> None:
+    """Where the console is, and one sign-in token per user (valid for 12 hours)."""
+    book = load_roles(roles, load_config(settings.config_dir))
+    console.print(
+        f"command-centre console: [bold]http://{settings.web_host}:{settings.web_port}/[/]"
+        f"  (API: /openapi.json; tokens valid 12 h, in {roles} as digests only)"
+    )
+    for user, token in tokens.items():
+        who = book.principal(user)
+        console.print(f"  {who.role.value:<10} {user:<24} {token}", highlight=False)
+
+
 def run_demo(
     settings: Settings,
     cfg: CityConfig,
@@ -347,8 +362,13 @@ def run_demo(
         # topics first: a producer must not let the broker auto-create them with
         # another partition count
         asyncio.run(ensure_topics(broker.bootstrap, settings.partitions))
+        tokens = write_roles_with_tokens(
+            settings.roles_path, workdir / "roles.yaml", ttl=timedelta(hours=12)
+        )
+        _print_console(console, settings, tokens, workdir / "roles.yaml")
         env = {
             **os.environ,
+            "CITYVITALS_ROLES_FILE": str(workdir / "roles.yaml"),
             "CITYVITALS_BOOTSTRAP": broker.bootstrap,
             "CITYVITALS_WEB_PORT": str(settings.web_port),
             "CITYVITALS_APP_ID": "cityvitals-demo",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -202,3 +204,26 @@ def test_the_live_stream_resumes_after_a_reconnect_and_a_restart_without_losing_
     full = read_stream(api, params={"from_start": "true"}, until=both_notes)
     timeline = [e["sequence"] for e in detail(api, alert_id)["timeline"]]
     assert [e["sequence"] for _, e in full if e["alert_id"] == alert_id] == timeline
+
+    # the terminal feed reads the same stream, with the scopes of its token
+    import subprocess
+    import sys
+
+    def tail(token: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", "alerts", "tail", "--url", api.url, *args],
+            env={**os.environ, "CITYVITALS_TOKEN": token, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    shown = tail(api.tokens["environment.desk"], "--from-start", "--kind", "alarm", "--count", "1")
+    assert shown.returncode == 0, shown.stderr
+    (line,) = shown.stdout.splitlines()
+    assert re.search(r" (I|II|III|IV) (red|orange|yellow|blue) +firing +alarm +339901", line), line
+    assert "Jiangbin: PM2.5 concentration" in line and "[open]" in line
+    refused = tail("cv_forged", "--count", "1")
+    assert refused.returncode == 2 and "401: unknown token" in refused.stderr
+    public = tail(api.tokens["public.dashboard"], "--count", "1")
+    assert public.returncode == 2 and "403: role open sees no alerts" in public.stderr

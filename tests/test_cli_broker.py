@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from streams.config import load_config
+from streams.auth import load_roles
+from streams.config import DEFAULT_CONFIG_DIR, load_config
 from streams.schemas import EVENT_TOPICS, CityEvent
 from tests.harness import free_port, read_topic, run
 
@@ -80,6 +82,18 @@ def test_demo_shows_every_district_index_and_ctrl_c_stops_everything(tmp_path: P
         assert len(composites) == len(CFG.districts)
         assert all(0 <= float(c) <= 100 for c in composites)
         assert len(children) >= 2  # the broker and the worker
+        # the console's address and a working token for every user of roles.yaml
+        assert f"command-centre console: http://127.0.0.1:{port}/" in text
+        printed = dict(re.findall(r"^\s+\w+\s+(\S+)\s+(cv_\S+)\s*$", text, flags=re.M))
+        roster = load_roles(DEFAULT_CONFIG_DIR / "roles.yaml", CFG)
+        assert set(printed) == set(roster.users)
+        for user, token in printed.items():
+            me = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/me",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+            assert me.status_code == 200 and me.json()["user"] == user
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         assert demo.wait(timeout=15) == 0
         time.sleep(1)
