@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol, cast
 
 import orjson
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -153,6 +154,22 @@ def create_api(
             )
         )
 
+    @api.exception_handler(HTTPException)
+    async def http_problem(request: Request, exc: HTTPException) -> Response:
+        return JSONResponse(
+            {"error": "bad_request" if exc.status_code == 400 else "error", "detail": exc.detail},
+            status_code=exc.status_code,
+        )
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(
+            {"error": "invalid_request", "detail": f"{where}: {first.get('msg', 'invalid')}"},
+            status_code=422,
+        )
+
     @api.exception_handler(AuthError)
     async def refused(request: Request, exc: AuthError) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="cityvitals"'} if exc.status == 401 else {}
@@ -205,13 +222,18 @@ def create_api(
             "may_see_alerts": who.may_see_alerts,
             "may_list_history": who.may_list_history,
             "may_read_audit": who.may_read_audit,
+            "may_see_performance": who.role in (Role.OPERATOR, Role.DEPARTMENT),
         }
 
     @api.get("/api/v1/catalogue", summary="Names of the city's places, indicators and departments")
     async def catalogue_names(who: Who) -> dict[str, Any]:
         city = cfg.city
         return {
-            "city": {"name_zh": city.city.name_zh, "name_en": city.city.name_en},
+            "city": {
+                "name_zh": city.city.name_zh,
+                "name_en": city.city.name_en,
+                "timezone": city.city.timezone,
+            },
             "districts": [
                 {
                     "code": d.code,
@@ -500,8 +522,6 @@ def create_api(
 
 
 def _bad_request(detail: str) -> Exception:
-    from fastapi import HTTPException
-
     return HTTPException(status_code=400, detail=detail)
 
 

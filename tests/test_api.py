@@ -234,7 +234,14 @@ def test_the_list_filters_and_orders_by_grade_then_newest() -> None:
     in_district = api.get("/api/v1/alerts", headers=auth("cc.duty"), params={"district": "339902"})
     assert [a["alert_id"] for a in in_district.json()["alerts"]] == ["d-1"]
     bad = api.get("/api/v1/alerts", headers=auth("cc.duty"), params={"grade": "V"})
-    assert bad.status_code == 400 and "grade 'V'" in bad.json()["detail"]
+    assert bad.status_code == 400
+    assert bad.json() == {
+        "error": "bad_request",
+        "detail": "grade 'V' is not one of I, II, III, IV (or 1-4)",
+    }
+    kind = api.get("/api/v1/alerts", headers=auth("cc.duty"), params={"kind": "rumour"})
+    assert kind.status_code == 422 and kind.json()["error"] == "invalid_request"
+    assert kind.json()["detail"].startswith("query.kind: ")
 
 
 def test_a_responder_may_not_list_history_and_sees_only_its_open_routed_alerts() -> None:

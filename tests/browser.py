@@ -1,0 +1,123 @@
+"""Headless Chromium for the browser tests: Debian's ``chromium`` driven by Playwright.
+
+Playwright's own browser download does not work on our machines, so the tests
+drive the distribution's Chromium at ``/usr/bin/chromium``. :func:`chromium`
+installs what is missing first (the tests run as root, CI has apt access):
+the ``chromium`` package, a CJK font so that screenshots of the Chinese
+console are readable, and the ``playwright`` package. If Chromium or
+Playwright cannot be had, the test fails with the reason; it is never skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CJK_FONT_PACKAGE = "fonts-wqy-microhei"
+_APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def _run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_APT_ENV)
+
+
+def _tail(result: subprocess.CompletedProcess[str], lines: int = 15) -> str:
+    text = (result.stdout + result.stderr).strip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+def _apt_install(*packages: str) -> tuple[bool, str]:
+    """``apt-get install`` the packages, with an ``apt-get update`` and a retry if that fails."""
+    if shutil.which("apt-get") is None:
+        return False, "apt-get is not available on this machine"
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    first = _run(install)
+    if first.returncode == 0:
+        return True, ""
+    update = _run(["apt-get", "update"])
+    if update.returncode != 0:
+        return False, f"apt-get update failed:\n{_tail(update)}"
+    second = _run(install)
+    return second.returncode == 0, _tail(second)
+
+
+def ensure_chromium() -> Path:
+    """Debian's Chromium, installed with apt-get if it is missing; fails the test if it cannot."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    ok, log = _apt_install("chromium")
+    if not ok or not CHROMIUM.exists():
+        pytest.fail(
+            f"headless Chromium is needed at {CHROMIUM} and could not be installed with "
+            f"`apt-get install -y --no-install-recommends chromium` (run as root):\n{log}",
+            pytrace=False,
+        )
+    return CHROMIUM
+
+
+def ensure_cjk_font() -> None:
+    """A Chinese font for readable screenshots; best effort, the checks do not need it."""
+    if shutil.which("fc-list") is not None:
+        found = _run(["fc-list", ":lang=zh", "family"], timeout=60)
+        if found.returncode == 0 and found.stdout.strip():
+            return
+    _apt_install(CJK_FONT_PACKAGE)
+
+
+def ensure_playwright() -> None:
+    """The ``playwright`` package in this interpreter, installed with pip if it is missing."""
+    try:
+        importlib.import_module("playwright.sync_api")
+        return
+    except ImportError:
+        pass
+    result = _run([sys.executable, "-m", "pip", "install", "--quiet", "playwright"], timeout=600)
+    importlib.invalidate_caches()
+    try:
+        importlib.import_module("playwright.sync_api")
+    except ImportError:
+        pytest.fail(
+            f"the playwright package is needed and `pip install playwright` failed:\n"
+            f"{_tail(result)}",
+            pytrace=False,
+        )
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """A headless Chromium browser under Playwright, closed afterwards."""
+    executable = ensure_chromium()
+    ensure_cjk_font()
+    ensure_playwright()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(executable), args=LAUNCH_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
