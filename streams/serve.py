@@ -117,6 +117,17 @@ class ApiService:
         if self._tasks:
             return
         await self.publisher.start()
+        # before the store reads: its first catch-up then includes this start
+        await self.publisher.audit(
+            AuditRecord(
+                at=datetime.now(UTC),
+                user="system",
+                role="system",
+                action="config_loaded",
+                target=self.settings.app_id,
+                detail=config_digests(self._config_files),
+            )
+        )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=None,
@@ -145,16 +156,6 @@ class ApiService:
             asyncio.create_task(self._read(self._consumer, parts), name="api-store-feed"),
             asyncio.create_task(self._server.serve(), name="api-server"),
         ]
-        await self.publisher.audit(
-            AuditRecord(
-                at=datetime.now(UTC),
-                user="system",
-                role="system",
-                action="config_loaded",
-                target=self.settings.app_id,
-                detail=config_digests(self._config_files),
-            )
-        )
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -199,6 +200,38 @@ class ApiService:
                         )
             if not self.caught_up.is_set() and await self._at_end(consumer, parts):
                 self.caught_up.set()
+                await self._audit_config_change()
+
+    async def _audit_config_change(self) -> None:
+        """Record a ``config_changed`` when this start loaded other configuration files
+        than the last start of the same app did (by digest)."""
+        loaded = sorted(
+            (
+                r
+                for r in self.store.audit
+                if r.action == "config_loaded" and r.target == self.settings.app_id
+            ),
+            key=lambda r: r.at,
+        )
+        if len(loaded) < 2 or loaded[-1].detail == loaded[-2].detail:
+            return
+        before = dict(p.split("=", 1) for p in (loaded[-2].detail or "").split())
+        after = dict(p.split("=", 1) for p in (loaded[-1].detail or "").split())
+        changes = [
+            f"{name}: {before.get(name, 'absent')} -> {after.get(name, 'absent')}"
+            for name in sorted(set(before) | set(after))
+            if before.get(name) != after.get(name)
+        ]
+        await self.publisher.audit(
+            AuditRecord(
+                at=datetime.now(UTC),
+                user="system",
+                role="system",
+                action="config_changed",
+                target=self.settings.app_id,
+                detail="; ".join(changes),
+            )
+        )
 
     @staticmethod
     async def _at_end(consumer: AIOKafkaConsumer, parts: list[TopicPartition]) -> bool:

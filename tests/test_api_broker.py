@@ -7,6 +7,7 @@ import re
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -101,9 +102,12 @@ def test_actions_are_durable_applied_and_audited_across_a_worker_crash(
         30,
         "the acknowledgement on the alert",
     )
-    # a crash between the action and the next read loses nothing
+    # a crash between the action and the next read loses nothing; the restart
+    # comes with a changed roles file, which the audit trail records
     api.worker.stop(signal.SIGKILL)
     api.worker.forget_group()
+    roles = Path(api.worker.env["CITYVITALS_ROLES_FILE"])
+    roles.write_text(roles.read_text(encoding="utf-8") + "# reviewed\n", encoding="utf-8")
     api.worker.start()
     doc = detail(api, alert_id)
     assert doc["alert"]["workflow"] == "acknowledged"
@@ -131,6 +135,16 @@ def test_actions_are_durable_applied_and_audited_across_a_worker_crash(
         30,
         "the audit records",
     )
+    changed: list[dict[str, Any]] = []
+
+    def config_change_audited() -> bool:
+        changed[:] = api.get("/api/v1/audit", action="config_changed").json()["records"]
+        return bool(changed)
+
+    wait_for(config_change_audited, 30, "the config change in the audit trail")
+    (change,) = changed
+    assert change["user"] == "system" and change["target"] == api.worker.app_id
+    assert change["detail"].startswith("roles.yaml: ") and " -> " in change["detail"]
     records = api.get("/api/v1/audit", target=alert_id).json()["records"]
     assert {(r["user"], r["role"], r["source_ip"]) for r in records} == {
         ("cc.duty", "operator", "127.0.0.1")
