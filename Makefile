@@ -17,8 +17,8 @@ demo: $(BIN)/.installed
 	$(BIN)/cityvitals demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check streams detectors tests bench
-	$(BIN)/ruff format --check streams detectors tests bench
+	$(BIN)/ruff check streams detectors tests bench examples
+	$(BIN)/ruff format --check streams detectors tests bench examples
 	$(BIN)/mypy
 
 test: lint

@@ -1,0 +1,91 @@
+"""A webhook receiver that checks cityvitals' signature and drops duplicate deliveries.
+
+Run it, then point a route's receiver at it::
+
+    CITYVITALS_WEBHOOK_SECRET=demo-secret-change-me python examples/receiver.py --port 9901
+
+Only the standard library is used, so it can be copied into any service. For
+every POST it:
+
+1. reads the raw body (verify before parsing: the signature is over the bytes);
+2. parses ``X-Cityvitals-Signature: t=<unix seconds>,v1=<hex>``, recomputes
+   HMAC-SHA256(secret, "<t>." + body) and compares in constant time;
+3. refuses a timestamp more than 5 minutes from its own clock (replays);
+4. answers 200 to an ``Idempotency-Key`` it has seen, without acting again;
+5. otherwise acts (here: prints one line) and answers 204.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TOLERANCE_S = 300
+
+
+def verify(secret: bytes, header: str, body: bytes, now: float) -> bool:
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > TOLERANCE_S:
+        return False
+    expected = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+def make_handler(secret: bytes) -> type[BaseHTTPRequestHandler]:
+    seen: set[str] = set()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if not verify(
+                secret, self.headers.get("X-Cityvitals-Signature", ""), body, time.time()
+            ):
+                self.send_response(401)
+                self.end_headers()
+                return
+            key = self.headers.get("Idempotency-Key", "")
+            if key in seen:
+                self.send_response(200)  # a resend: already handled
+                self.end_headers()
+                return
+            seen.add(key)
+            kind = self.headers.get("Content-Type", "")
+            summary = json.loads(body).get("status", "?") if "json" in kind else kind
+            print(f"notification {key}: {summary} ({len(body)} bytes)", flush=True)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9901)
+    args = parser.parse_args()
+    secret = os.environ.get("CITYVITALS_WEBHOOK_SECRET", "")
+    if not secret:
+        print("set CITYVITALS_WEBHOOK_SECRET to the receiver's secret", file=sys.stderr)
+        return 2
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(secret.encode()))
+    print(f"listening on http://127.0.0.1:{args.port}/", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Delivering one notification to one webhook: signature, idempotency key, retries.
+
+Every request carries
+
+- ``X-Cityvitals-Signature: t=<unix seconds>,v1=<hex>``: HMAC-SHA256 with the
+  receiver's secret over ``b"<t>." + body`` (the body exactly as sent). A
+  receiver recomputes it, compares in constant time, and refuses timestamps
+  older than a few minutes (:func:`verify_signature`; ``examples/receiver.py``
+  is a runnable receiver);
+- ``Idempotency-Key: <notification id>``: the same on every attempt and on
+  every resend after a crash, so a receiver can drop duplicates.
+
+Outcomes: a 2xx answer is ``delivered``. A timeout, a connection failure, 408,
+425, 429 and 5xx are retried with exponential backoff and jitter, or after the
+``Retry-After`` the receiver asked for; any other 4xx will not get better and
+is ``dead`` at once. After ``max_attempts`` or ``give_up_after_s`` the
+notification is ``dead`` with the last error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+SIGNATURE_HEADER = "X-Cityvitals-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+Outcome = Literal["delivered", "dead"]
+
+
+def signature(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The signature header's value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_signature(
+    secret: bytes, header: str | None, body: bytes, *, now: float, tolerance_s: float = 300.0
+) -> bool:
+    """Whether ``header`` signs ``body`` with ``secret`` and is at most ``tolerance_s`` old."""
+    if not header:
+        return False
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance_s:
+        return False
+    expected = signature(secret, timestamp, body).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard to try one receiver."""
+
+    timeout_s: float = 10.0
+    max_attempts: int = 12
+    initial_backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    give_up_after_s: float = 3600.0
+    max_retry_after_s: float = 600.0  # a longer Retry-After is capped at this
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    outcome: Outcome
+    attempts: int
+    status_code: int | None
+    error: str | None
+    seconds: float
+
+
+class _Retryable(Exception):
+    def __init__(self, detail: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class _Permanent(Exception):
+    def __init__(self, detail: str, status: int) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _snippet(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    return f"HTTP {response.status_code}" + (f": {text[:200]}" if text else "")
+
+
+async def deliver(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    content_type: str,
+    *,
+    secret: bytes,
+    idempotency_key: str,
+    policy: DeliveryPolicy = DeliveryPolicy(),
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> DeliveryResult:
+    """POST ``body`` to ``url`` until it is delivered or dead (see the module docstring)."""
+    started = time.monotonic()
+    attempts = 0
+    last_status: int | None = None
+
+    async def attempt() -> int:
+        nonlocal attempts, last_status
+        attempts += 1
+        stamp = int(clock())
+        headers = {
+            "Content-Type": content_type,
+            SIGNATURE_HEADER: signature(secret, stamp, body),
+            IDEMPOTENCY_HEADER: idempotency_key,
+            "User-Agent": "cityvitals-notifier/1",
+        }
+        try:
+            response = await client.post(
+                url, content=body, headers=headers, timeout=policy.timeout_s
+            )
+        except httpx.TimeoutException:
+            last_status = None
+            raise _Retryable(f"no answer within {policy.timeout_s:g} s") from None
+        except httpx.TransportError as exc:
+            last_status = None
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+        last_status = response.status_code
+        if response.is_success:
+            return response.status_code
+        if response.status_code in RETRYABLE_STATUS:
+            raise _Retryable(
+                _snippet(response),
+                response.status_code,
+                retry_after_seconds(response.headers.get("retry-after"), clock()),
+            )
+        raise _Permanent(_snippet(response), response.status_code)
+
+    backoff = wait_exponential_jitter(
+        multiplier=policy.initial_backoff_s,
+        max=policy.max_backoff_s,
+        jitter=policy.initial_backoff_s,
+    )
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, policy.max_retry_after_s)
+        return float(backoff(state))
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.give_up_after_s),
+        wait=wait,
+        retry=retry_if_exception_type(_Retryable),
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        status: int = await retrying(attempt)
+    except (_Retryable, _Permanent) as exc:
+        return DeliveryResult("dead", attempts, last_status, str(exc), time.monotonic() - started)
+    return DeliveryResult("delivered", attempts, status, None, time.monotonic() - started)
