@@ -79,7 +79,7 @@ class Role(StrEnum):
     OPEN = "open"  # the public view: open aggregates only, never an alert
 
 
-_ALL_ACTIONS = frozenset(AlertActionType)
+_ALL_ACTIONS = frozenset(AlertActionType) - {AlertActionType.ESCALATE}  # escalation: system only
 ROLE_ACTIONS: Mapping[Role, frozenset[AlertActionType]] = {
     Role.OPERATOR: _ALL_ACTIONS,
     Role.DEPARTMENT: _ALL_ACTIONS,

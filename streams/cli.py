@@ -13,6 +13,7 @@ from rich.console import Console
 
 from streams.auth import load_roles
 from streams.config import CityConfig, ConfigError, load_config
+from streams.routing import load_routes
 from streams.rules import load_silences, load_thresholds
 from streams.settings import Settings
 
@@ -33,14 +34,19 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def load_config_or_exit(directory: Path, roles: Path | None = None) -> CityConfig:
+def load_config_or_exit(
+    directory: Path, roles: Path | None = None, routes: Path | None = None
+) -> CityConfig:
     """Load the city's config, its threshold rules and (given its path) the roles file;
     on error print file, line, key and reason and exit 2."""
     try:
         cfg = load_config(directory)
-        load_silences(cfg, load_thresholds(cfg))
+        rules = load_thresholds(cfg)
+        load_silences(cfg, rules)
         if roles is not None:
             load_roles(roles, cfg)
+        if routes is not None:
+            load_routes(routes, cfg, rules=rules)
         return cfg
     except ConfigError as exc:
         err.print(f"[bold red]invalid configuration[/]: {exc}", highlight=False, soft_wrap=True)
@@ -49,6 +55,7 @@ def load_config_or_exit(directory: Path, roles: Path | None = None) -> CityConfi
 
 def prepare_topics_or_exit(settings: Settings) -> None:
     """Create the city's topics if missing; stop if their partition counts disagree."""
+    from aiokafka.errors import KafkaError as AIOKafkaError
     from kafka.errors import KafkaError
 
     from streams.topics import TopicLayoutError, ensure_topics
@@ -65,7 +72,7 @@ def prepare_topics_or_exit(settings: Settings) -> None:
     except TopicLayoutError as exc:
         err.print(f"[bold red]topic layout[/]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    except (KafkaError, OSError) as exc:
+    except (KafkaError, AIOKafkaError, OSError) as exc:
         err.print(
             f"[bold red]cannot reach Kafka at {settings.bootstrap}[/]: {exc!r}", highlight=False
         )
@@ -106,7 +113,7 @@ def worker(
         datadir=datadir,
         app_id=app_id,
     )
-    cfg = load_config_or_exit(settings.config_dir, settings.roles_path)
+    cfg = load_config_or_exit(settings.config_dir, settings.roles_path, settings.routes_path)
     prepare_topics_or_exit(settings)
     app = create_app(settings, cfg)
     tune_gc(settings)
@@ -317,6 +324,30 @@ def alerts_tail(
         if v is not None
     }
     code = run_tail(url, token, params, count=count, lang=lang, console=Console())
+    raise typer.Exit(code)
+
+
+routes_cli = typer.Typer(no_args_is_help=True, help="Notification routes (config/routes.yaml).")
+cli.add_typer(routes_cli, name="routes")
+
+
+@routes_cli.command("test")
+def routes_test(
+    label: Annotated[
+        list[str], typer.Option(help="an alert label, e.g. grade=I or department=fire; repeatable")
+    ],
+    config_dir: ConfigOpt = None,
+    routes_file: Annotated[
+        Path | None, typer.Option(help="routes file (env CITYVITALS_ROUTES_FILE)")
+    ] = None,
+) -> None:
+    """Which receivers an alert with these labels reaches, with its group and timers."""
+    from streams.routing import routes_test_command
+
+    settings = make_settings(config_dir=config_dir)
+    code = routes_test_command(
+        settings.config_dir, label, routes_file=routes_file or settings.routes_path
+    )
     raise typer.Exit(code)
 
 

@@ -79,6 +79,9 @@ class DeliveryPolicy:
     max_retry_after_s: float = 600.0  # a longer Retry-After is capped at this
 
 
+DEFAULT_POLICY = DeliveryPolicy()
+
+
 @dataclass(frozen=True)
 class DeliveryResult:
     outcome: Outcome
@@ -128,7 +131,7 @@ async def deliver(
     *,
     secret: bytes,
     idempotency_key: str,
-    policy: DeliveryPolicy = DeliveryPolicy(),
+    policy: DeliveryPolicy = DEFAULT_POLICY,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> DeliveryResult:

@@ -7,12 +7,20 @@ districts, domains and indicators come from configuration, never from event data
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 # the *_created series double the exposition for no operational value
 disable_created_metrics()
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)  # process_* memory, CPU, open files of the worker
 NAMESPACE = "cityvitals"
 
 events_in = Counter(
@@ -159,5 +167,39 @@ api_refusals = Counter(
     ["status"],
     namespace=NAMESPACE,
     subsystem="api",
+    registry=REGISTRY,
+)
+notify_planned = Counter(
+    "planned",
+    "Notifications written to the outbox, by receiver and reason (group_wait, "
+    "group_interval, repeat, escalation).",
+    ["receiver", "reason"],
+    namespace=NAMESPACE,
+    subsystem="notify",
+    registry=REGISTRY,
+)
+notify_deliveries = Counter(
+    "deliveries",
+    "Notification outcomes by receiver: delivered, or dead after the last attempt.",
+    ["receiver", "outcome"],
+    namespace=NAMESPACE,
+    subsystem="notify",
+    registry=REGISTRY,
+)
+notify_seconds = Histogram(
+    "delivery_seconds",
+    "From a notification's first attempt to its outcome, by receiver.",
+    ["receiver"],
+    namespace=NAMESPACE,
+    subsystem="notify",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+    registry=REGISTRY,
+)
+notify_escalations_dropped = Counter(
+    "escalations_dropped",
+    "Alerts that stopped escalating one by one because their district had more than "
+    "500 unacknowledged alerts (the least serious, newest first).",
+    namespace=NAMESPACE,
+    subsystem="notify",
     registry=REGISTRY,
 )

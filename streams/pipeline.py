@@ -40,8 +40,11 @@ from streams import metrics
 from streams.auth import Authenticator, load_roles
 from streams.config import CityConfig, load_config
 from streams.deid import Deidentifier
+from streams.delivery import DeliveryPolicy
 from streams.detection import DetectionContext, DistrictDetection
 from streams.ingest import Ingestor, dead_letter
+from streams.notify import DistrictNotify, NotifyService
+from streams.routing import load_routes
 from streams.rules import load_silences, load_thresholds
 from streams.schemas import (
     ACTIONS_TOPIC,
@@ -68,6 +71,7 @@ from streams.windows import STREET_SEP, ClosedWindow, DistrictWindows
 
 TABLE_NAME = "district-windows"
 DETECTION_TABLE = "district-detection"
+NOTIFY_TABLE = "notify-groups"
 log = logging.getLogger(__name__)
 
 
@@ -95,6 +99,19 @@ class DetectionCodec(codecs.Codec):
 
 
 codecs.register("district_detection", DetectionCodec())
+
+
+class NotifyCodec(codecs.Codec):
+    """A district's notification groups and escalations, pickled (our own changelog)."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return cast(DistrictNotify, obj).dumps()
+
+    def _loads(self, s: bytes) -> Any:
+        return DistrictNotify.loads(s)
+
+
+codecs.register("district_notify", NotifyCodec())
 
 
 _ACKNOWLEDGING = (AlertActionType.ACKNOWLEDGE.value, AlertActionType.DISPATCH.value)
@@ -452,6 +469,7 @@ class CityApp(faust.App):
 
     input_feed: InputFeed | None = None
     api_service: ApiService | None = None
+    notifier: NotifyService | None = None
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -461,6 +479,8 @@ class CityApp(faust.App):
     async def on_stop(self) -> None:
         if self.input_feed is not None:
             await self.input_feed.stop()
+        if self.notifier is not None:
+            await self.notifier.stop()
         if self.api_service is not None:
             await self.api_service.stop()
         await super().on_stop()
@@ -517,6 +537,28 @@ def tune_gc(settings: Settings) -> None:
         gc.set_threshold(settings.gc_young, 20, 10)
 
 
+def _state_table(app: faust.App, settings: Settings, name: str, codec: str) -> Any:
+    """A table keyed by raw district code, its values in ``codec``, written outside streams."""
+    table = app.Table(
+        name,
+        default=None,
+        partitions=settings.partitions,
+        changelog_topic=app.topic(
+            f"{settings.app_id}-{name}-changelog",
+            key_serializer="raw",
+            value_serializer=codec,
+            partitions=settings.partitions,
+            compacting=True,
+            acks=True,
+            internal=True,
+        ),
+        use_partitioner=True,
+    )
+    cast(Any, table).key_serializer = "raw"
+    cast(Any, table).value_serializer = codec
+    return table
+
+
 def create_app(
     settings: Settings | None = None,
     cfg: CityConfig | None = None,
@@ -556,25 +598,10 @@ def create_app(
     )
     cast(Any, table).key_serializer = "raw"
     cast(Any, table).value_serializer = "district_windows"
-    detection_table = app.Table(
-        DETECTION_TABLE,
-        default=None,
-        partitions=partitions,
-        changelog_topic=app.topic(
-            f"{settings.app_id}-{DETECTION_TABLE}-changelog",
-            key_serializer="raw",
-            value_serializer="district_detection",
-            partitions=partitions,
-            compacting=True,
-            acks=True,
-            internal=True,
-        ),
-        use_partitioner=True,
-    )
-    cast(Any, detection_table).key_serializer = "raw"
-    cast(Any, detection_table).value_serializer = "district_detection"
+    detection_table = _state_table(app, settings, DETECTION_TABLE, "district_detection")
     rules = load_thresholds(cfg)
     detection = DetectionContext(cfg, rules, silences=load_silences(cfg, rules))
+    notify_table = _state_table(app, settings, NOTIFY_TABLE, "district_notify")
 
     async def crash(exc: BaseException) -> None:
         await app.crash(exc)
@@ -602,6 +629,23 @@ def create_app(
     )
     app.cityvitals = processor  # type: ignore[attr-defined]
     app.input_feed = feed
+    notifier = app.notifier = NotifyService(
+        load_routes(settings.routes_path, cfg, rules=rules),
+        cfg,
+        app_id=settings.app_id,
+        bootstrap=settings.bootstrap,
+        client_options=settings.kafka_client_options(),
+        table=notify_table,
+        flush_state=app.producer.flush,
+        on_crash=crash,
+        partition_of=lambda district: key_partition(district.encode(), partitions),
+        policy=DeliveryPolicy(
+            timeout_s=settings.notify_timeout_s,
+            max_attempts=settings.notify_max_attempts,
+            max_backoff_s=settings.notify_max_backoff_s,
+            give_up_after_s=settings.notify_give_up_after_s,
+        ),
+    )
 
     def owned_partitions() -> set[int]:
         """The table partitions Faust made this worker active for."""
@@ -613,6 +657,8 @@ def create_app(
     async def release_inputs(sender: Any, revoked: Any, **kwargs: Any) -> None:
         if feed.running:
             await feed.revoke()
+        if notifier.plan_feed.running:
+            await notifier.revoke()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def take_inputs(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -620,6 +666,8 @@ def create_app(
         if feed.running:
             processor.awaiting_first_batch = True
             await feed.assign(owned_partitions())
+        if notifier.plan_feed.running:
+            await notifier.assign(owned_partitions())
 
     @app.task
     async def start_feed() -> None:
@@ -627,6 +675,8 @@ def create_app(
         await feed.start()
         processor.awaiting_first_batch = True
         await feed.assign(owned_partitions())
+        await notifier.start()
+        await notifier.assign(owned_partitions())
 
     actions = app.topic(
         ACTIONS_TOPIC, key_serializer="raw", value_serializer="raw", partitions=partitions
@@ -638,6 +688,10 @@ def create_app(
         async for event in stream.events():
             async with feed.lock:
                 await processor.apply_action(event.message)
+
+    @app.timer(interval=1.0)
+    async def send_due_notifications() -> None:
+        await notifier.tick()
 
     @app.timer(interval=1.0)
     async def close_idle_windows() -> None:

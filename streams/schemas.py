@@ -10,6 +10,8 @@ city.vitals                district code       :class:`DistrictVitals` (per clos
 city.emergency-command     district code       :class:`AlertEvent` (firing/updated/resolved)
 city.alert-actions         district code       :class:`AlertAction` (operator actions)
 city.audit                 user                :class:`AuditRecord` (reads, actions, config)
+city.notify-outbox         district code       :class:`Notification` (to deliver)
+city.notifications         district code       :class:`NotificationOutcome` (what happened)
 =========================  ==================  =======================================
 
 All values are JSON (UTF-8). Times are ISO 8601 with a time zone.
@@ -39,6 +41,8 @@ VITALS_TOPIC = "city.vitals"
 ALERTS_TOPIC = "city.emergency-command"
 ACTIONS_TOPIC = "city.alert-actions"
 AUDIT_TOPIC = "city.audit"
+OUTBOX_TOPIC = "city.notify-outbox"
+NOTIFICATIONS_TOPIC = "city.notifications"
 
 Text = Annotated[str, Field(min_length=1, max_length=256)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -343,6 +347,7 @@ class AlertActionType(StrEnum):
     FALSE_POSITIVE = "false_positive"
     SILENCE = "silence"
     FIELD_REPORT = "field_report"
+    ESCALATE = "escalate"  # system: nobody acknowledged in time; notified one level up
 
 
 class AlertAction(_Message):
@@ -381,3 +386,41 @@ class AuditRecord(_Message):
     target: str | None = None  # an alert id, a path
     source_ip: str | None = None
     detail: str | None = None
+
+
+class Notification(_Message):
+    """One notification to deliver, in the durable outbox ``city.notify-outbox``.
+
+    ``notification_id`` is the idempotency key: a digest of the receiver, the
+    group and the exact alert events, so planning the same notification again
+    (after a crash) gives the same key.
+    """
+
+    notification_id: str
+    receiver: str
+    route: str
+    group_key: str
+    group_labels: dict[str, str] = Field(default_factory=dict)
+    status: Literal["firing", "resolved"]
+    reason: str  # "group_wait", "group_interval", "repeat", "escalation:district", ...
+    alerts: list[AlertEvent]  # the most serious first, at most MAX_NOTIFIED of a group
+    truncated_alerts: int = 0  # alerts of the group left out of ``alerts``
+    district: str
+    created_at: AwareDatetime
+
+
+class NotificationOutcome(_Message):
+    """What became of one notification, on ``city.notifications``."""
+
+    notification_id: str
+    receiver: str
+    route: str
+    reason: str
+    outcome: Literal["delivered", "dead"]
+    attempts: int
+    status_code: int | None = None
+    error: str | None = None
+    alert_ids: list[str]
+    district: str
+    seconds: float  # from the first attempt to the outcome
+    finished_at: AwareDatetime

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
         None,
         description="users, roles and hashed tokens of the API; default <config dir>/roles.yaml",
     )
+    routes_file: Path | None = Field(
+        None, description="notification routes and escalation; default <config dir>/routes.yaml"
+    )
+    notify_timeout_s: float = Field(10.0, gt=0, description="a webhook's time to answer")
+    notify_max_attempts: int = Field(50, ge=1, description="attempts before a notification is dead")
+    notify_max_backoff_s: float = Field(60.0, gt=0, description="longest wait between attempts")
+    notify_give_up_after_s: float = Field(
+        3600.0, gt=0, description="a notification still undelivered after this is dead"
+    )
     datadir: Path = Path("var/worker")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
@@ -92,3 +101,7 @@ class Settings(BaseSettings):
     @property
     def roles_path(self) -> Path:
         return self.roles_file if self.roles_file is not None else self.config_dir / "roles.yaml"
+
+    @property
+    def routes_path(self) -> Path:
+        return self.routes_file if self.routes_file is not None else self.config_dir / "routes.yaml"

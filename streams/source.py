@@ -70,8 +70,12 @@ class InputFeed:
         batch_within_s: float = 0.2,
         commit_interval_s: float = 1.0,
         on_crash: Callable[[BaseException], Awaitable[None]] | None = None,
+        advance_on_handle: bool = True,
     ) -> None:
         self.topics = tuple(topics)
+        # False: a record counts as done only when the handler's owner says so
+        # (:meth:`advance`), e.g. once a delivery it started has finished
+        self.advance_on_handle = advance_on_handle
         self.handler = handler
         self.flush_state = flush_state
         self.batch_max = batch_max
@@ -221,9 +225,15 @@ class InputFeed:
                 records = [r for batch in fetched.values() for r in batch]
                 if records:
                     await self.handler(records)
-                    for tp, batch in fetched.items():
-                        self._done[tp] = batch[-1].offset + 1
+                    if self.advance_on_handle:
+                        for tp, batch in fetched.items():
+                            self._done[tp] = batch[-1].offset + 1
                 await self._commit()
+
+    def advance(self, tp: TopicPartition, next_offset: int) -> None:
+        """Everything before ``next_offset`` of an assigned partition is done: commit it."""
+        if tp in self._done and next_offset > self._done[tp]:
+            self._done[tp] = next_offset
 
     async def _commit(self, force: bool = False) -> None:
         offsets = {tp: o for tp, o in self._done.items() if self._committed.get(tp) != o}

@@ -20,6 +20,8 @@ from streams.schemas import (
     AUDIT_TOPIC,
     DEADLETTER_TOPIC,
     EVENT_TOPICS,
+    NOTIFICATIONS_TOPIC,
+    OUTBOX_TOPIC,
     READINGS_TOPIC,
     VITALS_TOPIC,
 )
@@ -32,6 +34,8 @@ CITY_TOPICS: tuple[str, ...] = (
     ALERTS_TOPIC,
     ACTIONS_TOPIC,
     AUDIT_TOPIC,
+    OUTBOX_TOPIC,
+    NOTIFICATIONS_TOPIC,
 )
 
 

@@ -253,3 +253,24 @@ class ApiWorker:
             + smog(start, range(45, 55), 200)
         )
         run(produce(self.bootstrap, events))
+
+
+def street_fire(start: datetime, minutes: range, celsius: float) -> list[SimEvent]:
+    """Fire-sensor temperatures every 20 s of event time in street 339901001: at 150 °C
+    and above the street-scoped rule fire.temperature.max raises a red (grade I) alarm."""
+    out = []
+    for m in minutes:
+        for second in (0, 20, 40):
+            t = start + timedelta(minutes=m, seconds=second)
+            body = {
+                "event_id": f"temp-{uuid.uuid4().hex[:12]}",
+                "source": "fire.temperature_c.339901001.01",
+                "district": SMOG_DISTRICT,
+                "street": SMOG_STREET,
+                "indicator": "fire.temperature_c",
+                "value": celsius + (m % 2),
+                "unit": "°C",
+                "event_time": t.isoformat(),
+            }
+            out.append(SimEvent("city.events.fire", SMOG_DISTRICT.encode(), orjson.dumps(body), t))
+    return out

@@ -84,6 +84,10 @@ def record(action: str, department: str | None = None, n: int = 1) -> ActionReco
     )
 
 
+# what people may do; escalation is the notifier's alone
+PEOPLE_ACTIONS = set(AlertActionType) - {AlertActionType.ESCALATE}
+
+
 def alert(**overrides: Any) -> AlertEvent:
     """A firing grade-II smoke-alarm alarm in Binjiang street, Jiangbin district, owned by fire."""
     values: dict[str, Any] = {
@@ -119,7 +123,8 @@ def test_operator_sees_and_may_do_everything() -> None:
     closed = alert(status=AlertStatus.RESOLVED, workflow=Workflow.FALSE_POSITIVE)
     for a in (alert(), closed, alert(district="339910", street=None, department="gas")):
         assert OPERATOR.can_see(a)
-        assert all(OPERATOR.can_act(a, x) for x in AlertActionType)
+        assert all(OPERATOR.can_act(a, x) for x in PEOPLE_ACTIONS)
+        assert not OPERATOR.can_act(a, AlertActionType.ESCALATE)  # the system's alone
     assert OPERATOR.may_see_alerts and OPERATOR.may_list_history and OPERATOR.may_read_audit
     assert OPERATOR.can_see_district("339907")
     OPERATOR.require_history()
@@ -140,7 +145,7 @@ def test_department_sees_what_it_owns_co_handles_or_was_dispatched() -> None:
     assert not TRAFFIC.can_see(alert(co_departments=["public_security"]))
 
     for a in (owned, co_handled, dispatched):
-        assert {x for x in AlertActionType if TRAFFIC.can_act(a, x)} == set(AlertActionType)
+        assert {x for x in AlertActionType if TRAFFIC.can_act(a, x)} == PEOPLE_ACTIONS
     assert not any(TRAFFIC.can_act(alert(), x) for x in AlertActionType)
     assert TRAFFIC.may_see_alerts and TRAFFIC.may_list_history and not TRAFFIC.may_read_audit
     assert TRAFFIC.can_see_district("339905")
@@ -291,8 +296,8 @@ PRINCIPALS = [
     PUBLIC,
 ]
 MAY_DO: dict[str, set[str]] = {
-    "operator": {x.value for x in AlertActionType},
-    "department": {x.value for x in AlertActionType},
+    "operator": {x.value for x in PEOPLE_ACTIONS},
+    "department": {x.value for x in PEOPLE_ACTIONS},
     "area": {"acknowledge", "note", "dispatch", "resolve", "false_positive", "silence"},
     "responder": {"acknowledge", "field_report"},
     "open": set(),
