@@ -203,3 +203,21 @@ notify_escalations_dropped = Counter(
     subsystem="notify",
     registry=REGISTRY,
 )
+consumer_lag = Gauge(
+    "consumer_lag_records",
+    "Records of a partition this worker reads that it has not handled yet (log end minus "
+    "next offset), by topic and partition; input, alert and outbox feeds.",
+    ["topic", "partition"],
+    namespace=NAMESPACE,
+    subsystem="pipeline",
+    registry=REGISTRY,
+)
+event_to_alert = Histogram(
+    "event_to_alert_seconds",
+    "From the event time of the reading that raised an alert to the alert's publication, by kind.",
+    ["kind"],
+    namespace=NAMESPACE,
+    subsystem="alerts",
+    buckets=(1, 5, 15, 30, 60, 120, 180, 300, 600, 1800, 3600, 21600, 86400),
+    registry=REGISTRY,
+)

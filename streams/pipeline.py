@@ -56,6 +56,7 @@ from streams.schemas import (
     AlertAction,
     AlertActionType,
     AlertEvent,
+    AlertKind,
     AlertStatus,
     DeadLetter,
     DeadLetterReason,
@@ -127,6 +128,10 @@ def count_alert_event(event: AlertEvent) -> None:
             metrics.time_to_acknowledge.labels(event.department, grade).observe(
                 max(0.0, (last.at - event.first_seen).total_seconds())
             )
+    if event.status is AlertStatus.FIRING:
+        metrics.event_to_alert.labels(event.kind.value).observe(
+            max(0.0, time.time() - event.event_time.timestamp())
+        )
     if event.status is AlertStatus.RESOLVED:
         outcome = {Workflow.RESOLVED: "resolved", Workflow.FALSE_POSITIVE: "false_positive"}.get(
             event.workflow, "cleared"
@@ -135,6 +140,20 @@ def count_alert_event(event: AlertEvent) -> None:
         metrics.time_to_resolve.labels(event.department, grade).observe(
             max(0.0, (event.last_update - event.first_seen).total_seconds())
         )
+
+
+def _start_alert_series(cfg: CityConfig) -> None:
+    """Create every alert series at 0, so that rate() and increase() see its first event."""
+    departments = list(cfg.catalogue.departments)
+    for grade in Grade:
+        for department in departments:
+            for kind in AlertKind:
+                for status in AlertStatus:
+                    metrics.alert_events.labels(status.value, grade.roman, kind.value, department)
+            for outcome in ("resolved", "false_positive", "cleared"):
+                metrics.alerts_closed.labels(department, grade.roman, outcome)
+            metrics.time_to_acknowledge.labels(department, grade.roman)
+            metrics.time_to_resolve.labels(department, grade.roman)
 
 
 class VitalsProcessor:
@@ -187,6 +206,7 @@ class VitalsProcessor:
         self._events_in = {t: metrics.events_in.labels(t) for t in EVENT_TOPICS.values()}
         self._readings = {d: metrics.readings_out.labels(d) for d in cfg.catalogue.domains}
         self._dead = {r: metrics.deadletters.labels(r.value) for r in DeadLetterReason}
+        _start_alert_series(cfg)
         self._districts = set(cfg.districts)
 
     def _state(self, district: str, touched: dict[str, DistrictWindows]) -> DistrictWindows:

@@ -32,6 +32,8 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from streams import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -228,7 +230,16 @@ class InputFeed:
                     if self.advance_on_handle:
                         for tp, batch in fetched.items():
                             self._done[tp] = batch[-1].offset + 1
+                self._report_lag()
                 await self._commit()
+
+    def _report_lag(self) -> None:
+        for tp, done in self._done.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, highwater - done)
+                )
 
     def advance(self, tp: TopicPartition, next_offset: int) -> None:
         """Everything before ``next_offset`` of an assigned partition is done: commit it."""

@@ -337,6 +337,21 @@ def test_prometheus_scrapes_the_worker_and_evaluates_every_rule(stack: Stack) ->
     assert actions == {"": len(stack.acted)}
     dead = stack.values("sum by (reason) (cityvitals_ingest_deadletters_total)", "reason")
     assert len(dead) >= 5 and sum(dead.values()) > 0
+    # every input topic's owned partitions report their backlog (all read by now)
+    lag = stack.values(
+        'sum by (topic) (cityvitals_pipeline_consumer_lag_records{topic=~"city.events.*"})', "topic"
+    )
+    assert set(lag) == set(events_in) and all(v == 0 for v in lag.values())
+    # the city's hour lies in the past: alerts came hours after their readings' event time
+    delays = stack.values("sum by (kind) (cityvitals_alerts_event_to_alert_seconds_count)", "kind")
+    assert delays.get("alarm", 0) >= 1
+    assert (
+        stack.values(
+            "histogram_quantile(0.5, sum by (le) (cityvitals_alerts_event_to_alert_seconds_bucket))",
+            "",
+        )[""]
+        > 3600
+    )
 
     # recording rules over the same series
     current = stack.values("district:cityvitals_city_composite_index:current", "district")
