@@ -335,11 +335,13 @@ def _print_console(
     book = load_roles(roles, load_config(settings.config_dir))
     console.print(
         f"command-centre console: [bold]http://{settings.web_host}:{settings.web_port}/[/]"
-        f"  (API: /openapi.json; tokens valid 12 h, in {roles} as digests only)"
+        f"  (API: /openapi.json; tokens valid 12 h, in {roles} as digests only)",
+        soft_wrap=True,
     )
     for user, token in tokens.items():
         who = book.principal(user)
-        console.print(f"  {who.role.value:<10} {user:<24} {token}", highlight=False)
+        # never folded: a token must copy whole from any terminal width
+        console.print(f"  {who.role.value:<10} {user:<24} {token}", highlight=False, soft_wrap=True)
 
 
 def run_demo(
