@@ -48,7 +48,6 @@ from streams.config import CityConfig
 from streams.delivery import DEFAULT_POLICY, DeliveryPolicy, deliver
 from streams.payloads import render_all
 from streams.routing import (
-    Level,
     Receiver,
     RoutingTree,
     group_key,
@@ -58,6 +57,7 @@ from streams.routing import (
 )
 from streams.schemas import (
     ACTIONS_TOPIC,
+    ALERTS_TOPIC,
     NOTIFICATIONS_TOPIC,
     OUTBOX_TOPIC,
     AlertAction,
@@ -356,15 +356,8 @@ class OutboxSender:
         self._client: httpx.AsyncClient | None = None
 
     def receiver(self, name: str) -> Receiver | None:
-        known = self.tree.receivers.get(name)
-        if known is not None:
-            return known
-        for level in Level:
-            with contextlib.suppress(KeyError, ValueError):
-                r = self.tree.escalation_receiver(level)
-                if r.name == name:
-                    return r
-        return None
+        """A receiver by name (escalation receivers are among the routes' receivers)."""
+        return self.tree.receivers.get(name)
 
     async def accept(self, records: Sequence[Record]) -> None:
         """Queue each outbox record for its receiver (returns at once)."""
@@ -510,8 +503,6 @@ class NotifyService:
         self.table = table
         self.partition_of = partition_of
         self.clock = clock
-        from streams.schemas import ALERTS_TOPIC
-
         self.plan_feed = InputFeed(
             bootstrap=bootstrap,
             group_id=f"{app_id}-notify",

@@ -94,6 +94,8 @@ class Tail:
                 if response.status_code != 200:
                     response.read()
                     raise TailRefused(response.status_code, response.text[:300])
+                # once connected, the stream resumes from the last id, not from the start
+                self.params.pop("from_start", None)
                 event_id = None
                 for line in response.iter_lines():
                     if line.startswith("id: "):
@@ -102,8 +104,6 @@ class Tail:
                         event = AlertEvent.model_validate(orjson.loads(line[6:]))
                         self.last_event_id = event_id or self.last_event_id
                         yield event
-                    # once connected, the stream resumes from the last id
-                    self.params.pop("from_start", None)
             self._failures = 0
         except (httpx.TransportError, httpx.RemoteProtocolError):
             # the worker restarts or the network drops: back off, then resume
