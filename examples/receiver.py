@@ -12,7 +12,8 @@ every POST it:
    HMAC-SHA256(secret, "<t>." + body) and compares in constant time;
 3. refuses a timestamp more than 5 minutes from its own clock (replays);
 4. answers 200 to an ``Idempotency-Key`` it has seen, without acting again;
-5. otherwise acts (here: prints one line) and answers 204.
+5. otherwise acts (here: prints one line, and the responder link of each
+   firing alert of a native body) and answers 204.
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ def make_handler(secret: bytes) -> type[BaseHTTPRequestHandler]:
                 return
             seen.add(key)
             kind = self.headers.get("Content-Type", "")
-            summary = json.loads(body).get("status", "?") if "json" in kind else kind
+            doc = json.loads(body) if "json" in kind else {}
+            summary = doc.get("status", "?") if doc else kind
             print(f"notification {key}: {summary} ({len(body)} bytes)", flush=True)
+            # native bodies: a link per firing alert to acknowledge it or report from the field
+            for alert_id, url in (doc.get("respond_links") or {}).items():
+                print(f"  respond to {alert_id}: {url}", flush=True)
             self.send_response(204)
             self.end_headers()
 

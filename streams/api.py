@@ -4,7 +4,10 @@ FastAPI on uvicorn, inside the worker's own event loop and on its web port,
 next to ``/metrics``, ``/healthz`` and ``/readyz``. The OpenAPI document is at
 ``/openapi.json``. Every ``/api/v1`` request is authenticated (a bearer token,
 or ``?access_token=`` for the browser's EventSource) and scoped by
-:mod:`streams.auth`.
+:mod:`streams.auth`, except ``/api/v1/respond/{token}``: there the signed
+responder link of a notification (:mod:`streams.respond`) is the credential, for
+one alert and two actions (acknowledge, field report); ``/respond/{token}`` is
+the page a responder opens from the notification.
 
 Reads come from the worker's :class:`~streams.alertstore.AlertStore`. Actions
 are published on ``city.alert-actions`` and applied by the alert lifecycle of
@@ -23,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Protocol, cast
+from typing import Annotated, Any, Literal, Protocol, cast
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -42,8 +45,9 @@ from streams.alertstore import (
     format_cursor,
     parse_cursor,
 )
-from streams.auth import Authenticator, AuthError, Principal, Role, bearer_token
+from streams.auth import ROLE_ACTIONS, Authenticator, AuthError, Principal, Role, bearer_token
 from streams.config import CityConfig
+from streams.respond import Grant, LinkError, LinkSigner
 from streams.schemas import (
     AlertAction,
     AlertActionType,
@@ -78,6 +82,18 @@ class ActionRequest(BaseModel):
     department: str | None = Field(None, description="dispatch: the department to send it to")
     silence_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = Field(
         None, description="silence: for how long, seconds"
+    )
+
+
+class RespondRequest(BaseModel):
+    """A responder's action through a responder link: acknowledge, or a field report."""
+
+    model_config = {"extra": "forbid"}
+
+    action: Literal[AlertActionType.ACKNOWLEDGE, AlertActionType.FIELD_REPORT]
+    note: Annotated[str, Field(max_length=4000)] | None = None
+    responder: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
+        None, description="who is responding, e.g. a unit's call sign; recorded as the actor"
     )
 
 
@@ -118,8 +134,9 @@ def create_api(
     *,
     ready: Callable[[], bool],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    links: LinkSigner | None = None,
 ) -> FastAPI:
-    """The FastAPI application of one worker."""
+    """The FastAPI application of one worker; ``links`` checks responder links."""
     api = FastAPI(
         title="cityvitals command-centre API",
         version="1",
@@ -424,6 +441,120 @@ def create_api(
         await publisher.action(action)
         await audit(request, who, body.action.value, alert_id, body.note)
         return _json({"action": orjson.loads(action.to_json())}, 202)
+
+    # --- responder links (streams.respond): the link is the credential -----------------
+    private = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+    async def granted(request: Request, token: str) -> Grant:
+        if links is None:
+            reason = "responder links are not enabled (routes.yaml: responder_links)"
+        else:
+            try:
+                return links.verify(token, clock())
+            except LinkError as exc:
+                reason = str(exc)
+        await audit(request, link_user(None), "denied", "/api/v1/respond", reason)
+        raise AuthError(401, reason)
+
+    def link_user(grant: Grant | None, responder: str | None = None) -> Principal:
+        """Who acts through a link: ``link:<receiver>[/<responder>]`` (``link:?`` if refused)."""
+        user = f"link:{grant.receiver if grant else '?'}" + (f"/{responder}" if responder else "")
+        return Principal(user=user, role=Role.RESPONDER, department="unknown", display_name=user)
+
+    def link_alert(grant: Grant) -> AlertEvent | None:
+        alert = store.latest(grant.alert_id)
+        return alert if alert is not None and alert.district == grant.district else None
+
+    streets = {s.code: s for d in cfg.city.districts for s in d.streets}
+
+    def place(alert: AlertEvent, zh: bool) -> str:
+        district = cfg.districts.get(alert.district)
+        name = (
+            alert.district if district is None else (district.name_zh if zh else district.name_en)
+        )
+        street = streets.get(alert.street) if alert.street else None
+        if street is None:
+            return name if alert.street is None else f"{name} {alert.street}"
+        return f"{name}{street.name_zh}" if zh else f"{street.name_en}, {name}"
+
+    def still_open(alert: AlertEvent) -> bool:
+        return alert.status is not AlertStatus.RESOLVED and alert.workflow not in (
+            Workflow.RESOLVED,
+            Workflow.FALSE_POSITIVE,
+        )
+
+    if CONSOLE_DIR.is_dir():
+
+        @api.get("/respond/{token}", include_in_schema=False)
+        async def respond_page(token: str) -> FileResponse:
+            # the page reads its token from its own address; no credential is checked here
+            return FileResponse(CONSOLE_DIR / "respond.html", headers=private)
+
+    @api.get(
+        "/api/v1/respond/{token}",
+        summary="The alert a responder link is for, and what the link allows now",
+        responses={401: {"model": Problem}, 404: {"model": Problem}},
+    )
+    async def respond_view(request: Request, token: str) -> Response:
+        grant = await granted(request, token)
+        alert = link_alert(grant)
+        if alert is None:
+            return _json({"error": "not_found", "detail": f"no alert {grant.alert_id!r}"}, 404)
+        await audit(request, link_user(grant), "read_alert", grant.alert_id, "responder link")
+        allowed = sorted(a.value for a in ROLE_ACTIONS[Role.RESPONDER]) if still_open(alert) else []
+        response = _json(
+            {
+                "alert": _alert_doc(alert),
+                "place_zh": place(alert, zh=True),
+                "place_en": place(alert, zh=False),
+                "receiver": grant.receiver,
+                "expires_at": grant.expires_at,
+                "actions": allowed,
+            }
+        )
+        response.headers.update(private)
+        return response
+
+    @api.post(
+        "/api/v1/respond/{token}",
+        status_code=202,
+        summary="Acknowledge the link's alert or add a field report; answers once durable",
+        responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}},
+    )
+    async def respond_act(request: Request, token: str, body: RespondRequest) -> Response:
+        grant = await granted(request, token)
+        alert = link_alert(grant)
+        if alert is None:
+            return _json({"error": "not_found", "detail": f"no alert {grant.alert_id!r}"}, 404)
+        if not still_open(alert):
+            return _json(
+                {
+                    "error": "conflict",
+                    "detail": f"alert {grant.alert_id} is closed ({alert.workflow.value}); "
+                    f"nothing to {body.action.value}",
+                },
+                409,
+            )
+        if body.action is AlertActionType.FIELD_REPORT and not body.note:
+            raise _bad_request("field_report needs a note")
+        who = link_user(grant, body.responder)
+        action = AlertAction(
+            action_id=uuid.uuid4().hex,
+            alert_id=grant.alert_id,
+            district=alert.district,
+            action=body.action,
+            actor=who.user,
+            role=Role.RESPONDER.value,
+            at=clock(),
+            note=body.note,
+            source_ip=source_ip(request),
+            kind="responder",
+        )
+        await publisher.action(action)
+        await audit(request, who, body.action.value, grant.alert_id, body.note)
+        response = _json({"action": orjson.loads(action.to_json())}, 202)
+        response.headers.update(private)
+        return response
 
     @api.get(
         "/api/v1/districts",

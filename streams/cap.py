@@ -55,7 +55,9 @@ web             ``web`` argument, when given
 parameter       ``grade`` (I–IV), ``colour``, ``kind``, ``status``, ``sequence``,
                 ``fingerprint``, ``alert_id``, ``indicator`` (one per indicator),
                 ``domain``, ``department``, ``co_department`` (one each), ``sharing``,
-                ``workflow``, ``rule``, ``rule_version``; the same values in both blocks
+                ``workflow``, ``rule``, ``rule_version``, then the ``parameters``
+                argument's (a notification adds ``respondURL``); the same values
+                in both blocks
 area            ``areaDesc``: ``江滨区滨江街道`` / ``Binjiang, Jiangbin`` (district and
                 street names from ``city.yaml``; the district alone when the alert has
                 no street; the code when a name is unknown); ``geocode``
@@ -126,7 +128,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from urllib.parse import quote
@@ -334,13 +336,15 @@ def to_cap(
     sender: str | None = None,
     previous: Iterable[AlertEvent | CapReference] = (),
     web: str | None = None,
+    parameters: Mapping[str, str] | None = None,
 ) -> bytes:
     """The CAP 1.2 message for one alert event, as UTF-8 XML.
 
     ``sender`` defaults to :func:`default_sender`. ``previous`` lists earlier
     messages of the same alert beyond the firing message, which is always
     referenced (see :func:`cap_references`). ``web`` is an absolute URI with more
-    about the alert. Raises :class:`ValueError` for a sender CAP does not allow or
+    about the alert; ``parameters`` are added after the alert's own (e.g. a
+    notification's responder link). Raises :class:`ValueError` for a sender CAP does not allow or
     a time without a time zone.
     """
     sender = default_sender(city) if sender is None else sender
@@ -363,7 +367,7 @@ def to_cap(
     _sub(alert, "incidents", _token(event.alert_id))
     view = _View(event, city)
     for language in LANGUAGES:
-        _info(alert, view, language, web)
+        _info(alert, view, language, web, dict(parameters or {}))
     ET.indent(alert)
     body = ET.tostring(alert, encoding="unicode", default_namespace=CAP_NAMESPACE)
     return _XML_DECLARATION + body.encode("utf-8") + b"\n"
@@ -560,7 +564,9 @@ class _View:
         return None
 
 
-def _info(alert: ET.Element, view: _View, lang: str, web: str | None) -> None:
+def _info(
+    alert: ET.Element, view: _View, lang: str, web: str | None, extra: dict[str, str]
+) -> None:
     e = view.event
     info = ET.SubElement(alert, _q("info"))
     _sub(info, "language", lang)
@@ -584,7 +590,7 @@ def _info(alert: ET.Element, view: _View, lang: str, web: str | None) -> None:
         _sub(info, "instruction", instruction)
     if web is not None:
         _sub(info, "web", web)
-    for name, value in _parameters(e):
+    for name, value in [*_parameters(e), *extra.items()]:
         param = ET.SubElement(info, _q("parameter"))
         _sub(param, "valueName", name)
         _sub(param, "value", value)

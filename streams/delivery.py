@@ -10,6 +10,16 @@ Every request carries
 - ``Idempotency-Key: <notification id>``: the same on every attempt and on
   every resend after a crash, so a receiver can drop duplicates.
 
+Chat robots answer in their own way (``dialect``). A DingTalk robot with 加签
+checks ``timestamp`` (milliseconds) and ``sign`` query parameters: base64 of
+HMAC-SHA256 keyed with the secret over ``"<timestamp>\n<secret>"``
+(:func:`dingtalk_sign`), made afresh for every attempt because DingTalk refuses
+a timestamp more than an hour old. DingTalk and WeCom robots answer HTTP 200
+with ``{"errcode": 0}`` when they took the message; any other ``errcode`` is a
+failure: their rate limits (DingTalk 130101, WeCom 45009) are retried, anything
+else (a bad signature, a wrong key, a malformed message) is ``dead`` with the
+robot's ``errmsg``.
+
 Outcomes: a 2xx answer is ``delivered``. A timeout, a connection failure, 408,
 425, 429 and 5xx are retried with exponential backoff and jitter, or after the
 ``Retry-After`` the receiver asked for; any other 4xx will not get better and
@@ -20,6 +30,7 @@ notification is ``dead`` with the last error.
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import hashlib
 import hmac
@@ -41,7 +52,29 @@ from tenacity import (
 SIGNATURE_HEADER = "X-Cityvitals-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+ROBOT_RATE_LIMITED = frozenset(
+    {130101, 45009}
+)  # DingTalk "send too fast", WeCom "freq out of limit"
 Outcome = Literal["delivered", "dead"]
+Dialect = Literal["webhook", "dingtalk", "wecom"]
+
+
+def dingtalk_sign(secret: bytes, timestamp_ms: int) -> str:
+    """DingTalk's 加签 ``sign`` for ``timestamp_ms`` (before URL encoding)."""
+    text = f"{timestamp_ms}\n".encode() + secret
+    return base64.b64encode(hmac.new(secret, text, hashlib.sha256).digest()).decode("ascii")
+
+
+def _robot_error(response: httpx.Response) -> tuple[int, str] | None:
+    """A chat robot's refusal in a 200 answer: ``(errcode, errmsg)``, or None if it took it."""
+    try:
+        doc = response.json()
+    except ValueError:
+        return None  # not the robot's JSON (e.g. a proxy); HTTP 2xx decides
+    if not isinstance(doc, dict) or doc.get("errcode", 0) in (0, None):
+        return None
+    code = doc["errcode"]
+    return (code if isinstance(code, int) else -1), str(doc.get("errmsg", ""))[:200]
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -131,6 +164,7 @@ async def deliver(
     *,
     secret: bytes,
     idempotency_key: str,
+    dialect: Dialect = "webhook",
     policy: DeliveryPolicy = DEFAULT_POLICY,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -150,9 +184,15 @@ async def deliver(
             IDEMPOTENCY_HEADER: idempotency_key,
             "User-Agent": "cityvitals-notifier/1",
         }
+        target = httpx.URL(url)
+        if dialect == "dingtalk" and secret:
+            ms = int(clock() * 1000)
+            target = target.copy_merge_params(
+                {"timestamp": str(ms), "sign": dingtalk_sign(secret, ms)}
+            )
         try:
             response = await client.post(
-                url, content=body, headers=headers, timeout=policy.timeout_s
+                target, content=body, headers=headers, timeout=policy.timeout_s
             )
         except httpx.TimeoutException:
             last_status = None
@@ -162,7 +202,14 @@ async def deliver(
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         last_status = response.status_code
         if response.is_success:
-            return response.status_code
+            refused = _robot_error(response) if dialect != "webhook" else None
+            if refused is None:
+                return response.status_code
+            code, message = refused
+            detail = f"HTTP {response.status_code}, {dialect} errcode {code}: {message}"
+            if code in ROBOT_RATE_LIMITED:
+                raise _Retryable(detail, response.status_code)
+            raise _Permanent(detail, response.status_code)
         if response.status_code in RETRYABLE_STATUS:
             raise _Retryable(
                 _snippet(response),

@@ -45,9 +45,10 @@ from aiokafka import TopicPartition
 
 from streams import metrics
 from streams.config import CityConfig
-from streams.delivery import DEFAULT_POLICY, DeliveryPolicy, deliver
+from streams.delivery import DEFAULT_POLICY, DeliveryPolicy, Dialect, deliver
 from streams.payloads import render_all
 from streams.routing import (
+    PayloadFormat,
     Receiver,
     RoutingTree,
     group_key,
@@ -72,6 +73,10 @@ from streams.source import InputFeed, Outputs, Record
 
 log = logging.getLogger(__name__)
 SENDERS_PER_RECEIVER = 4
+DIALECTS: dict[PayloadFormat, Dialect] = {
+    PayloadFormat.DINGTALK: "dingtalk",
+    PayloadFormat.WECOM: "wecom",
+}
 MAX_ESCALATING = 500  # alerts per district climbing the hierarchy one by one
 
 
@@ -359,6 +364,23 @@ class OutboxSender:
         """A receiver by name (escalation receivers are among the routes' receivers)."""
         return self.tree.receivers.get(name)
 
+    def respond_links(self, note: Notification, receiver: Receiver) -> dict[str, str]:
+        """A responder link for each open alert of the notification, when links are on.
+
+        The expiry counts from the notification's creation, so a notification sent
+        again from the outbox carries the same links."""
+        signer = self.tree.responder_links
+        if signer is None or not receiver.responder_links:
+            return {}
+        return {
+            a.alert_id: signer.url(
+                self.console_url,
+                signer.grant(a.alert_id, a.district, receiver.name, note.created_at),
+            )
+            for a in note.alerts
+            if not _closed(a)
+        }
+
     async def accept(self, records: Sequence[Record]) -> None:
         """Queue each outbox record for its receiver (returns at once)."""
         if self._client is None:
@@ -441,6 +463,7 @@ class OutboxSender:
                 group_labels=note.group_labels,
                 max_alerts=receiver.max_alerts,
                 truncated=note.truncated_alerts,
+                respond_links=self.respond_links(note, receiver),
             )
             secret = (receiver.secret_value() or "").encode()
             result_outcome, attempts, status, error = "delivered", 0, None, None
@@ -453,6 +476,7 @@ class OutboxSender:
                     content_type,
                     secret=secret,
                     idempotency_key=key,
+                    dialect=DIALECTS.get(receiver.format, "webhook"),
                     policy=self.policy,
                 )
                 attempts += result.attempts

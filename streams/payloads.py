@@ -37,7 +37,18 @@ Native envelope
 ``version`` ``"1"``, ``receiver``, ``status``, ``group_key``, ``group_labels``,
 ``title_zh`` / ``title_en`` (the group's headline), ``console_url``,
 ``truncated_alerts``, ``alerts`` (the alert events as on
-``city.emergency-command``) and ``links`` (alert id → console link).
+``city.emergency-command``), ``links`` (alert id → console link) and
+``respond_links`` (alert id → responder link, see below).
+
+Responder links
+===============
+
+``respond_links`` maps alert ids to signed links (:mod:`streams.respond`) that
+let a responder acknowledge that alert or add a field report; the notifier
+gives them for firing alerts when ``routes.yaml`` enables them. They appear as
+the native envelope's ``respond_links``, an Alertmanager annotation
+``respond_url``, a CAP parameter ``respondURL``, a ``确认接警 / 现场反馈`` link
+after the console link in DingTalk and WeCom, and a "Respond" field in Slack.
 
 Alertmanager
 ============
@@ -135,6 +146,7 @@ WECOM_COLOURS: dict[Grade, str] = {
 MAX_SHOWN = 10
 WECOM_MAX_BYTES = 4096
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+RESPOND_PARAMETER = "respondURL"  # CAP parameter holding the responder link
 
 KIND_ZH: dict[AlertKind, str] = {
     AlertKind.WARNING: "预警",
@@ -188,6 +200,7 @@ def render(
     group_labels: Mapping[str, str] | None = None,
     max_alerts: int = 0,
     truncated: int = 0,
+    respond_links: Mapping[str, str] | None = None,
 ) -> Payload:
     """The body and content type of one notification of ``alerts`` to a receiver.
 
@@ -206,7 +219,14 @@ def render(
     if fmt is PayloadFormat.CAP:
         if len(alerts) != 1:
             raise ValueError(f"cap renders one alert per message, got {len(alerts)}")
-        body = to_cap(alerts[0], city, web=console_link(console_url, alerts[0].alert_id))
+        only = alerts[0]
+        respond = (respond_links or {}).get(only.alert_id)
+        body = to_cap(
+            only,
+            city,
+            web=console_link(console_url, only.alert_id),
+            parameters={RESPOND_PARAMETER: respond} if respond else None,
+        )
         return body, CONTENT_TYPES[fmt]
     sent = list(alerts[:max_alerts]) if max_alerts and len(alerts) > max_alerts else list(alerts)
     truncated += len(alerts) - len(sent)  # plus those the planner already left out
@@ -219,6 +239,11 @@ def render(
         console_url=console_url.rstrip("/"),
         status=NotificationStatus(status) if status is not None else notification_status(sent),
         group_labels=dict(sorted((group_labels or {}).items())),
+        respond_links={
+            a.alert_id: respond_links[a.alert_id] for a in sent if a.alert_id in respond_links
+        }
+        if respond_links
+        else {},
     )
     doc = {
         PayloadFormat.NATIVE: _native,
@@ -242,6 +267,7 @@ def render_all(
     group_labels: Mapping[str, str] | None = None,
     max_alerts: int = 0,
     truncated: int = 0,
+    respond_links: Mapping[str, str] | None = None,
 ) -> list[Payload]:
     """Every request one notification needs: one per alert for ``cap``, else one."""
     kwargs: dict[str, Any] = {
@@ -253,6 +279,7 @@ def render_all(
         "group_labels": group_labels,
         "max_alerts": max_alerts,
         "truncated": truncated,
+        "respond_links": respond_links,
     }
     if PayloadFormat(format) is PayloadFormat.CAP:
         shown = alerts[:max_alerts] if max_alerts else alerts
@@ -275,6 +302,7 @@ class _Group:
         console_url: str,
         status: NotificationStatus,
         group_labels: dict[str, str],
+        respond_links: dict[str, str],
     ) -> None:
         self.alerts = alerts
         self.truncated = truncated
@@ -284,6 +312,7 @@ class _Group:
         self.console_url = console_url
         self.status = status
         self.group_labels = group_labels
+        self.respond_links = respond_links
         self.tz = ZoneInfo(city.city.city.timezone)
         self.streets = {s.code: s for d in city.city.districts for s in d.streets}
         # most serious first, then newest
@@ -363,6 +392,7 @@ def _native(g: _Group) -> dict[str, Any]:
         "truncated_alerts": g.truncated,
         "alerts": [a.model_dump(mode="json", exclude_none=True) for a in g.alerts],
         "links": {a.alert_id: g.link(a) for a in g.alerts},
+        "respond_links": g.respond_links,
     }
 
 
@@ -414,6 +444,8 @@ def _alertmanager(g: _Group) -> dict[str, Any]:
             "sequence": str(a.sequence),
             "workflow": a.workflow.value,
         }
+        if (respond := g.respond_links.get(a.alert_id)) is not None:
+            annotations["respond_url"] = respond
         all_labels.append(labels)
         all_annotations.append(annotations)
         alerts.append(
@@ -446,6 +478,12 @@ def _alertmanager(g: _Group) -> dict[str, Any]:
 # --- chat ---------------------------------------------------------------------------------
 
 
+def _respond_zh(g: _Group, a: AlertEvent) -> str:
+    """`` · [确认接警 / 现场反馈](link)`` when the alert has a responder link."""
+    respond = g.respond_links.get(a.alert_id)
+    return "" if respond is None else f" · [确认接警 / 现场反馈]({respond})"
+
+
 def _kind_line_zh(a: AlertEvent, g: _Group) -> str:
     dom = g.domain(a, zh=True)
     return KIND_ZH[a.kind] + (f" · {dom}" if dom else "")
@@ -468,7 +506,7 @@ def _dingtalk(g: _Group) -> dict[str, Any]:
                     ">",
                     f"> 时间：{g.when(a.last_update)}",
                     "",
-                    f"[在指挥台查看]({g.link(a)})",
+                    f"[在指挥台查看]({g.link(a)})" + _respond_zh(g, a),
                 ]
             )
         )
@@ -493,7 +531,7 @@ def _wecom(g: _Group) -> dict[str, Any]:
                     f'> 区域：<font color="comment">{g.place(a, zh=True)}</font>',
                     f'> 类型：<font color="comment">{_kind_line_zh(a, g)}</font>',
                     f'> 时间：<font color="comment">{g.when(a.last_update)}</font>',
-                    f"[在指挥台查看]({g.link(a)})",
+                    f"[在指挥台查看]({g.link(a)})" + _respond_zh(g, a),
                 ]
             )
         )
@@ -545,6 +583,14 @@ def _slack(g: _Group) -> dict[str, Any]:
         fields.append(
             {"title": "Console", "value": f"<{g.link(a)}|Open in the console>", "short": False}
         )
+        if (respond := g.respond_links.get(a.alert_id)) is not None:
+            fields.append(
+                {
+                    "title": "Respond",
+                    "value": f"<{respond}|Acknowledge or send a field report>",
+                    "short": False,
+                }
+            )
         headline = _slack_escape(a.headline_en)
         attachments.append(
             {

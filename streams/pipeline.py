@@ -730,5 +730,6 @@ def create_app(
         auth if auth is not None else load_roles(settings.roles_path, cfg),
         ready=ready,
         config_files=config_files,
+        links=notifier.planner.tree.responder_links,
     )
     return app

@@ -87,7 +87,11 @@ or a secret may come from the environment: ``url_env: NAME`` / ``secret_env:
 NAME`` win when the variable is set and not empty; otherwise the literal ``url``
 / ``secret`` applies, and if there is none the file is rejected. Secrets are kept
 as :class:`pydantic.SecretStr` and never printed; URLs are printed with their
-query values hidden.
+query values hidden. The secret signs each request (:mod:`streams.delivery`):
+with the ``X-Cityvitals-Signature`` header, or for ``dingtalk`` receivers the way
+DingTalk's robots check it (加签: ``timestamp`` and ``sign`` query parameters).
+``responder_links: false`` leaves the receiver's notifications without responder
+links (e.g. a public channel).
 
 Mute time intervals
 ===================
@@ -118,6 +122,15 @@ starts at ``street`` when it has a street, else at ``district``
 passes unacknowledged it moves one level up (:func:`escalation_chain`) and that
 level's receiver is notified, up to ``city``. ``escalation.departments`` may
 override deadlines and level receivers for the alerts a department owns.
+
+Responder links
+===============
+
+With ``responder_links`` (``ttl``, default ``12h``, at least ``1m``; the signing
+key from ``key_env: NAME``, or a literal ``key``, at least 32 bytes), every
+firing alert in a notification carries a signed link that lets whoever holds it
+acknowledge that alert or add a field report to it until the link expires
+(:mod:`streams.respond`). Without the section, notifications carry no such link.
 """
 
 from __future__ import annotations
@@ -157,6 +170,7 @@ from streams.config import (
     load_config,
 )
 from streams.detection import ANOMALY_RULE, COMPOSITE_RULE, SILENCE_RULE
+from streams.respond import MIN_KEY_BYTES, LinkSigner
 from streams.rules import Duration, GradeName, ThresholdRules, load_thresholds
 from streams.schemas import AlertEvent, AlertKind, Grade
 
@@ -516,6 +530,7 @@ class ReceiverEntry(_Strict):
     secret: Annotated[str, Field(min_length=1)] | None = None
     secret_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
     max_alerts: int = Field(0, ge=0)
+    responder_links: bool = True
 
 
 def _check_url(url: str, what: str = "url") -> str | None:
@@ -554,6 +569,7 @@ class Receiver:
     url_source: str = "literal"  # "literal" or "env:<NAME>"
     secret_source: str = "none"  # "none", "literal" or "env:<NAME>"
     max_alerts: int = 0
+    responder_links: bool = True  # firing alerts carry a responder link (when links are on)
 
     def secret_value(self) -> str | None:
         """The signing secret in clear, for the delivery agent; None when there is none."""
@@ -606,9 +622,16 @@ class EscalationEntry(_Strict):
     departments: dict[Code, DepartmentEscalation] = Field(default_factory=dict)
 
 
+class ResponderLinksEntry(_Strict):
+    ttl: Duration = 12 * 3600.0
+    key: Annotated[str, Field(min_length=1)] | None = None
+    key_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+
+
 class RoutesFile(_Strict):
     version: Literal[1]
     console_url: str = "http://127.0.0.1:6066"
+    responder_links: ResponderLinksEntry | None = None
     receivers: list[ReceiverEntry] = Field(min_length=1)
     time_intervals: list[TimeIntervalEntry] = Field(default_factory=list)
     route: RouteEntry
@@ -762,6 +785,7 @@ class RoutingTree:
     console_url: str
     timezone: str
     file: Path
+    responder_links: LinkSigner | None = None  # signs the responder links in notifications
 
     def match(self, labels: Mapping[str, str]) -> list[RouteResult]:
         """The routes an alert with these labels reaches, in tree order (at least the root)."""
@@ -890,6 +914,7 @@ def load_routes(
             url_source=url_source,
             secret_source=secret_source,
             max_alerts=r.max_alerts,
+            responder_links=r.responder_links,
         )
 
     city_zone = cfg.city.city.timezone
@@ -1082,6 +1107,7 @@ def load_routes(
         departments[dep] = (own, dep_levels)
 
     return RoutingTree(
+        responder_links=_responder_links(data.responder_links, env, fail),
         root=root,
         receivers=receivers,
         time_intervals=intervals,
@@ -1090,6 +1116,33 @@ def load_routes(
         timezone=city_zone,
         file=file,
     )
+
+
+def _responder_links(
+    entry: ResponderLinksEntry | None,
+    env: Mapping[str, str],
+    fail: Callable[[tuple[str | int, ...], str], NoReturn],
+) -> LinkSigner | None:
+    if entry is None:
+        return None
+    loc: tuple[str | int, ...] = ("responder_links",)
+    if entry.key is None and entry.key_env is None:
+        fail(loc, "responder links need a signing key: key_env (or a literal key)")
+    key, source = _from_env(entry.key_env, entry.key, env)
+    if key is None:
+        fail(
+            (*loc, "key_env"),
+            f"environment variable {entry.key_env} is not set and no literal key is given",
+        )
+    where = "key" if source == "literal" else "key_env"
+    if len(key.encode()) < MIN_KEY_BYTES:
+        fail(
+            (*loc, where),
+            f"the key must be at least {MIN_KEY_BYTES} bytes, got {len(key.encode())}",
+        )
+    if entry.ttl < 60:
+        fail((*loc, "ttl"), f"a responder link must live at least 60s, got {entry.ttl:g}s")
+    return LinkSigner(key.encode(), entry.ttl)
 
 
 def _check_timers(

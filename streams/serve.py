@@ -30,6 +30,7 @@ from streams.alertstore import AlertStore
 from streams.api import config_digests, create_api
 from streams.auth import Authenticator
 from streams.config import CityConfig
+from streams.respond import LinkSigner
 from streams.schemas import (
     ACTIONS_TOPIC,
     ALERTS_TOPIC,
@@ -95,6 +96,7 @@ class ApiService:
         *,
         ready: Callable[[], bool],
         config_files: list[Path],
+        links: LinkSigner | None = None,
     ) -> None:
         self.settings = settings
         self.store = AlertStore(partitions=settings.partitions)
@@ -108,6 +110,7 @@ class ApiService:
             cfg,
             self.publisher,
             ready=lambda: ready() and self.caught_up.is_set(),
+            links=links,
         )
         self._server: _Server | None = None
         self._tasks: list[asyncio.Task[None]] = []

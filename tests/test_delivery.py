@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -54,18 +54,24 @@ class Script:
 
 
 @asynccontextmanager
-async def receiver(script: Script) -> AsyncIterator[str]:
+async def serve(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], path: str = "/hook"
+) -> AsyncIterator[str]:
+    """A loopback HTTP server answering POSTs to ``path`` with ``handler``; yields its URL."""
     app = web.Application()
-    app.router.add_post("/hook", script.handle)
+    app.router.add_post(path, handler)
     runner = web.AppRunner(app, shutdown_timeout=0.2)
     await runner.setup()
     port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield f"http://127.0.0.1:{port}/hook"
+        yield f"http://127.0.0.1:{port}{path}"
     finally:
         await runner.cleanup()
+
+
+def receiver(script: Script) -> AbstractAsyncContextManager[str]:
+    return serve(script.handle)
 
 
 def run(coro: object) -> object:
@@ -264,3 +270,81 @@ def test_the_example_receiver_accepts_signed_deliveries_once_and_refuses_forgeri
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert out.splitlines() == ["notification n-123: ? (32 bytes)"]
+
+
+# --- chat robots --------------------------------------------------------------------------
+
+
+@dataclass
+class Robot:
+    """A DingTalk/WeCom-style robot: HTTP 200 always, ``errcode`` says what happened.
+
+    With a ``secret`` it checks DingTalk's 加签 the way DingTalk documents it:
+    ``sign`` = base64(HMAC-SHA256(secret, "<timestamp>\\n<secret>")), timestamp in ms
+    within an hour."""
+
+    errcodes: list[int]  # answer per request (the last repeats), unless the signature fails
+    secret: bytes | None = None
+    seen: list[dict[str, str]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        import base64
+        import hashlib
+        import hmac
+
+        await request.read()
+        query = dict(request.query)
+        self.seen.append(query)
+        if self.secret is not None:
+            stamp = query.get("timestamp", "")
+            expected = base64.b64encode(
+                hmac.new(self.secret, f"{stamp}\n".encode() + self.secret, hashlib.sha256).digest()
+            ).decode()
+            fresh = stamp.isdigit() and abs(time.time() * 1000 - int(stamp)) < 3_600_000
+            if not fresh or query.get("sign") != expected:
+                return web.json_response({"errcode": 310000, "errmsg": "sign not match"})
+        code = self.errcodes[min(len(self.seen), len(self.errcodes)) - 1]
+        return web.json_response({"errcode": code, "errmsg": "ok" if code == 0 else "refused"})
+
+
+def robot(r: Robot) -> AbstractAsyncContextManager[str]:
+    return serve(r.handle, "/robot/send")
+
+
+def robot_send(r: Robot, dialect: str) -> object:
+    async def scenario() -> object:
+        async with robot(r) as url:
+            return await send(url + "?access_token=abc", dialect=dialect)
+
+    return run(scenario())
+
+
+def test_dingtalk_is_signed_its_own_way_afresh_on_every_attempt() -> None:
+    r = Robot([130101, 0], secret=SECRET)  # "send too fast", then taken
+    result = robot_send(r, "dingtalk")
+    assert (result.outcome, result.attempts, result.status_code) == ("delivered", 2, 200)  # type: ignore[attr-defined]
+    assert [q["access_token"] for q in r.seen] == ["abc", "abc"]  # the robot's own key is kept
+    assert r.seen[0]["timestamp"] != r.seen[1]["timestamp"]  # signed again for the retry
+
+
+def test_dingtalk_refusing_the_signature_is_dead_at_once_with_its_message() -> None:
+    r = Robot([0], secret=b"the-robot-has-another-secret")
+    result = robot_send(r, "dingtalk")
+    assert (result.outcome, result.attempts) == ("dead", 1)  # type: ignore[attr-defined]
+    assert result.error == "HTTP 200, dingtalk errcode 310000: sign not match"  # type: ignore[attr-defined]
+
+
+def test_wecom_rate_limits_are_retried_and_other_errcodes_are_dead() -> None:
+    limited = robot_send(Robot([45009, 45009, 0]), "wecom")
+    assert (limited.outcome, limited.attempts) == ("delivered", 3)  # type: ignore[attr-defined]
+    refused = robot_send(Robot([93000]), "wecom")  # "invalid webhook url"
+    assert (refused.outcome, refused.attempts) == ("dead", 1)  # type: ignore[attr-defined]
+    assert "errcode 93000" in refused.error  # type: ignore[attr-defined]
+
+
+def test_a_plain_webhook_answering_json_with_errcode_is_delivered() -> None:
+    """Only chat robots speak errcode; an ordinary 2xx is delivered whatever it says."""
+    r = Robot([93000])
+    result = robot_send(r, "webhook")
+    assert (result.outcome, result.attempts) == ("delivered", 1)  # type: ignore[attr-defined]
+    assert "sign" not in r.seen[0]

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiohttp import web
 
 from streams.auth import write_roles_with_tokens
-from streams.config import DEFAULT_CONFIG_DIR
+from streams.config import DEFAULT_CONFIG_DIR, load_config
 from streams.delivery import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature
 from streams.simulator import SimEvent
 from tests.harness import (
@@ -33,6 +35,7 @@ from tests.harness import (
 
 pytestmark = pytest.mark.broker
 SECRET = "loopback-secret"
+CFG = load_config()
 
 
 @dataclass
@@ -45,14 +48,29 @@ class Hit:
 
 
 @dataclass
+class Request:
+    path: str
+    at: float
+    key: str
+    answer: int | str
+
+
+@dataclass
 class Receivers:
-    """Webhook receivers in a thread of their own; ``down_until[path]`` answers 503 until then."""
+    """Webhook receivers in a thread of their own.
+
+    ``down_until[path]`` answers 503 until then; ``script[path]`` gives the
+    answer to each request in turn (the last one repeats): a status code, a
+    ``(status, headers)`` pair, or ``"hang"`` (no answer for 60 s)."""
 
     port: int = field(default_factory=free_port)
     hits: list[Hit] = field(default_factory=list)
     down_until: dict[str, float] = field(default_factory=dict)
     answers: dict[str, int] = field(default_factory=dict)  # every request, by path
+    script: dict[str, list[int | tuple[int, dict[str, str]] | str]] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
+    _runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path}"
@@ -60,9 +78,18 @@ class Receivers:
     async def _handle(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
         body = await request.read()
-        self.answers[path] = self.answers.get(path, 0) + 1
+        n = self.answers[path] = self.answers.get(path, 0) + 1
+        key = request.headers.get(IDEMPOTENCY_HEADER, "")
         if time.time() < self.down_until.get(path, 0):
             return web.Response(status=503, text="down")
+        if path in self.script:
+            answer = self.script[path][min(n, len(self.script[path])) - 1]
+            status, headers = answer if isinstance(answer, tuple) else (answer, {})
+            self.requests.append(Request(path, time.time(), key, status))
+            if status == "hang":
+                await asyncio.sleep(60)
+            if isinstance(status, int) and status >= 300:
+                return web.Response(status=status, headers=headers, text="not now")
         self.hits.append(
             Hit(
                 path,
@@ -83,7 +110,7 @@ class Receivers:
             loop = self._loop = asyncio.new_event_loop()
             app = web.Application()
             app.router.add_post("/{path}", self._handle)
-            runner = web.AppRunner(app, shutdown_timeout=0.2)
+            runner = self._runner = web.AppRunner(app, shutdown_timeout=0.2)
             loop.run_until_complete(runner.setup())
             loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
             ready.set()
@@ -93,20 +120,35 @@ class Receivers:
         ready.wait(10)
 
     def stop(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and self._runner is not None:
+            # close connections and cancel hanging handlers before the loop stops
+            done = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+            with contextlib.suppress(Exception):
+                done.result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
 
     def at(self, path: str) -> list[Hit]:
         return [h for h in self.hits if h.path == path]
 
 
-def routes_yaml(r: Receivers, deadline: str) -> str:
+LEVELS = ("street-duty", "district-duty", "city-command")
+LINK_KEY = "loopback-responder-link-key-0123456789"
+
+
+def routes_yaml(r: Receivers, deadline: str, fan_out: Sequence[str] = ()) -> str:
+    """Every alert to ``ops``; with ``fan_out``, to each of those receivers as well."""
     receivers = "\n".join(
         f"  - name: {name}\n    url: {r.url(name)}\n    format: native\n    secret: {SECRET}"
-        for name in ("ops", "street-duty", "district-duty", "city-command")
+        for name in ("ops", *LEVELS, *fan_out)
     )
+    children = "".join(
+        f"    - {{name: {name}, receiver: {name}, continue: true}}\n" for name in fan_out
+    )
+    if fan_out:
+        children = "  routes:\n" + children + "    - {name: ops, receiver: ops}\n"
     return f"""version: 1
 console_url: http://127.0.0.1:6066
+responder_links: {{ttl: 1h, key: {LINK_KEY}}}
 receivers:
 {receivers}
 route:
@@ -116,7 +158,7 @@ route:
   group_interval: 2s
   repeat_interval: 1h
   send_resolved: true
-escalation:
+{children}escalation:
   ack_deadlines: {{I: {deadline}, II: {deadline}, III: {deadline}, IV: {deadline}}}
   levels:
     street: street-duty
@@ -134,10 +176,14 @@ def receivers() -> Iterator[Receivers]:
 
 
 def notify_worker(
-    broker_bootstrap: str, tmp_path: Path, receivers: Receivers, deadline: str
+    broker_bootstrap: str,
+    tmp_path: Path,
+    receivers: Receivers,
+    deadline: str,
+    fan_out: Sequence[str] = (),
 ) -> ApiWorker:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(routes_yaml(receivers, deadline), encoding="utf-8")
+    routes.write_text(routes_yaml(receivers, deadline, fan_out), encoding="utf-8")
     roles = tmp_path / "roles.yaml"
     tokens = write_roles_with_tokens(DEFAULT_CONFIG_DIR / "roles.yaml", roles)
     w = Worker(
@@ -220,17 +266,45 @@ def test_an_unacknowledged_alarm_is_notified_then_escalates_street_district_city
         api.worker.stop(signal.SIGKILL)
 
 
-def test_acknowledging_stops_the_escalation(
+def test_acknowledging_through_the_responder_link_stops_the_escalation(
     broker_bootstrap: str, tmp_path: Path, receivers: Receivers, fresh_topics: None
 ) -> None:
     api = notify_worker(broker_bootstrap, tmp_path, receivers, deadline="10s")
     try:
         produce_street_fire(api)
         wait_for(lambda: red_street_alarms(receivers.at("ops")), 120, "the alarm notified to ops")
+        # the responder acknowledges with the signed link in the notification, no account needed
+        links: dict[str, str] = {}
+        for hit in receivers.at("ops"):
+            links.update(hit.body["respond_links"])
+        assert alarm_ids(receivers.at("ops")) <= set(links)
+        base = f"http://127.0.0.1:{api.worker.web_port}"
         for alert_id in alarm_ids(receivers.at("ops")):
-            r = api.post(f"/api/v1/alerts/{alert_id}/actions", {"action": "acknowledge"})
-            assert r.status_code == 202
-        time.sleep(15)
+            assert links[alert_id].startswith("http://127.0.0.1:6066/respond/r1.")
+            path = links[alert_id].removeprefix("http://127.0.0.1:6066")
+            page = httpx.get(base + path, timeout=10)
+            assert page.status_code == 200 and "respond.js" in page.text
+            shown = httpx.get(base + "/api/v1" + path, timeout=10).json()
+            assert shown["alert"]["alert_id"] == alert_id
+            r = httpx.post(
+                base + "/api/v1" + path,
+                json={"action": "acknowledge", "responder": "Engine 7"},
+                timeout=10,
+            )
+            assert r.status_code == 202, r.text
+        (alert_id,) = red_street_alarms(receivers.at("ops"))
+        wait_for(
+            lambda: (
+                [
+                    (a["action"], a["actor"], a["role"])
+                    for a in api.get(f"/api/v1/alerts/{alert_id}").json()["alert"]["actions"]
+                ]
+                == [("acknowledge", "link:ops/Engine 7", "responder")]
+            ),
+            30,
+            "the acknowledgement on the alert's timeline",
+        )
+        time.sleep(12)
         escalated = alarm_ids(receivers.at("district-duty")) | alarm_ids(
             receivers.at("city-command")
         )
@@ -239,8 +313,94 @@ def test_acknowledging_stops_the_escalation(
         api.worker.stop(signal.SIGKILL)
 
 
-def storm_alert(n: int, at: datetime) -> bytes:
-    """A firing alarm of its own (alert id ``storm-<n>``) in district 339901."""
+def test_failing_limited_and_hanging_receivers_get_their_waits_and_delay_no_other(
+    broker_bootstrap: str, tmp_path: Path, receivers: Receivers, fresh_topics: None
+) -> None:
+    from streams.schemas import OUTBOX_TOPIC, Notification
+
+    receivers.script = {
+        "flaky": [500, 204],
+        "limited": [(429, {"Retry-After": "3"}), 204],
+        "hang": ["hang"],
+    }
+    api = notify_worker(
+        broker_bootstrap, tmp_path, receivers, "1h", fan_out=("flaky", "limited", "hang")
+    )
+    try:
+        # one alert in each of six districts: six groups, six notifications per receiver,
+        # more than the hanging receiver's senders can hold at once
+        at = datetime.now(UTC)
+        districts = sorted(CFG.districts)[:6]
+        run(
+            produce(
+                api.bootstrap,
+                [
+                    SimEvent("city.emergency-command", d.encode(), storm_alert(n, at, d), at)
+                    for n, d in enumerate(districts)
+                ],
+            )
+        )
+        wait_for(
+            lambda: receivers.at("flaky") and receivers.at("limited") and receivers.at("ops"),
+            60,
+            "deliveries to flaky, limited and ops",
+        )
+
+        def tries(path: str) -> list[Request]:
+            first = next(r.key for r in receivers.requests if r.path == path)
+            return [r for r in receivers.requests if r.path == path and r.key == first]
+
+        wait_for(lambda: len(tries("flaky")) >= 2 and len(tries("limited")) >= 2, 30, "retries")
+        flaky, limited = tries("flaky"), tries("limited")
+        assert [r.answer for r in flaky[:2]] == [500, 204]
+        assert [r.answer for r in limited[:2]] == [429, 204]
+        flaky_wait = flaky[1].at - flaky[0].at
+        limited_wait = limited[1].at - limited[0].at
+        assert 0.9 <= flaky_wait <= 3.0, flaky_wait  # backoff: 1 s (the test's maximum)
+        assert 2.9 <= limited_wait <= 4.5, limited_wait  # Retry-After: 3
+        assert {h.key for h in receivers.at("flaky")} >= {flaky[0].key}
+        assert {h.key for h in receivers.at("limited")} >= {limited[0].key}
+
+        # every notification planned for ops arrives promptly while "hang" never answers
+        def planned(receiver: str) -> dict[str, datetime]:
+            notes = [
+                Notification.model_validate_json(v)
+                for v in run(read_topic(api.bootstrap, OUTBOX_TOPIC, idle_s=1))
+            ]
+            return {n.notification_id: n.created_at for n in notes if n.receiver == receiver}
+
+        wait_for(
+            lambda: (
+                len(planned("ops")) == 6
+                and set(planned("ops")) <= {h.key for h in receivers.at("ops")}
+            ),
+            60,
+            "every ops notification delivered",
+        )
+        assert len(planned("hang")) == 6
+        assert (
+            len({r.key for r in receivers.requests if r.path == "hang"}) >= 4
+        )  # all senders stuck
+        assert receivers.at("hang") == []
+        created = planned("ops")
+        latency = sorted(
+            h.at - created[h.key].timestamp() for h in receivers.at("ops") if h.key in created
+        )
+        assert latency and latency[-1] < 5.0, latency
+        print(
+            f"with a hanging receiver ({len(planned('hang'))} notifications stuck): "
+            f"ops got {len(latency)} notifications, planned-to-delivered median "
+            f"{latency[len(latency) // 2]:.3f} s, max {latency[-1]:.3f} s; "
+            f"500->204 after {flaky_wait:.2f} s; 429 Retry-After 3 -> 204 after "
+            f"{limited_wait:.2f} s"
+        )
+    finally:
+        api.worker.stop(signal.SIGKILL)
+
+
+def storm_alert(n: int, at: datetime, district: str = "339901") -> bytes:
+    """A firing alarm of its own (alert id ``storm-<n>``), in street 339901001 of
+    district 339901 or district-wide in another ``district``."""
     from streams.schemas import AlertEvent, Evidence
 
     return AlertEvent(
@@ -251,8 +411,8 @@ def storm_alert(n: int, at: datetime) -> bytes:
         grade=3,
         colour="yellow",
         kind="alarm",
-        district="339901",
-        street="339901001",
+        district=district,
+        street="339901001" if district == "339901" else None,
         domain="environment",
         indicators=["iot.pm25"],
         department="environment",

@@ -477,3 +477,48 @@ def test_times_are_utc_whatever_the_alerts_offset() -> None:
 def test_workflow_is_an_annotation() -> None:
     doc = body("alertmanager", [alert(workflow=Workflow.ACKNOWLEDGED)])
     assert doc["alerts"][0]["annotations"]["workflow"] == "acknowledged"
+
+
+# --- responder links ----------------------------------------------------------------------
+
+
+def test_every_format_carries_the_responder_link_of_each_alert_it_lists() -> None:
+    a, b = alert(), alert(alert_id="second", grade=Grade.III)
+    links = {a.alert_id: f"{CONSOLE}/respond/r1.aaa.bbb", b.alert_id: f"{CONSOLE}/respond/r1.c.d"}
+    native = body("native", [a, b], respond_links=links)
+    assert native["respond_links"] == links
+    am = body("alertmanager", [a, b], respond_links=links)
+    assert [x["annotations"]["respond_url"] for x in am["alerts"]] == list(links.values())
+    assert "respond_url" not in am["commonAnnotations"]
+    ding = body("dingtalk", [a, b], respond_links=links)["markdown"]["text"]
+    wecom = body("wecom", [a, b], respond_links=links)["markdown"]["content"]
+    for text in (ding, wecom):
+        for alert_id, url in links.items():
+            assert (
+                f"[在指挥台查看]({CONSOLE}/#/feed/{alert_id}) · [确认接警 / 现场反馈]({url})"
+                in text
+            )
+    slack = body("slack", [a, b], respond_links=links)["attachments"]
+    assert [f["value"] for s in slack for f in s["fields"] if f["title"] == "Respond"] == [
+        f"<{links[a.alert_id]}|Acknowledge or send a field report>",
+        f"<{links[b.alert_id]}|Acknowledge or send a field report>",
+    ]
+    data, _ = render(
+        "cap", [a], city=CFG, group_key="k", receiver="r", console_url=CONSOLE, respond_links=links
+    )
+    root = etree.fromstring(data)
+    assert CAP_SCHEMA.validate(root), CAP_SCHEMA.error_log
+    ns = {"cap": CAP_NAMESPACE}
+    params = {
+        p.findtext("cap:valueName", namespaces=ns): p.findtext("cap:value", namespaces=ns)
+        for p in root.findall("cap:info[1]/cap:parameter", namespaces=ns)
+    }
+    assert params["respondURL"] == links[a.alert_id]
+
+
+def test_without_responder_links_no_format_mentions_them() -> None:
+    a = alert()
+    assert body("native", [a])["respond_links"] == {}
+    assert "respond_url" not in body("alertmanager", [a])["alerts"][0]["annotations"]
+    assert "确认接警" not in body("dingtalk", [a])["markdown"]["text"]
+    assert all(f["title"] != "Respond" for f in body("slack", [a])["attachments"][0]["fields"])

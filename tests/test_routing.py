@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from streams.config import DEFAULT_CONFIG_DIR, ConfigError, load_config
+from streams.respond import LinkSigner
 from streams.routing import (
     LABELS,
     Level,
@@ -1115,3 +1116,78 @@ def test_matching_agrees_with_an_independent_reading(
                         p == f"root/routes[{i}]" or p.startswith(f"root/routes[{i}]/")
                         for p, _ in got
                     )
+
+
+# --- responder links ----------------------------------------------------------------------
+
+LINKS = "responder_links:\n  ttl: 2h\n  key_env: CV_LINK_KEY\n"
+
+
+def with_links(routes_file: Path, section: str) -> Path:
+    text = routes_file.read_text(encoding="utf-8")
+    routes_file.write_text(
+        text.replace("receivers:\n", section + "receivers:\n", 1), encoding="utf-8"
+    )
+    return routes_file
+
+
+def test_responder_links_take_their_key_from_the_environment(routes_file: Path) -> None:
+    with_links(routes_file, LINKS + "  key: literal-key-for-tests-only-000000000\n")
+    tree = load_routes(routes_file, CFG, environ={"CV_LINK_KEY": "e" * 40})
+    signer = tree.responder_links
+    assert signer is not None and signer.ttl_s == 7200
+    token = signer.token(signer.grant("a-1", "339901", "fire", datetime(2026, 11, 24, tzinfo=UTC)))
+    assert LinkSigner(b"e" * 40, 7200).verify(token, datetime(2026, 11, 24, tzinfo=UTC))
+    literal = load_routes(routes_file, CFG, environ={}).responder_links
+    assert literal is not None  # the literal key when the variable is unset
+    at = datetime(2026, 11, 24, tzinfo=UTC)
+    assert literal.token(literal.grant("a-1", "339901", "fire", at)) != token
+
+
+def test_without_the_section_there_are_no_responder_links(routes_file: Path) -> None:
+    assert load_routes(routes_file, CFG, environ={}).responder_links is None
+    assert shipped().responder_links is not None  # the shipped file turns them on
+
+
+def test_a_receiver_may_opt_out_of_responder_links(routes_file: Path) -> None:
+    text = routes_file.read_text(encoding="utf-8").replace(
+        "    format: slack\n", "    format: slack\n    responder_links: false\n"
+    )
+    routes_file.write_text(text, encoding="utf-8")
+    tree = load_routes(routes_file, CFG, environ={})
+    assert not tree.receivers["env"].responder_links
+    assert tree.receivers["fire"].responder_links
+
+
+@pytest.mark.parametrize(
+    ("section", "environ", "message"),
+    [
+        (
+            "responder_links:\n  ttl: 2h\n",
+            {},
+            r"routes\.yaml:[34]: responder_links: responder links need a signing key",
+        ),
+        (
+            LINKS,
+            {},
+            r"responder_links\.key_env: environment variable CV_LINK_KEY is not set",
+        ),
+        (
+            LINKS,
+            {"CV_LINK_KEY": "too-short"},
+            r"responder_links\.key_env: the key must be at least 32 bytes, got 9",
+        ),
+        (
+            "responder_links:\n  ttl: 10s\n  key: " + "k" * 32 + "\n",
+            {},
+            r"responder_links\.ttl: a responder link must live at least 60s, got 10s",
+        ),
+    ],
+    ids=["no-key", "env-unset", "short-key", "short-ttl"],
+)
+def test_invalid_responder_links_stop_start_up(
+    routes_file: Path, section: str, environ: dict[str, str], message: str
+) -> None:
+    with_links(routes_file, section)
+    with pytest.raises(ConfigError, match=message):
+        load_routes(routes_file, CFG, environ=environ)
