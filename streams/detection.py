@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pickle
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from detectors.anomaly import AnomalyConfig, AnomalyGate, SeriesDetector
 from detectors.composite import CompositeChange, Correlator, WeakSignal
 from detectors.forecast import CrossingWatch
 from detectors.thresholds import SilenceWatch, ThresholdDetector, ThresholdSpec, Transition
+from streams import metrics
 from streams.config import CityConfig, Sharing
 from streams.lifecycle import AlertBook, Names, Signal, Silence
 from streams.rules import ThresholdRules
@@ -60,6 +62,12 @@ RECENT_VALUES = 15  # minutes of values an alert's evidence shows
 WEAK_SCORE = 0.3  # an anomaly score this high that raised no alert is a weak signal
 SILENCE_RULE = "data_quality.silence"
 _EVENTS = {"firing": "fire", "updated": "update", "resolved": "resolve"}
+# time per closed window and detector family, through label children bound once
+_THRESHOLD_S = metrics.scoring_seconds.labels("threshold")
+_FORECAST_S = metrics.scoring_seconds.labels("forecast")
+_ANOMALY_S = metrics.scoring_seconds.labels("anomaly")
+_DATA_QUALITY_S = metrics.scoring_seconds.labels("data_quality")
+_COMPOSITE_S = metrics.scoring_seconds.labels("composite")
 
 
 @dataclass
@@ -148,13 +156,21 @@ class DistrictDetection:
         """Feed one closed minute to every rule that applies; return the alert events.
 
         A minute at or before one already fed (re-closed after a crash) is skipped.
+        The time each detector family takes goes to
+        ``cityvitals_detection_scoring_duration_seconds``: threshold rules (with the
+        evidence kept for every rule), trend forecasts, anomaly models, data-quality
+        silence checks and the composite correlation, each family only when enabled.
         """
         if window.end <= self.fed_until:
             return []
+        clock = time.perf_counter
+        started = clock()
         self.fed_until = window.end
         self._remember(window, ctx)
         events: list[AlertEvent] = []
         fed: set[str] = set()
+        forecasting = ctx.forecast_horizon_s > 0
+        forecast_s = 0.0
         for key, agg in window.minute.items():
             indicator, _, street = key.partition(STREET_SEP)
             for spec in ctx.specs(indicator, self.district, street or None):
@@ -169,20 +185,34 @@ class DistrictDetection:
                 count, total, low, high = agg
                 for tr in det.update_window(window.start, window.end, int(count), total, low, high):
                     events += self._signal(tr, spec, indicator, street or None, window, ctx)
-                if ctx.forecast_horizon_s > 0 and det.level is not None:
+                if forecasting and det.level is not None:
+                    forecast_started = clock()
                     events += self._forecast(det_key, det, indicator, street or None, ctx)
+                    forecast_s += clock() - forecast_started
                 self._weak_threshold(det, indicator, street or None, window.end, ctx)
+        thresholds_done = clock()
         if ctx.anomaly is not None:
             events += self._anomalies(window, ctx, ctx.anomaly)
+        anomalies_done = clock()
         events += self._silences(window, ctx)
+        silences_done = clock()
         for det_key, det in self.thresholds.items():
             if det_key not in fed:
                 place = det_key.partition(STREET_SEP)[2] or None
                 for tr in det.advance(window.end):
                     events += self._signal(tr, det.spec, det.spec.indicator, place, window, ctx)
+        advanced = clock()
         change = self.correlator.evaluate(window.end)
         if change is not None:
             events += self._composite(change, ctx)
+        done = clock()
+        _THRESHOLD_S.observe(thresholds_done - started - forecast_s + advanced - silences_done)
+        if forecasting:
+            _FORECAST_S.observe(forecast_s)
+        if ctx.anomaly is not None:
+            _ANOMALY_S.observe(anomalies_done - thresholds_done)
+        _DATA_QUALITY_S.observe(silences_done - anomalies_done)
+        _COMPOSITE_S.observe(done - advanced)
         return events
 
     def _weak_threshold(

@@ -3,9 +3,16 @@
 Names follow Prometheus conventions (``cityvitals_<subsystem>_<name>_<unit>``,
 ``_total`` for counters, base units). Label values are bounded: topics, reasons,
 districts, domains and indicators come from configuration, never from event data.
+
+Faust's own metrics (its :class:`~faust.sensors.prometheus.PrometheusMonitor`)
+join the same registry under ``cityvitals_faust_`` with Faust's names and units
+(latencies in milliseconds), through :func:`faust_monitor`.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,6 +22,9 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+
+if TYPE_CHECKING:
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 
 # the *_created series double the exposition for no operational value
 disable_created_metrics()
@@ -221,3 +231,68 @@ event_to_alert = Histogram(
     buckets=(1, 5, 15, 30, 60, 120, 180, 300, 600, 1800, 3600, 21600, 86400),
     registry=REGISTRY,
 )
+
+TABLES = ("district-windows", "district-detection", "notify-groups")
+table_keys = Gauge(
+    "table_keys",
+    "Keys (districts) of a Faust table in the partitions this worker owns and processes, by table.",
+    ["table"],
+    namespace=NAMESPACE,
+    subsystem="pipeline",
+    registry=REGISTRY,
+)
+table_value_bytes = Histogram(
+    "table_value_bytes",
+    "Serialised size of each value written to a Faust table (one changelog record), by table.",
+    ["table"],
+    namespace=NAMESPACE,
+    subsystem="pipeline",
+    buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304),
+    registry=REGISTRY,
+)
+partitions_owned = Gauge(
+    "partitions_owned",
+    "Partitions (of every co-partitioned topic) this worker owns and processes; 0 while it "
+    "rebalances, and on a standby worker.",
+    namespace=NAMESPACE,
+    subsystem="pipeline",
+    registry=REGISTRY,
+)
+DETECTOR_FAMILIES = ("threshold", "forecast", "anomaly", "data_quality", "composite")
+scoring_seconds = Histogram(
+    "scoring_duration_seconds",
+    "Time detection takes on one closed district window, by detector family (threshold "
+    "rules, trend forecasts, anomaly models, data-quality silence checks, composite "
+    "weak-signal correlation).",
+    ["family"],
+    namespace=NAMESPACE,
+    subsystem="detection",
+    buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.1),
+    registry=REGISTRY,
+)
+for _family in DETECTOR_FAMILIES:
+    scoring_seconds.labels(_family)  # each family's series exists from the start
+for _table in TABLES:
+    table_keys.labels(_table)
+    table_value_bytes.labels(_table)
+
+FAUST_PREFIX = "cityvitals_faust"
+
+
+@functools.cache
+def _faust_metrics() -> FaustMetrics:
+    from faust.sensors.prometheus import FaustMetrics
+
+    return FaustMetrics.create(REGISTRY, FAUST_PREFIX)
+
+
+def faust_monitor() -> PrometheusMonitor:
+    """A Faust Prometheus sensor for one app, writing to :data:`REGISTRY` (``app.monitor``).
+
+    Its metrics are created on the first call, once per process: ``cityvitals_faust_*``
+    (messages and events received, table operations, sends, commits, assignments and
+    rebalances), with Faust's names and units: latencies in milliseconds.
+    """
+    from faust.sensors.prometheus import PrometheusMonitor
+
+    return PrometheusMonitor(metrics=_faust_metrics())

@@ -23,6 +23,7 @@ single readings.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -74,13 +75,26 @@ TABLE_NAME = "district-windows"
 DETECTION_TABLE = "district-detection"
 NOTIFY_TABLE = "notify-groups"
 log = logging.getLogger(__name__)
+# each codec serves one table: the size of every value it writes, by table
+_WINDOWS_BYTES = metrics.table_value_bytes.labels(TABLE_NAME)
+_DETECTION_BYTES = metrics.table_value_bytes.labels(DETECTION_TABLE)
+_NOTIFY_BYTES = metrics.table_value_bytes.labels(NOTIFY_TABLE)
+# per-district gauges: reported only by the worker that owns the district
+DISTRICT_GAUGES = (
+    metrics.vital_index,
+    metrics.composite_index,
+    metrics.watermark_lag,
+    metrics.open_alerts,
+)
 
 
 class WindowsCodec(codecs.Codec):
     """Table values as compact JSON (the changelog is read on every recovery)."""
 
     def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj.to_dict())
+        data = orjson.dumps(obj.to_dict())
+        _WINDOWS_BYTES.observe(len(data))
+        return data
 
     def _loads(self, s: bytes) -> Any:
         return DistrictWindows.from_dict(orjson.loads(s))
@@ -93,7 +107,9 @@ class DetectionCodec(codecs.Codec):
     """A district's detectors and alerts, pickled (our own changelog, written by this code)."""
 
     def _dumps(self, obj: Any) -> bytes:
-        return cast(DistrictDetection, obj).dumps()
+        data = cast(DistrictDetection, obj).dumps()
+        _DETECTION_BYTES.observe(len(data))
+        return data
 
     def _loads(self, s: bytes) -> Any:
         return DistrictDetection.loads(s)
@@ -106,7 +122,9 @@ class NotifyCodec(codecs.Codec):
     """A district's notification groups and escalations, pickled (our own changelog)."""
 
     def _dumps(self, obj: Any) -> bytes:
-        return cast(DistrictNotify, obj).dumps()
+        data = cast(DistrictNotify, obj).dumps()
+        _NOTIFY_BYTES.observe(len(data))
+        return data
 
     def _loads(self, s: bytes) -> Any:
         return DistrictNotify.loads(s)
@@ -203,6 +221,9 @@ class VitalsProcessor:
         self._partition_of = {
             d: key_partition(d.encode(), settings.partitions) for d in cfg.districts
         }
+        self._key_partition = {d.encode(): p for d, p in self._partition_of.items()}
+        # the district gauges' last values while a rebalance is under way
+        self._released: list[tuple[Any, dict[str, str], float]] = []
         self._events_in = {t: metrics.events_in.labels(t) for t in EVENT_TOPICS.values()}
         self._readings = {d: metrics.readings_out.labels(d) for d in cfg.catalogue.domains}
         self._dead = {r: metrics.deadletters.labels(r.value) for r in DeadLetterReason}
@@ -462,6 +483,56 @@ class VitalsProcessor:
         for grade in Grade:
             metrics.open_alerts.labels(state.district, grade.roman).set(open_by_grade[grade.roman])
 
+    def release_districts(self) -> None:
+        """Stop reporting every district (call once the partitions are revoked).
+
+        Between the revocation and the end of the rebalance this worker owns no
+        district, and whichever worker gets one reports it from then on, so no
+        district is reported by two workers. The last values are kept, for the
+        districts the worker turns out to keep (:meth:`take_districts`).
+        """
+        self._released = [
+            (gauge, sample.labels, sample.value)
+            for gauge in DISTRICT_GAUGES
+            for family in gauge.collect()
+            for sample in family.samples
+        ]
+        for gauge in DISTRICT_GAUGES:
+            gauge.clear()
+
+    def take_districts(self, partitions: frozenset[int] | set[int]) -> None:
+        """Report the districts of ``partitions`` (call once their tables are recovered).
+
+        Districts the worker kept get back the values it last set; the open alerts of
+        every owned district are counted from its recovered detection state, so a
+        district that moved here reports its open alerts before its next alert event.
+        """
+        for gauge, labels, value in self._released:
+            if self._partition_of.get(labels["district"]) in partitions:
+                gauge.labels(**labels).set(value)
+        self._released = []
+        for district, partition in self._partition_of.items():
+            if partition in partitions:
+                state = self.detection_table.get(district.encode())
+                if state is not None:
+                    self._count_open(state)
+
+    def owned_keys(self, table: Any, partitions: frozenset[int] | set[int]) -> int:
+        """How many keys of a district-keyed table lie on ``partitions``.
+
+        The in-memory store can also hold standby replicas and keys of partitions that
+        moved away: those are not counted.
+        """
+        partition_of = self._key_partition
+        count = 0
+        for key in table:
+            partition = partition_of.get(key)
+            if partition is None:
+                partition = key_partition(key, self.settings.partitions)
+            if partition in partitions:
+                count += 1
+        return count
+
     async def _commit(
         self,
         touched: dict[str, DistrictWindows],
@@ -481,6 +552,37 @@ class VitalsProcessor:
             await self._flush_state()
         for district, state in touched.items():
             self.table[district.encode()] = state
+
+
+class Readiness:
+    """Whether the worker's partitions are settled: ``/readyz`` without the API's part.
+
+    Ready once the latest rebalance has completed, with the tables of the partitions
+    this worker owns recovered, and the inputs read exactly those partitions. Not
+    ready from the moment a rebalance starts (partitions revoked) until then. A
+    worker that owns no partition (more workers than partitions) is ready too: it
+    serves the API and the console, and takes partitions over when another worker
+    leaves.
+    """
+
+    def __init__(self, rebalancing: Callable[[], bool], recovered: Callable[[], bool]) -> None:
+        self._rebalancing = rebalancing
+        self._recovered = recovered
+        self.epoch = 0  # rebalances whose revocation this worker has handled
+        self._settled_epoch = -1
+
+    def revoked(self) -> None:
+        """A rebalance started: whatever the inputs read now is about to change."""
+        self.epoch += 1
+
+    def settled(self, epoch: int) -> None:
+        """The inputs follow the assignment this worker had at ``epoch`` (read before
+        assigning them); if another rebalance started meanwhile, nothing is settled."""
+        if epoch == self.epoch:
+            self._settled_epoch = epoch
+
+    def __call__(self) -> bool:
+        return self._settled_epoch == self.epoch and not self._rebalancing() and self._recovered()
 
 
 class CityApp(faust.App):
@@ -593,6 +695,8 @@ def create_app(
 
         apply_faust_workarounds()
     app = CityApp(settings.app_id, **faust_settings(settings))
+    # Faust's own metrics go to the worker's /metrics (Faust's web server is off)
+    app.monitor = metrics.faust_monitor()
     partitions = settings.partitions
     changelog_name = f"{settings.app_id}-{TABLE_NAME}-changelog"
     # Keys are the district code as bytes (hashed like the input topics' keys, and
@@ -673,30 +777,50 @@ def create_app(
             tp.partition for tp in app.assignor.assigned_actives() if tp.topic == changelog_name
         }
 
+    readiness = Readiness(
+        rebalancing=lambda: bool(app.rebalancing),
+        recovered=lambda: cast(Any, app.tables).recovery.completed.is_set(),
+    )
+    # the start of the feeds and each rebalance's revocation and assignment, one at a time
+    inputs_lock = asyncio.Lock()
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types want positional-only sender
     async def release_inputs(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        if feed.running:
-            await feed.revoke()
-        if notifier.plan_feed.running:
-            await notifier.revoke()
+        readiness.revoked()
+        async with inputs_lock:
+            if feed.running:
+                await feed.revoke()
+            if notifier.plan_feed.running:
+                await notifier.revoke()
+            # no batch runs any more: the districts are their next owner's to report
+            processor.release_districts()
+            metrics.partitions_owned.set(0)
+
+    async def take(epoch: int) -> None:
+        owned = owned_partitions()
+        processor.awaiting_first_batch = True
+        await feed.assign(owned)
+        await notifier.assign(owned)
+        processor.take_districts(owned)
+        metrics.partitions_owned.set(len(owned))
+        readiness.settled(epoch)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def take_inputs(sender: Any, *args: Any, **kwargs: Any) -> None:
         # sent once the table partitions this worker owns are recovered
-        if feed.running:
-            processor.awaiting_first_batch = True
-            await feed.assign(owned_partitions())
-        if notifier.plan_feed.running:
-            await notifier.assign(owned_partitions())
+        epoch = readiness.epoch
+        async with inputs_lock:
+            if feed.running:  # else start_feed takes them
+                await take(epoch)
 
     @app.task
     async def start_feed() -> None:
         # tasks start after the first recovery; later rebalances use the signals
-        await feed.start()
-        processor.awaiting_first_batch = True
-        await feed.assign(owned_partitions())
-        await notifier.start()
-        await notifier.assign(owned_partitions())
+        epoch = readiness.epoch
+        async with inputs_lock:
+            await feed.start()
+            await notifier.start()
+            await take(epoch)
 
     actions = app.topic(
         ACTIONS_TOPIC, key_serializer="raw", value_serializer="raw", partitions=partitions
@@ -719,8 +843,20 @@ def create_app(
             async with feed.lock:
                 await processor.close_idle(feed.partitions)
 
-    def ready() -> bool:
-        return bool(feed.partitions) and cast(Any, app.tables).recovery.completed.is_set()
+    table_keys = [
+        (metrics.table_keys.labels(name), t)
+        for name, t in (
+            (TABLE_NAME, table),
+            (DETECTION_TABLE, detection_table),
+            (NOTIFY_TABLE, notify_table),
+        )
+    ]
+
+    @app.timer(interval=1.0)
+    async def report_table_sizes() -> None:
+        # the partitions the inputs read: none while a rebalance is under way
+        for gauge, t in table_keys:
+            gauge.set(processor.owned_keys(t, feed.partitions))
 
     config_files = [cfg.directory / n for n in ("city.yaml", "indicators.yaml", "thresholds.yaml")]
     config_files += [cfg.directory / "silences.yaml", settings.roles_path]
@@ -728,7 +864,7 @@ def create_app(
         settings,
         cfg,
         auth if auth is not None else load_roles(settings.roles_path, cfg),
-        ready=ready,
+        ready=readiness,
         config_files=config_files,
         links=notifier.planner.tree.responder_links,
     )

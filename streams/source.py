@@ -166,6 +166,11 @@ class InputFeed:
             await self._commit(force=True)
             self._generation += 1
             self.partitions = parts
+            # a partition moved to another worker is that worker's to report: a last
+            # value left here would be summed with the new owner's
+            for tp in self._done:
+                if tp.partition not in parts:
+                    metrics.consumer_lag.remove(tp.topic, str(tp.partition))
             self._done.clear()
             self._committed.clear()
             tps = [TopicPartition(t, p) for t in self.topics for p in sorted(parts)]

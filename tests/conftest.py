@@ -40,26 +40,9 @@ def worker(broker_bootstrap: str, tmp_path: Path) -> Iterator[Worker]:
 @pytest.fixture
 def fresh_topics(broker_bootstrap: str) -> Iterator[None]:
     """Empty city topics for one test (they have fixed names, unlike the app ids)."""
-    import asyncio
+    from tests.harness import recreate_city_topics, run
 
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from streams.topics import CITY_TOPICS, ensure_topics
-    from tests.harness import PARTITIONS
-
-    async def recreate() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker_bootstrap)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            doomed = [t for t in CITY_TOPICS if t in existing]
-            if doomed:
-                await admin.delete_topics(doomed)
-        finally:
-            await admin.close()
-        await ensure_topics(broker_bootstrap, PARTITIONS)
-
-    asyncio.run(recreate())
+    run(recreate_city_topics(broker_bootstrap))
     yield
 
 

@@ -20,6 +20,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams.schemas import ALERTS_TOPIC, AlertEvent
 from streams.simulator import SimEvent
 from streams.topics import ensure_topics
 
@@ -141,9 +142,11 @@ class Produced:
     offset: int
 
 
-async def produce(bootstrap: str, events: Iterable[SimEvent]) -> list[Produced]:
-    """Publish events and return where each one landed."""
-    await ensure_topics(bootstrap, PARTITIONS)
+async def produce(
+    bootstrap: str, events: Iterable[SimEvent], partitions: int = PARTITIONS
+) -> list[Produced]:
+    """Publish events and return where each one landed (on topics of ``partitions``)."""
+    await ensure_topics(bootstrap, partitions)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
     try:
@@ -181,6 +184,24 @@ async def read_topic(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list
     return [r.value for r in records if r.value is not None]
 
 
+async def recreate_city_topics(bootstrap: str, partitions: int = PARTITIONS) -> None:
+    """Delete the city topics and create them empty, with ``partitions`` partitions each."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.topics import CITY_TOPICS
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t for t in CITY_TOPICS if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+    await ensure_topics(bootstrap, partitions)
+
+
 def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -198,7 +219,15 @@ SMOG_DISTRICT, SMOG_STREET = "339901", "339901001"
 IOT = "city.events.iot"
 
 
-def smog(start: datetime, minutes: range, level: float, rise: float = 0.0) -> list[SimEvent]:
+def smog(
+    start: datetime,
+    minutes: range,
+    level: float,
+    rise: float = 0.0,
+    *,
+    district: str = SMOG_DISTRICT,
+    street: str = SMOG_STREET,
+) -> list[SimEvent]:
     """PM2.5 readings every 30 s of event time in one street, at ``level`` (+ ``rise``/min)."""
     out = []
     for m in minutes:
@@ -207,15 +236,15 @@ def smog(start: datetime, minutes: range, level: float, rise: float = 0.0) -> li
             t = start + timedelta(minutes=m, seconds=half)
             body = {
                 "event_id": f"pm25-{uuid.uuid4().hex[:12]}",
-                "source": "iot.pm25.339901001.01",
-                "district": SMOG_DISTRICT,
-                "street": SMOG_STREET,
+                "source": f"iot.pm25.{street}.01",
+                "district": district,
+                "street": street,
                 "indicator": "iot.pm25",
                 "value": now + (m % 3),
                 "unit": "µg/m³",
                 "event_time": t.isoformat(),
             }
-            out.append(SimEvent(IOT, SMOG_DISTRICT.encode(), orjson.dumps(body), t))
+            out.append(SimEvent(IOT, district.encode(), orjson.dumps(body), t))
     return out
 
 
@@ -274,3 +303,56 @@ def street_fire(start: datetime, minutes: range, celsius: float) -> list[SimEven
             }
             out.append(SimEvent("city.events.fire", SMOG_DISTRICT.encode(), orjson.dumps(body), t))
     return out
+
+
+def replayed(
+    events: list[SimEvent], tmp: Path, district: str = SMOG_DISTRICT
+) -> list[dict[str, Any]]:
+    """PM2.5 readings of one district through ``cityvitals replay`` (offline: the same
+    windows, detection and lifecycle, one process, no Kafka, no crash)."""
+    from streams.config import load_config
+    from streams.replay import replay_file
+
+    src = tmp / f"pm25-{district}.csv"
+    rows = ["timestamp,pm25"] + [
+        f"{ev.event_time.isoformat()},{orjson.loads(ev.value)['value']}" for ev in events
+    ]
+    src.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    lines, _ = replay_file(src, load_config(), district=district, mapping={"pm25": "iot.pm25"})
+    return lines
+
+
+def published(bootstrap: str) -> list[AlertEvent]:
+    """Every alert event on ``city.emergency-command``, in partition order."""
+    return [
+        AlertEvent.model_validate_json(v)
+        for v in run(read_topic(bootstrap, ALERTS_TOPIC, idle_s=1))
+    ]
+
+
+def worker_pair(bootstrap: str, tmp: Path, env: dict[str, str]) -> tuple[Worker, Worker]:
+    """Two workers of one app id (one consumer group), each with its own web port and datadir."""
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    a = Worker(bootstrap, tmp / "a", env=env)
+    return a, Worker(bootstrap, tmp / "b", app_id=a.app_id, env=env)
+
+
+def summary(e: AlertEvent | dict[str, Any]) -> tuple[Any, ...]:
+    """What must agree between a worker and the replay (replay's event_time is the input's text)."""
+    if isinstance(e, AlertEvent):
+        doc = orjson.loads(e.to_json())
+        doc["event_time_utc"] = doc["event_time"]
+    else:
+        doc = e
+    return (
+        doc["alert_id"],
+        doc["fingerprint"],
+        doc["sequence"],
+        doc["status"],
+        doc["grade"],
+        doc["district"],
+        doc["evidence"]["rule"],
+        doc["evidence"]["observed"],
+        doc["event_time_utc"],
+    )

@@ -5,15 +5,10 @@ from __future__ import annotations
 import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from streams.config import load_config
-from streams.replay import replay_file
 from streams.schemas import (
     ACTIONS_TOPIC,
-    ALERTS_TOPIC,
     AlertAction,
     AlertActionType,
     AlertEvent,
@@ -23,46 +18,10 @@ from streams.schemas import (
     Workflow,
 )
 from streams.simulator import SimEvent
-from tests.harness import Worker, produce, read_topic, run, smog, wait_for
+from tests.harness import Worker, produce, published, replayed, run, smog, summary, wait_for
 
 CFG = load_config()
 DISTRICT = "339901"
-
-
-def replayed(events: list[SimEvent], tmp: Path) -> list[dict[str, Any]]:
-    """The same readings through ``cityvitals replay`` (offline: same windows, detection, lifecycle)."""
-    src = tmp / "pm25.csv"
-    rows = ["timestamp,pm25"] + [
-        f"{ev.event_time.isoformat()},{orjson.loads(ev.value)['value']}" for ev in events
-    ]
-    src.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    lines, _ = replay_file(src, CFG, district=DISTRICT, mapping={"pm25": "iot.pm25"})
-    return lines
-
-
-def summary(e: AlertEvent | dict[str, Any]) -> tuple[Any, ...]:
-    """What must agree between the worker and the replay (replay's event_time is the input's text)."""
-    if isinstance(e, AlertEvent):
-        doc = orjson.loads(e.to_json())
-        doc["event_time_utc"] = doc["event_time"]
-    else:
-        doc = e
-    return (
-        doc["alert_id"],
-        doc["sequence"],
-        doc["status"],
-        doc["grade"],
-        doc["evidence"]["rule"],
-        doc["evidence"]["observed"],
-        doc["event_time_utc"],
-    )
-
-
-def published(bootstrap: str) -> list[AlertEvent]:
-    return [
-        AlertEvent.model_validate_json(v)
-        for v in run(read_topic(bootstrap, ALERTS_TOPIC, idle_s=1))
-    ]
 
 
 def test_an_incident_raises_one_alert_through_a_crash_and_takes_operator_actions(

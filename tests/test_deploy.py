@@ -39,10 +39,6 @@ COMPOSE = DEPLOY / "compose.yaml"
 EXTERNAL_METRICS = {
     "up": "written by Prometheus for every scrape target",
     "ALERTS": "written by Prometheus for every pending or firing alert",
-    "cityvitals_notify_deliveries_total": (
-        "webhook deliveries by outcome (delivered, retried, failed, dead), exported by the "
-        "notification agent (streams/delivery.py), not yet in streams/metrics.py"
-    ),
 }
 
 

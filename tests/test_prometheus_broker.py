@@ -15,11 +15,13 @@ import asyncio
 import math
 import signal
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -46,12 +48,42 @@ pytestmark = pytest.mark.broker
 CFG = load_config()
 
 # Dashboard panels that may legitimately return no data in this test, and why.
-NO_DATA_ALLOWED = {
-    ("pipeline-health.json", "Webhook deliveries by outcome"): (
-        "cityvitals_notify_deliveries_total comes from the notification agent, which this "
-        "worker does not export yet, and no webhook is configured here"
-    ),
-}
+NO_DATA_ALLOWED: dict[tuple[str, str], str] = {}
+
+# every alert to one loopback webhook, so that deliveries show in the metrics
+ROUTES = """version: 1
+console_url: http://127.0.0.1:6066
+receivers:
+  - {{name: ops, url: "http://127.0.0.1:{port}/ops", format: native}}
+route:
+  receiver: ops
+  group_by: [district]
+  group_wait: 1s
+  group_interval: 5s
+  repeat_interval: 1h
+escalation:
+  ack_deadlines: {{I: 1h, II: 1h, III: 1h, IV: 1h}}
+  levels: {{street: ops, district: ops, city: ops}}
+"""
+
+
+def webhook_receiver() -> ThreadingHTTPServer:
+    """A webhook on loopback that takes every notification (204), in a thread of its own."""
+
+    class Accept(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Accept)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 # Dashboard panels whose values may all be NaN here, and why.
 NAN_ALLOWED = {
     ("department-performance.json", "Closure rate"): (
@@ -214,7 +246,10 @@ def scraped(stack: Stack, expr: str, what: str) -> None:
 def stack(broker_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("prometheus-stack")
     recreate_city_topics(broker_bootstrap)
-    worker = Worker(broker_bootstrap, tmp)
+    hooks = webhook_receiver()
+    routes = tmp / "routes.yaml"
+    routes.write_text(ROUTES.format(port=hooks.server_address[1]), encoding="utf-8")
+    worker = Worker(broker_bootstrap, tmp, env={"CITYVITALS_ROUTES_FILE": str(routes)})
     prometheus: subprocess.Popen[bytes] | None = None
     try:
         worker.start()
@@ -282,6 +317,11 @@ def stack(broker_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         # a request without a token: a refusal for the API panel
         assert httpx.get(f"http://127.0.0.1:{worker.web_port}/api/v1/alerts").status_code == 401
         scraped(s, "sum(cityvitals_api_refusals_total)", "the refusal")
+        scraped(
+            s,
+            'sum(cityvitals_notify_deliveries_total{outcome="delivered"})',
+            "webhook deliveries",
+        )
         time.sleep(3)  # a few more scrapes: rate() and increase() need two samples of a series
         yield s
     finally:
@@ -293,6 +333,7 @@ def stack(broker_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
                 prometheus.kill()
                 prometheus.wait()
         worker.stop(signal.SIGKILL)
+        hooks.shutdown()
 
 
 def test_prometheus_scrapes_the_worker_and_evaluates_every_rule(stack: Stack) -> None:
@@ -436,3 +477,49 @@ def test_every_dashboard_query_is_valid_promql_and_has_data(stack: Stack) -> Non
                 elif result and not finite and (name, panel["title"]) not in NAN_ALLOWED:
                     problems.append(f"{where}: only NaN or infinite values")
     assert not problems, "\n".join(problems)
+
+
+def test_table_sizes_scoring_time_and_faust_s_own_metrics_reach_prometheus(stack: Stack) -> None:
+    districts = set(CFG.districts)
+    alerted = {e.district for e in published(stack.worker.bootstrap)}
+    # one worker owns every partition: its tables hold every district it has seen
+    keys = stack.values("cityvitals_pipeline_table_keys", "table")
+    assert keys == {
+        "district-windows": len(districts),
+        "district-detection": len(districts),
+        "notify-groups": len(alerted),
+    }
+    assert stack.values("cityvitals_pipeline_partitions_owned", "") == {"": PARTITIONS}
+    written = stack.values("cityvitals_pipeline_table_value_bytes_count", "table")
+    size = stack.values(
+        "cityvitals_pipeline_table_value_bytes_sum / cityvitals_pipeline_table_value_bytes_count",
+        "table",
+    )
+    assert set(written) == set(keys) and min(written.values()) > 0
+    assert all(256 < size[t] < 1024 * 1024 for t in keys), size
+
+    # every closed window went through every detector family once
+    windows = stack.values("sum(cityvitals_vitals_windows_closed_total)", "")[""]
+    scored = stack.values(
+        "sum by (family) (cityvitals_detection_scoring_duration_seconds_count)", "family"
+    )
+    assert windows > 0
+    assert scored == dict.fromkeys(
+        ("threshold", "forecast", "anomaly", "data_quality", "composite"), windows
+    )
+    p99 = stack.values(
+        "histogram_quantile(0.99, sum by (family, le) "
+        "(cityvitals_detection_scoring_duration_seconds_bucket))",
+        "family",
+    )
+    assert set(p99) == set(scored) and all(0 < v <= 0.1 for v in p99.values()), p99
+
+    # Faust's own monitor counts the same table writes as the codecs
+    faust_sets = stack.values(
+        'cityvitals_faust_table_operations_total{operation="keys_updated"}', "table"
+    )
+    for table in ("district-windows", "district-detection"):
+        assert faust_sets[f"table.{table}"] == written[table] > 0
+    assert stack.values("cityvitals_faust_assignment_operations_total", "operation") == {
+        "completed": 1
+    }

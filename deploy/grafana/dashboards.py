@@ -601,6 +601,59 @@ def pipeline_health() -> Dashboard:
             unit="ops",
         )
     )
+    d.with_row(Row("State and detection"))
+    d.with_panel(
+        graph(
+            "Table keys",
+            "Districts in each Faust table, counted by the worker that owns them: "
+            "district-windows, district-detection, notify-groups.",
+            [
+                query(
+                    f"sum by (table) (cityvitals_pipeline_table_keys{{{instance}}})",
+                    "{{table}}",
+                )
+            ],
+            width=6,
+        )
+    )
+    d.with_panel(
+        graph(
+            "Partitions owned per worker",
+            "Partitions each worker owns and processes: 0 during a rebalance, and on a "
+            "standby worker (more workers than partitions).",
+            [query(f"cityvitals_pipeline_partitions_owned{{{instance}}}", "{{instance}}")],
+            width=6,
+        )
+    )
+    d.with_panel(
+        graph(
+            "Table writes",
+            "Bytes of table values written per second (one changelog record per write), by table.",
+            [
+                query(
+                    f"sum by (table) (rate(cityvitals_pipeline_table_value_bytes_sum{{{instance}}}{rate_window}))",
+                    "{{table}}",
+                )
+            ],
+            unit="Bps",
+            width=6,
+        )
+    )
+    d.with_panel(
+        graph(
+            "Detection time per window, p99",
+            "99th percentile of the time detection takes on one closed district window, by "
+            "detector family.",
+            [
+                query(
+                    f"histogram_quantile(0.99, sum by (family, le) (rate(cityvitals_detection_scoring_duration_seconds_bucket{{{instance}}}{rate_window})))",
+                    "{{family}}",
+                )
+            ],
+            unit="s",
+            width=6,
+        )
+    )
     d.with_row(Row("Dead letters, actions and notifications"))
     d.with_panel(
         graph(
