@@ -41,6 +41,15 @@ events_in = Counter(
     subsystem="ingest",
     registry=REGISTRY,
 )
+events_out = Counter(
+    "events_out",
+    "Records the worker published and the broker acknowledged, by output topic (readings, "
+    "dead letters, vitals, alert events, notifications and their outcomes).",
+    ["topic"],
+    namespace=NAMESPACE,
+    subsystem="pipeline",
+    registry=REGISTRY,
+)
 readings_out = Counter(
     "readings",
     "Valid readings published on city.readings, by domain.",

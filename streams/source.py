@@ -269,6 +269,9 @@ class InputFeed:
         return Outputs(self.producer, self._partition_counts)
 
 
+_EVENTS_OUT: dict[str, Any] = {}  # label children of events_out, bound once per topic
+
+
 class Outputs:
     """Output records of one batch, sent as one Kafka record batch per topic partition.
 
@@ -311,9 +314,15 @@ class Outputs:
                         if batch.append(key=key, value=value, timestamp=None) is None:
                             raise ValueError(f"a record for {topic} is larger than a whole batch")
                 futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+        sent = {topic: len(records) for topic, records in self._records.items()}
         self._records.clear()
         if futures:
             await asyncio.gather(*futures)
+        for topic, n in sent.items():
+            counter = _EVENTS_OUT.get(topic)
+            if counter is None:
+                counter = _EVENTS_OUT[topic] = metrics.events_out.labels(topic)
+            counter.inc(n)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -378,6 +378,12 @@ def test_prometheus_scrapes_the_worker_and_evaluates_every_rule(stack: Stack) ->
     assert actions == {"": len(stack.acted)}
     dead = stack.values("sum by (reason) (cityvitals_ingest_deadletters_total)", "reason")
     assert len(dead) >= 5 and sum(dead.values()) > 0
+    # records out per topic agree with what each stage counts of its own
+    out = stack.values("sum by (topic) (cityvitals_pipeline_events_out_total)", "topic")
+    assert out["city.readings"] == sum(readings.values())
+    assert out["city.deadletter"] == sum(dead.values())
+    assert out["city.emergency-command"] == sum(alerts.values())
+    assert out["city.notifications"] > 0 and out["city.vitals"] > 0
     # every input topic's owned partitions report their backlog (all read by now)
     lag = stack.values(
         'sum by (topic) (cityvitals_pipeline_consumer_lag_records{topic=~"city.events.*"})', "topic"

@@ -520,6 +520,20 @@ def pipeline_health() -> Dashboard:
     )
     d.with_panel(
         graph(
+            "Records out per topic",
+            "Records published per second on each output topic, once the broker acknowledged them.",
+            [
+                query(
+                    f"sum by (topic) (rate(cityvitals_pipeline_events_out_total{{{instance}}}{rate_window}))",
+                    "{{topic}}",
+                )
+            ],
+            unit="ops",
+            stacked=True,
+        )
+    )
+    d.with_panel(
+        graph(
             "Events in per worker",
             "Raw events consumed per second by each worker.",
             [
