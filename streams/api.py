@@ -43,10 +43,12 @@ from streams.alertstore import (
     CursorError,
     Entry,
     format_cursor,
+    is_open,
     parse_cursor,
 )
 from streams.auth import ROLE_ACTIONS, Authenticator, AuthError, Principal, Role, bearer_token
 from streams.config import CityConfig
+from streams.payloads import place_name
 from streams.respond import Grant, LinkError, LinkSigner
 from streams.schemas import (
     AlertAction,
@@ -465,24 +467,6 @@ def create_api(
         alert = store.latest(grant.alert_id)
         return alert if alert is not None and alert.district == grant.district else None
 
-    streets = {s.code: s for d in cfg.city.districts for s in d.streets}
-
-    def place(alert: AlertEvent, zh: bool) -> str:
-        district = cfg.districts.get(alert.district)
-        name = (
-            alert.district if district is None else (district.name_zh if zh else district.name_en)
-        )
-        street = streets.get(alert.street) if alert.street else None
-        if street is None:
-            return name if alert.street is None else f"{name} {alert.street}"
-        return f"{name}{street.name_zh}" if zh else f"{street.name_en}, {name}"
-
-    def still_open(alert: AlertEvent) -> bool:
-        return alert.status is not AlertStatus.RESOLVED and alert.workflow not in (
-            Workflow.RESOLVED,
-            Workflow.FALSE_POSITIVE,
-        )
-
     if CONSOLE_DIR.is_dir():
 
         @api.get("/respond/{token}", include_in_schema=False)
@@ -501,12 +485,12 @@ def create_api(
         if alert is None:
             return _json({"error": "not_found", "detail": f"no alert {grant.alert_id!r}"}, 404)
         await audit(request, link_user(grant), "read_alert", grant.alert_id, "responder link")
-        allowed = sorted(a.value for a in ROLE_ACTIONS[Role.RESPONDER]) if still_open(alert) else []
+        allowed = sorted(a.value for a in ROLE_ACTIONS[Role.RESPONDER]) if is_open(alert) else []
         response = _json(
             {
                 "alert": _alert_doc(alert),
-                "place_zh": place(alert, zh=True),
-                "place_en": place(alert, zh=False),
+                "place_zh": place_name(cfg, alert, zh=True),
+                "place_en": place_name(cfg, alert, zh=False),
                 "receiver": grant.receiver,
                 "expires_at": grant.expires_at,
                 "actions": allowed,
@@ -526,7 +510,7 @@ def create_api(
         alert = link_alert(grant)
         if alert is None:
             return _json({"error": "not_found", "detail": f"no alert {grant.alert_id!r}"}, 404)
-        if not still_open(alert):
+        if not is_open(alert):
             return _json(
                 {
                     "error": "conflict",

@@ -187,6 +187,11 @@ class City(_Strict):
         return {d.code: d for d in self.districts}
 
     @cached_property
+    def streets(self) -> dict[str, Street]:
+        """Street code -> the street."""
+        return {s.code: s for d in self.districts for s in d.streets}
+
+    @cached_property
     def street_district(self) -> dict[str, str]:
         """Street code -> the code of the district it belongs to."""
         return {s.code: d.code for d in self.districts for s in d.streets}

@@ -52,9 +52,8 @@ from tenacity import (
 SIGNATURE_HEADER = "X-Cityvitals-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-ROBOT_RATE_LIMITED = frozenset(
-    {130101, 45009}
-)  # DingTalk "send too fast", WeCom "freq out of limit"
+# chat robots' rate limits: DingTalk "send too fast", WeCom "api freq out of limit"
+ROBOT_RATE_LIMITED = frozenset({130101, 45009})
 Outcome = Literal["delivered", "dead"]
 Dialect = Literal["webhook", "dingtalk", "wecom"]
 

@@ -111,6 +111,7 @@ __all__ = [
     "grade_en",
     "grade_zh",
     "notification_status",
+    "place_name",
     "render",
     "render_all",
 ]
@@ -314,7 +315,7 @@ class _Group:
         self.group_labels = group_labels
         self.respond_links = respond_links
         self.tz = ZoneInfo(city.city.city.timezone)
-        self.streets = {s.code: s for d in city.city.districts for s in d.streets}
+        self.streets = city.city.streets
         # most serious first, then newest
         self.ranked = sorted(alerts, key=lambda a: (a.grade, -a.last_update.timestamp()))
 
@@ -335,13 +336,7 @@ class _Group:
         return max(0, len(self.alerts) - MAX_SHOWN) + self.truncated
 
     def place(self, alert: AlertEvent, zh: bool) -> str:
-        district = self.city.districts.get(alert.district)
-        d = alert.district if district is None else (district.name_zh if zh else district.name_en)
-        if alert.street is None:
-            return d
-        street = self.streets.get(alert.street)
-        s = alert.street if street is None else (street.name_zh if zh else street.name_en)
-        return f"{d} {s}" if zh else f"{s}, {d}"
+        return place_name(self.city, alert, zh)
 
     def domain(self, alert: AlertEvent, zh: bool) -> str | None:
         dom = self.city.catalogue.domains.get(alert.domain) if alert.domain else None
@@ -360,6 +355,18 @@ class _Group:
             return f"{tag}{top.headline_zh}" + (f" 等{more + 1}条" if more else "")
         tag = "[Resolved]" if self.resolved else f"[{grade_en(top.grade)}]"
         return f"{tag} {top.headline_en}" + (f" (+{more} more)" if more else "")
+
+
+def place_name(city: CityConfig, alert: AlertEvent, zh: bool) -> str:
+    """Where the alert is, by name: ``江滨区 滨江街道`` / ``Binjiang, Jiangbin`` (codes
+    stand in for names the city does not know)."""
+    district = city.districts.get(alert.district)
+    d = alert.district if district is None else (district.name_zh if zh else district.name_en)
+    if alert.street is None:
+        return d
+    street = city.city.streets.get(alert.street)
+    s = alert.street if street is None else (street.name_zh if zh else street.name_en)
+    return f"{d} {s}" if zh else f"{s}, {d}"
 
 
 def grade_zh(grade: Grade) -> str:

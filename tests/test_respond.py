@@ -99,7 +99,7 @@ def test_the_link_shows_its_alert_and_what_it_allows() -> None:
     assert body["actions"] == ["acknowledge", "field_report"]
     assert body["expires_at"] == "2026-11-24T09:00:00Z"
     assert body["receiver"] == "street-duty"
-    assert body["place_zh"] == "江滨区滨江街道" and body["place_en"] == "Binjiang, Jiangbin"
+    assert body["place_zh"] == "江滨区 滨江街道" and body["place_en"] == "Binjiang, Jiangbin"
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["referrer-policy"] == "no-referrer"
     (read,) = recorder.audits

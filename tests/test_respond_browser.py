@@ -71,7 +71,7 @@ def test_a_responder_opens_the_link_acknowledges_and_sends_a_field_report(
         page.goto(server.link(datetime.now(UTC)))
         expect(page.locator("#headline-zh")).to_have_text(ALERT.headline_zh)
         expect(page.locator("#grade")).to_have_text("II级 · 橙色 / Grade II orange")
-        expect(page.locator("#place")).to_have_text("江滨区滨江街道 / Binjiang, Jiangbin")
+        expect(page.locator("#place")).to_have_text("江滨区 滨江街道 / Binjiang, Jiangbin")
         page.screenshot(path=str(ARTIFACTS / "link-opened.png"), full_page=True)
 
         page.locator("#responder").fill("消防一中队")
