@@ -237,8 +237,10 @@ def test_an_unacknowledged_alarm_is_notified_then_escalates_street_district_city
         )
         to_district = min(h.at for h in receivers.at("district-duty") if alert_id in alarm_ids([h]))
         to_city = min(h.at for h in receivers.at("city-command") if alert_id in alarm_ids([h]))
-        # the deadline is 4 s per level, counted from when the notifier saw the alert
-        assert 2.0 <= to_district - first <= 15.0, to_district - first
+        # the deadline is 4 s per level, counted from when the notifier saw the alert; the
+        # first notification left group_wait (1 s) plus up to one 1 s timer tick after that,
+        # so the district is notified at least 4 - 1 - 1 s after it, less delivery jitter
+        assert 1.5 <= to_district - first <= 15.0, to_district - first
         assert 3.0 <= to_city - to_district <= 15.0, to_city - to_district
         assert alert_id not in alarm_ids(receivers.at("street-duty"))  # it started at street level
         for hit in receivers.hits:
