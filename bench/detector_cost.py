@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/detector_cost.py [--data /work/shared/data/nab]
+    .venv/bin/python bench/detector_cost.py [--data ../shared/data/nab]
                                             [--file realKnownCause/machine_temperature_system_failure.csv]
                                             [--runs 5] [--updates 100000]
 

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/nab.py [--data /work/shared/data/nab]
+    .venv/bin/python bench/nab.py [--data ../shared/data/nab]
 
 Every CSV file of the corpus goes through the product's offline replay
 (:func:`streams.replay.replay_file`, what ``cityvitals replay`` runs), in file order and
@@ -46,7 +46,8 @@ from rich.progress import Progress
 
 from detectors.anomaly import AnomalyConfig, AnomalyGate, AnomalyScore, SeriesDetector
 
-DEFAULT_DATA = Path("/work/shared/data/nab")
+# the shared corpus sits beside the repository
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
 
 #: The city files of the corpus (README): freeway traffic, taxi demand, temperatures.
 CITY_FILES: tuple[str, ...] = (

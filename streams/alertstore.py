@@ -8,6 +8,11 @@ partitions it processes.
 - **Alerts.** The events of each alert, by sequence. Reprocessing after a crash
   repeats an event with the same ``(alert_id, sequence)``: the repeat replaces
   the first copy and is not an event of its own.
+- **Actions and notes.** An event carries the alert's compact action history
+  (no notes) and the note of the one action that caused it
+  (:func:`streams.lifecycle.action_history`). :meth:`AlertStore.actions` merges
+  every action of an alert's timeline with its note; :meth:`AlertStore.with_notes`
+  puts the notes back on an event's history.
 - **Cursors.** A live-stream client resumes from a cursor: the next offset of
   every partition of ``city.emergency-command`` that it has been given. Kafka
   offsets do not depend on which worker answers or on the order in which a
@@ -30,6 +35,7 @@ from typing import Any
 import orjson
 
 from streams.schemas import (
+    ActionRecord,
     AlertEvent,
     AlertStatus,
     AuditRecord,
@@ -169,6 +175,39 @@ class AlertStore:
     def timeline(self, alert_id: str) -> list[AlertEvent]:
         events = self.alerts.get(alert_id, {})
         return [events[s] for s in sorted(events)]
+
+    def actions(self, alert_id: str) -> list[ActionRecord]:
+        """Every action on the alert, in the order it was applied, each with its note.
+
+        An action first appears on the event it caused, which alone carries its
+        note; later events repeat it without the note, and the oldest fall out of
+        their bounded history. So the timeline, not the latest event, has them all.
+        """
+        found: dict[str, ActionRecord] = {}
+        for event in self.timeline(alert_id):
+            for record in event.actions:
+                known = found.get(record.action_id)
+                if known is None or (known.note is None and record.note is not None):
+                    found[record.action_id] = record  # keeps its first place in the order
+        return list(found.values())
+
+    def with_notes(self, event: AlertEvent) -> AlertEvent:
+        """The event with each record of its action history holding its note again."""
+        if all(r.note is not None for r in event.actions):
+            return event
+        notes = {r.action_id: r.note for r in self.actions(event.alert_id) if r.note is not None}
+        if not any(r.note is None and r.action_id in notes for r in event.actions):
+            return event
+        return event.model_copy(
+            update={
+                "actions": [
+                    r
+                    if r.note is not None or r.action_id not in notes
+                    else r.model_copy(update={"note": notes[r.action_id]})
+                    for r in event.actions
+                ]
+            }
+        )
 
     def query(
         self,

@@ -9,7 +9,9 @@ responder link of a notification (:mod:`streams.respond`) is the credential, for
 one alert and two actions (acknowledge, field report); ``/respond/{token}`` is
 the page a responder opens from the notification.
 
-Reads come from the worker's :class:`~streams.alertstore.AlertStore`. Actions
+Reads come from the worker's :class:`~streams.alertstore.AlertStore`. An alert's
+detail gathers every operator note from the events of its timeline (each event
+carries only the note of the action that caused it). Actions
 are published on ``city.alert-actions`` and applied by the alert lifecycle of
 whichever worker owns the district; the API answers 202 once the broker has
 acknowledged the action. Reads of alert details, actions, refusals and audit
@@ -374,6 +376,10 @@ def create_api(
 
     @api.get("/api/v1/alerts/{alert_id}", summary="One alert with its evidence and full timeline")
     async def alert_detail(request: Request, who: Who, alert_id: str) -> Response:
+        """``alert``: the latest event, its action history with every note;
+        ``timeline``: every event as published (each carries the note of the action
+        that caused it); ``actions``: every action on the alert in the order applied,
+        each with its note, including those older than the event's bounded history."""
         if not who.may_see_alerts:
             await forbid(request, who, f"role {who.role} sees no alerts", alert_id)
         alert = store.latest(alert_id)
@@ -386,8 +392,9 @@ def create_api(
         await audit(request, who, "read_alert", alert_id)
         return _json(
             {
-                "alert": _alert_doc(alert),
+                "alert": _alert_doc(store.with_notes(alert)),
                 "timeline": [_alert_doc(e) for e in store.timeline(alert_id)],
+                "actions": [orjson.loads(r.to_json()) for r in store.actions(alert_id)],
             }
         )
 

@@ -49,7 +49,9 @@ senderName      the owning department, e.g. ``临江市交通运输局`` /
 headline        ``headline_zh`` / ``headline_en``
 description     the grade and the evidence in words: rule, observed value and aggregate,
                 window, threshold, baseline, anomaly score, forecast and crossing
-                time, recent values, member signals, detail
+                time, recent values, member signals, detail (each when the event
+                has it: a notification's slim alerts have no recent values and at
+                most six member signals, see :class:`streams.notify.AlertBrief`)
 instruction     resolved: the all-clear; data quality: check the source; else absent
 web             ``web`` argument, when given
 parameter       ``grade`` (I–IV), ``colour``, ``kind``, ``status``, ``sequence``,

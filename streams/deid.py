@@ -1,23 +1,35 @@
 """De-identification of personal data in free text before it goes downstream.
 
 Citizen hotline complaints arrive as free text, and department events carry free-form
-``attributes``. Both routinely contain personal identifiers that nothing downstream
-(windows, vitals, dashboards, the dead-letter topic) needs to read. This module replaces,
-in any string:
+``attributes``; personal identifiers also turn up in envelope strings (``event_id``,
+``source``) and in the messages built from them (dead-letter details, log lines). Nothing
+downstream (windows, vitals, dashboards, the dead-letter topic) needs to read them. This
+module replaces, in any string:
 
-* mainland-China mobile numbers (``13812345678``, ``138 1234 5678``, ``+86-138-1234-5678``,
-  ``0086 13812345678``);
+* mainland-China mobile numbers, bare or in the usual 3-4-4 groups separated by spaces,
+  hyphens or dots, mixed too (``13812345678``, ``138 1234 5678``, ``138.1234.5678``,
+  ``138-1234.5678``), with an optional country code (``+86 138 1234 5678``,
+  ``(+86)13812345678``, ``0086-138-1234-5678``, ``8613812345678``);
 * resident identity card numbers: 18 characters (17 digits + digit/``X``) and the legacy
-  15-digit form, both only when the embedded birth date is a real calendar date (the
-  checksum is deliberately *not* verified, because citizens mistype);
+  15-digit form, bare or in the 6-8-4 / 6-6-3 grouping with spaces, hyphens or dots
+  (``110105 19491231 002X``, ``110105-19491231-002x``, ``110105.19491231.002X``), and
+  only when the embedded birth date is a real calendar date (the checksum is
+  deliberately *not* verified, because citizens mistype);
 * e-mail addresses (ASCII ``local@domain.tld``, so that Chinese text written right next to
   an address, without spaces, is not swallowed);
 * vehicle licence plates: ordinary (``京A12345``, ``京A·12345``), new-energy (``粤B·D12345``,
   ``京AD12345``) and special (``京A1234学``, ``粤B·0123警``, ``粤Z·1234港``); the serial must
   contain a digit.
 
-Full-width digits, letters and punctuation typed with a Chinese IME (``１３８…``, ``＠``)
-are recognised as well; the surrounding text is returned exactly as it came in.
+Full-width digits, letters and punctuation typed with a Chinese IME (``１３８．１２３４…``,
+``（＋８６）``, ``zhang＠example．com``, U+3000 as a space) are recognised as well, also
+mixed with ASCII; the surrounding text is returned exactly as it came in.
+:meth:`Deidentifier.scrub_attributes` applies this to every string value *and key* of an
+event's attributes (keys that collide once scrubbed are kept as ``key#2``, ``key#3``...),
+and also replaces numbers whose digits are a phone or an ID number
+(``{"contact": 13812345678}``); :meth:`Deidentifier.scrub_identifier` is the same scrub
+with a cheap pre-filter for ``event_id`` and ``source`` on the hot path, and
+:meth:`Deidentifier.scrub_message` the uncounted one for messages.
 
 Each identifier is replaced by a *keyed pseudonym* such as ``<phone:3f9a1c2b7d>``: the
 kind plus the first 10 hex digits of ``HMAC-SHA256(key, kind + ":" + normalised value)``.
@@ -26,19 +38,32 @@ a few 10^9 plausible ID numbers), so an unkeyed hash is reversed by enumeration 
 minutes. With a secret key the pseudonym is unreadable to anyone without the key, yet the
 same person still maps to the same pseudonym (under the same key), so repeated complaints
 from one caller or about one car can still be correlated. Values are normalised first
-(separators and spaces removed, upper-cased, ``+86``/``0086`` dropped from phones), so
-``+86 138-1234-5678`` and ``13812345678`` correlate. Rotating the key breaks correlation
-with everything pseudonymised under the old key, by design.
+(separators and spaces removed, full-width folded, upper-cased, ``+86``/``0086`` dropped
+from phones), so ``+86 138-1234-5678``, ``138.1234.5678`` and ``13812345678`` correlate.
+Rotating the key breaks correlation with everything pseudonymised under the old key, by
+design.
 
 Matching uses digit lookarounds rather than ``\\b``: CJK characters are "word"
 characters for Python's ``\\b``, so ``\\b`` would miss ``电话13812345678``. Digit
 lookarounds also keep identifiers from matching inside longer digit runs such as
-20-digit order numbers.
+20-digit order numbers. Every repetition in the phone, ID and plate patterns is bounded
+and the e-mail pattern only starts where a run of local-part characters starts, so a scan
+is linear in the text. Measured once by hand (CPython 3.11, 2-core VM under load; the
+tests assert no time): 64 KiB strings of digits and separators built to nearly match
+(``138 1234 ``, ``(+86 ``, ``110105 19491231 002 `` or ``138.1234.567.`` repeated, random
+``0-9 .-+()`` in ASCII or full width, one 65,536-digit run) scrub in 9-27 ms each, and
+four times the text takes about four times as long.
 
 Limitations (recall is favoured over precision, but this is pattern matching, not NER):
-landline numbers, names in free text, internationalised (non-ASCII) e-mail addresses and
-lowercase plates are not recognised in free text; a 15- or 18-digit number that happens
-to carry a valid date (e.g. some tracking numbers) is treated as an ID.
+landline numbers, bank card numbers, names in free text, internationalised (non-ASCII)
+e-mail addresses, lowercase plates, ``。`` written for the dot of an e-mail address, and
+separators other than space, ``-`` and ``.`` (``/``, ``·``, ``_`` between digit groups)
+are not recognised in free text. A dot in only one of the two gaps is refused
+(``138.12345678``, ``110105.194912310021``), because that is how decimals and
+longitudes are written. Some non-personal strings are replaced because they look exactly
+like an identifier: a 15- or 18-digit number that carries a valid date (tracking
+numbers), an id built as ``<6-digit code>-<yyyymmdd>-<4 digits>``, and a number such as a
+byte count of ``15000000000`` in an attribute (it is then a string).
 """
 
 from __future__ import annotations
@@ -48,6 +73,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from datetime import date
+from string import Template
 from typing import Any, Final
 
 __all__ = ["ATTRIBUTE_KEY_KINDS", "KINDS", "Deidentifier"]
@@ -79,9 +105,19 @@ _KIND_RE: Final = re.compile(r"[a-z][a-z0-9_]*")
 # so matching on the translated text gives offsets that are valid in the original text.
 _FULLWIDTH_TABLE: Final[dict[int, int]] = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
 _FULLWIDTH_TABLE[0x3000] = 0x20
-# Only full-width digits, letters or '@' make translation worthwhile (Chinese punctuation
-# such as '，' is full-width too and is in almost every complaint).
-_HAS_FULLWIDTH: Final = re.compile("[\uff10-\uff19\uff20-\uff3a\uff41-\uff5a]")
+# Translation (a dict lookup per character: several µs on a complaint) is only worthwhile
+# when a character that can be part of an identifier is full-width: digits, letters, '@',
+# '＋', '．', '－', '＿', or one of the characters that are also everyday Chinese punctuation
+# where it touches a phone: '（' before a digit or '+', '）' after a digit, U+3000 next to a
+# digit, '-' or '.'. Parentheses and ideographic spaces elsewhere are in many
+# complaints. The pattern starts with one set of characters, so sre scans for it in C and
+# only tries the lookarounds there (twice as fast as plain alternatives).
+_FULLWIDTH_ID_CHARS: Final = "\uff0b\uff0d\uff0e\uff10-\uff19\uff20-\uff3a\uff3f\uff41-\uff5a"
+_HAS_FULLWIDTH: Final = re.compile(
+    f"[\u3000\uff08\uff09{_FULLWIDTH_ID_CHARS}]"
+    f"(?:(?<=[{_FULLWIDTH_ID_CHARS}])|(?<=[0-9]\uff09)|(?<=\uff08)(?=[0-9+])"
+    "|(?<=[-.0-9]\u3000)|(?<=\u3000)(?=[-.0-9]))"
+)
 # Fast path: without a digit or an '@' (either width) nothing can match (plates need a digit).
 _TRIGGER: Final = re.compile("[0-9@\uff10-\uff19\uff20]")
 _HAS_DIGIT: Final = re.compile("[0-9]")
@@ -91,21 +127,69 @@ _LOCAL_CHARS: Final = r"A-Za-z0-9._%+\-!#$&'*/=?^`{|}~"
 # scan linear on long English text (otherwise every letter would start a new attempt).
 _EMAIL: Final = (
     rf"(?P<email>(?<![{_LOCAL_CHARS}])[{_LOCAL_CHARS}]+@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,126}"
+    # a label may end in '-' here (DNS says it may not): a mistyped address is still one
+    r"(?:[A-Za-z0-9][A-Za-z0-9-]{0,62}\.){1,126}"
     r"(?:xn--[A-Za-z0-9-]{1,59}|[A-Za-z]{2,63}))"
 )
+
+# Phone and ID numbers are written as templates over a few "atoms" and instantiated twice:
+# over real characters (``_REAL``) for matching, and over the shapes of
+# :meth:`Deidentifier.scrub_identifier` (``_SHAPE``: every digit is '0'), where they give a
+# pattern that matches the shape of every string the real pattern matches in. Writing
+# both from one template keeps the pre-filter from drifting away from the matcher.
+#
+# Between the 3-4-4 (phone), 6-8-4 (ID) or 6-6-3 (legacy ID) groups there is either a
+# separator in *both* gaps, any of ' ', '-', '.' (a '-' or '.' may have a space either
+# side), or in each gap an optional ' ' or '-'. A dot in one gap only is refused:
+# ``138.12345678`` and ``131.12345678`` are how decimals and longitudes are written.
+# Every repetition is bounded, so each start position costs a bounded amount of work and a
+# scan is linear in the length of the text, whatever the text.
+_GAP: Final = r"(?: ?[.\-] ?| )"
+_GAP_NO_DOT: Final = r"(?: ?- ?| )?"
+_ID18_T: Final = Template(
+    r"(?P<id18>(?<!$D)$NZ$D{5}(?:$GAP$CENTURY$D{2}$MD$GAP|$GAPN$CENTURY$D{2}$MD$GAPN)"
+    r"$D{3}$CHECK(?!$D))"
+)
+_ID15_T: Final = Template(
+    r"(?P<id15>(?<!$D)$NZ$D{5}(?:$GAP$D{2}$MD$GAP|$GAPN$D{2}$MD$GAPN)$D{3}(?!$D))"
+)
+# Optional country code: +86, 0086, 86, each perhaps in parentheses, then perhaps a gap.
+_PHONE_T: Final = Template(
+    r"(?P<phone>(?<!$D)(?:(?:\((?:\+|$ZZ)?$CC\)|(?:\+|$ZZ)?$CC)$GAP?)?"
+    r"$ONE$MOB$D(?:$GAP$D{4}$GAP|$GAPN$D{4}$GAPN)$D{4}(?!$D))"
+)
 _MONTH_DAY: Final = r"(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
-_ID18: Final = (
-    rf"(?P<id18>(?<![0-9])[1-9][0-9]{{5}}(?:19|20)[0-9]{{2}}{_MONTH_DAY}[0-9]{{3}}[0-9Xx]"
-    r"(?![0-9]))"
-)
-_ID15: Final = rf"(?P<id15>(?<![0-9])[1-9][0-9]{{5}}[0-9]{{2}}{_MONTH_DAY}[0-9]{{3}}(?![0-9]))"
-_PHONE: Final = (
-    r"(?P<phone>(?<![0-9])(?:(?:\+|00)?86[ -]?)?1[3-9][0-9][ -]?[0-9]{4}[ -]?[0-9]{4}(?![0-9]))"
-)
+_REAL: Final = {
+    "D": "[0-9]",
+    "NZ": "[1-9]",
+    "ONE": "1",
+    "MOB": "[3-9]",
+    "CC": "86",
+    "ZZ": "00",
+    "CENTURY": "(?:19|20)",
+    "MD": _MONTH_DAY,
+    "CHECK": "[0-9Xx]",
+    "GAP": _GAP,
+    "GAPN": _GAP_NO_DOT,
+}
+_SHAPE: Final = {
+    **_REAL,
+    "D": "0",
+    "NZ": "0",
+    "ONE": "0",
+    "MOB": "0",
+    "CC": "00",
+    "ZZ": "00",
+    "CENTURY": "00",
+    "MD": "0000",
+    "CHECK": "[0a]",
+}
+_ID18: Final = _ID18_T.substitute(_REAL)
+_ID15: Final = _ID15_T.substitute(_REAL)
+_PHONE: Final = _PHONE_T.substitute(_REAL)
 _PROVINCES: Final = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼使领"
 _PLATE: Final = (
-    rf"(?P<plate>[{_PROVINCES}][A-Z][ ·・.\-]?"
+    rf"(?P<plate>[{_PROVINCES}][A-Z][ \u3000·・.\-]?"
     r"(?=[A-Z0-9]{0,5}[0-9])(?:[A-Z0-9]{5,6}(?![0-9])[警学挂]?|[A-Z0-9]{4}[警学挂港澳领]))"
 )
 
@@ -116,7 +200,7 @@ _EMAIL_RE: Final = re.compile(_EMAIL)
 # The leading lookahead on the possible first characters makes every other position fail
 # at once instead of entering each alternative (about 2.5x faster on complaint text).
 _DIGIT_KINDS_RE: Final = re.compile(
-    rf"(?=[0-9+{_PROVINCES}])(?:" + "|".join((_ID18, _ID15, _PHONE, _PLATE)) + ")"
+    rf"(?=[0-9+({_PROVINCES}])(?:" + "|".join((_ID18, _ID15, _PHONE, _PLATE)) + ")"
 )
 
 _GROUP_KIND: Final[Mapping[str, str]] = {
@@ -128,12 +212,45 @@ _GROUP_KIND: Final[Mapping[str, str]] = {
 }
 
 _NON_DIGITS: Final = re.compile(r"[^0-9]")
+_NON_ID_CHARS: Final = re.compile(r"[^0-9Xx]")
 _WHITESPACE: Final = re.compile(r"\s+")
 _SEPARATORS: Final = re.compile(r"[\s·・.\-]+")
 
 
+def _shape_byte(byte: int) -> int:
+    if 0x30 <= byte <= 0x39:
+        return 0x30  # '0'
+    if byte in b" .-()+@":
+        return byte
+    return 0x75 if byte >= 0x80 else 0x61  # 'u' for any byte of a non-ASCII character, else 'a'
+
+
+# UTF-8 bytes -> shape: what the phone and ID patterns can tell apart without looking at
+# the digits' values. Any non-ASCII character or '@' makes a shape suspect at once: those
+# are where plates, full-width forms and e-mails live, which scrub_text handles.
+_SHAPE_TABLE: Final = bytes(_shape_byte(b) for b in range(256))
+_SHAPE_SUSPECT_RE: Final = re.compile(
+    "|".join(("[u@]", *(t.substitute(_SHAPE) for t in (_ID18_T, _ID15_T, _PHONE_T)))).encode()
+)
+# Verdicts per shape. Identifiers from one system share a handful of shapes (fixed-width
+# counters and codes), so the cache stays small; it is cleared when full rather than
+# evicted entry by entry, which is cheaper and good enough for a working set this small.
+# Shared by all instances: a shape's verdict does not depend on the key. Plain dict
+# operations are atomic under the GIL; a lost update only costs a recomputation.
+_SHAPE_VERDICTS: Final[dict[bytes, bool]] = {}
+_SHAPE_CACHE_ENTRIES: Final = 4096
+_SHAPE_CACHE_MAX_BYTES: Final = 128
+
+# Numbers: the smallest mobile number is 13000000000; nothing of 19 digits or more is a
+# phone or an ID. Checked on the int before str(), which is costly (and refused beyond
+# 4300 digits).
+_NUMBER_MIN: Final = 13_000_000_000
+_NUMBER_MAX: Final = 10**18
+
+
 def _plausible_id_date(group: str, value: str) -> bool:
     """Whether the birth date embedded in an 18- or 15-character ID is a real date."""
+    value = _NON_ID_CHARS.sub("", value)  # the separators of a grouped ID
     try:
         if group == "id18":
             date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
@@ -167,6 +284,35 @@ def _normalise(kind: str, value: str) -> str:
     return _SEPARATORS.sub("", value).upper()
 
 
+def _number_identifier(number: float) -> tuple[str, str] | None:
+    """(kind, digits) if the decimal digits of ``number`` are a phone or an ID number.
+
+    A float counts when its value is integral (``13812345678.0``).
+    """
+    # Range first: cheap for the usual small numbers, and str() of an int beyond 4300
+    # digits raises. Infinity fails the range, NaN every comparison.
+    if not _NUMBER_MIN <= abs(number) < _NUMBER_MAX:
+        return None
+    if isinstance(number, float) and not number.is_integer():
+        return None
+    digits = str(abs(int(number)))  # int(): an IntEnum's str() is not its digits
+    match = _DIGIT_KINDS_RE.fullmatch(digits)
+    if match is None or match.lastgroup is None:
+        return None
+    group = match.lastgroup
+    if group in ("id18", "id15") and not _plausible_id_date(group, digits):
+        return None
+    return _GROUP_KIND[group], digits
+
+
+def _unused_key(taken: Mapping[Any, Any], key: Any) -> str:
+    """``key#2``, ``key#3``, ...: the first that is not yet a key of ``taken``."""
+    n = 2
+    while f"{key}#{n}" in taken:
+        n += 1
+    return f"{key}#{n}"
+
+
 class Deidentifier:
     """Replaces personal identifiers by keyed pseudonyms; thread-safe and reusable."""
 
@@ -188,7 +334,9 @@ class Deidentifier:
         if not _KIND_RE.fullmatch(kind):
             raise ValueError(f"invalid kind {kind!r}")
         mac = self._mac.copy()
-        mac.update(f"{kind}:{_normalise(kind, value)}".encode())
+        # surrogatepass: a lone surrogate (JSON allows "\ud800") must not crash the hot
+        # path; it changes nothing for any other string.
+        mac.update(f"{kind}:{_normalise(kind, value)}".encode("utf-8", "surrogatepass"))
         return f"<{kind}:{mac.hexdigest()[:_HEX_CHARS]}>"
 
     def scrub_text(self, text: str) -> tuple[str, int]:
@@ -224,6 +372,67 @@ class Deidentifier:
         parts.append(text[last:])
         return "".join(parts), len(found)
 
+    def scrub_identifier(self, text: str) -> tuple[str, int]:
+        """:meth:`scrub_text` for short machine identifiers (``event_id``, ``source``).
+
+        Same result as :meth:`scrub_text` for every string, but built for strings like
+        ``tr-339901-0001`` or ``iot.pm25.339901001.01`` that run on every event and
+        almost never hold personal data. The text is reduced to its *shape* (UTF-8 bytes
+        through one ``bytes.translate``: digits become ``0``, letters ``a``, the
+        separators and ``()+@`` stay, non-ASCII becomes ``u``), and the shape's verdict
+        is looked up in a small cache. A shape is suspect if it holds ``@`` or non-ASCII,
+        or if the phone/ID patterns instantiated over shapes match it; only then does
+        :meth:`scrub_text` run. Ids from one system share a few shapes (fixed-width
+        codes and counters), so the cache almost always answers.
+
+        Why this and not a library or a plainer test: no library pre-filters for these
+        patterns; a digit count does not separate typical ids from phones
+        (``iot.pm25.339901001.01`` has 13 digits, ``hl-339903-20261124-00042`` 19 and a
+        real date: only its 5-digit tail makes it no ID); and every regex over the text
+        pays sre's per-position cost at each digit. Measured with timeit (CPython 3.11,
+        this 2-core VM while other test runs kept its load average at 1.3-2.7; median,
+        and min, of 9 runs of 100,000 calls; per call):
+
+        ===================================  ================  ==================
+        typical id                           scrub_identifier  scrub_text
+        ===================================  ================  ==================
+        ``tr-339901-0001``                   0.41 µs (0.27)    6.6 µs (5.2)
+        ``iot.pm25.339901001.01``            0.48 µs (0.42)    7.4 µs (5.5)
+        ``fire.temperature_c.339901001.01``  0.57 µs (0.44)    10.6 µs (8.1)
+        ``hl-339903-20261124-00042``         0.49 µs (0.24)    13.1 µs (10.0)
+        ===================================  ================  ==================
+
+        About 0.1 µs of each is the method call itself (a method that only returns
+        ``(text, 0)``: 0.10-0.17 µs, min 0.07-0.12). Pre-filters measured on the same
+        ids and rejected: ``isascii()``, no ``@`` and the full phone/ID regex, 2.6-7.6
+        µs; the same with a pattern that first consumes ``[0-9+(]`` (so sre scans for
+        that set in C) and then checks a digit-run start by lookbehind, 2.3-5.3 µs. A
+        cache keyed by the whole text would only help ``source``: ``event_id`` never
+        repeats. Strings longer than 128 UTF-8 bytes are looked up but not cached.
+        """
+        try:
+            shape = text.encode().translate(_SHAPE_TABLE)
+        except UnicodeEncodeError:  # a lone surrogate: not worth a fast path
+            return self.scrub_text(text)
+        suspect = _SHAPE_VERDICTS.get(shape)
+        if suspect is None:
+            suspect = _SHAPE_SUSPECT_RE.search(shape) is not None
+            if len(shape) <= _SHAPE_CACHE_MAX_BYTES:
+                if len(_SHAPE_VERDICTS) >= _SHAPE_CACHE_ENTRIES:
+                    _SHAPE_VERDICTS.clear()
+                _SHAPE_VERDICTS[shape] = suspect
+        if suspect:
+            return self.scrub_text(text)
+        return text, 0
+
+    def scrub_message(self, text: str) -> str:
+        """``text`` with identifiers pseudonymised, for dead-letter details and log lines.
+
+        E.g. ``street '13812345678' is not a street of district '339901'`` keeps the
+        district code and loses the phone. Not counted: such messages are not data.
+        """
+        return self.scrub_text(text)[0]
+
     @staticmethod
     def _digit_kinds(work: str, lo: int, hi: int) -> list[tuple[int, int, str]]:
         """IDs, phones and plates in ``work[lo:hi]`` (lookbehinds may see before ``lo``)."""
@@ -241,12 +450,27 @@ class Deidentifier:
     def scrub_attributes(self, attrs: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
         """Return a scrubbed copy of ``attrs`` (never mutated) and the replacement count.
 
-        Every ``str`` anywhere in nested dicts/lists/tuples goes through :meth:`scrub_text`.
+        At any depth of nested dicts/lists/tuples:
+
+        * every ``str`` value goes through :meth:`scrub_text`;
+        * every ``str`` key goes through :meth:`scrub_identifier` (same result), so a key
+          that is itself an identifier becomes its pseudonym. If a key then equals one
+          already in the output dict (two spellings of one phone, or a key that was
+          already a pseudonym), the later key in the mapping's order becomes ``key#2``
+          (or ``#3``, ... the first not taken), so no value is lost;
+        * an ``int``, or a ``float`` with an integral value (``13812345678.0``), whose
+          decimal digits are a phone (``1[3-9]`` and 9 digits, perhaps after ``86``) or
+          an ID number (15 or 18 digits with a real birth date) becomes the pseudonym string; the sign is
+          ignored. So does a numeric key. A float beyond 2**53 has lost digits: the
+          pseudonym is then of the float's value, but the number is still replaced.
+
         A value under an identifier-named key (:data:`ATTRIBUTE_KEY_KINDS`) is replaced
         wholesale by ``pseudonym(kind, str(value))`` even if no pattern matches, e.g. a
-        phone stored as an ``int`` or a caller's name; containers under such a key have
-        each leaf replaced. ``None``, empty strings and bools (flags such as
-        ``"phone": True``) identify nobody and are kept. Other non-str scalars are kept.
+        caller's name or a landline; containers under such a key have each leaf
+        replaced (their keys are scrubbed like any key, not wholesale: they are usually
+        labels such as ``home``). ``None``, empty strings and bools (flags such as
+        ``"phone": True``) identify nobody and are kept. Other scalars are kept.
+        Every replacement, in keys and values, counts one.
         """
         counter = [0]
         result = self._scrub_mapping(attrs, None, counter)
@@ -258,9 +482,17 @@ class Deidentifier:
         out: dict[Any, Any] = {}
         for key, value in mapping.items():
             key_kind = kind
+            new_key: Any = key
             if isinstance(key, str):
                 key_kind = _key_kind(key) or kind
-            out[key] = self._scrub_value(value, key_kind, counter)
+                new_key, n = self.scrub_identifier(key)
+                counter[0] += n
+            elif isinstance(key, int | float) and not isinstance(key, bool):
+                replaced = self._number_pseudonym(key, counter)
+                new_key = key if replaced is None else replaced
+            if new_key in out:
+                new_key = _unused_key(out, new_key)
+            out[new_key] = self._scrub_value(value, key_kind, counter)
         return out
 
     def _scrub_value(self, value: Any, kind: str | None, counter: list[int]) -> Any:
@@ -279,7 +511,17 @@ class Deidentifier:
             scrubbed, n = self.scrub_text(value)
             counter[0] += n
             return scrubbed
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            replaced = self._number_pseudonym(value, counter)
+            return value if replaced is None else replaced
         return value
+
+    def _number_pseudonym(self, number: float, counter: list[int]) -> str | None:
+        found = _number_identifier(number)
+        if found is None:
+            return None
+        counter[0] += 1
+        return self.pseudonym(*found)
 
 
 def _key_kind(key: str) -> str | None:

@@ -319,7 +319,10 @@ async def _run(
     finally:
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Ctrl-C reaches the broker too (one process group): a client's orderly stop
+        # would wait on a broker that is gone, so the stop gets a few seconds
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=10)
 
 
 def _raise_if_failed(tasks: Sequence[asyncio.Task[Any]]) -> None:

@@ -9,6 +9,12 @@ and hold timers and missing-data rules run in event time. Transitions become
 :class:`~streams.lifecycle.Signal` s for the district's
 :class:`~streams.lifecycle.AlertBook`.
 
+The value is pickled into the ``district-detection`` changelog through
+:meth:`DistrictDetection.encode`, which keeps it within its byte bound: the
+book holds no operator notes and bounded histories, and if the value is still
+too large it gives up closed alerts, evidence series and action histories
+before it would fail the write (:func:`streams.lifecycle.fit`).
+
 Detection runs on closed windows rather than single readings: its state changes
 (and is written) once per district-minute whatever the reading rate, and replay
 of a file goes through the same windows, so it raises the same alerts.
@@ -32,7 +38,7 @@ from detectors.forecast import CrossingWatch
 from detectors.thresholds import SilenceWatch, ThresholdDetector, ThresholdSpec, Transition
 from streams import metrics
 from streams.config import CityConfig, Sharing
-from streams.lifecycle import AlertBook, Names, Signal, Silence
+from streams.lifecycle import STATE_MAX_BYTES, AlertBook, Names, Signal, Silence, fit, pickled
 from streams.rules import ThresholdRules
 from streams.schemas import (
     AlertAction,
@@ -583,11 +589,34 @@ class DistrictDetection:
 
     # -- the table's codec ---------------------------------------------------------
     def dumps(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickled(self)
+
+    def encode(self, max_bytes: int = STATE_MAX_BYTES) -> tuple[bytes, list[str]]:
+        """The table value, shrunk to at most ``max_bytes`` if need be, and what was dropped.
+
+        The detectors are bounded by the rules; what can be given up is the alert
+        book's (:meth:`~streams.lifecycle.AlertBook.shrink_steps`, in that order),
+        then the recent minute values kept for evidence (new alerts show fewer
+        values until they build up again). Detection itself never loses state.
+        See :func:`streams.lifecycle.fit`.
+        """
+        steps = [
+            *self.book.shrink_steps(),
+            ("dropped the recent values of {n} series kept for evidence", self._forget_recent),
+        ]
+        return fit(self.dumps, steps, max_bytes)
+
+    def _forget_recent(self) -> int:
+        n = len(self.recent)
+        self.recent.clear()
+        return n
 
     @staticmethod
     def loads(data: bytes) -> DistrictDetection:
+        """A value as written by :meth:`dumps`; older values (whose alerts kept every
+        action's note) load too, and their notes are dropped."""
         value = pickle.loads(data)  # our own changelog topic, written by this code
         if not isinstance(value, DistrictDetection):
             raise TypeError(f"not a DistrictDetection: {type(value).__name__}")
+        value.book.upgrade()
         return value

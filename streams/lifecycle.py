@@ -18,16 +18,45 @@ keyed by district, next to that district's detectors.
   lower-grade alerts of the same root (the same domain) are marked
   ``inhibited_by`` that alert: still visible, not notified.
 - **Silences.** Maintenance windows from config and silences operators set
-  ("silence similar for 2 h") mark matching alerts ``silenced_by``.
+  ("silence similar for 2 h") mark matching alerts ``silenced_by``. A book
+  keeps at most :data:`MAX_SILENCES` operator silences (the oldest set goes
+  first), each comment cut to :data:`SILENCE_COMMENT_CHARS` characters.
+- **Actions and notes.** An alert keeps a compact history of its operator
+  actions: at most :data:`MAX_ACTIONS` records, none with its note (see
+  :func:`action_history`). Only the event an action causes carries that
+  action's note, on its last record. So each published event is bounded
+  whatever operators write, the book never stores a note, and a consumer that
+  shows a timeline takes each note from the event that carried it (the API's
+  alert detail and the console do; every event stays on
+  ``city.emergency-command``).
+
+Bounded table values
+====================
+
+Everything a table value holds is bounded by a constant or by the
+configuration, never by operator input or alert history. As a last line of
+defence a value is encoded with :func:`fit`: when its bytes exceed the bound
+(``CITYVITALS_STATE_MAX_BYTES``, default :data:`STATE_MAX_BYTES`; Kafka's own
+limit is 1 MiB) it drops the least important data, in a documented order per
+table, until it fits, and says what it dropped. Writers report that to
+:data:`DEGRADED` (the metric ``cityvitals_state_degraded_total{table}``, a
+warning in the log, and an audit record ``state_degraded`` on ``city.audit``)
+rather than failing the write and crashing the worker. :class:`AlertBook`'s
+order is in :meth:`AlertBook.shrink_steps`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
+import pickle
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from streams import metrics
 from streams.config import CityConfig, Sharing
 from streams.schemas import (
     GRADE_COLOURS_ZH,
@@ -37,13 +66,21 @@ from streams.schemas import (
     AlertEvent,
     AlertKind,
     AlertStatus,
+    AuditRecord,
     Evidence,
     Grade,
     Workflow,
 )
 
+log = logging.getLogger(__name__)
 RECENTLY_CLOSED = 64  # closed alerts kept per district, for late operator actions
-MAX_ACTIONS = 50  # actions kept on an alert (the audit trail keeps them all)
+MAX_ACTIONS = 50  # action records kept on an alert (city.emergency-command keeps them all)
+MAX_SILENCES = 32  # operator silences kept per district; the oldest set goes first
+SILENCE_COMMENT_CHARS = 200  # of the operator's note, kept as a silence's comment
+STATE_MAX_BYTES = 256 * 1024  # default bound of one table value (Kafka's limit is 1 MiB)
+# actions that acknowledge an alert: the first one is kept through any trimming, because
+# time-to-acknowledge (metrics, department performance) is read from the history
+ACKNOWLEDGING = frozenset({AlertActionType.ACKNOWLEDGE.value, AlertActionType.DISPATCH.value})
 
 KIND_ZH = {
     AlertKind.WARNING: "预警",
@@ -63,6 +100,172 @@ def fingerprint(district: str, street: str | None, key: str, rule: str) -> str:
     """The identity of a condition: the same inputs always give the same 16 hex digits."""
     text = "\x1f".join((district, street or "", key, rule))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- action history --------------------------------------------------------------------
+
+
+def _noteless(record: ActionRecord) -> ActionRecord:
+    return record if record.note is None else record.model_copy(update={"note": None})
+
+
+def _trim(records: list[ActionRecord], keep: int) -> list[ActionRecord]:
+    """At most ``keep`` (>= 2) records: the newest, and the first acknowledgement if any."""
+    if len(records) <= keep:
+        return records
+    first_ack = next((i for i, r in enumerate(records) if r.action in ACKNOWLEDGING), None)
+    if first_ack is None or first_ack >= len(records) - keep:
+        return records[-keep:]
+    return [records[first_ack], *records[len(records) - keep + 1 :]]
+
+
+def action_history(actions: Sequence[ActionRecord], record: ActionRecord) -> list[ActionRecord]:
+    """An alert's compact history with ``record`` appended: no notes, at most MAX_ACTIONS.
+
+    The oldest records go first, except the alert's first acknowledgement, which
+    time-to-acknowledge is measured from. An event carries this history with its
+    own action's note put back on the last record (:meth:`AlertBook.act`).
+    """
+    return _trim([*map(_noteless, actions), _noteless(record)], MAX_ACTIONS)
+
+
+# -- bounded table values --------------------------------------------------------------
+
+Step = tuple[str, Callable[[], int]]
+"""One way to shrink a value: a reason with ``{n}``, and a callable that drops one round
+of data and says how many items it dropped (0: nothing left to drop this way)."""
+
+
+def fit(
+    encode: Callable[[], bytes], steps: Sequence[Step], max_bytes: int
+) -> tuple[bytes, list[str]]:
+    """``encode()``, shrunk by ``steps`` in order until it is at most ``max_bytes``.
+
+    Returns the bytes and what was dropped, as human-readable reasons (empty
+    when the value fitted at once). A step runs again while the value is too
+    large and it still finds something to drop; the next step runs only when it
+    has nothing left. If every step is exhausted the value is returned anyway,
+    with a reason saying by how much it is over: what remains is bounded by the
+    configuration, and a failed write would stop the worker.
+    """
+    data = encode()
+    if len(data) <= max_bytes:
+        return data, []
+    before = len(data)
+    dropped: dict[str, int] = {}
+    for reason, step in steps:
+        while len(data) > max_bytes:
+            n = step()
+            if n <= 0:
+                break
+            dropped[reason] = dropped.get(reason, 0) + n
+            data = encode()
+        if len(data) <= max_bytes:
+            break
+    reasons = [f"{before:,} bytes is over the bound of {max_bytes:,}"]
+    reasons += [reason.format(n=n) for reason, n in dropped.items()]
+    if len(data) > max_bytes:
+        reasons.append(f"still {len(data):,} bytes after every reduction; written as it is")
+    else:
+        reasons.append(f"written at {len(data):,} bytes")
+    return data, reasons
+
+
+@dataclass
+class DegradeLog:
+    """Degraded table writes, counted and logged at once, published as audit records later.
+
+    A table codec calls :meth:`report` when :func:`fit` had to drop data; the
+    notifier's timer publishes :meth:`drain` on ``city.audit`` (action
+    ``state_degraded``, target ``<table>/<district>``). A value that keeps
+    growing past its bound degrades on every write: the metric counts each one,
+    the audit trail gets at most one record per table and district every
+    ``every_s`` seconds, saying how many writes it stands for.
+    """
+
+    every_s: float = 60.0
+    _pending: dict[tuple[str, str], tuple[int, list[str]]] = field(default_factory=dict)
+    _published: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def report(self, table: str, district: str, reasons: Sequence[str]) -> None:
+        metrics.state_degraded.labels(table).inc()
+        log.warning("table %s, district %s degraded: %s", table, district, "; ".join(reasons))
+        writes, _ = self._pending.get((table, district), (0, []))
+        self._pending[(table, district)] = (writes + 1, list(reasons))
+
+    def drain(self, now: float) -> list[AuditRecord]:
+        """Audit records of the degradations reported since the last one (rate-limited)."""
+        out = []
+        for key, (writes, reasons) in list(self._pending.items()):
+            if now - self._published.get(key, float("-inf")) < self.every_s:
+                continue
+            table, district = key
+            detail = "; ".join(reasons)
+            if writes > 1:
+                detail = f"{writes} writes degraded, the latest: {detail}"
+            out.append(
+                AuditRecord(
+                    at=datetime.fromtimestamp(now, UTC),
+                    user="worker",  # as the windows table's degradations are recorded
+                    role="system",
+                    action="state_degraded",
+                    target=f"{table}/{district}",
+                    detail=detail,
+                )
+            )
+            self._published[key] = now
+            del self._pending[key]
+        return out
+
+
+DEGRADED = DegradeLog()
+"""The worker's degraded table writes (codecs report, the notifier publishes)."""
+
+
+def pickled(value: object) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@dataclass
+class RecentIds:
+    """The last ``size`` ids added, as 8-byte digests in a ring allocated whole.
+
+    It pickles to the same bytes however many ids went through it, so a stream of
+    operator actions cannot make its table value grow, only turn the ring over.
+    """
+
+    size: int = 4 * RECENTLY_CLOSED
+    ring: bytearray = field(default_factory=bytearray)
+    at: int = 0  # the slot the next id goes to
+
+    def __post_init__(self) -> None:
+        if len(self.ring) != 8 * self.size:
+            self.ring = bytearray(8 * self.size)
+
+    @staticmethod
+    def _digest(text: str) -> bytes:
+        return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+    def __contains__(self, text: object) -> bool:
+        if not isinstance(text, str):
+            return False
+        digest = self._digest(text)
+        i = self.ring.find(digest)
+        while i != -1 and i % 8:  # a match straddling two slots is no match
+            i = self.ring.find(digest, i + 1)
+        return i != -1
+
+    def add(self, text: str) -> None:
+        self.ring[8 * self.at : 8 * self.at + 8] = self._digest(text)
+        self.at = (self.at + 1) % self.size
+
+    def __len__(self) -> int:
+        empty = bytes(8)
+        return sum(1 for i in range(0, len(self.ring), 8) if self.ring[i : i + 8] != empty)
+
+    def clear(self) -> None:
+        self.ring[:] = bytes(len(self.ring))
+        self.at = 0
 
 
 @dataclass(frozen=True)
@@ -161,13 +364,20 @@ class Names:
 
 @dataclass
 class AlertBook:
-    """One district's alerts: open ones by fingerprint, and the recently closed."""
+    """One district's alerts: open ones by fingerprint, and the recently closed.
+
+    Each alert is kept as its latest event with the compact action history (no
+    notes); at most :data:`RECENTLY_CLOSED` closed alerts, :data:`MAX_SILENCES`
+    operator silences and the last ``4 * RECENTLY_CLOSED`` applied action ids (a
+    fixed-size ring). Open alerts are bounded by the conditions the configuration
+    watches.
+    """
 
     district: str
     open: dict[str, AlertEvent] = field(default_factory=dict)
     closed: deque[AlertEvent] = field(default_factory=lambda: deque(maxlen=RECENTLY_CLOSED))
-    silences: list[Silence] = field(default_factory=list)  # set by operators
-    applied_actions: deque[str] = field(default_factory=lambda: deque(maxlen=4 * RECENTLY_CLOSED))
+    silences: list[Silence] = field(default_factory=list)  # set by operators, oldest first
+    applied_actions: RecentIds = field(default_factory=RecentIds)  # redeliveries apply once
 
     # -- signals ---------------------------------------------------------------
     def apply(
@@ -304,13 +514,17 @@ class AlertBook:
     def act(
         self, action: AlertAction, names: Names, config_silences: tuple[Silence, ...] = ()
     ) -> list[AlertEvent]:
-        """Apply an operator action; a repeated action (same id) changes nothing."""
+        """Apply an operator action; a repeated action (same id) changes nothing.
+
+        The event returned carries the action's note on its last action record;
+        the book keeps the alert without it (see :func:`action_history`).
+        """
         if action.action_id in self.applied_actions:
             return []
         alert = self.find(action.alert_id)
         if alert is None:
             return []
-        self.applied_actions.append(action.action_id)
+        self.applied_actions.add(action.action_id)
         record = ActionRecord(
             action_id=action.action_id,
             action=action.action.value,
@@ -320,11 +534,13 @@ class AlertBook:
             department=action.department,
             note=action.note,
         )
+        history = action_history(alert.actions, record)
         is_open = alert.fingerprint in self.open and self.open[alert.fingerprint] is alert
         update: dict[str, object] = {
             "sequence": alert.sequence + 1,
             "status": AlertStatus.UPDATED,
-            "actions": [*alert.actions, record][-MAX_ACTIONS:],
+            # the event this action causes is the only one that carries its note
+            "actions": [*history[:-1], record],
             "last_update": max(alert.last_update, action.at),
         }
         kind = action.action
@@ -349,27 +565,123 @@ class AlertBook:
                     district=alert.district,
                     street=alert.street,
                     rule=alert.evidence.rule,
-                    comment=action.note or "",
+                    comment=(action.note or "")[:SILENCE_COMMENT_CHARS],
                 )
             )
+            # the newest decisions win: a flood of silences cannot grow the book
+            del self.silences[:-MAX_SILENCES]
         event = alert.model_copy(update=update)
         if event.status is AlertStatus.RESOLVED or not is_open:
             zh, en = names.headlines(event)
             event = event.model_copy(update={"headline_zh": zh, "headline_en": en})
         else:
             event = self._marked(event, names, config_silences, action.at.timestamp())
+        kept = event if record.note is None else event.model_copy(update={"actions": history})
         if is_open and event.status is AlertStatus.RESOLVED:
             del self.open[alert.fingerprint]
-            self.closed.append(event)
+            self.closed.append(kept)
             return [
                 event,
                 *self._remark(names, config_silences, action.at.timestamp(), alert.fingerprint),
             ]
         if is_open:
-            self.open[alert.fingerprint] = event
+            self.open[alert.fingerprint] = kept
         else:
             self.closed = deque(
-                (event if a.alert_id == event.alert_id else a for a in self.closed),
+                (kept if a.alert_id == event.alert_id else a for a in self.closed),
                 maxlen=RECENTLY_CLOSED,
             )
         return [event]
+
+    # -- bounds ---------------------------------------------------------------------------
+    def upgrade(self) -> int:
+        """Bring a book restored from an older changelog value within today's bounds.
+
+        Older values kept every action's note on the alert; they are dropped here
+        (the events on ``city.emergency-command`` still carry them), and the
+        applied action ids move into a :class:`RecentIds`. Returns how many
+        alerts changed.
+        """
+        changed = 0
+        if not isinstance(self.applied_actions, RecentIds):
+            applied = RecentIds()
+            for action_id in self.applied_actions:
+                applied.add(action_id)
+            self.applied_actions = applied
+
+        def compact(alert: AlertEvent) -> AlertEvent:
+            nonlocal changed
+            if all(r.note is None for r in alert.actions) and len(alert.actions) <= MAX_ACTIONS:
+                return alert
+            changed += 1
+            kept = _trim([_noteless(r) for r in alert.actions], MAX_ACTIONS)
+            return alert.model_copy(update={"actions": kept})
+
+        self.open = {fp: compact(a) for fp, a in self.open.items()}
+        self.closed = deque(map(compact, self.closed), maxlen=RECENTLY_CLOSED)
+        self.silences = [
+            s
+            if len(s.comment) <= SILENCE_COMMENT_CHARS
+            else dataclasses.replace(s, comment=s.comment[:SILENCE_COMMENT_CHARS])
+            for s in self.silences[-MAX_SILENCES:]
+        ]
+        return changed
+
+    def shrink_steps(self) -> list[Step]:
+        """How this book gives way when its table value is over its bound, in order.
+
+        1. The oldest recently closed alerts (half of them each round): their
+           events are all published; only late operator actions on them need them.
+        2. The evidence series (``values``, ``members``) of open alerts: the
+           events already published keep them, and the next evidence brings new ones.
+        3. The action history of open alerts, down to the first acknowledgement
+           and the latest action (every action is still on the topic).
+        4. The ids of applied actions (a redelivered action could apply twice).
+        """
+        return [
+            (
+                "forgot the {n} oldest recently closed alerts (later actions on them are ignored)",
+                self._forget_closed,
+            ),
+            (
+                "dropped the evidence series of {n} open alerts until their next evidence",
+                self._drop_series,
+            ),
+            (
+                "cut the action history of {n} open alerts to the first acknowledgement and "
+                "the latest action (city.emergency-command keeps every action)",
+                self._cut_actions,
+            ),
+            (
+                "forgot the ids of {n} applied actions (a redelivered one could apply twice)",
+                self._forget_applied,
+            ),
+        ]
+
+    def _forget_closed(self) -> int:
+        n = (len(self.closed) + 1) // 2
+        for _ in range(n):
+            self.closed.popleft()
+        return n
+
+    def _drop_series(self) -> int:
+        n = 0
+        for fp, alert in list(self.open.items()):
+            if alert.evidence.values or alert.evidence.members:
+                evidence = alert.evidence.model_copy(update={"values": [], "members": []})
+                self.open[fp] = alert.model_copy(update={"evidence": evidence})
+                n += 1
+        return n
+
+    def _cut_actions(self) -> int:
+        n = 0
+        for fp, alert in list(self.open.items()):
+            if len(alert.actions) > 2:
+                self.open[fp] = alert.model_copy(update={"actions": _trim(alert.actions, 2)})
+                n += 1
+        return n
+
+    def _forget_applied(self) -> int:
+        n = len(self.applied_actions)
+        self.applied_actions.clear()
+        return n

@@ -80,6 +80,44 @@ duplicates_skipped = Counter(
     subsystem="ingest",
     registry=REGISTRY,
 )
+# -- records ahead of their stream, failures isolated, pauses -------------------------
+held_records = Counter(
+    "held_records",
+    "Records ahead of their district's stream, by what became of them: held, confirmed "
+    "(their stream caught up or went on from them), dropped (dead-lettered), full (no room "
+    "to hold them: dead-lettered at once).",
+    ["outcome"],
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+)
+batch_failures = Counter(
+    "batch_failures",
+    "Batches whose handling failed in a way no check foresaw, by what was done: "
+    "split (retried in halves) or isolated (one record dead-lettered as unprocessable).",
+    ["outcome"],
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+)
+state_degraded = Counter(
+    "state_degraded",
+    "Table values cut down to stay within their bound, by table (each also an audit "
+    "record with what was dropped and why).",
+    ["table"],
+    namespace=NAMESPACE,
+    subsystem="pipeline",
+    registry=REGISTRY,
+)
+batch_retries = Counter(
+    "batch_retries",
+    "Batches read again, by why: broker (unavailable, the batch is retried) or pause "
+    "(the worker was paused mid-batch and may have lost its partitions).",
+    ["reason"],
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+)
 batch_size = Histogram(
     "batch_size_events",
     "Events per processed batch.",
@@ -284,6 +322,13 @@ for _family in DETECTOR_FAMILIES:
 for _table in TABLES:
     table_keys.labels(_table)
     table_value_bytes.labels(_table)
+    state_degraded.labels(_table)
+for _outcome in ("held", "confirmed", "dropped", "full"):
+    held_records.labels(_outcome)
+for _outcome in ("split", "isolated"):
+    batch_failures.labels(_outcome)
+for _reason in ("broker", "pause"):
+    batch_retries.labels(_reason)
 
 FAUST_PREFIX = "cityvitals_faust"
 
@@ -305,3 +350,28 @@ def faust_monitor() -> PrometheusMonitor:
     from faust.sensors.prometheus import PrometheusMonitor
 
     return PrometheusMonitor(metrics=_faust_metrics())
+
+
+# --- bounded table values (streams.lifecycle.fit) -------------------------------------------
+# One changelog record per table value: Kafka refuses a record over its message size
+# limit, and a refused changelog write stops the worker. This shows how close each table
+# comes; ``state_degraded`` (above) counts the values that had to be shrunk to fit.
+table_value_max_bytes = Gauge(
+    "table_value_max_bytes",
+    "Largest serialised value written to a Faust table since the worker started, by table.",
+    ["table"],
+    namespace=NAMESPACE,
+    subsystem="pipeline",
+    registry=REGISTRY,
+)
+_table_value_max: dict[str, int] = {}
+for _table in TABLES:
+    table_value_max_bytes.labels(_table).set(0)
+
+
+def observe_table_value(table: str, size: int) -> None:
+    """One value of ``size`` bytes written to ``table``: its size histogram and the maximum."""
+    table_value_bytes.labels(table).observe(size)
+    if size > _table_value_max.get(table, -1):
+        _table_value_max[table] = size
+        table_value_max_bytes.labels(table).set(size)

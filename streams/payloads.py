@@ -9,7 +9,7 @@ on the arguments only, so re-rendering gives the same bytes.
 format         content type            body
 =============  ======================  ==================================================
 native         application/json        cityvitals envelope (below) holding the
-                                       :class:`~streams.schemas.AlertEvent` s unchanged
+                                       :class:`~streams.schemas.AlertEvent` s as given
 alertmanager   application/json        Alertmanager's webhook payload, version ``4``, so
                                        receivers built for Alertmanager work unchanged
 cap            application/cap+xml     one CAP 1.2 message per alert
@@ -36,9 +36,21 @@ Native envelope
 
 ``version`` ``"1"``, ``receiver``, ``status``, ``group_key``, ``group_labels``,
 ``title_zh`` / ``title_en`` (the group's headline), ``console_url``,
-``truncated_alerts``, ``alerts`` (the alert events as on
-``city.emergency-command``), ``links`` (alert id → console link) and
-``respond_links`` (alert id → responder link, see below).
+``truncated_alerts``, ``alerts`` (the alert events as given; ``None`` fields
+left out), ``links`` (alert id → console link) and ``respond_links`` (alert id →
+responder link, see below).
+
+What the notifier gives
+=======================
+
+A planned notification carries slim alerts (:class:`streams.notify.AlertBrief`):
+each alert's latest event without its action history (operators' notes never
+leave the command centre in a notification) and without the evidence series,
+with at most six composite member signals (one per domain first) and the
+evidence detail cut to 300 characters. Every format here needs no more: the
+headline, grade, place, kind, rule, observed value, aggregate, threshold,
+window, forecast, times and links are all kept; CAP's description then has no
+"recent values" line, and its categories still name every domain involved.
 
 Responder links
 ===============

@@ -19,7 +19,6 @@ All values are JSON (UTF-8). Times are ISO 8601 with a time zone.
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
@@ -122,6 +121,9 @@ class DeadLetterReason(StrEnum):
     SCHEMA = "schema"
     WRONG_TYPE = "wrong_type"
     NOT_FINITE = "not_finite"
+    TOO_LARGE = "too_large"  # over CITYVITALS_MAX_EVENT_BYTES or CITYVITALS_MAX_ATTRIBUTES_BYTES
+    TOO_DEEP = "too_deep"  # nested deeper than CITYVITALS_MAX_DEPTH
+    DUPLICATE_KEY = "duplicate_key"  # a JSON object names one key twice
     UNKNOWN_DISTRICT = "unknown_district"
     UNKNOWN_STREET = "unknown_street"
     UNKNOWN_INDICATOR = "unknown_indicator"
@@ -129,27 +131,77 @@ class DeadLetterReason(StrEnum):
     KEY_MISMATCH = "key_mismatch"
     UNKNOWN_UNIT = "unknown_unit"
     OUT_OF_RANGE = "out_of_range"
-    FUTURE_EVENT_TIME = "future_event_time"
+    FUTURE_EVENT_TIME = "future_event_time"  # ahead of the clock, or of its stream
+    TOO_OLD = "too_old"  # older than CITYVITALS_MAX_AGE_S
     LATE = "late"
+    UNPROCESSABLE = "unprocessable"  # failed in a way no check foresaw; ``stage`` says where
+
+
+class DeadLetterStage(StrEnum):
+    """Where in the worker a record was rejected."""
+
+    DECODE = "decode"  # size, nesting, JSON, schema
+    VALIDATE = "validate"  # the city's catalogue, units, ranges, the clock
+    DEIDENTIFY = "deidentify"
+    READING = "reading"  # building and serialising the Reading
+    WINDOW = "window"  # event time against the windows and the stream's progress
+    BATCH = "batch"  # isolated by retrying a failing batch in halves
+    ACTION = "action"  # an operator action on city.alert-actions
+
+
+#: the stage each reason is found at, unless the dead letter says otherwise
+REASON_STAGE: dict[DeadLetterReason, DeadLetterStage] = {
+    **{
+        r: DeadLetterStage.DECODE
+        for r in (
+            DeadLetterReason.BAD_JSON,
+            DeadLetterReason.SCHEMA,
+            DeadLetterReason.WRONG_TYPE,
+            DeadLetterReason.NOT_FINITE,
+            DeadLetterReason.TOO_LARGE,
+            DeadLetterReason.TOO_DEEP,
+            DeadLetterReason.DUPLICATE_KEY,
+        )
+    },
+    **{
+        r: DeadLetterStage.VALIDATE
+        for r in (
+            DeadLetterReason.UNKNOWN_DISTRICT,
+            DeadLetterReason.UNKNOWN_STREET,
+            DeadLetterReason.UNKNOWN_INDICATOR,
+            DeadLetterReason.WRONG_TOPIC,
+            DeadLetterReason.KEY_MISMATCH,
+            DeadLetterReason.UNKNOWN_UNIT,
+            DeadLetterReason.OUT_OF_RANGE,
+            DeadLetterReason.FUTURE_EVENT_TIME,
+            DeadLetterReason.TOO_OLD,
+        )
+    },
+    DeadLetterReason.LATE: DeadLetterStage.WINDOW,
+    DeadLetterReason.UNPROCESSABLE: DeadLetterStage.BATCH,
+}
 
 
 class DeadLetter(_Message):
-    """A rejected event: the original bytes, the reason, and where it came from."""
+    """A rejected record: why, where it came from, and its bytes, sealed.
+
+    The original key and value may hold personal data (that is often why they
+    failed), so they are not published in the clear: ``sealed`` is the
+    original record encrypted with the dead-letter key
+    (:mod:`streams.sealing`), which whoever repairs and replays dead letters
+    holds; ``preview`` is the start of the value as text with personal
+    identifiers pseudonymised, for reading without the key. ``detail`` is
+    scrubbed the same way.
+    """
 
     reason: DeadLetterReason
+    stage: DeadLetterStage
     detail: str
     origin: Origin
-    key_b64: str | None = None
-    original_b64: str
+    size: int  # bytes of the original value
+    preview: str
+    sealed: str  # base64 of the sealed original key and value
     dead_lettered_at: datetime
-
-    @property
-    def original(self) -> bytes:
-        return base64.b64decode(self.original_b64)
-
-    @property
-    def key(self) -> bytes | None:
-        return None if self.key_b64 is None else base64.b64decode(self.key_b64)
 
 
 class WindowStats(_Message):
@@ -291,7 +343,13 @@ class Evidence(_Message):
 
 
 class ActionRecord(_Message):
-    """An operator action as the alert remembers it."""
+    """An operator action as the alert remembers it.
+
+    ``note`` is set only on the last record of the event the action caused: an
+    alert's history of earlier actions carries no notes, so an event stays
+    bounded whatever operators write. The alert's timeline (all its events)
+    holds every note: the API's alert detail puts them back on the records.
+    """
 
     action_id: str
     action: str
@@ -332,6 +390,8 @@ class AlertEvent(_Message):
     headline_zh: str
     headline_en: str
     workflow: Workflow = Workflow.OPEN
+    # the compact history (at most MAX_ACTIONS, no notes), then the action that caused
+    # this event with its note; see ActionRecord and streams.lifecycle.action_history
     actions: list[ActionRecord] = Field(default_factory=list)
     # an open red alert of the same root in the district (notifications skip this one)
     inhibited_by: str | None = None
@@ -357,14 +417,15 @@ class AlertAction(_Message):
     several workers share the partitions.
     """
 
-    action_id: str
+    # the strings an alert keeps in its history are bounded, like the note
+    action_id: Annotated[str, Field(max_length=200)]
     alert_id: str
     district: str
     action: AlertActionType
-    actor: str
-    role: str
+    actor: Annotated[str, Field(max_length=200)]
+    role: Annotated[str, Field(max_length=64)]
     at: AwareDatetime
-    department: str | None = None  # dispatch: to whom
+    department: Annotated[str, Field(max_length=64)] | None = None  # dispatch: to whom
     note: Annotated[str, Field(max_length=4000)] | None = None
     silence_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None  # silence: how long
     source_ip: str | None = None
@@ -394,6 +455,11 @@ class Notification(_Message):
     ``notification_id`` is the idempotency key: a digest of the receiver, the
     group and the exact alert events, so planning the same notification again
     (after a crash) gives the same key.
+
+    ``alerts`` are slim: each alert's latest event without its action history
+    and evidence series, with at most a few composite members (see
+    :class:`streams.notify.AlertBrief`), so a record stays far below Kafka's
+    message size. The console link of each alert leads to the whole of it.
     """
 
     notification_id: str
@@ -404,7 +470,7 @@ class Notification(_Message):
     status: Literal["firing", "resolved"]
     reason: str  # "group_wait", "group_interval", "repeat", "escalation:district", ...
     alerts: list[AlertEvent]  # the most serious first, at most MAX_NOTIFIED of a group
-    truncated_alerts: int = 0  # alerts of the group left out of ``alerts``
+    truncated_alerts: int = 0  # alerts of the group left out of ``alerts`` (counted only)
     district: str
     created_at: AwareDatetime
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.config import DEFAULT_CONFIG_DIR
@@ -91,12 +91,62 @@ class Settings(BaseSettings):
     max_future_s: float = Field(
         300.0, ge=0, description="how far ahead of the clock an event time may be"
     )
+    max_age_s: float = Field(
+        30 * 86400.0,
+        gt=0,
+        description="how far behind the clock an event time may be (raise it for back-fills)",
+    )
+    max_ahead_s: float = Field(
+        60.0,
+        gt=0,
+        description="how far ahead of its district's stream (plus the wall time elapsed) an "
+        "event time may be before the record waits for its stream to confirm it",
+    )
+    hold_max_bytes: int = Field(
+        64 * 1024, ge=0, description="bytes of records held back per district, at most"
+    )
+    max_open_windows: int = Field(
+        24 * 60,
+        ge=2,
+        description="open windows per district; beyond it the oldest are closed (degraded)",
+    )
+
+    state_max_bytes: int = Field(
+        256 * 1024,
+        ge=16 * 1024,
+        description="bytes of one detection or notification table value (one changelog "
+        "record; keep it under the broker's message.max.bytes); a larger value is shrunk in "
+        "its documented order and audited as state_degraded",
+    )
+
+    # --- limits on one record ---------------------------------------------------------
+    max_event_bytes: int = Field(64 * 1024, ge=1024, description="bytes of one input record")
+    max_attributes_bytes: int = Field(
+        16 * 1024, ge=64, description="bytes of an event's attributes as published"
+    )
+    max_depth: int = Field(8, ge=3, le=64, description="JSON nesting depth of one input record")
 
     # --- privacy -------------------------------------------------------------------
     deid_key: SecretStr = Field(
         SecretStr("cityvitals-demo-key-change-me"),
         description="HMAC key for pseudonyms of personal identifiers; set your own in production",
     )
+    deadletter_key: SecretStr | None = Field(
+        None,
+        description="key that seals dead letters' original records; default: derived from the "
+        "de-identification key",
+    )
+
+    @model_validator(mode="after")
+    def _ahead_within_lateness(self) -> Settings:
+        # a record may move its stream's mark by up to max_ahead_s on its own: more than
+        # the lateness would let it close windows that in-order records still fall in
+        if self.max_ahead_s >= self.allowed_lateness_s > 0:
+            raise ValueError(
+                f"CITYVITALS_MAX_AHEAD_S ({self.max_ahead_s:g}) must be less than "
+                f"CITYVITALS_ALLOWED_LATENESS_S ({self.allowed_lateness_s:g})"
+            )
+        return self
 
     @property
     def roles_path(self) -> Path:

@@ -10,11 +10,24 @@ an event on two cores, several times the work the handler does; reading
 partitions in bulk removes that cost while the state still lives in a Faust
 table and moves with its partition.
 
+Time for the idle rules is :class:`LiveClock` time: wall seconds during which
+the process actually ran. A pause (a VM freeze, SIGSTOP, a long GC, a blocked
+event loop) counts for at most a couple of seconds, so a worker that wakes up
+does not take its own absence for the city's silence. A pause longer than half
+the session timeout also makes the feed stop handling input until the consumer
+group has had time to say whether this worker still owns its partitions (a
+rebalance moves them, or the session turns out to have survived): another
+worker may have taken them over meanwhile, and writing stale state after it
+would be a zombie's write. Whether the input is read to its end is asked of
+the broker (:meth:`InputFeed.caught_up`): a fetch answered after the question
+was put, with nothing beyond what was handled.
+
 Progress is committed as Kafka consumer offsets of a group of its own,
 ``<app id>-input``, which never has members (manual assignment), so it works
-alike on Apache Kafka and on the embedded broker. The order per batch is:
-outputs acknowledged, table written, then (after the table's changelog is
-flushed) offsets committed. A crash anywhere in between redelivers events that
+alike on Apache Kafka and on the embedded broker. The order is: per batch,
+outputs acknowledged and table values updated; then, at most once a second,
+the table's changelog written and flushed (``flush_state``) and offsets
+committed. A crash anywhere in between redelivers events that
 the table recognises by their offsets (:mod:`streams.windows`), so nothing is
 lost and nothing is counted twice.
 """
@@ -25,6 +38,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -50,6 +65,75 @@ class Record(Protocol):
 Handler = Callable[[Sequence[Record]], Awaitable[None]]
 
 
+class Fenced(Exception):
+    """The worker was paused long enough to have lost its partitions: write nothing."""
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure of the broker or the network, which passes: retry, never dead-letter.
+
+    A record too large for the broker is no such failure: retrying changes nothing.
+    """
+    from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+
+    if isinstance(exc, MessageSizeTooLargeError | RecordTooLargeError):
+        return False
+    return isinstance(exc, KafkaError | asyncio.TimeoutError | ConnectionError)
+
+
+class LiveClock:
+    """Seconds during which this process ran: a pause counts for at most ``cap_s``.
+
+    A thread of its own ticks four times a second and records every gap longer
+    than ``pause_s``. A thread, not a task: a batch that keeps the event loop
+    busy for seconds is work, not a pause (the consumer group's heartbeats run
+    in Faust's consumer thread meanwhile), while a stopped or frozen process
+    stops every thread.
+    """
+
+    def __init__(self, cap_s: float = 2.0, pause_s: float = 3.0, step_s: float = 0.25) -> None:
+        self.cap_s = cap_s
+        self.pause_s = pause_s
+        self.step_s = step_s
+        self._last = time.monotonic()
+        self._live = 0.0
+        self.pauses = 0
+        self.last_pause_end = -math.inf  # monotonic time the last pause ended
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> float:
+        now = time.monotonic()
+        gap = now - self._last
+        if gap > self.pause_s:
+            self.pauses += 1
+            self.last_pause_end = now
+            log.warning("the worker was paused for %.1f s", gap)
+        self._live += min(gap, self.cap_s)
+        self._last = now
+        return self._live
+
+    def now(self) -> float:
+        return self._live + min(time.monotonic() - self._last, self.cap_s)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._last = time.monotonic()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._ticker, name="live-clock", daemon=True)
+            self._thread.start()
+
+    async def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=2)
+            self._thread = None
+
+    def _ticker(self) -> None:
+        while not self._stop.wait(self.step_s):
+            self.tick()
+
+
 class InputFeed:
     """Consumes the input topics' partitions this worker owns; commits after each batch.
 
@@ -73,8 +157,14 @@ class InputFeed:
         commit_interval_s: float = 1.0,
         on_crash: Callable[[BaseException], Awaitable[None]] | None = None,
         advance_on_handle: bool = True,
+        session_timeout_s: float = 6.0,
+        clock: LiveClock | None = None,
     ) -> None:
         self.topics = tuple(topics)
+        self.clock = clock or LiveClock(pause_s=max(1.0, session_timeout_s / 2))
+        # after a pause, how long the group may take to say whether we lost our partitions
+        self.fence_s = 2 * session_timeout_s
+        self._fenced_pause = 0  # pauses settled: a rebalance or no rebalance followed them
         # False: a record counts as done only when the handler's owner says so
         # (:meth:`advance`), e.g. once a delivery it started has finished
         self.advance_on_handle = advance_on_handle
@@ -137,6 +227,7 @@ class InputFeed:
         await self.producer.start()
         await self.consumer.start()
         self._started = True
+        self.clock.start()
         self._task = asyncio.create_task(self._guarded_run(), name="input-feed")
 
     async def stop(self) -> None:
@@ -150,6 +241,7 @@ class InputFeed:
                     await self._commit(force=True)
             await self.consumer.stop()
             await self.producer.stop()
+            await self.clock.stop()
             self._started = False
 
     @property
@@ -163,8 +255,11 @@ class InputFeed:
         async with self.lock:
             if parts == self.partitions:
                 return
-            await self._commit(force=True)
+            await self._try_commit(force=True)
             self._generation += 1
+            # a reassignment restarts from committed offsets and recovered state: whatever
+            # a pause before it put in doubt is settled
+            self._fenced_pause = self.clock.pauses
             self.partitions = parts
             # a partition moved to another worker is that worker's to report: a last
             # value left here would be summed with the new owner's
@@ -214,10 +309,58 @@ class InputFeed:
                 await self.on_crash(exc)
             raise
 
+    def fenced(self) -> bool:
+        """Whether a recent pause leaves it open if this worker still owns its partitions.
+
+        A pause longer than half the session timeout may have cost the worker its
+        group membership, and another worker its partitions. Until ``fence_s``
+        seconds have passed without a rebalance (the group kept us), or a rebalance
+        has reassigned the partitions, nothing is handled or written.
+        """
+        clock = self.clock
+        if clock.pauses == self._fenced_pause:
+            return False
+        if time.monotonic() - clock.last_pause_end < self.fence_s:
+            return True
+        self._fenced_pause = clock.pauses
+        log.info("no rebalance followed the pause: this worker kept its partitions")
+        return False
+
+    def caught_up(self, partitions: Iterable[int], since: float) -> bool:
+        """Whether the broker, answering after ``since`` (wall seconds), holds nothing
+        more on ``partitions`` of the input topics than this worker has handled.
+
+        The high watermark of a Fetch response is the log end, on every broker; one
+        processed after ``since`` comes from a fetch at least as recent as the
+        previous poll.
+        """
+        if self._consumer is None or self.fenced():
+            return False
+        since_ms = since * 1000
+        wanted = frozenset(partitions)
+        for tp, done in self._done.items():
+            if tp.partition not in wanted:
+                continue
+            highwater = self._consumer.highwater(tp)
+            polled = self._consumer.last_poll_timestamp(tp)
+            if highwater is None or polled is None or polled < since_ms or highwater > done:
+                return False
+        return True
+
+    def _rewind(self) -> None:
+        """Read again from the last handled offsets (a fetch was taken and not handled)."""
+        for tp, done in self._done.items():
+            with contextlib.suppress(Exception):  # a partition unassigned meanwhile
+                self.consumer.seek(tp, done)
+
     async def _run(self) -> None:
+        backoff = 0.5
         while True:
             await self._assigned.wait()
             generation = self._generation
+            if self.fenced():
+                await asyncio.sleep(0.2)
+                continue
             try:
                 fetched = await self.consumer.getmany(
                     timeout_ms=self.batch_within_ms, max_records=self.batch_max
@@ -231,12 +374,33 @@ class InputFeed:
                     continue  # assigned anew meanwhile: positions were reset
                 records = [r for batch in fetched.values() for r in batch]
                 if records:
-                    await self.handler(records)
+                    if self.fenced():
+                        self._rewind()
+                        continue
+                    try:
+                        await self.handler(records)
+                    except Fenced:
+                        log.warning("paused mid-batch: the batch is dropped and read again")
+                        self._rewind()
+                        continue
+                    except Exception as exc:
+                        if not transient(exc):
+                            raise
+                        log.warning(
+                            "broker unavailable (%s); the batch is read again in %.1f s",
+                            type(exc).__name__,
+                            backoff,
+                        )
+                        self._rewind()
+                        await asyncio.sleep(backoff)
+                        backoff = min(30.0, backoff * 2)
+                        continue
+                    backoff = 0.5
                     if self.advance_on_handle:
                         for tp, batch in fetched.items():
                             self._done[tp] = batch[-1].offset + 1
                 self._report_lag()
-                await self._commit()
+                await self._try_commit()
 
     def _report_lag(self) -> None:
         for tp, done in self._done.items():
@@ -251,9 +415,21 @@ class InputFeed:
         if tp in self._done and next_offset > self._done[tp]:
             self._done[tp] = next_offset
 
+    async def _try_commit(self, force: bool = False) -> None:
+        """Commit, or leave the offsets for a later commit while the broker is away: a
+        batch handled and not committed is read again (at least once), never lost."""
+        try:
+            await self._commit(force)
+        except Fenced:
+            log.info("offsets not committed: a pause left it open whether this worker owns them")
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            log.warning("offsets not committed (%s); a later commit takes them", type(exc).__name__)
+
     async def _commit(self, force: bool = False) -> None:
         offsets = {tp: o for tp, o in self._done.items() if self._committed.get(tp) != o}
-        if not offsets:
+        if not offsets or (self.fenced() and not force):
             return
         now = time.monotonic()
         if not force and now - self._last_commit < self.commit_interval_s:
@@ -292,8 +468,13 @@ class Outputs:
     def __len__(self) -> int:
         return sum(len(r) for r in self._records.values())
 
-    async def send(self) -> None:
-        """Send everything and wait until the broker has acknowledged all of it."""
+    async def send(self, *, wait: bool = True, counted: bool = True) -> list[asyncio.Future[Any]]:
+        """Send everything and wait until the broker has acknowledged all of it.
+
+        ``wait=False``: hand everything to the producer and return the futures of the
+        acknowledgements instead. ``counted=False``: not output records (a table's
+        changelog): leave them out of ``cityvitals_pipeline_events_out_total``.
+        """
         futures: list[asyncio.Future[Any]] = []
         for topic, records in self._records.items():
             count = self._counts.get(topic)
@@ -314,8 +495,10 @@ class Outputs:
                         if batch.append(key=key, value=value, timestamp=None) is None:
                             raise ValueError(f"a record for {topic} is larger than a whole batch")
                 futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-        sent = {topic: len(records) for topic, records in self._records.items()}
+        sent = {topic: len(r) for topic, r in self._records.items()} if counted else {}
         self._records.clear()
+        if not wait:
+            return futures
         if futures:
             await asyncio.gather(*futures)
         for topic, n in sent.items():
@@ -323,6 +506,7 @@ class Outputs:
             if counter is None:
                 counter = _EVENTS_OUT[topic] = metrics.events_out.labels(topic)
             counter.inc(n)
+        return []
 
 
 @functools.lru_cache(maxsize=4096)

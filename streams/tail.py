@@ -3,7 +3,9 @@
 Reads the API's live stream (``/api/v1/stream``) with the caller's token, so
 the scopes are the server's; prints one line per alert event in the grade's
 colour, and reconnects with ``Last-Event-ID`` after a dropped connection or a
-worker restart, so no event is missed or shown twice.
+worker restart, so no event is missed or shown twice. An operator's note is
+shown with the event its action caused, the only event that carries it, so
+every note appears once (its first line, cut to :data:`NOTE_CHARS`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ STYLE = {
     Grade.III: "bold black on yellow",
     Grade.IV: "bold white on blue",
 }
+NOTE_CHARS = 120  # of a note's first line, on the event's line
 WORD = {
     "zh": {1: "红色", 2: "橙色", 3: "黄色", 4: "蓝色"},
     "en": {1: "red", 2: "orange", 3: "yellow", 4: "blue"},
@@ -56,6 +59,10 @@ def render(event: AlertEvent, lang: str = "en") -> Text:
     if event.actions:
         last = event.actions[-1]
         line.append(f"  {last.action} by {last.actor}", style="italic")
+        if last.note:
+            first = last.note.strip().splitlines()[0] if last.note.strip() else ""
+            more = len(first) > NOTE_CHARS or first != last.note.strip()
+            line.append(f": {first[:NOTE_CHARS]}{'…' if more else ''}", style="italic")
     if event.silenced_by or event.inhibited_by:
         line.append("  (muted)", style="dim")
     return line

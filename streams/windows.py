@@ -20,8 +20,24 @@ So each source topic has its own watermark, and windows close on the *lowest*
 watermark among the sources that are currently active (they delivered an event
 for this district recently, in wall time). A source that goes quiet stops
 holding the others back; a district that stays silent for ``idle_close_s``
-seconds of wall time has all its open windows closed, so the last minutes of a
+seconds of wall time has its open windows closed, so the last minutes of a
 quiet district are still published.
+
+No single record moves the district on its own (:meth:`DistrictWindows.admit`).
+A record more than ``max_ahead_s`` ahead of the newest event time the district
+has counted is *held* (kept in this state, not counted) until its own stream
+says whether it was right: the next record of the same source confirms it when
+it is not more than ``max_ahead_s`` earlier nor more than ``CONFIRM_WITHIN_S``
+later (the stream really jumped, as after a gap, and goes on from there), and
+contradicts it when it is earlier (a clock far ahead, a mistyped date: the held
+record is dead-lettered). A next record more than ``CONFIRM_WITHIN_S`` later
+decides nothing about the held one, since two mistyped dates in a row lie days
+apart: both wait, each for its own verdict, and a held record is counted as soon
+as its stream or another one catches up with it. A sparse source read ahead of
+its district in a catch-up (an hour and more between its records) so keeps
+every record until the district reaches them.
+``max_ahead_s`` is below the allowed lateness, so a record a stream counts can
+never close a window that in-order records of the district still fall in.
 """
 
 from __future__ import annotations
@@ -29,7 +45,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+# how much later than a held record the next record of its stream may be and still
+# confirm it: a busy source's records follow each other within minutes, while two
+# wrong dates in a row (a day and time drawn anew each time) are days apart; a record
+# further ahead than that is held as well, and the earlier one waits on
+CONFIRM_WITHIN_S = 3600.0
 
 STREET_SEP = "@"  # "<indicator>@<street>": a street's own aggregate of an indicator
 
@@ -73,6 +96,20 @@ def _rolled(rows: list[list[float]]) -> Agg:
     return [sum(counts), sum(sums), min(lows), max(highs)]
 
 
+# a held record: [event time, source, payload]; the payload is the caller's (JSON-able)
+Held = list[Any]
+
+
+@dataclass
+class Admission:
+    """What :meth:`DistrictWindows.admit` decided about one record and the held ones."""
+
+    # "count", "hold" or "full" (ahead, and no room to hold it)
+    verdict: str
+    confirmed: list[Held] = field(default_factory=list)  # held records to count first
+    contradicted: list[tuple[Held, str]] = field(default_factory=list)  # to dead-letter, why
+
+
 @dataclass(frozen=True)
 class ClosedWindow:
     """A minute that closed: its aggregates and the rolling view ending with it."""
@@ -99,11 +136,109 @@ class DistrictWindows:
     history: dict[str, list[list[float]]] = field(default_factory=dict)
     #: "topic:partition" -> highest offset applied
     applied: dict[str, int] = field(default_factory=dict)
+    #: source topic -> records held back as too far ahead, in arrival order (see :meth:`admit`)
+    held: dict[str, list[Held]] = field(default_factory=dict)
+    #: the newest event time counted from any source
+    top: float = -math.inf
 
     @property
     def watermark(self) -> float:
         """The highest event time seen from any source."""
-        return max(self.marks.values(), default=-math.inf)
+        return self.top
+
+    # --- records ahead of the district ------------------------------------------------
+    def admit(
+        self,
+        event_time: float,
+        source: str,
+        payload: Any,
+        size: int,
+        max_ahead_s: float,
+        hold_max_bytes: int,
+    ) -> Admission:
+        """Whether to count a valid record now, and what becomes of the held ones.
+
+        Call it for every valid record before :meth:`add`; the caller counts the
+        confirmed records (first) and this one if the verdict is ``count``, and
+        dead-letters the contradicted ones. ``size`` is what holding the record
+        costs (its payload's bytes); at most ``hold_max_bytes`` are held. A caller
+        may pass ``payload`` as None and set it (``held[source][-1][2]``) once the
+        verdict is ``hold``, when making it costs more than deciding.
+        """
+        out = Admission("count")
+        reference = self.top
+        waiting: list[Held] = []
+        reached = -math.inf  # the newest held record of this stream that it confirms
+        for mine in self.held.pop(source, []):
+            if event_time < mine[0] - max_ahead_s:
+                out.contradicted.append(
+                    (
+                        mine,
+                        f"the next record of its stream, at {_iso(event_time)}, is "
+                        f"{mine[0] - event_time:.0f} s earlier",
+                    )
+                )
+            elif event_time <= mine[0] + CONFIRM_WITHIN_S:
+                out.confirmed.append(mine)
+                reached = max(reached, mine[0])
+            else:
+                waiting.append(mine)  # too far past it to vouch for it either way
+        if waiting:
+            self.held[source] = waiting
+        reference = max(reference, reached)
+        if reference == -math.inf or event_time > reference + max_ahead_s:
+            if self.held_bytes() + size > hold_max_bytes:
+                out.verdict = "full"
+            else:
+                self.held.setdefault(source, []).append([event_time, source, payload, size])
+                out.verdict = "hold"
+        else:
+            reference = max(reference, event_time)
+        if reference > -math.inf:
+            # held records the district (or this stream) has now caught up with
+            for other, records in list(self.held.items()):
+                keep = [h for h in records if h[0] > reference + max_ahead_s]
+                out.confirmed.extend(h for h in records if h[0] <= reference + max_ahead_s)
+                if keep:
+                    self.held[other] = keep
+                else:
+                    del self.held[other]
+        return out
+
+    def held_bytes(self) -> int:
+        return sum(h[3] for records in self.held.values() for h in records)
+
+    def held_records(self) -> list[Held]:
+        return [h for records in self.held.values() for h in records]
+
+    def settle_held(
+        self, now: float, max_ahead_s: float, quiet_s: float
+    ) -> tuple[list[Held], list[tuple[Held, str]]]:
+        """The district went quiet: count the held records it reached, drop the rest.
+
+        A held record is counted when it lies within ``max_ahead_s`` of what the
+        district counted, or when the district counted nothing and the record is a
+        fresh one by the clock (no older than the quiet spell, not ahead of it).
+        Anything else waited for a confirmation that never came.
+        """
+        counted: list[Held] = []
+        dropped: list[tuple[Held, str]] = []
+        for held in self.held_records():
+            t = held[0]
+            if (self.top > -math.inf and t <= self.top + max_ahead_s) or (
+                now - quiet_s - max_ahead_s <= t <= now + max_ahead_s
+            ):
+                counted.append(held)
+            else:
+                dropped.append(
+                    (
+                        held,
+                        f"the district went quiet at {_iso(self.top)} without another record "
+                        "of its stream to confirm it",
+                    )
+                )
+        self.held.clear()
+        return counted, dropped
 
     # --- exactly-once bookkeeping --------------------------------------------------
     def is_applied(self, tp: str, offset: int) -> bool:
@@ -150,6 +285,8 @@ class DistrictWindows:
                 add_to(agg, value)
         if event_time > self.marks.get(source, -math.inf):
             self.marks[source] = event_time
+            if event_time > self.top:
+                self.top = event_time
         return True
 
     # --- closing -----------------------------------------------------------------
@@ -169,9 +306,20 @@ class DistrictWindows:
         watermark = min(self.marks.get(s, -math.inf) for s in sources)
         return self._close(lambda start: start + self.window_s + lateness_s <= watermark)
 
-    def close_all(self) -> list[ClosedWindow]:
-        """Close every open window (the district went quiet)."""
-        return self._close(lambda start: True)
+    def close_all(self, until: float = math.inf) -> list[ClosedWindow]:
+        """Close every open window ending by ``until`` (the district went quiet).
+
+        The worker passes the clock: a window whose end is still ahead of the
+        clock may yet receive records, however quiet the district.
+        """
+        return self._close(lambda start: start + self.window_s <= until)
+
+    def close_oldest(self, keep: int) -> list[ClosedWindow]:
+        """Close the oldest open windows until ``keep`` remain (state bound)."""
+        if len(self.open) <= keep:
+            return []
+        cut = sorted(self.open)[len(self.open) - keep - 1]
+        return self._close(lambda start: start <= cut)
 
     def _close(self, due: Any) -> list[ClosedWindow]:
         closed: list[ClosedWindow] = []
@@ -206,6 +354,8 @@ class DistrictWindows:
             "open": [[start, bucket] for start, bucket in self.open.items()],
             "history": self.history,
             "applied": self.applied,
+            "held": self.held,
+            "top": None if self.top == -math.inf else self.top,
         }
 
     @classmethod
@@ -219,4 +369,19 @@ class DistrictWindows:
             open={start: bucket for start, bucket in d["open"]},
             history=d["history"],
             applied=d["applied"],
+            held=d.get("held", {}),
+            top=_top(d),
         )
+
+
+def _top(d: Mapping[str, Any]) -> float:
+    top = d.get("top")
+    if top is not None:
+        return float(top)
+    return max(d["marks"].values(), default=-math.inf)  # written before "top" was kept
+
+
+def _iso(t: float) -> str:
+    if not math.isfinite(t):
+        return "the start"
+    return datetime.fromtimestamp(t, UTC).isoformat()

@@ -109,6 +109,14 @@ class Worker:
             "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
         )
 
+    def warnings(self, n: int = 40) -> str:
+        """The last ``n`` warnings and errors the worker logged (for a failure message)."""
+        path = self.workdir / f"worker-{self.starts}.log"
+        if not path.exists():
+            return ""
+        lines = path.read_text(errors="replace").splitlines()
+        return "\n".join([ln for ln in lines if "[WARNING]" in ln or "[ERROR]" in ln][-n:])
+
     def metric(self, name: str, labels: str = "") -> float:
         text = httpx.get(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5).text
         total = 0.0

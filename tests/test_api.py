@@ -15,6 +15,7 @@ from streams.alertstore import AlertFilter, AlertStore, format_cursor, is_open, 
 from streams.api import _events, create_api
 from streams.auth import Principal, TokenBook, load_roles
 from streams.config import DEFAULT_CONFIG_DIR, load_config
+from streams.lifecycle import MAX_ACTIONS, AlertBook, Names
 from streams.schemas import (
     ActionRecord,
     AlertAction,
@@ -387,3 +388,58 @@ def test_a_repeated_event_after_reprocessing_is_not_a_new_event() -> None:
     assert not store.add_alert(0, 7, first)  # the same (alert_id, sequence) read again
     assert len(store.log) == 1 and store.positions == {0: 8}
     assert store.timeline(first.alert_id) == [first]
+
+
+# --- notes ----------------------------------------------------------------------------------
+
+
+def test_every_note_of_a_thousand_is_in_the_alert_detail() -> None:
+    """Each event carries only its own action's note; the detail gathers all of them."""
+    book = AlertBook("339901")
+    first = alert(grade=Grade.I, colour="red")
+    book.open[first.fingerprint] = first
+    store = stored(first)
+    notes = [f"{n:04d}" + "现场反馈" * 999 for n in range(1000)]  # 4,000 characters each
+    for n, text in enumerate(notes):
+        (event,) = book.act(
+            AlertAction(
+                action_id=f"{n:032x}",
+                alert_id=first.alert_id,
+                district="339901",
+                action="note",
+                actor="cc.duty",
+                role="operator",
+                at=NOW + timedelta(seconds=n),
+                note=text,
+            ),
+            Names(CFG),
+        )
+        store.add_alert(0, n + 1, event)
+    api, recorder = client(store)
+    r = api.get(f"/api/v1/alerts/{first.alert_id}", headers=auth("cc.duty"))
+    assert r.status_code == 200
+    body = r.json()
+    assert [a["note"] for a in body["actions"]] == notes  # every note, in order
+    latest = body["alert"]
+    assert latest["sequence"] == 1001 and len(latest["actions"]) == MAX_ACTIONS
+    assert [a["note"] for a in latest["actions"]] == notes[-MAX_ACTIONS:]
+    # the timeline as published: each event with the note of its own action only
+    assert [e["actions"][-1].get("note") for e in body["timeline"][1:]] == notes
+    assert all("note" not in a for e in body["timeline"] for a in e["actions"][:-1])
+    assert [(a.action, a.target) for a in recorder.audits] == [("read_alert", first.alert_id)]
+
+
+def test_the_terminal_feed_shows_each_note_with_the_event_it_caused() -> None:
+    from streams.tail import NOTE_CHARS, render
+
+    record = ActionRecord(
+        action_id="n1", action="note", actor="cc.duty", role="operator", at=NOW,
+        note="烟雾来自厨房\n第二行",
+    )  # fmt: skip
+    line = render(alert(sequence=2, status=AlertStatus.UPDATED, actions=[record])).plain
+    assert line.endswith("note by cc.duty: 烟雾来自厨房…")
+    long = record.model_copy(update={"note": "警" * 4000})
+    line = render(alert(sequence=3, actions=[long])).plain
+    assert line.endswith("警" * NOTE_CHARS + "…")
+    earlier = record.model_copy(update={"note": None})
+    assert render(alert(sequence=4, actions=[earlier])).plain.endswith("note by cc.duty")

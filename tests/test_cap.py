@@ -25,6 +25,7 @@ from streams.cap import (
     to_cap,
 )
 from streams.config import CityConfig, Sharing, load_config
+from streams.notify import AlertBrief
 from streams.schemas import (
     GRADE_COLOURS,
     AlertEvent,
@@ -419,6 +420,44 @@ def test_composite_alert_lists_its_member_signals() -> None:
         zh_lines[-3]
         == "- 烟感报警（消防，化工园街道，评分 0.62，2026-11-24 08:12:30+08:00）：2 alarms in 10 min"
     )
+
+
+def test_a_notification_s_slim_alert_says_the_same_but_its_recent_values() -> None:
+    """A notification carries a brief of each alert (no series, at most six members)."""
+    members = [
+        MemberSignal(
+            indicator=code,
+            domain=domain,
+            score=0.3 + k / 100,
+            event_time=T0,
+            detail=f"signal {k}",
+        )
+        for k, (code, domain) in enumerate(
+            [("fire.smoke_alarms", "fire")] * 6
+            + [("iot.gas_ppm", "utilities"), ("hotline.complaints", "citizen")]
+        )
+    ]
+    for full in (
+        event(),
+        event(
+            kind=AlertKind.COMPOSITE,
+            domain=None,
+            evidence=Evidence(rule="composite.v1", version="m-7", score=0.8, members=members),
+        ),
+    ):
+        slim = AlertBrief.of(full).event()
+        assert slim.first_seen == full.first_seen and slim.evidence.values == []
+        full_info, slim_info = infos(render(full))["en-US"], infos(render(slim))["en-US"]
+        assert texts(slim_info, "cap:category") == texts(full_info, "cap:category")
+        assert parameters(slim_info) == parameters(full_info)
+        full_lines = (text(full_info, "cap:description") or "").splitlines()
+        slim_lines = (text(slim_info, "cap:description") or "").splitlines()
+        shown = [line for line in full_lines if not line.startswith("Recent values")]
+        if full.kind is AlertKind.COMPOSITE:
+            assert len(slim_lines) == len(shown) - 2  # six of the eight members
+            assert {"signal 6", "signal 7"} <= {line.split(": ")[-1] for line in slim_lines}
+        else:
+            assert slim_lines == shown and len(shown) == len(full_lines) - 1
 
 
 def test_data_quality_alert_is_minor_unknown_unknown() -> None:

@@ -74,7 +74,7 @@ class AlertPoller:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(headers=self.api.headers(OPERATOR), timeout=5) as client:
+        with httpx.Client(headers=self.api.headers(OPERATOR), timeout=30) as client:
             while not self._stop.is_set():
                 try:
                     r = client.get(f"{self.api.url}/api/v1/alerts", params=self.params)
@@ -135,7 +135,12 @@ def _new_page(browser: Browser, locale: str = "en-GB") -> tuple[Page, list[str]]
         viewport={"width": 1440, "height": 900}, locale=locale, timezone_id="Asia/Shanghai"
     )
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    # bounds on waits for conditions, generous for a loaded machine (expect's own
+    # default is 5 s)
+    page.set_default_timeout(30_000)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
 
@@ -210,7 +215,7 @@ def test_an_alert_from_the_simulator_is_shown_live_then_acknowledged_and_resolve
         alert_id = poller.wait_first(timeout=120)
         listed_at = poller.first_listed[alert_id]
         item = page.locator(f'#feed [data-alert-id="{alert_id}"]')
-        item.wait_for(timeout=10_000)
+        item.wait_for(timeout=30_000)
         shown_at = page.evaluate(f"window.__alertFirstSeen[{alert_id!r}]") / 1000
         doc = poller.docs[alert_id]
     delay = shown_at - listed_at

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.config import Sharing, load_config
-from streams.lifecycle import AlertBook, Names, Signal, Silence, fingerprint
+from streams.detection import DetectionContext, DistrictDetection
+from streams.lifecycle import (
+    MAX_ACTIONS,
+    MAX_SILENCES,
+    RECENTLY_CLOSED,
+    SILENCE_COMMENT_CHARS,
+    STATE_MAX_BYTES,
+    AlertBook,
+    Names,
+    RecentIds,
+    Signal,
+    Silence,
+    fingerprint,
+)
+from streams.rules import load_thresholds
 from streams.schemas import (
     AlertAction,
     AlertActionType,
@@ -23,7 +38,9 @@ from streams.schemas import (
     Workflow,
 )
 
-NAMES = Names(load_config())
+CFG = load_config()
+NAMES = Names(CFG)
+CTX = DetectionContext(CFG, load_thresholds(CFG))
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC).timestamp()
 
 
@@ -234,7 +251,11 @@ def test_an_action_on_a_recently_closed_alert_is_recorded() -> None:
     book.apply(signal("resolve", at=T0 + 300), NAMES)
     (noted,) = book.act(action(AlertActionType.NOTE, alert, 1, note="cause: roadworks"), NAMES)
     assert noted.status is AlertStatus.UPDATED and noted.actions[-1].note == "cause: roadworks"
-    assert book.find(alert.alert_id) == noted and book.open == {}
+    # the book keeps the alert without the note: only the event carries it
+    kept = book.find(alert.alert_id)
+    assert kept is not None and book.open == {}
+    assert kept.actions[-1].note is None
+    assert kept.model_copy(update={"actions": noted.actions}) == noted
 
 
 def test_silence_similar_mutes_the_same_rule_and_place_for_its_duration() -> None:
@@ -309,3 +330,135 @@ def test_headlines_name_the_place(street: str | None) -> None:
 def test_event_times_come_from_signals_not_the_clock() -> None:
     (ev,) = AlertBook("339901").apply(signal(at=T0 - 86400 * 30), NAMES)
     assert ev.first_seen == datetime.fromtimestamp(T0, UTC) - timedelta(days=30)
+
+
+# --- notes and bounds ---------------------------------------------------------------------
+
+LONGEST_NOTE = "警" * 4000  # the API's longest note: 12,000 bytes of UTF-8
+
+
+def note(alert: AlertEvent, n: int, text: str = LONGEST_NOTE) -> AlertAction:
+    """A note with an API-like id (32 hex digits, the same length for every n)."""
+    return action(AlertActionType.NOTE, alert, n, note=text).model_copy(
+        update={"action_id": f"{n:032x}"}
+    )
+
+
+def test_only_the_event_an_action_caused_carries_its_note() -> None:
+    book = AlertBook("339901")
+    (alert,) = book.apply(signal(), NAMES)
+    (ack,) = book.act(action(AlertActionType.ACKNOWLEDGE, alert, 1, note="on it"), NAMES)
+    (noted,) = book.act(note(alert, 2, "crew on site"), NAMES)
+    assert [(a.action, a.note) for a in ack.actions] == [("acknowledge", "on it")]
+    assert [(a.action, a.note) for a in noted.actions] == [
+        ("acknowledge", None),
+        ("note", "crew on site"),
+    ]
+    (later,) = book.apply(signal("update", Grade.II, T0 + 900), NAMES)
+    assert [a.note for a in later.actions] == [None, None]  # a signal's event: no note
+    stored = book.find(alert.alert_id)
+    assert stored is not None and all(a.note is None for a in stored.actions)
+
+
+def test_the_history_is_bounded_and_keeps_the_first_acknowledgement() -> None:
+    book = AlertBook("339901")
+    (alert,) = book.apply(signal(), NAMES)
+    book.act(action(AlertActionType.NOTE, alert, 1, note="first look"), NAMES)
+    book.act(action(AlertActionType.ACKNOWLEDGE, alert, 2), NAMES)
+    events = [book.act(note(alert, n, "x"), NAMES)[0] for n in range(3, 3 + 2 * MAX_ACTIONS)]
+    last = events[-1]
+    assert len(last.actions) == MAX_ACTIONS
+    # time to acknowledge is read from the history: its first acknowledgement stays
+    assert last.actions[0].action == "acknowledge"
+    assert [a.action_id for a in last.actions[1:]] == [
+        f"{n:032x}" for n in range(2 * MAX_ACTIONS + 3 - (MAX_ACTIONS - 1), 2 * MAX_ACTIONS + 3)
+    ]
+    assert last.actions[-1].note == "x" and all(a.note is None for a in last.actions[:-1])
+
+
+def test_a_thousand_longest_notes_leave_the_book_and_each_event_bounded() -> None:
+    det = DistrictDetection("339901")
+    (alert,) = det.book.apply(signal(grade=Grade.I), NAMES)
+    sizes: dict[int, tuple[int, int]] = {}
+    biggest_event = 0
+    for n in range(1, 1001):
+        (event,) = det.act(note(alert, n), CTX)
+        assert event.actions[-1].note == LONGEST_NOTE
+        biggest_event = max(biggest_event, len(event.to_json()))
+        if n in (100, 1000):
+            data, dropped = det.encode()
+            sizes[n] = (len(pickle.dumps(det.book, protocol=5)), len(data))
+            assert dropped == []
+    print(f"1,000 notes of 12,000 bytes: book {sizes}, largest event {biggest_event} bytes")
+    book_100, value_100 = sizes[100]
+    book_1000, value_1000 = sizes[1000]
+    assert value_1000 < 32 * 1024 < STATE_MAX_BYTES
+    # nothing grows but the sequence number's own bytes
+    assert book_1000 - book_100 <= 8 and value_1000 - value_100 <= 8
+    # an event holds one note and a history without notes
+    assert biggest_event < len(LONGEST_NOTE.encode()) + 16 * 1024
+
+
+def test_operator_silences_are_bounded_and_their_comments_cut() -> None:
+    book = AlertBook("339901")
+    (alert,) = book.apply(signal(), NAMES)
+    for n in range(3 * MAX_SILENCES):
+        book.act(
+            action(AlertActionType.SILENCE, alert, n, silence_s=86400, note=LONGEST_NOTE), NAMES
+        )
+    assert len(book.silences) == MAX_SILENCES
+    assert book.silences[-1].silence_id == f"silence-act-{3 * MAX_SILENCES - 1}"
+    assert all(len(s.comment) == SILENCE_COMMENT_CHARS for s in book.silences)
+
+
+def test_applied_action_ids_take_the_same_bytes_however_many_went_through() -> None:
+    ids = RecentIds()
+    empty = len(pickle.dumps(ids, protocol=5))
+    for n in range(10 * ids.size):
+        ids.add(f"{n:032x}")
+    assert len(pickle.dumps(ids, protocol=5)) <= empty + 2
+    assert f"{10 * ids.size - 1:032x}" in ids and f"{10 * ids.size - ids.size:032x}" in ids
+    assert f"{10 * ids.size - ids.size - 1:032x}" not in ids  # turned over
+    assert len(ids) == ids.size
+
+
+def test_a_book_over_its_bound_drops_closed_alerts_first_and_says_so() -> None:
+    det = DistrictDetection("339901")
+    for i in range(RECENTLY_CLOSED):
+        rule = f"rule-{i}"
+        (a,) = det.book.apply(signal(at=T0 + i, rule=rule), NAMES)
+        for n in range(MAX_ACTIONS):
+            det.book.act(note(a, i * 1000 + n, "x"), NAMES)
+        det.book.apply(signal("resolve", at=T0 + 5000 + i, rule=rule), NAMES)
+    (still_open,) = det.book.apply(signal(at=T0 + 9000, rule="open-one"), NAMES)
+    full = len(det.dumps())
+    data, reasons = det.encode(max_bytes=full // 2)
+    assert len(data) <= full // 2 < full
+    assert reasons[0] == f"{full:,} bytes is over the bound of {full // 2:,}"
+    assert "oldest recently closed alerts" in reasons[1]
+    assert reasons[-1] == f"written at {len(data):,} bytes"
+    assert det.book.open[still_open.fingerprint] == still_open  # open alerts untouched
+    assert DistrictDetection.loads(data).book.closed == det.book.closed
+
+
+def test_a_value_that_cannot_fit_is_written_anyway_and_says_by_how_much() -> None:
+    det = DistrictDetection("339901")
+    det.book.apply(signal(), NAMES)
+    data, reasons = det.encode(max_bytes=100)
+    assert len(data) > 100 and reasons[-1] == (
+        f"still {len(data):,} bytes after every reduction; written as it is"
+    )
+    assert reasons[0] == f"{len(data):,} bytes is over the bound of 100"  # nothing to drop
+
+
+def test_a_book_written_before_compact_histories_loads_without_its_notes() -> None:
+    det = DistrictDetection("339901")
+    (alert,) = det.book.apply(signal(), NAMES)
+    (noted,) = det.book.act(note(alert, 1), NAMES)
+    # as earlier versions kept it: the note on the alert, ids in a deque
+    det.book.open[alert.fingerprint] = noted
+    det.book.applied_actions = deque(["act-0", f"{1:032x}"])  # type: ignore[assignment]
+    loaded = DistrictDetection.loads(pickle.dumps(det, protocol=5))
+    assert loaded.book.open[alert.fingerprint].actions[-1].note is None
+    assert isinstance(loaded.book.applied_actions, RecentIds)
+    assert loaded.act(note(alert, 1), CTX) == []  # still known as applied

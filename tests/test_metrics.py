@@ -58,9 +58,6 @@ def processor(detection_table: dict[bytes, DistrictDetection] | None = None) -> 
     def outputs() -> Outputs:
         raise AssertionError("no output in these tests")
 
-    async def flush() -> None:
-        return None
-
     return VitalsProcessor(
         {},
         CFG,
@@ -69,7 +66,6 @@ def processor(detection_table: dict[bytes, DistrictDetection] | None = None) -> 
         progress=lambda topic, partition: (None, None),
         detection_table=detection_table if detection_table is not None else {},
         detection=CTX,
-        flush_state=flush,
     )
 
 
@@ -329,3 +325,16 @@ def test_readiness_follows_every_rebalance_and_a_worker_without_partitions_is_re
     assert not ready()
     ready.settled(ready.epoch)
     assert ready()
+
+
+def test_a_rebalance_completing_after_the_next_one_began_takes_no_inputs() -> None:
+    """Faust signals a superseded rebalance's completion too; its partitions are being
+    recovered again by the newer one, and input read meanwhile would be overwritten."""
+    ready = Readiness(lambda: True, lambda: True)
+    ready.revoked()  # rebalance 1: revocation, then Faust begins the assignment
+    ready.assigning()
+    assert ready.current()  # its completion takes the inputs
+    ready.revoked()  # rebalance 2 revokes before rebalance 1's recovery completes
+    assert not ready.current()  # rebalance 1's late completion takes nothing
+    ready.assigning()
+    assert ready.current()  # rebalance 2's completion does

@@ -20,7 +20,8 @@ from bench.nabscore import (
     score_file,
 )
 
-NAB = Path("/work/shared/data/nab")
+# the shared corpus sits beside the repository
+NAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
 STANDARD, LOW_FP, LOW_FN = DEFAULT_PROFILES
 
 
@@ -144,7 +145,6 @@ def _corpus(pick: str) -> dict[str, FileInput]:
     return files
 
 
-@pytest.mark.skipif(not NAB.is_dir(), reason="NAB corpus not available")
 @pytest.mark.parametrize("profile", DEFAULT_PROFILES, ids=lambda p: p.name)
 def test_perfect_and_null_detectors_on_the_corpus(profile: CostProfile) -> None:
     perfect, _ = normalized_score(_corpus("perfect"), profile)
@@ -153,6 +153,5 @@ def test_perfect_and_null_detectors_on_the_corpus(profile: CostProfile) -> None:
     assert null == 0.0
 
 
-@pytest.mark.skipif(not NAB.is_dir(), reason="NAB corpus not available")
 def test_profiles_file_matches_defaults() -> None:
     assert load_profiles(NAB / "profiles.json") == DEFAULT_PROFILES

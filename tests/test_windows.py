@@ -214,3 +214,166 @@ def test_every_rolling_view_is_exactly_the_merge_of_the_minutes_within_the_last_
             expected_sum += sum(vs[1:], vs[0])
         assert closed.rolling["iot.pm25"] == [len(flat), expected_sum, min(flat), max(flat)]
         start += 60
+
+
+# --- records ahead of their district's stream -------------------------------------------
+
+AHEAD = 60.0
+ROOM = 10_000
+
+
+def offer(w: DistrictWindows, t: float, source: str = "iot", tag: str = "") -> str:
+    """Admit a record and count whatever the admission says to count; the verdict."""
+    a = w.admit(T0 + t, source, tag or f"{source}@{t:g}", 100, AHEAD, ROOM)
+    for held in a.confirmed:
+        w.add("x", 1.0, held[0], held[1])
+    if a.verdict == "count":
+        w.add("x", 1.0, T0 + t, source)
+    return a.verdict
+
+
+def test_a_single_record_far_ahead_is_held_and_dropped_when_its_stream_goes_on() -> None:
+    w = DistrictWindows("339901")
+    offer(w, 0)  # the district's first record waits for a second one
+    assert offer(w, 5) == "count" and w.top == T0 + 5
+    a = w.admit(T0 + 2 * 86400, "iot", "typo", 100, AHEAD, ROOM)  # a date two days ahead
+    assert a.verdict == "hold" and w.top == T0 + 5
+    a = w.admit(T0 + 10, "iot", "next", 100, AHEAD, ROOM)
+    assert a.verdict == "count" and a.confirmed == []
+    ((held, why),) = a.contradicted
+    assert held[2] == "typo" and "is 172790 s earlier" in why
+    assert w.held == {}
+
+
+def test_two_wrong_dates_in_a_row_confirm_neither_and_move_nothing() -> None:
+    """Two consecutive records of one stream dated days ahead, each drawn anew (as a
+    sensor's garbled dates are): the second is no confirmation of the first."""
+    w = DistrictWindows("339901")
+    offer(w, 0)
+    assert offer(w, 5) == "count"
+    assert offer(w, 9 * 86400, tag="first") == "hold"
+    a = w.admit(T0 + 11 * 86400, "iot", "second", 100, AHEAD, ROOM)
+    assert a.verdict == "hold"  # it vouches for nothing, and waits for its own verdict
+    assert a.confirmed == [] and a.contradicted == []
+    assert [h[2] for h in w.held["iot"]] == ["first", "second"]
+    a = w.admit(T0 + 10, "iot", "next", 100, AHEAD, ROOM)  # the stream goes on where it was
+    assert a.verdict == "count" and a.confirmed == []
+    assert [h[2] for h, _ in a.contradicted] == ["first", "second"]
+    assert w.top == T0 + 5 and w.held == {}
+
+
+def test_a_held_record_is_not_judged_by_a_wrong_date_that_follows_it() -> None:
+    """A sparse source read ahead of its district in a catch-up, its next record a
+    garbled date days ahead: the held record waits on for a real confirmation."""
+    w = DistrictWindows("339901")
+    offer(w, 0)
+    offer(w, 5)
+    assert offer(w, 600, "sanitation", "valid") == "hold"
+    a = w.admit(T0 + 6 * 86400, "sanitation", "garbled", 100, AHEAD, ROOM)
+    assert a.verdict == "hold" and a.contradicted == [] and a.confirmed == []
+    a = w.admit(T0 + 640, "sanitation", "next", 100, AHEAD, ROOM)
+    assert [h[2] for h in a.confirmed] == ["valid"]
+    assert [h[2] for h, _ in a.contradicted] == ["garbled"]
+
+
+def test_a_sparse_source_read_hours_ahead_of_its_district_loses_none_of_its_records() -> None:
+    """A catch-up reads a hotline feed (calls hours apart at night) far ahead of the
+    district's busy feeds: each call is held, none vouches for the one before it, and
+    every one is counted once the district reaches it."""
+    w = DistrictWindows("339901")
+    offer(w, 0)
+    offer(w, 5)
+    calls = [4000, 9000, 16000]
+    verdicts = [offer(w, t, "hotline", f"call@{t}") for t in calls]
+    assert verdicts == ["hold"] * 3 and len(w.held["hotline"]) == 3
+    # the fourth call, within the hour of the third, vouches for it and the earlier ones
+    a = w.admit(T0 + 16100, "hotline", "call@16100", 100, AHEAD, ROOM)
+    assert sorted(h[2] for h in a.confirmed) == ["call@16000", "call@4000", "call@9000"]
+    assert a.contradicted == [] and a.verdict == "hold"  # the district is still behind it
+    for held in a.confirmed:
+        w.add("x", 1.0, held[0], held[1])
+    # the busy feed reaching it releases the last one
+    a = w.admit(T0 + 16050, "iot", "iot", 100, AHEAD, ROOM)
+    assert a.verdict == "count" and [h[2] for h in a.confirmed] == ["call@16100"]
+    assert w.held == {}
+
+
+def test_held_records_of_a_sparse_source_are_released_as_the_district_reaches_each() -> None:
+    w = DistrictWindows("339901")
+    offer(w, 0)
+    offer(w, 5)
+    for t in (4000, 9000):
+        assert offer(w, t, "hotline") == "hold"
+    released: list[tuple[float, float]] = []
+    for t in range(30, 9001, 30):  # the busy feed catching up, half a minute at a time
+        a = w.admit(T0 + t, "iot", "iot", 100, AHEAD, ROOM)
+        assert a.verdict == "count" and a.contradicted == []
+        released += [(held[0] - T0, t) for held in a.confirmed]
+        w.add("x", 1.0, T0 + t, "iot")
+    assert released == [(4000, 3960), (9000, 8940)] and w.held == {}
+
+
+def test_a_stream_that_jumps_ahead_is_followed_once_its_next_record_agrees() -> None:
+    w = DistrictWindows("339901")
+    offer(w, 0)
+    offer(w, 5)
+    assert offer(w, 3600) == "hold"  # an hour's gap in the feed
+    a = w.admit(T0 + 3605, "iot", "after the gap", 100, AHEAD, ROOM)
+    assert a.verdict == "count" and [h[0] for h in a.confirmed] == [T0 + 3600]
+    assert a.contradicted == []
+
+
+def test_one_source_ahead_is_released_when_the_district_catches_up_with_it() -> None:
+    w = DistrictWindows("339901")
+    offer(w, 0, "iot")
+    offer(w, 5, "iot")
+    assert offer(w, 300, "fire") == "hold"  # a sparse source, ahead of the rest for now
+    for t in range(30, 240, 30):
+        assert offer(w, t, "iot") == "count"
+        assert "fire" in w.held
+    a = w.admit(T0 + 240, "iot", "iot", 100, AHEAD, ROOM)
+    assert a.verdict == "count" and [h[1] for h in a.confirmed] == ["fire"]
+
+
+def test_records_ahead_of_the_district_are_not_held_beyond_the_room() -> None:
+    w = DistrictWindows("339901")
+    offer(w, 0)
+    offer(w, 5)
+    assert w.admit(T0 + 9000, "iot", "a", 6000, AHEAD, ROOM).verdict == "hold"
+    assert w.admit(T0 + 9000, "fire", "b", 6000, AHEAD, ROOM).verdict == "full"
+
+
+def test_going_quiet_counts_the_held_records_the_clock_vouches_for_and_drops_the_rest() -> None:
+    now = T0 + 1000
+    w = DistrictWindows("339901")
+    offer(w, 0)
+    offer(w, 5)
+    offer(w, 40, "fire")  # within AHEAD of the district: counted at once
+    assert offer(w, 200, "traffic") == "hold"  # far ahead, and long before `now`
+    assert offer(w, 950, "hotline") == "hold"  # the district's next call, a fresh one
+    counted, dropped = w.settle_held(now, AHEAD, quiet_s=60)
+    assert [h[1] for h in counted] == ["hotline"]
+    assert [h[1] for h, _ in dropped] == ["traffic"] and "went quiet" in dropped[0][1]
+    assert w.held == {}
+
+
+def test_closing_on_silence_leaves_windows_the_clock_has_not_finished() -> None:
+    w = DistrictWindows("339901")
+    w.add("x", 1.0, T0 + 10, "iot")
+    w.add("x", 1.0, T0 + 70, "iot")
+    closed = w.close_all(until=T0 + 100)
+    assert [c.start for c in closed] == [T0]
+    assert list(w.open) == [T0 + 60]
+
+
+def test_held_records_and_the_newest_time_survive_the_changelog() -> None:
+    w = DistrictWindows("339901")
+    offer(w, 0)
+    offer(w, 5)
+    offer(w, 9000, "fire", tag="payload")
+    back = DistrictWindows.from_dict(orjson.loads(orjson.dumps(w.to_dict())))
+    assert back.held == w.held and back.top == w.top == T0 + 5
+    # a value written before the newest time was kept takes it from the marks
+    old = w.to_dict()
+    del old["top"], old["held"]
+    assert DistrictWindows.from_dict(old).top == T0 + 5

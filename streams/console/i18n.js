@@ -239,6 +239,7 @@ const zh = {
   "audit.kind.read_audit": "查看审计日志",
   "audit.kind.denied": "拒绝访问",
   "audit.kind.config_loaded": "加载配置",
+  "audit.kind.state_degraded": "状态数据超限压缩",
 
   "help.title": "键盘快捷键",
   "help.close": "关闭",
@@ -495,6 +496,7 @@ const en = {
   "audit.kind.read_audit": "read audit trail",
   "audit.kind.denied": "denied",
   "audit.kind.config_loaded": "configuration loaded",
+  "audit.kind.state_degraded": "state cut to its size bound",
 
   "help.title": "Keyboard shortcuts",
   "help.close": "Close",
