@@ -160,10 +160,21 @@ composite_index = Gauge(
 )
 watermark_lag = Gauge(
     "watermark_lag_seconds",
-    "Wall clock minus the district's event-time watermark.",
+    "Wall clock minus the end of the district's latest closed window, when it closed: how "
+    "long the district's windows wait for its slowest active source and the lateness.",
     ["district"],
     namespace=NAMESPACE,
     subsystem="vitals",
+    registry=REGISTRY,
+)
+window_close_delay = Histogram(
+    "window_close_delay_seconds",
+    "Wall time minus a window's end when it closed, by trigger (watermark, idle, overflow): "
+    "how long the window's minute waited for its slowest active source and the lateness.",
+    ["trigger"],
+    namespace=NAMESPACE,
+    subsystem="vitals",
+    buckets=(1, 5, 15, 30, 60, 90, 120, 150, 180, 240, 300, 600, 1800, 3600),
     registry=REGISTRY,
 )
 alert_events = Counter(

@@ -323,6 +323,13 @@ class VitalsProcessor:
         self._held = {
             o: metrics.held_records.labels(o) for o in ("held", "confirmed", "dropped", "full")
         }
+        self._close_delay = {
+            t: metrics.window_close_delay.labels(t) for t in ("watermark", "idle", "overflow")
+        }
+        # source topic -> wall seconds its silence holds a district's windows open
+        self._source_wait = {
+            topic: settings.source_wait(name) for name, topic in EVENT_TOPICS.items()
+        }
         _start_alert_series(cfg)
         self._districts = set(cfg.districts)
         # what the batch in hand changed, so that a failure can put it back
@@ -716,12 +723,14 @@ class VitalsProcessor:
         self._publish(out, closed, now, "overflow", detected)
 
     def _active_sources(self, district: str, live: float) -> set[str]:
-        idle = self.settings.idle_close_s
+        """The sources whose mark the district's windows wait for: each one heard from
+        within its wait (``CITYVITALS_SOURCE_WAIT_S``, else ``CITYVITALS_IDLE_CLOSE_S``),
+        and each whose partition holds records this worker has not handled."""
         partition = self._partition_of[district]
         return {
             src
-            for src in EVENT_TOPICS.values()
-            if live - self.source_seen.get((district, src), self.started) <= idle
+            for src, wait in self._source_wait.items()
+            if live - self.source_seen.get((district, src), self.started) <= wait
             or self._behind(src, partition)
         }
 
@@ -839,7 +848,9 @@ class VitalsProcessor:
                     metrics.vital_index.labels(window.district, domain).set(value)
             if composite is not None:
                 metrics.composite_index.labels(window.district).set(composite)
-            metrics.watermark_lag.labels(window.district).set(now.timestamp() - window.end)
+            delay = now.timestamp() - window.end
+            metrics.watermark_lag.labels(window.district).set(delay)
+            self._close_delay[trigger].observe(delay)
 
     def _detect(
         self, out: Outputs, window: ClosedWindow, detected: dict[str, DistrictDetection]

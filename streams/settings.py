@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     idle_close_s: float = Field(
         60.0, gt=0, description="wall seconds of silence that close a district's windows"
     )
+    source_wait_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="per input source (iot, traffic, fire, sanitation, hotline): wall seconds "
+        "a district's windows wait for that source once it falls silent, instead of "
+        'CITYVITALS_IDLE_CLOSE_S; JSON, e.g. {"hotline": 15}',
+    )
     max_future_s: float = Field(
         300.0, ge=0, description="how far ahead of the clock an event time may be"
     )
@@ -136,6 +142,27 @@ class Settings(BaseSettings):
         description="key that seals dead letters' original records; default: derived from the "
         "de-identification key",
     )
+
+    @model_validator(mode="after")
+    def _known_sources(self) -> Settings:
+        from streams.schemas import EVENT_TOPICS
+
+        for source, wait in self.source_wait_s.items():
+            if source not in EVENT_TOPICS:
+                raise ValueError(
+                    f"CITYVITALS_SOURCE_WAIT_S: unknown source {source!r} "
+                    f"(known: {', '.join(EVENT_TOPICS)})"
+                )
+            if not wait > 0:
+                raise ValueError(
+                    f"CITYVITALS_SOURCE_WAIT_S: the wait for {source!r} must be more than "
+                    f"0 s, got {wait!r}"
+                )
+        return self
+
+    def source_wait(self, source: str) -> float:
+        """Wall seconds a district waits for a silent source (name as in EVENT_TOPICS)."""
+        return self.source_wait_s.get(source, self.idle_close_s)
 
     @model_validator(mode="after")
     def _ahead_within_lateness(self) -> Settings:
