@@ -125,6 +125,28 @@ class ThresholdSpec:
         )
 
     @cached_property
+    def early(self) -> bool:
+        """Whether a reading can decide this rule at once (see :meth:`ThresholdDetector.early`).
+
+        True for a rule on each reading, and for a window maximum watched from above
+        or a minimum from below: while a window fills they only move towards the
+        bound, so no later reading can undo a crossing.
+        """
+        agg = self.aggregate
+        return (
+            agg is Aggregate.READING
+            or (agg is Aggregate.MAX and self.direction is Direction.ABOVE)
+            or (agg is Aggregate.MIN and self.direction is Direction.BELOW)
+        )
+
+    @cached_property
+    def trigger(self) -> float:
+        """The least bad value that can change an early rule's state: its mildest bound,
+        eased by the hysteresis (a breach in the hold time continues the alert)."""
+        first = next(b for b in self.bounds if b is not None)
+        return first - self.hysteresis if self.above else first + self.hysteresis
+
+    @cached_property
     def above(self) -> bool:
         """Whether values above the bounds are the bad ones."""
         return self.direction is Direction.ABOVE
@@ -161,6 +183,15 @@ class Transition:
     at: float  # event time of the change, seconds
     since: float  # when the breach began
     reason: str
+    # "reading" when a single reading decided it (``reading_at`` its own event time,
+    # ``at`` the series' clock then), "window" when a closed window did
+    decided: str = "window"
+    reading_at: float | None = None
+
+    @property
+    def key(self) -> tuple[str, int, float]:
+        """What identifies the change within its series."""
+        return (self.kind, self.grade, self.at)
 
 
 @dataclass
@@ -206,23 +237,33 @@ class ThresholdDetector:
         return [] if level is None else self._evaluate(self.latest, level)
 
     def update_window(
-        self, start: float, end: float, count: int, total: float, low: float, high: float
+        self,
+        start: float,
+        end: float,
+        count: int,
+        total: float,
+        low: float,
+        high: float,
+        settle: bool = False,
     ) -> list[Transition]:
         """Take a closed window's aggregate of readings and evaluate the rule at its end.
 
         A rule on each reading judges the window's worst reading (its maximum for
         ``above``, minimum for ``below``); a window aggregate counts the window's
-        readings in its sums as if they had arrived one by one.
+        readings in its sums as if they had arrived one by one. With ``settle`` (an
+        early rule whose readings went through :meth:`early`) the window only
+        lowers: it de-escalates, clears, resolves, ends a pending breach, or fires
+        one whose pending time has run out; it never starts or escalates one.
         """
         if count <= 0 or not all(math.isfinite(x) for x in (total, low, high)):
-            return self.advance(end)
+            return self.advance(end, settle)
         self.last_seen = end if self.last_seen is None else max(self.last_seen, end)
         if self.spec.aggregate is Aggregate.READING:
             if end < self.latest:
                 return []
             self.latest = end
             self.level = high if self.spec.direction is Direction.ABOVE else low
-            return self._evaluate(end, self.level)
+            return self._evaluate(end, self.level, settle)
         if start > self.latest - self.spec.window_s:
             width = self._bucket_s()
             bucket_start = start - (start % width)
@@ -244,9 +285,9 @@ class ThresholdDetector:
         self.latest = max(self.latest, end)
         level = self._aggregate(self.latest)
         self.level = level
-        return [] if level is None else self._evaluate(self.latest, level)
+        return [] if level is None else self._evaluate(self.latest, level, settle)
 
-    def advance(self, now: float) -> list[Transition]:
+    def advance(self, now: float, settle: bool = False) -> list[Transition]:
         """Move the series' clock to ``now`` without a reading (timers, missing data)."""
         if now <= self.latest:
             return []
@@ -259,7 +300,59 @@ class ThresholdDetector:
         else:
             level = self._aggregate(now)
             self.level = level
-        return [] if level is None else self._evaluate(now, level)
+        return [] if level is None else self._evaluate(now, level, settle)
+
+    def early(self, clock: float, value: float, reading_at: float) -> list[Transition]:
+        """Judge one reading of an early rule (:attr:`ThresholdSpec.early`) at once.
+
+        ``clock`` is the series' clock: the latest event time among its readings so
+        far, this one's included (``reading_at`` is its own). A reading can only
+        move the rule towards an alert: it starts a pending breach, fires one
+        (at once, or once its breach has lasted ``pending_s``), continues an alert
+        in its hold time, or escalates one. Everything that lowers (de-escalation,
+        clearing, resolving, ending a pending breach) waits for the window to close
+        (:meth:`update_window` with ``settle``). The detector's window clock and
+        sums are the closed windows' and stay untouched.
+        """
+        if not math.isfinite(value):
+            return []
+        spec = self.spec
+        reached = spec.grade_of(value)
+        if self.phase in ("inactive", "pending"):
+            if reached is None:
+                return []
+            if self.phase == "inactive":
+                self.phase, self.since = "pending", clock
+            self.grade = reached
+            if clock - self.since >= spec.pending_s:
+                self.phase = "firing"
+                return [self._early("fire", clock, value, reading_at, "limit crossed")]
+            return []
+        assert self.grade is not None
+        if spec.grade_of(value, slack=spec.hysteresis) is None:
+            return []
+        self.phase = "firing"  # a breach in the hold time continues the alert
+        if reached is not None and reached < self.grade:
+            self.grade = reached
+            return [self._early("update", clock, value, reading_at, "grade up")]
+        return []
+
+    def _early(
+        self, kind: str, at: float, value: float, reading_at: float, reason: str
+    ) -> Transition:
+        assert self.grade is not None
+        return Transition(
+            kind=kind,
+            rule_id=self.spec.rule_id,
+            grade=self.grade,
+            level=value,
+            threshold=self.spec.bound_of(self.grade),
+            at=at,
+            since=self.since,
+            reason=f"{reason} by a reading",
+            decided="reading",
+            reading_at=reading_at,
+        )
 
     # -- windows -----------------------------------------------------------------
     def _bucket_s(self) -> float:
@@ -328,16 +421,20 @@ class ThresholdDetector:
             reason=reason,
         )
 
-    def _evaluate(self, t: float, level: float) -> list[Transition]:
+    def _evaluate(self, t: float, level: float, settle: bool = False) -> list[Transition]:
         spec = self.spec
         reached = spec.grade_of(level)
         if self.phase in ("inactive", "pending"):
             if reached is None:
                 self.phase, self.grade = "inactive", None
                 return []
-            if self.phase == "inactive":
-                self.phase, self.since = "pending", t
-            self.grade = reached
+            if settle:  # the readings started the breach and set its grade
+                if self.phase == "inactive":
+                    return []
+            else:
+                if self.phase == "inactive":
+                    self.phase, self.since = "pending", t
+                self.grade = reached
             if t - self.since >= spec.pending_s:
                 self.phase = "firing"
                 return [self._transition("fire", t, "limit crossed")]
@@ -354,7 +451,7 @@ class ThresholdDetector:
                 return [out]
             return []
         self.phase = "firing"
-        if reached is not None and reached < self.grade:
+        if reached is not None and reached < self.grade and not settle:
             new = reached  # escalate at once
         elif held > self.grade:
             new = held  # de-escalate only once past the lower bound by the hysteresis

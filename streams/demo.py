@@ -33,6 +33,7 @@ from rich.text import Text
 from streams.auth import load_roles, write_roles_with_tokens
 from streams.config import CityConfig, load_config
 from streams.embedded_broker import EmbeddedBroker, parent_death_preexec
+from streams.lifecycle import inhibitor
 from streams.schemas import (
     ALERTS_TOPIC,
     DEADLETTER_TOPIC,
@@ -144,9 +145,10 @@ class AlertBoard:
         table.add_column("first seen", justify="right", no_wrap=True)
         alerts = self.ordered()
         for alert in alerts[: self.max_rows]:
-            muted = alert.inhibited_by is not None or alert.silenced_by is not None
+            inhibited = inhibitor(alert, alerts) is not None
+            muted = inhibited or alert.silenced_by is not None
             kind = alert.kind.value.replace("_", " ")
-            if alert.inhibited_by is not None:
+            if inhibited:
                 kind += " (inhibited)"
             elif alert.silenced_by is not None:
                 kind += " (silenced)"

@@ -35,9 +35,17 @@ from zoneinfo import ZoneInfo
 from detectors.anomaly import AnomalyConfig, AnomalyGate, SeriesDetector
 from detectors.composite import CompositeChange, Correlator, WeakSignal
 from detectors.forecast import CrossingWatch
-from detectors.thresholds import SilenceWatch, ThresholdDetector, ThresholdSpec, Transition
+from detectors.thresholds import (
+    Aggregate,
+    Direction,
+    SilenceWatch,
+    ThresholdDetector,
+    ThresholdSpec,
+    Transition,
+)
 from streams import metrics
 from streams.config import CityConfig, Sharing
+from streams.early import EarlyReading, EarlySeries, OpenWindows, ahead, settle
 from streams.lifecycle import STATE_MAX_BYTES, AlertBook, Names, Signal, Silence, fit, pickled
 from streams.rules import ThresholdRules
 from streams.schemas import (
@@ -46,6 +54,7 @@ from streams.schemas import (
     AlertKind,
     Evidence,
     EvidencePoint,
+    EvidenceReading,
     Forecast,
     Grade,
     MemberSignal,
@@ -88,6 +97,7 @@ class DetectionContext:
     silences: tuple[Silence, ...] = ()
     anomaly: AnomalyConfig | None = field(default_factory=AnomalyConfig)
     forecast_horizon_s: float = 1800.0  # 0: no trend forecasts
+    early: bool = True  # early rules decide on the reading (:mod:`streams.early`)
 
     @cached_property
     def anomaly_version(self) -> str:
@@ -133,6 +143,42 @@ class DetectionContext:
         return cached
 
     @cached_property
+    def early_indicators(self) -> frozenset[str]:
+        """Indicators an early rule watches: only their readings are offered to detection."""
+        if not self.early:
+            return frozenset()
+        return frozenset(
+            r.indicator
+            for r in self.rules.rules
+            if r.enabled
+            and (
+                r.aggregate is Aggregate.READING
+                or (r.aggregate is Aggregate.MAX and r.direction is Direction.ABOVE)
+                or (r.aggregate is Aggregate.MIN and r.direction is Direction.BELOW)
+            )
+        )
+
+    @cached_property
+    def _early_specs(
+        self,
+    ) -> dict[tuple[str, str, str | None], list[tuple[ThresholdSpec, str | None]]]:
+        return {}
+
+    def early_specs(
+        self, indicator: str, district: str, street: str | None
+    ) -> list[tuple[ThresholdSpec, str | None]]:
+        """The early rules a reading of one street (or of no street) feeds, each with the
+        place its series is kept for: the district's rules (None) and the street's own."""
+        key = (indicator, district, street)
+        cached = self._early_specs.get(key)
+        if cached is None:
+            cached = [(s, None) for s in self.specs(indicator, district, None) if s.early]
+            if street is not None and indicator in self.street_indicators:
+                cached += [(s, street) for s in self.specs(indicator, district, street) if s.early]
+            self._early_specs[key] = cached
+        return cached
+
+    @cached_property
     def _departments(self) -> dict[str, str]:
         return {r.id: r.department for r in self.rules.rules}
 
@@ -154,6 +200,8 @@ class DistrictDetection:
     recent: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
     book: AlertBook = field(init=False)
     fed_until: float = float("-inf")  # end of the newest window fed: a re-closed one is skipped
+    # early rules' kept readings and raised transitions, per detector key (streams.early)
+    early: dict[str, EarlySeries] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.book = AlertBook(self.district)
@@ -173,7 +221,7 @@ class DistrictDetection:
         started = clock()
         self.fed_until = window.end
         self._remember(window, ctx)
-        events: list[AlertEvent] = []
+        events: list[AlertEvent] = self._settle_early(window, ctx) if self.early else []
         fed: set[str] = set()
         forecasting = ctx.forecast_horizon_s > 0
         forecast_s = 0.0
@@ -181,16 +229,14 @@ class DistrictDetection:
             indicator, _, street = key.partition(STREET_SEP)
             for spec in ctx.specs(indicator, self.district, street or None):
                 det_key = f"{spec.rule_id}{STREET_SEP}{street}"
-                det = self.thresholds.get(det_key)
-                if det is None:
-                    det = self.thresholds[det_key] = ThresholdDetector(spec)
-                elif det.spec is not spec and det.spec != spec:
-                    # the rule changed: keep the state, judge by the new rule
-                    det = self.thresholds[det_key] = dataclasses.replace(det, spec=spec)
+                det = self._detector(det_key, spec)
                 fed.add(det_key)
                 count, total, low, high = agg
-                for tr in det.update_window(window.start, window.end, int(count), total, low, high):
-                    events += self._signal(tr, spec, indicator, street or None, window, ctx)
+                settles = ctx.early and spec.early
+                for tr in det.update_window(
+                    window.start, window.end, int(count), total, low, high, settles
+                ):
+                    events += self._window_signal(tr, spec, street or None, window, ctx)
                 if forecasting and det.level is not None:
                     forecast_started = clock()
                     events += self._forecast(det_key, det, indicator, street or None, ctx)
@@ -205,8 +251,8 @@ class DistrictDetection:
         for det_key, det in self.thresholds.items():
             if det_key not in fed:
                 place = det_key.partition(STREET_SEP)[2] or None
-                for tr in det.advance(window.end):
-                    events += self._signal(tr, det.spec, det.spec.indicator, place, window, ctx)
+                for tr in det.advance(window.end, ctx.early and det.spec.early):
+                    events += self._window_signal(tr, det.spec, place, window, ctx)
         advanced = clock()
         change = self.correlator.evaluate(window.end)
         if change is not None:
@@ -220,6 +266,114 @@ class DistrictDetection:
         _DATA_QUALITY_S.observe(silences_done - anomalies_done)
         _COMPOSITE_S.observe(done - advanced)
         return events
+
+    def _detector(self, det_key: str, spec: ThresholdSpec) -> ThresholdDetector:
+        det = self.thresholds.get(det_key)
+        if det is None:
+            det = self.thresholds[det_key] = ThresholdDetector(spec)
+        elif det.spec is not spec and det.spec != spec:
+            # the rule changed: keep the state, judge by the new rule
+            det = self.thresholds[det_key] = dataclasses.replace(det, spec=spec)
+        return det
+
+    # -- early decisions (streams.early) ---------------------------------------------
+    def on_reading(
+        self,
+        indicator: str,
+        street: str | None,
+        at: float,
+        value: float,
+        ref: str,
+        ctx: DetectionContext,
+        open_windows: OpenWindows | None,
+        window_s: float,
+    ) -> list[AlertEvent]:
+        """One counted reading of an indicator an early rule watches; the alert events it
+        decides at once.
+
+        ``open_windows`` are the district's open windows (their aggregates so far),
+        which tell whether an earlier window's close could still decide first; with
+        None the reading is only kept and judged when its window closes.
+        """
+        if at < self.fed_until:
+            return []  # its window was judged already: delivered again after a restart
+        events: list[AlertEvent] = []
+        for spec, place in ctx.early_specs(indicator, self.district, street):
+            if not (value >= spec.trigger if spec.above else value <= spec.trigger):
+                continue
+            det_key = f"{spec.rule_id}{STREET_SEP}{place or ''}"
+            det = self._detector(det_key, spec)
+            series = self.early.get(det_key)
+            if series is None:
+                series = self.early[det_key] = EarlySeries()
+            if not series.take(at, value, ref) or open_windows is None:
+                continue
+            key = indicator if place is None else f"{indicator}{STREET_SEP}{place}"
+            for tr, reading in ahead(series, det, key, open_windows, window_s):
+                events += self._early_signal(tr, spec, place, series, reading, window_s, ctx)
+        return events
+
+    def catch_up(
+        self, open_windows: OpenWindows, window_s: float, ctx: DetectionContext
+    ) -> list[AlertEvent]:
+        """After windows closed: the kept readings' transitions that are now certain."""
+        events: list[AlertEvent] = []
+        for det_key, series in self.early.items():
+            if not series.readings:
+                continue
+            det = self.thresholds[det_key]
+            place = det_key.partition(STREET_SEP)[2] or None
+            spec = det.spec
+            key = spec.indicator if place is None else f"{spec.indicator}{STREET_SEP}{place}"
+            for tr, reading in ahead(series, det, key, open_windows, window_s):
+                events += self._early_signal(tr, spec, place, series, reading, window_s, ctx)
+        return events
+
+    def _settle_early(self, window: ClosedWindow, ctx: DetectionContext) -> list[AlertEvent]:
+        """A window closed: its kept readings go to their detectors, in the canonical order
+        (:mod:`streams.early`); transitions not raised ahead are raised now."""
+        events: list[AlertEvent] = []
+        until, window_s = window.end, window.end - window.start
+        for det_key, series in self.early.items():
+            if not series.readings or series.readings[0].clock >= until:
+                continue
+            det = self.thresholds[det_key]
+            place = det_key.partition(STREET_SEP)[2] or None
+            for tr, reading, raised in settle(series, det, until):
+                if not raised:
+                    events += self._early_signal(
+                        tr, det.spec, place, series, reading, window_s, ctx
+                    )
+            if series.raised:
+                stale = [k for k in series.raised if k[2] < until]
+                if stale:  # raised ahead, yet not what the canonical order gave
+                    metrics.early_mismatches.inc(len(stale))
+                    series.raised = [k for k in series.raised if k[2] >= until]
+        return events
+
+    def _early_signal(
+        self,
+        tr: Transition,
+        spec: ThresholdSpec,
+        street: str | None,
+        series: EarlySeries,
+        reading: EarlyReading,
+        window_s: float,
+        ctx: DetectionContext,
+    ) -> list[AlertEvent]:
+        """A transition one reading decided; its evidence names the reading and shows the
+        crossing readings of its minute up to it."""
+        minute = reading.clock - (reading.clock % window_s)
+        points: list[EvidencePoint] = []
+        for r in series.readings:
+            if minute <= r.clock < minute + window_s:
+                points.append(EvidencePoint(time=datetime.fromtimestamp(r.at, UTC), value=r.value))
+            if r is reading:
+                break
+        decided = EvidenceReading(
+            time=datetime.fromtimestamp(reading.at, UTC), value=reading.value, origin=reading.ref
+        )
+        return self._signal(tr, spec, street, window_s, points, ctx, decided)
 
     def _weak_threshold(
         self,
@@ -517,16 +671,30 @@ class DistrictDetection:
     def act(self, action: AlertAction, ctx: DetectionContext) -> list[AlertEvent]:
         return self.book.act(action, ctx.names, ctx.silences)
 
-    def _signal(
+    def _window_signal(
         self,
         tr: Transition,
         spec: ThresholdSpec,
-        indicator: str,
         street: str | None,
         window: ClosedWindow,
         ctx: DetectionContext,
     ) -> list[AlertEvent]:
-        span = spec.window_s if spec.window_s > 0 else window.end - window.start
+        values = self._values(spec.indicator, street)
+        return self._signal(tr, spec, street, window.end - window.start, values, ctx)
+
+    def _signal(
+        self,
+        tr: Transition,
+        spec: ThresholdSpec,
+        street: str | None,
+        window_s: float,
+        values: list[EvidencePoint],
+        ctx: DetectionContext,
+        reading: EvidenceReading | None = None,
+    ) -> list[AlertEvent]:
+        """A rule's transition as an alert signal: decided on ``reading``, or at a window's
+        close when it is None."""
+        span = spec.window_s if spec.window_s > 0 else window_s
         evidence = Evidence(
             rule=spec.rule_id,
             version=spec.version,
@@ -535,15 +703,17 @@ class DistrictDetection:
             window_start=datetime.fromtimestamp(tr.at - span, UTC),
             window_end=datetime.fromtimestamp(tr.at, UTC),
             threshold=tr.threshold,
-            values=self._values(indicator, street),
+            values=values,
             detail=f"{tr.reason}; breach since {datetime.fromtimestamp(tr.since, UTC).isoformat()}",
+            decided="window" if reading is None else "reading",
+            reading=reading,
         )
         return self._rule_alert(
             tr.kind,
             AlertKind.ALARM,
             spec.rule_id,
             spec.rule_id,
-            indicator,
+            spec.indicator,
             street,
             Grade(tr.grade),
             tr.at,
@@ -619,4 +789,6 @@ class DistrictDetection:
         if not isinstance(value, DistrictDetection):
             raise TypeError(f"not a DistrictDetection: {type(value).__name__}")
         value.book.upgrade()
+        if "early" not in value.__dict__:  # written before early decisions
+            value.early = {}
         return value

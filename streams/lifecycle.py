@@ -14,9 +14,16 @@ keyed by district, next to that district's detectors.
   action), ``resolved`` (the condition cleared, or an operator resolved it or
   marked it a false positive). Times are event times of the signals and
   actions, never the wall clock, so replaying input gives the same events.
-- **Inhibition.** While a district has an open grade-I (red) alert, its
-  lower-grade alerts of the same root (the same domain) are marked
-  ``inhibited_by`` that alert: still visible, not notified.
+- **Inhibition** is a reader's view, not an event: while a district has an
+  open grade-I (red) alert, its lower-grade alerts of the same root (the same
+  domain) are *inhibited* by it (:func:`inhibitor`): still listed, not
+  notified, and notified once the red alert has gone. Notifications, the
+  console, the demo and ``cityvitals tail`` each decide it from the alerts they
+  hold. Kept out of the events, because an alarm decided on its reading
+  (:mod:`streams.early`) may come before or after another series' window close
+  depending on when the worker's batches end: the events of each alert depend
+  on its own series alone, so the live worker and ``cityvitals replay`` publish
+  the same ones whatever the timing.
 - **Silences.** Maintenance windows from config and silences operators set
   ("silence similar for 2 h") mark matching alerts ``silenced_by``. A book
   keeps at most :data:`MAX_SILENCES` operator silences (the oldest set goes
@@ -52,7 +59,7 @@ import hashlib
 import logging
 import pickle
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -103,6 +110,35 @@ def fingerprint(district: str, street: str | None, key: str, rule: str) -> str:
 
 
 # -- action history --------------------------------------------------------------------
+
+
+def inhibitor(alert: AlertEvent, others: Iterable[AlertEvent]) -> str | None:
+    """The alert id of the open red alert that inhibits ``alert``, or None.
+
+    An open alert below grade I is inhibited by an open grade-I alert of the same
+    district and domain (another condition); ``others`` are the latest events of
+    the alerts the caller holds, in any order (the earliest red wins).
+    """
+    if alert.grade is Grade.I or is_closed(alert):
+        return None
+    reds = [
+        o
+        for o in others
+        if o.grade is Grade.I
+        and o.fingerprint != alert.fingerprint
+        and o.district == alert.district
+        and o.domain == alert.domain
+        and not is_closed(o)
+    ]
+    return min(reds, key=lambda o: (o.first_seen, o.alert_id)).alert_id if reds else None
+
+
+def is_closed(alert: AlertEvent) -> bool:
+    """Resolved by its condition, or closed by an operator (resolved, false positive)."""
+    return alert.status is AlertStatus.RESOLVED or alert.workflow in (
+        Workflow.RESOLVED,
+        Workflow.FALSE_POSITIVE,
+    )
 
 
 def _noteless(record: ActionRecord) -> ActionRecord:
@@ -383,7 +419,7 @@ class AlertBook:
     def apply(
         self, signal: Signal, names: Names, config_silences: tuple[Silence, ...] = ()
     ) -> list[AlertEvent]:
-        """The events one signal causes: none, or one for its alert plus re-marked others."""
+        """The event one signal causes for its alert: none, or one."""
         fp = signal.fingerprint
         current = self.open.get(fp)
         if signal.action == "resolve":
@@ -392,7 +428,7 @@ class AlertBook:
             event = self._next(current, signal, AlertStatus.RESOLVED, names)
             del self.open[fp]
             self.closed.append(event)
-            return [event, *self._remark(names, config_silences, signal.at, exclude=fp)]
+            return [event]
         if current is None:
             at = _ts(signal.at)
             event = AlertEvent(
@@ -423,7 +459,7 @@ class AlertBook:
                 return []  # a repeat with nothing new
             event = self._next(current, signal, AlertStatus.UPDATED, names, config_silences)
         self.open[fp] = event
-        return [event, *self._remark(names, config_silences, signal.at, exclude=fp)]
+        return [event]
 
     def _next(
         self,
@@ -449,19 +485,7 @@ class AlertBook:
         )
         return self._marked(event, names, config_silences, signal.at)
 
-    # -- inhibition and silences -----------------------------------------------------
-    def _inhibitor(self, alert: AlertEvent) -> str | None:
-        if alert.grade is Grade.I or alert.status is AlertStatus.RESOLVED:
-            return None
-        for other in self.open.values():
-            if (
-                other.fingerprint != alert.fingerprint
-                and other.grade is Grade.I
-                and other.domain == alert.domain
-            ):
-                return other.alert_id
-        return None
-
+    # -- silences ------------------------------------------------------------------------
     def _silencer(
         self, alert: AlertEvent, at: float, config_silences: tuple[Silence, ...]
     ) -> str | None:
@@ -475,34 +499,11 @@ class AlertBook:
     ) -> AlertEvent:
         marked = alert.model_copy(
             update={
-                "inhibited_by": self._inhibitor(alert),
                 "silenced_by": self._silencer(alert, at, config_silences),
             }
         )
         zh, en = names.headlines(marked)
         return marked.model_copy(update={"headline_zh": zh, "headline_en": en})
-
-    def _remark(
-        self, names: Names, config_silences: tuple[Silence, ...], at: float, exclude: str
-    ) -> list[AlertEvent]:
-        """Open alerts whose inhibition changed because another alert changed."""
-        out = []
-        for fp, alert in list(self.open.items()):
-            if fp == exclude:
-                continue
-            inhibitor = self._inhibitor(alert)
-            if inhibitor != alert.inhibited_by:
-                event = alert.model_copy(
-                    update={
-                        "sequence": alert.sequence + 1,
-                        "status": AlertStatus.UPDATED,
-                        "inhibited_by": inhibitor,
-                        "last_update": max(alert.last_update, _ts(at)),
-                    }
-                )
-                self.open[fp] = event
-                out.append(event)
-        return out
 
     # -- operator actions --------------------------------------------------------------
     def find(self, alert_id: str) -> AlertEvent | None:
@@ -580,10 +581,7 @@ class AlertBook:
         if is_open and event.status is AlertStatus.RESOLVED:
             del self.open[alert.fingerprint]
             self.closed.append(kept)
-            return [
-                event,
-                *self._remark(names, config_silences, action.at.timestamp(), alert.fingerprint),
-            ]
+            return [event]
         if is_open:
             self.open[alert.fingerprint] = kept
         else:

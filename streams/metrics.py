@@ -282,11 +282,22 @@ consumer_lag = Gauge(
 )
 event_to_alert = Histogram(
     "event_to_alert_seconds",
-    "From the event time of the reading that raised an alert to the alert's publication, by kind.",
-    ["kind"],
+    "From the event time of the reading that raised an alert to the alert's publication, by "
+    "kind and rule class: reading (a rule on each reading) and monotone (a window maximum or "
+    "minimum) decided on the reading itself, window (decided when a window closed, timed from "
+    "the window's end), model (anomaly, trend, composite and data-quality findings).",
+    ["kind", "rule_class"],
     namespace=NAMESPACE,
     subsystem="alerts",
-    buckets=(1, 5, 15, 30, 60, 120, 180, 300, 600, 1800, 3600, 21600, 86400),
+    buckets=(0.25, 0.5, 1, 2, 5, 15, 30, 60, 120, 180, 300, 600, 1800, 3600, 21600, 86400),
+    registry=REGISTRY,
+)
+early_mismatches = Counter(
+    "early_mismatches",
+    "Transitions raised on a reading that the window's close then did not confirm (0 unless "
+    "the early decision logic is wrong; the alert event stays as raised).",
+    namespace=NAMESPACE,
+    subsystem="detection",
     registry=REGISTRY,
 )
 

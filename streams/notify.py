@@ -11,7 +11,12 @@ by exactly one worker and moves with its district on a rebalance:
    group waits ``group_wait``; later changes go out at most every
    ``group_interval``; an unchanged group with firing alerts is sent again every
    ``repeat_interval``; resolved alerts go out once if the route asks for them.
-   Silenced and inhibited alerts are not notified. An alert nobody acknowledges
+   Silenced and inhibited alerts are not notified. Inhibition is decided here,
+   from the district's open red alerts the state knows
+   (:func:`streams.lifecycle.inhibitor`): when a red alert opens, the lower
+   grades of its domain leave their groups and escalations and wait in
+   :attr:`DistrictNotify.inhibited`; when the domain's last red alert closes or
+   comes down, they are planned again, as new. An alert nobody acknowledges
    within its grade's deadline escalates one level up (street → district → city
    command): its escalation receiver is notified and an ``escalate`` action on
    ``city.alert-actions`` records it on the alert's timeline.
@@ -55,6 +60,10 @@ grows with operator input, and every collection has a bound:
   group counts in its overflow (the last event planned, so an event read again
   after a restart is not planned twice), the least recently planned forgotten
   first.
+- :attr:`DistrictNotify.reds`: the district's open red alerts, one per
+  condition the configuration watches; :data:`MAX_INHIBITED` alerts waiting
+  behind them (the oldest forgotten first: it is planned again with its next
+  event rather than when the red alert ends).
 
 Should a value still exceed its byte bound, :meth:`DistrictNotify.encode`
 shrinks it in the order of :meth:`DistrictNotify.shrink_steps` and says what it
@@ -85,7 +94,7 @@ from pydantic import BaseModel
 from streams import metrics
 from streams.config import CityConfig
 from streams.delivery import DEFAULT_POLICY, DeliveryPolicy, Dialect, deliver
-from streams.lifecycle import DEGRADED, STATE_MAX_BYTES, Step, fit, pickled
+from streams.lifecycle import DEGRADED, STATE_MAX_BYTES, Step, fit, is_closed, pickled
 from streams.payloads import render_all
 from streams.routing import (
     PayloadFormat,
@@ -109,7 +118,9 @@ from streams.schemas import (
     AlertStatus,
     Evidence,
     EvidencePoint,
+    EvidenceReading,
     Forecast,
+    Grade,
     MemberSignal,
     Notification,
     NotificationOutcome,
@@ -131,6 +142,7 @@ MAX_GROUPS = 256  # groups per district, beyond which a route's alerts share one
 MAX_ESCALATING = 500  # alerts per district climbing the hierarchy one by one
 ESCALATION_SLACK = 50  # escalations stopped at once when MAX_ESCALATING is passed
 MAX_SEEN = 512  # planned sequences kept of alerts the state holds nowhere else
+MAX_INHIBITED = 500  # alerts per district waiting behind a red alert of their domain
 BRIEF_MEMBERS = 6  # composite member signals a brief keeps (one per domain first)
 BRIEF_DETAIL_CHARS = 300  # of the evidence's detail text, in a brief
 
@@ -141,11 +153,13 @@ BRIEF_DETAIL_CHARS = 300  # of the evidence's detail text, in a brief
 _NESTED: dict[tuple[type[BaseModel], str], tuple[type[BaseModel], bool]] = {
     (AlertEvent, "evidence"): (Evidence, False),
     (Evidence, "forecast"): (Forecast, False),
+    (Evidence, "reading"): (EvidenceReading, False),
     (Evidence, "values"): (EvidencePoint, True),
     (Evidence, "members"): (MemberSignal, True),
 }
 _MODELS: dict[str, type[BaseModel]] = {
-    m.__name__: m for m in (AlertEvent, Evidence, Forecast, EvidencePoint, MemberSignal)
+    m.__name__: m
+    for m in (AlertEvent, Evidence, Forecast, EvidencePoint, EvidenceReading, MemberSignal)
 }
 # the field order a packed alert follows; pickled with the briefs (once per value), so a
 # value written before a schema change is read by name
@@ -171,8 +185,14 @@ _SHARED = frozenset(
 
 
 def _pack(model: BaseModel) -> tuple[Any, ...]:
-    """A model's values in field order: nested models as tuples, times as epoch seconds."""
-    return tuple(_packed(name, getattr(model, name)) for name in type(model).model_fields)
+    """A model's values in field order: nested models as tuples, times as epoch seconds.
+
+    A model unpickled from a value written before a field existed has the field's default."""
+    values = model.__dict__
+    return tuple(
+        _packed(name, values[name] if name in values else f.get_default(call_default_factory=True))
+        for name, f in type(model).model_fields.items()
+    )
 
 
 def _packed(name: str, value: Any) -> Any:
@@ -259,6 +279,11 @@ class AlertBrief:
     @property
     def first_seen(self) -> float:
         return float(self.doc[_AT["first_seen"]])
+
+    @property
+    def domain(self) -> str | None:
+        value = self.doc[_AT["domain"]]
+        return None if value is None else str(value)
 
     @property
     def closed(self) -> bool:
@@ -387,6 +412,9 @@ class DistrictNotify:
     # alert id -> last sequence planned << 1 | in a group's overflow, of alerts held
     # nowhere else and of those a group counts in its overflow (least recent first)
     seen: dict[str, int] = field(default_factory=dict)
+    reds: dict[str, str | None] = field(default_factory=dict)  # open red alert id -> domain
+    # alert id -> brief, of open alerts a red alert of their domain holds back
+    inhibited: dict[str, AlertBrief] = field(default_factory=dict)
 
     # -- what the state knows of an alert ---------------------------------------------------
     def planned(self, alert_id: str) -> int:
@@ -414,6 +442,14 @@ class DistrictNotify:
         if alert_id in self.briefs:
             return not any(g.has(alert_id) for g in self.groups.values())
         return alert.sequence > 1 and self.planned(alert_id) == 0
+
+    def inhibitor(self, alert: AlertEvent) -> str | None:
+        """The open red alert of the alert's domain that holds it back, if any."""
+        if alert.grade is Grade.I or is_closed(alert):
+            return None
+        return next(
+            (r for r, d in self.reds.items() if d == alert.domain and r != alert.alert_id), None
+        )
 
     def listed(self, alert_id: str) -> bool:
         return any(alert_id in g.listed for g in self.groups.values())
@@ -472,6 +508,11 @@ class DistrictNotify:
         return [
             ("forgot the last planned event of {n} alerts no group tracks", self._forget_seen),
             (
+                "forgot {n} alerts held back by a red alert (each is planned again with its "
+                "next event, not when the red alert ends)",
+                self._forget_inhibited,
+            ),
+            (
                 "counted {n} alerts of the largest groups without tracking them",
                 self._untrack_counted,
             ),
@@ -496,6 +537,12 @@ class DistrictNotify:
         n = (len(self.seen) + 1) // 2
         for alert_id in list(self.seen)[:n]:
             del self.seen[alert_id]
+        return n
+
+    def _forget_inhibited(self) -> int:
+        n = (len(self.inhibited) + 1) // 2
+        for alert_id in list(self.inhibited)[:n]:
+            del self.inhibited[alert_id]
         return n
 
     def _untrack_counted(self) -> int:
@@ -564,6 +611,8 @@ class DistrictNotify:
 
     def _upgrade(self) -> None:
         """Convert a value of the earlier layout in place (a no-op for current ones)."""
+        if "reds" not in self.__dict__:
+            self.reds, self.inhibited = {}, {}
         if "briefs" not in self.__dict__:
             self.briefs = {}
             self.seen = {i: s << 1 for i, s in self.seen.items()}  # then: sequences only
@@ -606,15 +655,7 @@ def notification_id(
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _closed(alert: AlertEvent) -> bool:
-    return alert.status is AlertStatus.RESOLVED or alert.workflow in (
-        Workflow.RESOLVED,
-        Workflow.FALSE_POSITIVE,
-    )
-
-
-def _muted(alert: AlertEvent) -> bool:
-    return alert.silenced_by is not None or alert.inhibited_by is not None
+_closed = is_closed
 
 
 def _spill_key(result: RouteResult, district: str) -> str:
@@ -631,12 +672,40 @@ class Planner:
 
     def on_alert(self, state: DistrictNotify, alert: AlertEvent, now: float) -> None:
         """Take one alert event into its groups and its escalation."""
-        alert_id = alert.alert_id
-        if alert.sequence <= state.planned(alert_id):
+        if alert.sequence <= state.planned(alert.alert_id):
             return  # the same event read again after a restart
+        before = set(state.reds.values())
+        if alert.grade is Grade.I and not _closed(alert):
+            state.reds[alert.alert_id] = alert.domain
+        else:
+            state.reds.pop(alert.alert_id, None)
+        self._place(state, alert, now)
+        after = set(state.reds.values())
+        for domain in after - before:  # a red alert opened: its domain's lower grades wait
+            for brief in list(state.briefs.values()):
+                if brief.domain == domain:
+                    held = brief.event()
+                    if state.inhibitor(held) is not None:
+                        self._place(state, held, now)
+        for domain in before - after:  # the domain's last red alert went: they are planned
+            for alert_id, brief in list(state.inhibited.items()):
+                if brief.domain == domain:
+                    del state.inhibited[alert_id]
+                    self._place(state, brief.event(), now)
+
+    def _place(self, state: DistrictNotify, alert: AlertEvent, now: float) -> None:
+        """Put one alert's latest event in its groups and its escalation, or hold it back."""
+        alert_id = alert.alert_id
         counted = state.in_overflow(alert)  # in some group's overflow, untracked
         in_overflow = False
-        closed, muted = _closed(alert), _muted(alert)
+        closed = _closed(alert)
+        inhibited = state.inhibitor(alert) is not None
+        state.inhibited.pop(alert_id, None)
+        if inhibited:
+            state.inhibited[alert_id] = AlertBrief.of(alert)  # the latest, least recent first
+            while len(state.inhibited) > MAX_INHIBITED:
+                del state.inhibited[next(iter(state.inhibited))]
+        muted = inhibited or alert.silenced_by is not None
         labels = labels_of(alert)
         for result in self.tree.match(labels):
             key = group_key(result, labels)

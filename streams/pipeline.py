@@ -30,7 +30,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -134,6 +134,8 @@ class _Batch:
     now: datetime
     dead: Dead
     readings: Counter[str]
+    # counted readings early rules watch: (district, reading, "topic:partition:offset")
+    early: list[tuple[str, Accepted, str]] = field(default_factory=list)
 
 
 class WindowsCodec(codecs.Codec):
@@ -205,6 +207,17 @@ codecs.register("district_notify", NOTIFY_CODEC)
 _ACKNOWLEDGING = (AlertActionType.ACKNOWLEDGE.value, AlertActionType.DISPATCH.value)
 
 
+def rule_class_of(event: AlertEvent) -> tuple[str, float]:
+    """How an alert was decided (``reading``, ``monotone``, ``window`` or ``model``) and the
+    event time its latency counts from: the deciding reading's, else the event's."""
+    evidence = event.evidence
+    if evidence.decided == "reading" and evidence.reading is not None:
+        cls = "reading" if evidence.aggregate == "reading" else "monotone"
+        return cls, evidence.reading.time.timestamp()
+    cls = "window" if evidence.decided == "window" else "model"
+    return cls, event.event_time.timestamp()
+
+
 def count_alert_event(event: AlertEvent) -> None:
     """Metrics of one published alert event, department performance included."""
     grade = event.grade.roman
@@ -216,8 +229,9 @@ def count_alert_event(event: AlertEvent) -> None:
                 max(0.0, (last.at - event.first_seen).total_seconds())
             )
     if event.status is AlertStatus.FIRING:
-        metrics.event_to_alert.labels(event.kind.value).observe(
-            max(0.0, time.time() - event.event_time.timestamp())
+        rule_class, since = rule_class_of(event)
+        metrics.event_to_alert.labels(event.kind.value, rule_class).observe(
+            max(0.0, time.time() - since)
         )
     if event.status is AlertStatus.RESOLVED:
         outcome = {Workflow.RESOLVED: "resolved", Workflow.FALSE_POSITIVE: "false_positive"}.get(
@@ -268,6 +282,7 @@ class VitalsProcessor:
         self._changelogs = changelogs  # of the windows and the detection tables
         self.detection_table = detection_table
         self.detection = detection
+        self._early_indicators = detection.early_indicators
         self._street_keys = {
             (ind, street): f"{ind}{STREET_SEP}{street}"
             for ind in detection.street_indicators
@@ -473,6 +488,7 @@ class VitalsProcessor:
         accept = self.ingestor.accept
         tp_names = self._tp_names
         max_ahead = self.settings.max_ahead_s
+        early_indicators = self._early_indicators
         for msg in events:
             # a tombstone (null value) is no event: it fails as bad JSON, keeping its origin
             key, value = msg.key, msg.value if msg.value is not None else b""
@@ -505,6 +521,8 @@ class VitalsProcessor:
                     ):  # the common case, inline: counted
                         out.add(READINGS_TOPIC, key, result.json)
                         readings[result.domain] += 1
+                        if result.indicator in early_indicators:
+                            batch.early.append((state.district, result, f"{tp}:{msg.offset}"))
                     else:
                         self._late(msg, result, batch)
             except Exception as exc:  # not foreseen by ingest: this record alone
@@ -531,6 +549,7 @@ class VitalsProcessor:
         if duplicates:
             metrics.duplicates_skipped.inc(duplicates)
         self._publish_batch(batch)
+        self._decide_early(batch, detected)
         keep = self.settings.max_open_windows
         for district, state in touched.items():
             closed = state.close_due(
@@ -556,6 +575,10 @@ class VitalsProcessor:
         if state.add(result.indicator, result.value, t, msg.topic, street_key):
             batch.out.add(READINGS_TOPIC, key, result.json)
             batch.readings[result.domain] += 1
+            if result.indicator in self._early_indicators:
+                batch.early.append(
+                    (state.district, result, f"{msg.topic}:{msg.partition}:{msg.offset}")
+                )
         else:
             self._late(msg, result, batch)
 
@@ -801,6 +824,8 @@ class VitalsProcessor:
                 for held, why in dropped:
                     self._held["dropped"].inc()
                     batch.dead.append(self._ahead_letter(state, held, why, now))
+                self._decide_early(batch, detected)
+                batch.early.clear()
                 self._publish(out, state.close_all(until=now_ts), now, "idle", detected)
             self._publish_batch(batch)
             await self._commit(touched, out, detected)
@@ -838,6 +863,9 @@ class VitalsProcessor:
     ) -> None:
         for window in closed:
             self._detect(out, window, detected)
+        for district in dict.fromkeys(w.district for w in closed):
+            self._catch_up_early(out, district, detected)
+        for window in closed:
             document, domains, composite = vitals_json(
                 window, self.cfg, self.settings.rolling_windows, now
             )
@@ -852,21 +880,59 @@ class VitalsProcessor:
             metrics.watermark_lag.labels(window.district).set(delay)
             self._close_delay[trigger].observe(delay)
 
-    def _detect(
-        self, out: Outputs, window: ClosedWindow, detected: dict[str, DistrictDetection]
-    ) -> None:
-        district = window.district
+    def _detection_of(
+        self, district: str, detected: dict[str, DistrictDetection]
+    ) -> DistrictDetection:
+        """The district's detection state, marked to be written at the end of the batch."""
         state = detected.get(district)
         if state is None:
             state = self.detection_table.get(district.encode()) or DistrictDetection(district)
             detected[district] = state
-        events = state.on_window(window, self.detection)
-        key = district.encode()
+        return state
+
+    def _raise(self, out: Outputs, state: DistrictDetection, events: list[AlertEvent]) -> None:
+        key = state.district.encode()
         for event in events:
             out.add(ALERTS_TOPIC, key, event.to_json())
             count_alert_event(event)
         if events:
             self._count_open(state)
+
+    def _detect(
+        self, out: Outputs, window: ClosedWindow, detected: dict[str, DistrictDetection]
+    ) -> None:
+        state = self._detection_of(window.district, detected)
+        self._raise(out, state, state.on_window(window, self.detection))
+
+    def _decide_early(self, batch: _Batch, detected: dict[str, DistrictDetection]) -> None:
+        """The batch's readings that early rules watch, in arrival order: alarms they decide
+        now rather than when their window closes (:mod:`streams.early`)."""
+        window_s = float(self.settings.window_s)
+        for district, result, ref in batch.early:
+            state = self._detection_of(district, detected)
+            windows = self._touched[district]
+            events = state.on_reading(
+                result.indicator,
+                result.street,
+                result.t,
+                result.value,
+                ref,
+                self.detection,
+                windows.open,
+                window_s,
+            )
+            self._raise(batch.out, state, events)
+
+    def _catch_up_early(
+        self, out: Outputs, district: str, detected: dict[str, DistrictDetection]
+    ) -> None:
+        """Windows of the district closed: kept readings whose turn has come are raised."""
+        state = detected.get(district)
+        windows = self._touched.get(district)
+        if state is None or windows is None or not any(s.readings for s in state.early.values()):
+            return
+        events = state.catch_up(windows.open, float(self.settings.window_s), self.detection)
+        self._raise(out, state, events)
 
     async def apply_action(self, msg: Record) -> None:
         """Apply one operator action from ``city.alert-actions`` (caller holds the state lock).

@@ -18,7 +18,9 @@ models) and the alert lifecycle. Each AlertEvent becomes one JSON line.
   value whose minute has already closed (a backward time step beyond the
   lateness) is skipped and counted, as the worker dead-letters it as ``late``.
 - Each line's ``event_time`` is the timestamp, as written in the input, of the
-  last reading in the minute that caused the event (the latest reading before
+  reading that decided the event on its own (rules on each reading, window
+  maxima and minima: :mod:`streams.early`), else of the last reading in the
+  minute that caused the event (the latest reading before
   it when the event came from a minute without readings, e.g. a hold expiring).
 """
 
@@ -80,27 +82,45 @@ class Replayer:
         self.detection = DistrictDetection(self.district)
         # window start -> the input timestamp text of its last reading
         self._stamp: dict[float, str] = {}
+        # a kept early reading -> its input timestamp text
+        self._reading_stamp: dict[str, str] = {}
         self._last_stamp: tuple[float, str] | None = None
 
     def add(self, t: float, stamp: str, values: Mapping[str, float]) -> list[AlertEvent]:
         """One input row at event time ``t`` (``stamp`` as written in the input)."""
+        assert self.ctx is not None
         self.stats.rows += 1
+        early: list[AlertEvent] = []
         for indicator, value in values.items():
             if self.windows.add(indicator, value, t, SOURCE):
                 self.stats.values += 1
                 self._stamp[self.windows.window_of(t)] = stamp
                 if self._last_stamp is None or t >= self._last_stamp[0]:
                     self._last_stamp = (t, stamp)
+                if indicator in self.ctx.early_indicators:
+                    ref = f"row {self.stats.rows} {indicator}"
+                    self._reading_stamp[ref] = stamp
+                    early += self.detection.on_reading(
+                        indicator, None, t, value, ref, self.ctx, self.windows.open, self.window_s
+                    )
             else:
                 self.stats.late += 1
-        return self._closed(self.windows.close_due(self.lateness_s, [SOURCE]))
+        self._count(early)
+        return early + self._closed(self.windows.close_due(self.lateness_s, [SOURCE]))
 
     def finish(self) -> list[AlertEvent]:
         """Close what is still open (the end of the input)."""
         return self._closed(self.windows.close_all())
 
+    def _count(self, events: list[AlertEvent]) -> None:
+        self.stats.events += len(events)
+        self.stats.alerts += sum(e.status.value == "firing" for e in events)
+
     def stamp_of(self, event: AlertEvent) -> str:
         """The input timestamp of the reading behind an event (see the module docstring)."""
+        reading = event.evidence.reading
+        if reading is not None and reading.origin in self._reading_stamp:
+            return self._reading_stamp[reading.origin]
         start = event.event_time.timestamp() - self.window_s
         stamp = self._stamp.get(start)
         if stamp is not None:
@@ -113,10 +133,17 @@ class Replayer:
     def _closed(self, windows: Iterable[Any]) -> list[AlertEvent]:
         assert self.ctx is not None
         out: list[AlertEvent] = []
+        closed = False
         for window in windows:
             out += self.detection.on_window(window, self.ctx)
-        self.stats.events += len(out)
-        self.stats.alerts += sum(e.status.value == "firing" for e in out)
+            closed = True
+        if closed:
+            out += self.detection.catch_up(self.windows.open, self.window_s, self.ctx)
+        self._count(out)
+        if len(self._reading_stamp) > 4096:  # only kept readings can still raise an event
+            kept = {r.ref for s in self.detection.early.values() for r in s.readings}
+            kept |= {e.evidence.reading.origin or "" for e in out if e.evidence.reading is not None}
+            self._reading_stamp = {k: v for k, v in self._reading_stamp.items() if k in kept}
         # keep the stamps of recent minutes only: bounded memory on long files
         horizon = self.windows.closed_until - 24 * 3600
         if len(self._stamp) > 4096:

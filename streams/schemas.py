@@ -304,6 +304,14 @@ class EvidencePoint(_Message):
     value: float
 
 
+class EvidenceReading(_Message):
+    """The reading that decided an alert on its own (``Evidence.decided == "reading"``)."""
+
+    time: datetime  # its event time
+    value: float  # in the indicator's unit
+    origin: str | None = None  # "topic:partition:offset" of its input record, or a file row
+
+
 class Forecast(_Message):
     """A trend forecast: the value expected ``horizon_s`` ahead and when it crosses the limit."""
 
@@ -340,6 +348,10 @@ class Evidence(_Message):
     values: list[EvidencePoint] = Field(default_factory=list)  # recent values, oldest first
     members: list[MemberSignal] = Field(default_factory=list)  # composite alerts only
     detail: str | None = None
+    # threshold rules: "reading" when one reading decided at once (``reading`` names
+    # it), "window" when a closed window did
+    decided: str | None = None
+    reading: EvidenceReading | None = None
 
 
 class ActionRecord(_Message):
@@ -393,7 +405,8 @@ class AlertEvent(_Message):
     # the compact history (at most MAX_ACTIONS, no notes), then the action that caused
     # this event with its note; see ActionRecord and streams.lifecycle.action_history
     actions: list[ActionRecord] = Field(default_factory=list)
-    # an open red alert of the same root in the district (notifications skip this one)
+    # not set by the worker: inhibition is each reader's view of the alerts it holds
+    # (streams.lifecycle.inhibitor); accepted so that records which carry it still read
     inhibited_by: str | None = None
     # a silence or maintenance window that covers it (notifications skip this one)
     silenced_by: str | None = None

@@ -20,6 +20,7 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
+from streams.lifecycle import inhibitor, is_closed
 from streams.schemas import AlertEvent, Grade
 
 STYLE = {
@@ -44,8 +45,8 @@ class TailRefused(Exception):
         self.detail = detail
 
 
-def render(event: AlertEvent, lang: str = "en") -> Text:
-    """One line for one alert event."""
+def render(event: AlertEvent, lang: str = "en", inhibited: bool = False) -> Text:
+    """One line for one alert event; ``inhibited``: a red alert of its root is open."""
     local = event.last_update.astimezone()
     badge = f" {event.grade.roman:>3} {WORD[lang][event.grade.value]} "
     place = event.district + (f"/{event.street}" if event.street else "")
@@ -63,7 +64,7 @@ def render(event: AlertEvent, lang: str = "en") -> Text:
             first = last.note.strip().splitlines()[0] if last.note.strip() else ""
             more = len(first) > NOTE_CHARS or first != last.note.strip()
             line.append(f": {first[:NOTE_CHARS]}{'…' if more else ''}", style="italic")
-    if event.silenced_by or event.inhibited_by:
+    if event.silenced_by or inhibited:
         line.append("  (muted)", style="dim")
     return line
 
@@ -130,9 +131,13 @@ def run_tail(
     """Print the feed until Ctrl-C (or ``count`` events); 2 when the API refuses."""
     tail = Tail(url, token, params)
     shown = 0
+    held: dict[str, AlertEvent] = {}  # the open alerts seen, for inhibition
     try:
         for event in tail.events():
-            console.print(render(event, lang))
+            held.pop(event.alert_id, None)
+            if not is_closed(event):
+                held[event.alert_id] = event
+            console.print(render(event, lang, inhibitor(event, held.values()) is not None))
             shown += 1
             if count is not None and shown >= count:
                 return 0

@@ -25,6 +25,7 @@ from streams.lifecycle import (
     Signal,
     Silence,
     fingerprint,
+    inhibitor,
 )
 from streams.rules import load_thresholds
 from streams.schemas import (
@@ -170,26 +171,52 @@ def test_replaying_the_same_signals_gives_the_same_events() -> None:
     assert head + tail == runs[0]
 
 
-def test_a_red_alert_inhibits_lower_grades_of_the_same_root_and_releases_them() -> None:
+def test_a_red_alert_inhibits_lower_grades_of_the_same_root_in_the_readers_view() -> None:
     book = AlertBook("339901")
     (noise,) = book.apply(signal("fire", Grade.IV, T0, rule="noise", key="iot.noise_db"), NAMES)
     (fire_iv,) = book.apply(
         signal("fire", Grade.IV, T0, rule="smoke", key="fire.smoke_alarms", domain="fire"), NAMES
     )
-    assert noise.inhibited_by is None
-    red, remarked = book.apply(signal("fire", Grade.I, T0 + 10), NAMES)  # pm25 red
-    assert red.inhibited_by is None
-    assert remarked.alert_id == noise.alert_id and remarked.inhibited_by == red.alert_id
-    assert remarked.status is AlertStatus.UPDATED
-    assert book.open[fire_iv.fingerprint].inhibited_by is None  # another root: not muted
-    # a new lower-grade alert of the same root is born inhibited
+    assert inhibitor(noise, book.open.values()) is None
+    # the red alert's event is the only one it causes: others' events are their own
+    (red,) = book.apply(signal("fire", Grade.I, T0 + 10), NAMES)  # pm25 red
+    held = list(book.open.values())
+    assert inhibitor(red, held) is None
+    assert inhibitor(noise, held) == red.alert_id
+    assert inhibitor(fire_iv, held) is None  # another root: not held back
     (dust,) = book.apply(signal("fire", Grade.III, T0 + 20, rule="pm10", key="iot.pm10"), NAMES)
-    assert dust.inhibited_by == red.alert_id
-    # when the red alert resolves, the others are released
-    events = book.apply(signal("resolve", Grade.I, T0 + 900), NAMES)
-    assert events[0].status is AlertStatus.RESOLVED
-    released = {e.alert_id: e.inhibited_by for e in events[1:]}
-    assert released == {noise.alert_id: None, dust.alert_id: None}
+    assert inhibitor(dust, book.open.values()) == red.alert_id
+    # another district's red holds nothing back here
+    elsewhere = red.model_copy(update={"district": "339902", "fingerprint": "x", "alert_id": "x-1"})
+    assert inhibitor(dust, [elsewhere]) is None
+    # when the red alert resolves, nothing is held back, and no other alert has an event
+    (resolved,) = book.apply(signal("resolve", Grade.I, T0 + 900), NAMES)
+    assert resolved.status is AlertStatus.RESOLVED
+    assert inhibitor(dust, [*book.open.values(), resolved]) is None
+    # a red closed by an operator holds nothing back either
+    closed = red.model_copy(update={"workflow": Workflow.FALSE_POSITIVE})
+    assert inhibitor(noise, [closed]) is None
+
+
+def test_an_alerts_events_do_not_depend_on_the_order_of_other_series() -> None:
+    """Signals of different series in either order give each alert the same events."""
+    signals = [
+        signal("fire", Grade.III, T0, rule="pm10", key="iot.pm10"),
+        signal("fire", Grade.I, T0 + 5),
+        signal("fire", Grade.II, T0 + 70, rule="pm10", key="iot.pm10"),
+        signal("resolve", Grade.I, T0 + 80),
+    ]
+
+    def per_alert(order: list[Signal]) -> dict[str, list[AlertEvent]]:
+        book = AlertBook("339901")
+        out: dict[str, list[AlertEvent]] = {}
+        for s in order:
+            for e in book.apply(s, NAMES):
+                out.setdefault(e.alert_id, []).append(e)
+        return out
+
+    pm10, pm25 = signals[0::2], signals[1::2]
+    assert per_alert(signals) == per_alert(pm25 + pm10) == per_alert(pm10 + pm25)
 
 
 def test_config_silences_mark_matching_alerts_in_their_window() -> None:

@@ -396,3 +396,51 @@ def test_payloads_of_slim_alerts_keep_what_receivers_read(tree: RoutingTree) -> 
     first = native["alerts"][0]
     assert first["evidence"]["observed"] and first["evidence"]["threshold"] == 115.0
     assert "actions" not in first or first["actions"] == []
+
+
+# --- inhibition ------------------------------------------------------------------------------
+
+
+def test_a_red_alert_holds_back_its_domains_lower_grades_until_it_ends(tree: RoutingTree) -> None:
+    planner = Planner(tree)
+    state = DistrictNotify("339901")
+    yellow, red = alert(1), alert(2, grade=1, colour="red")
+    planner.on_alert(state, yellow, 0.0)
+    assert state.listed(yellow.alert_id) and yellow.alert_id in state.escalations
+    # the red alert opens: the yellow one leaves its group and stops climbing
+    planner.on_alert(state, red, 0.5)
+    assert not state.listed(yellow.alert_id) and yellow.alert_id not in state.escalations
+    assert set(state.inhibited) == {yellow.alert_id}
+    # a new lower grade of the same domain waits too; another domain's does not
+    planner.on_alert(state, alert(3, grade=2, colour="orange"), 0.6)
+    fire = alert(4, domain="fire", indicators=["fire.smoke_alarms"])
+    planner.on_alert(state, fire, 0.6)
+    assert set(state.inhibited) == {yellow.alert_id, alert(3).alert_id}
+    assert state.listed(fire.alert_id) and state.listed(red.alert_id)
+    notes, _ = planner.due(state, 5.0)
+    sent = {a.alert_id for n in notes for a in n.alerts}
+    assert sent == {red.alert_id, fire.alert_id}
+    # the red alert resolves: both are planned as they stand, and climb again
+    planner.on_alert(state, alert(2, grade=1, colour="red", sequence=2, status="resolved"), 6.0)
+    assert state.inhibited == {} and state.reds == {}
+    assert {yellow.alert_id, alert(3).alert_id} <= set(state.escalations)
+    notes, _ = planner.due(state, 20.0)
+    firing = {a.alert_id: a.sequence for n in notes for a in n.alerts if a.status != "resolved"}
+    assert firing == {yellow.alert_id: 1, alert(3).alert_id: 1, fire.alert_id: 1}
+    # read again after a restart, the red alert's first event holds nothing back again
+    planner.on_alert(state, red, 21.0)
+    assert state.inhibited == {}
+
+
+def test_a_red_alert_that_comes_down_releases_and_one_that_rises_holds_back(
+    tree: RoutingTree,
+) -> None:
+    planner = Planner(tree)
+    state = DistrictNotify("339901")
+    yellow, orange = alert(1), alert(2, grade=2, colour="orange")
+    planner.on_alert(state, yellow, 0.0)
+    planner.on_alert(state, orange, 0.0)
+    planner.on_alert(state, alert(2, grade=1, colour="red", sequence=2, status="updated"), 1.0)
+    assert set(state.inhibited) == {yellow.alert_id}
+    planner.on_alert(state, alert(2, grade=2, colour="orange", sequence=3, status="updated"), 2.0)
+    assert state.inhibited == {} and state.listed(yellow.alert_id)

@@ -576,6 +576,19 @@ function isOpen(a) {
   return a.status !== "resolved" && a.workflow !== "resolved" && a.workflow !== "false_positive";
 }
 
+// The open red (grade I) alert of the same district and domain that holds this one
+// back from notification, among the alerts the console holds (the earliest first).
+function inhibitorOf(a) {
+  if (a.grade === 1 || !isOpen(a)) return null;
+  let red = null;
+  for (const o of state.alerts.values()) {
+    if (o.grade !== 1 || o.fingerprint === a.fingerprint || !isOpen(o)) continue;
+    if (o.district !== a.district || o.domain !== a.domain) continue;
+    if (!red || o.first_seen < red.first_seen || (o.first_seen === red.first_seen && o.alert_id < red.alert_id)) red = o;
+  }
+  return red ? red.alert_id : null;
+}
+
 function matchesFilters(a) {
   const f = state.filters;
   if (f.district && a.district !== f.district) return false;
@@ -707,9 +720,11 @@ function fillFeedItem(li, a) {
   li.dataset.seq = String(a.sequence);
   li.dataset.workflow = a.workflow;
   li.dataset.lang = state.lang;
+  const inhibited = inhibitorOf(a);
+  li.dataset.inhibited = inhibited ?? "";
   const flags = [];
   if (a.silenced_by) flags.push(h("span", { class: "flag" }, t("feed.silenced")));
-  if (a.inhibited_by) flags.push(h("span", { class: "flag" }, t("feed.inhibited")));
+  if (inhibited) flags.push(h("span", { class: "flag" }, t("feed.inhibited")));
   const meta = [placeOf(a), t(`kind.${a.kind}`), a.domain ? domainName(a.domain) : null, departmentName(a.department)]
     .filter(Boolean)
     .join(" · ");
@@ -746,7 +761,12 @@ function renderFeedNow(force) {
         li.classList.add("is-new");
         setTimeout(() => li.classList.remove("is-new"), 4000);
       }
-    } else if (force || li.dataset.seq !== String(a.sequence) || li.dataset.lang !== state.lang) {
+    } else if (
+      force ||
+      li.dataset.seq !== String(a.sequence) ||
+      li.dataset.lang !== state.lang ||
+      li.dataset.inhibited !== (inhibitorOf(a) ?? "")
+    ) {
       const fresh = li.classList.contains("is-new");
       fillFeedItem(li, a);
       if (fresh) li.classList.add("is-new");
@@ -1216,7 +1236,8 @@ function renderFacts(a) {
   fact(dl, "detail.first_seen", h("time", { datetime: a.first_seen }, fmtDateTime(a.first_seen)));
   fact(dl, "detail.last_update", h("time", { datetime: a.last_update }, `${fmtDateTime(a.last_update)} (${fmtAge(a.last_update)})`));
   if (a.silenced_by) fact(dl, "detail.silenced", a.silenced_by);
-  if (a.inhibited_by) fact(dl, "detail.inhibited", a.inhibited_by);
+  const inhibited = inhibitorOf(a);
+  if (inhibited) fact(dl, "detail.inhibited", inhibited);
   fact(dl, "detail.alert_id", h("code", {}, a.alert_id));
 }
 
@@ -1376,7 +1397,6 @@ function timelineEntries(a, timeline) {
       if (!prev || ev.status === "firing") kind = "firing";
       else if (ev.status === "resolved" && prev.status !== "resolved") kind = "resolved";
       else if (ev.grade !== prev.grade) kind = "grade";
-      else if (ev.inhibited_by !== prev.inhibited_by && ev.inhibited_by) kind = "inhibited";
       else if (ev.silenced_by !== prev.silenced_by && ev.silenced_by) kind = "silenced";
       const last = entries[entries.length - 1];
       if (kind === "updated" && last?.type === "event" && last.kind === "updated") {
@@ -1423,7 +1443,6 @@ function renderTimeline(a, timeline) {
     else if (e.kind === "grade") {
       text = t("timeline.grade", { from: t("grade.full", gradeVars(e.prev.grade)), to: t("grade.full", gradeVars(ev.grade)) });
     } else if (e.kind === "resolved") text = t("timeline.resolved");
-    else if (e.kind === "inhibited") text = t("timeline.inhibited");
     else if (e.kind === "silenced") text = t("timeline.silenced");
     else text = e.count > 1 ? `${t("timeline.updated")} ×${e.count}` : t("timeline.updated");
     const observed = Number.isFinite(ev.evidence?.observed)

@@ -182,7 +182,6 @@ const zh = {
   "timeline.grade": "等级调整：{from} → {to}",
   "timeline.updated": "依据更新",
   "timeline.resolved": "预警解除",
-  "timeline.inhibited": "被抑制",
   "timeline.silenced": "被静默",
   "timeline.seq": "第 {n} 次事件",
 
@@ -439,7 +438,6 @@ const en = {
   "timeline.grade": "Grade changed: {from} → {to}",
   "timeline.updated": "Evidence updated",
   "timeline.resolved": "Alert resolved",
-  "timeline.inhibited": "inhibited",
   "timeline.silenced": "silenced",
   "timeline.seq": "event {n}",
 
