@@ -262,6 +262,8 @@ def expected_alerts(
     from streams.windows import ClosedWindow
 
     detections: dict[str, DistrictDetection] = {}
+    # (district, window key) -> minute -> [count, sum] of the readings counted so far
+    running: dict[tuple[str, str], dict[float, list[float]]] = {}
     for rec in produced:
         r = rec.reading
         if rec.expected is not None or r is None or r.indicator not in ctx.early_indicators:
@@ -270,8 +272,19 @@ def expected_alerts(
         if detection is None:
             detection = detections[r.district] = DistrictDetection(r.district)
         ref = f"{rec.topic}:{rec.partition}:{rec.offset}"
+        totals = None
+        if r.indicator in ctx.running_indicators:
+            # nothing closes here: every minute so far is "open", its total as it stands
+            start = r.event_time - r.event_time % WINDOW_S
+            totals = {}
+            for key in ctx.partial_keys(r.indicator, r.street):
+                minutes = running.setdefault((r.district, key), {})
+                agg = minutes.setdefault(start, [0.0, 0.0])
+                agg[0] += 1
+                agg[1] += r.value
+                totals[key] = tuple((m, c, s) for m, (c, s) in minutes.items())
         detection.on_reading(
-            r.indicator, r.street, r.event_time, r.value, ref, ctx, None, float(WINDOW_S)
+            r.indicator, r.street, r.event_time, r.value, ref, ctx, None, float(WINDOW_S), totals
         )
     docs: list[dict[str, Any]] = []
     for district in sorted(windows):

@@ -52,6 +52,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -96,6 +97,9 @@ class ThresholdSpec:
     missing: MissingData = MissingData.KEEP
     missing_after_s: float = 600.0
     version: str = "1"
+    # the indicator's values are never negative (its range starts at 0 or above), so a
+    # window's sum only grows while the window fills
+    nonnegative: bool = False
 
     def __post_init__(self) -> None:
         used = [b for b in self.bounds if b is not None]
@@ -128,16 +132,26 @@ class ThresholdSpec:
     def early(self) -> bool:
         """Whether a reading can decide this rule at once (see :meth:`ThresholdDetector.early`).
 
-        True for a rule on each reading, and for a window maximum watched from above
-        or a minimum from below: while a window fills they only move towards the
+        True for a rule on each reading, for a window maximum watched from above or a
+        minimum from below, and for a count, or a sum or rate of values never below
+        0, watched from above: while a window fills they only move towards the
         bound, so no later reading can undo a crossing.
         """
         agg = self.aggregate
+        above = self.direction is Direction.ABOVE
         return (
             agg is Aggregate.READING
-            or (agg is Aggregate.MAX and self.direction is Direction.ABOVE)
-            or (agg is Aggregate.MIN and self.direction is Direction.BELOW)
+            or (agg is Aggregate.MAX and above)
+            or (agg is Aggregate.MIN and not above)
+            or (agg is Aggregate.COUNT and above)
+            or (agg in (Aggregate.SUM, Aggregate.RATE) and above and self.nonnegative)
         )
+
+    @cached_property
+    def running(self) -> bool:
+        """Whether an early reading is judged by its window's running total (a count, sum
+        or rate) rather than by its own value."""
+        return self.aggregate in (Aggregate.COUNT, Aggregate.SUM, Aggregate.RATE)
 
     @cached_property
     def trigger(self) -> float:
@@ -353,6 +367,45 @@ class ThresholdDetector:
             decided="reading",
             reading_at=reading_at,
         )
+
+    def running_total(
+        self, partials: Sequence[tuple[float, float, float]], minute: float, window_s: float
+    ) -> float:
+        """The running count, sum or rate of a :attr:`~ThresholdSpec.running` rule as one
+        reading leaves it: the largest over the rule's windows that end with the
+        reading's minute (starting at ``minute``, ``window_s`` long) or with a later one
+        still open.
+
+        ``partials``: ``(start, count, sum)`` of the series' open minutes when the
+        reading was counted, itself included. Minutes this detector has taken in
+        closed (before its clock) come from its own buckets, whatever the partials
+        say of them (a batch read again after a restart counts them anew). So every
+        reading that adds to a window's total judges that total as it stands then,
+        and the last of them judges the window's final total (a later window only
+        grows by what it adds).
+        """
+        spec = self.spec
+        width = self._bucket_s()
+        closed = self.latest
+        data = [(b.start, float(b.count), b.total) for b in self._buckets if b.start < closed]
+        data += [p for p in partials if p[0] >= closed]
+        ends = {p[0] + window_s for p in partials if p[0] >= minute} | {minute + window_s}
+        best = 0.0
+        for end in ends:
+            low = end - spec.window_s - width
+            count = total = 0.0
+            for start, c, t in data:
+                if low < start < end:
+                    count += c
+                    total += t
+            if spec.aggregate is Aggregate.COUNT:
+                value = count
+            elif spec.aggregate is Aggregate.RATE:
+                value = total / (spec.window_s / 60.0)
+            else:
+                value = total
+            best = max(best, value)
+        return best
 
     # -- windows -----------------------------------------------------------------
     def _bucket_s(self) -> float:

@@ -36,8 +36,6 @@ from detectors.anomaly import AnomalyConfig, AnomalyGate, SeriesDetector
 from detectors.composite import CompositeChange, Correlator, WeakSignal
 from detectors.forecast import CrossingWatch
 from detectors.thresholds import (
-    Aggregate,
-    Direction,
     SilenceWatch,
     ThresholdDetector,
     ThresholdSpec,
@@ -45,7 +43,7 @@ from detectors.thresholds import (
 )
 from streams import metrics
 from streams.config import CityConfig, Sharing
-from streams.early import EarlyReading, EarlySeries, OpenWindows, ahead, settle
+from streams.early import EarlyReading, EarlySeries, OpenWindows, Partials, ahead, settle
 from streams.lifecycle import STATE_MAX_BYTES, AlertBook, Names, Signal, Silence, fit, pickled
 from streams.rules import ThresholdRules
 from streams.schemas import (
@@ -145,18 +143,29 @@ class DetectionContext:
     @cached_property
     def early_indicators(self) -> frozenset[str]:
         """Indicators an early rule watches: only their readings are offered to detection."""
+        return frozenset(s.indicator for s in self._rule_specs if s.early)
+
+    @cached_property
+    def running_indicators(self) -> frozenset[str]:
+        """Indicators an early count, sum or rate rule watches: their readings are judged by
+        the running totals of the open windows as the reading is counted
+        (:meth:`ThresholdDetector.running_total`), so the pipeline takes those with the
+        reading (:func:`streams.early.partials`)."""
+        return frozenset(s.indicator for s in self._rule_specs if s.early and s.running)
+
+    @cached_property
+    def _rule_specs(self) -> list[ThresholdSpec]:
+        """Each enabled rule as it stands without overrides (none changes what it watches)."""
         if not self.early:
-            return frozenset()
-        return frozenset(
-            r.indicator
-            for r in self.rules.rules
-            if r.enabled
-            and (
-                r.aggregate is Aggregate.READING
-                or (r.aggregate is Aggregate.MAX and r.direction is Direction.ABOVE)
-                or (r.aggregate is Aggregate.MIN and r.direction is Direction.BELOW)
-            )
-        )
+            return []
+        specs = (self.rules.spec(r, "", None) for r in self.rules.rules if r.enabled)
+        return [s for s in specs if s is not None]
+
+    def partial_keys(self, indicator: str, street: str | None) -> tuple[str, ...]:
+        """The window keys whose running totals a reading's running rules judge."""
+        if street is not None and indicator in self.street_indicators:
+            return (indicator, f"{indicator}{STREET_SEP}{street}")
+        return (indicator,)
 
     @cached_property
     def _early_specs(
@@ -287,6 +296,7 @@ class DistrictDetection:
         ctx: DetectionContext,
         open_windows: OpenWindows | None,
         window_s: float,
+        partials: Partials | None = None,
     ) -> list[AlertEvent]:
         """One counted reading of an indicator an early rule watches; the alert events it
         decides at once.
@@ -294,21 +304,31 @@ class DistrictDetection:
         ``open_windows`` are the district's open windows (their aggregates so far),
         which tell whether an earlier window's close could still decide first; with
         None the reading is only kept and judged when its window closes.
+        ``partials``: for an indicator of :attr:`DetectionContext.running_indicators`,
+        the open windows' totals as the reading was counted
+        (:func:`streams.early.partials`).
         """
         if at < self.fed_until:
             return []  # its window was judged already: delivered again after a restart
         events: list[AlertEvent] = []
+        minute = at - at % window_s
         for spec, place in ctx.early_specs(indicator, self.district, street):
-            if not (value >= spec.trigger if spec.above else value <= spec.trigger):
-                continue
+            key = indicator if place is None else f"{indicator}{STREET_SEP}{place}"
             det_key = f"{spec.rule_id}{STREET_SEP}{place or ''}"
+            level = value
+            if spec.running:
+                if partials is None:
+                    raise ValueError(f"{spec.rule_id}: a running rule needs the window totals")
+                det = self._detector(det_key, spec)
+                level = det.running_total(partials.get(key, ()), minute, window_s)
+            if not (level >= spec.trigger if spec.above else level <= spec.trigger):
+                continue
             det = self._detector(det_key, spec)
             series = self.early.get(det_key)
             if series is None:
                 series = self.early[det_key] = EarlySeries()
-            if not series.take(at, value, ref) or open_windows is None:
+            if not series.take(at, level, ref, value) or open_windows is None:
                 continue
-            key = indicator if place is None else f"{indicator}{STREET_SEP}{place}"
             for tr, reading in ahead(series, det, key, open_windows, window_s):
                 events += self._early_signal(tr, spec, place, series, reading, window_s, ctx)
         return events
@@ -371,7 +391,7 @@ class DistrictDetection:
             if r is reading:
                 break
         decided = EvidenceReading(
-            time=datetime.fromtimestamp(reading.at, UTC), value=reading.value, origin=reading.ref
+            time=datetime.fromtimestamp(reading.at, UTC), value=reading.own, origin=reading.ref
         )
         return self._signal(tr, spec, street, window_s, points, ctx, decided)
 

@@ -1,12 +1,22 @@
 """Early decisions: a reading that settles an alarm raises it at once, not at window close.
 
-A rule on each reading, a window maximum watched from above and a window minimum
-watched from below (:attr:`~detectors.thresholds.ThresholdSpec.early`) can only
+A rule on each reading, a window maximum watched from above, a window minimum
+watched from below, and a window count, or sum or rate of values never below 0,
+watched from above (:attr:`~detectors.thresholds.ThresholdSpec.early`) can only
 move towards their bound while a window fills, so the reading that crosses it
 decides. Such a reading goes through :meth:`ThresholdDetector.early
 <detectors.thresholds.ThresholdDetector.early>` as it is counted; the closed
 window then only lowers (de-escalates, clears, resolves, ends a pending breach or
 fires one whose pending time ran out).
+
+A count, sum or rate judges the reading by the window's running total as the
+reading leaves it (:meth:`ThresholdDetector.running_total
+<detectors.thresholds.ThresholdDetector.running_total>`): the closed minutes the
+detector holds, plus the open windows' totals taken when the reading was counted
+(:func:`partials`), over each rule window that ends with the reading's minute or
+a later open one. Every reading that adds to a window's total so judges it as it
+stands, and the last one its final total, so the close finds nothing new to
+raise.
 
 **One answer whatever the timing.** Windows close when the slowest active source
 of the district has passed their end plus the lateness, so when a reading
@@ -58,8 +68,9 @@ class EarlyReading:
 
     clock: float  # the series' clock when it came (see the module docstring)
     at: float  # its own event time
-    value: float
+    value: float  # what the rule judges: the reading's value, or a window's running total
     ref: str  # where it came from: "topic:partition:offset", or a row of a replayed file
+    own: float  # the reading's own value
 
 
 @dataclass
@@ -71,13 +82,35 @@ class EarlySeries:
     # keys (kind, grade, at) of transitions raised before their window closed
     raised: list[tuple[str, int, float]] = field(default_factory=list)
 
-    def take(self, at: float, value: float, ref: str) -> bool:
-        """Keep one crossing reading; False for one already kept (delivered again)."""
+    def take(self, at: float, value: float, ref: str, own: float) -> bool:
+        """Keep one crossing reading (``value`` judged, ``own`` its value); False for one
+        already kept (delivered again)."""
         if any(r.ref == ref for r in self.readings):
             return False
         self.clock = max(self.clock, at)
-        self.readings.append(EarlyReading(self.clock, at, value, ref))
+        self.readings.append(EarlyReading(self.clock, at, value, ref, own))
         return True
+
+
+# window key -> (window start, count, sum) of each open window holding it
+Partials = Mapping[str, tuple[tuple[float, float, float], ...]]
+
+
+def partials(open_windows: OpenWindows, keys: tuple[str, ...]) -> Partials:
+    """The open windows' running totals of ``keys``, taken as a reading is counted.
+
+    Taken then, not when the batch ends, so that a count, sum or rate rule judges
+    each reading by what the readings before it added, as replay does reading by
+    reading, wherever the batches end.
+    """
+    out: dict[str, tuple[tuple[float, float, float], ...]] = {}
+    for key in keys:
+        out[key] = tuple(
+            (start, aggs[key][0], aggs[key][1])
+            for start, aggs in open_windows.items()
+            if key in aggs
+        )
+    return out
 
 
 def _window_of(t: float, window_s: float) -> float:

@@ -39,6 +39,7 @@ import orjson
 
 from streams.config import CityConfig
 from streams.detection import DetectionContext, DistrictDetection
+from streams.early import partials
 from streams.rules import load_silences, load_thresholds
 from streams.schemas import AlertEvent
 from streams.windows import DistrictWindows
@@ -100,8 +101,19 @@ class Replayer:
                 if indicator in self.ctx.early_indicators:
                     ref = f"row {self.stats.rows} {indicator}"
                     self._reading_stamp[ref] = stamp
+                    totals = None
+                    if indicator in self.ctx.running_indicators:
+                        totals = partials(self.windows.open, (indicator,))
                     early += self.detection.on_reading(
-                        indicator, None, t, value, ref, self.ctx, self.windows.open, self.window_s
+                        indicator,
+                        None,
+                        t,
+                        value,
+                        ref,
+                        self.ctx,
+                        self.windows.open,
+                        self.window_s,
+                        totals,
                     )
             else:
                 self.stats.late += 1

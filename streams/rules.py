@@ -114,6 +114,9 @@ class ThresholdRules:
     defaults: Defaults
     rules: tuple[Rule, ...]
     street_district: Mapping[str, str]
+    # indicators whose physical range starts at 0 or above (ingest rejects the rest), so
+    # a window sum of them only grows while the window fills
+    nonnegative: frozenset[str] = frozenset()
 
     def by_indicator(self, indicator: str) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.indicator == indicator and r.enabled)
@@ -159,6 +162,7 @@ class ThresholdRules:
             missing=fields["missing"],
             missing_after_s=fields["missing_after"],
             version=_digest(rule, fields),
+            nonnegative=rule.indicator in self.nonnegative,
         )
 
     def specs_for(self, indicator: str, district: str, street: str | None) -> list[ThresholdSpec]:
@@ -200,6 +204,7 @@ def load_thresholds(cfg: CityConfig, path: Path | str | None = None) -> Threshol
         raise ConfigError(file, shown, reason, _nearest_line(lines, where))
 
     street_district = cfg.city.street_district
+    nonnegative = frozenset(code for code, ind in cfg.indicators.items() if ind.range[0] >= 0)
     seen: set[str] = set()
     for i, rule in enumerate(data.rules):
         if rule.id in seen:
@@ -251,7 +256,7 @@ def load_thresholds(cfg: CityConfig, path: Path | str | None = None) -> Threshol
                         ("rules", i, "overrides", j, "street"),
                         "a street override needs a street-scoped rule (scope: street)",
                     )
-        rules = ThresholdRules(data.defaults, tuple(data.rules), street_district)
+        rules = ThresholdRules(data.defaults, tuple(data.rules), street_district, nonnegative)
         # the rule and each override must make a valid spec
         places: list[tuple[tuple[str | int, ...], str, str | None]] = [
             (("rules", i, "grades"), "", None)  # the rule alone: no override matches ""
@@ -266,7 +271,7 @@ def load_thresholds(cfg: CityConfig, path: Path | str | None = None) -> Threshol
                 rules.spec(rule, district, street)
             except ValueError as exc:
                 fail(loc, str(exc))
-    return ThresholdRules(data.defaults, tuple(data.rules), street_district)
+    return ThresholdRules(data.defaults, tuple(data.rules), street_district, nonnegative)
 
 
 # --- maintenance windows: config/silences.yaml ------------------------------------

@@ -41,7 +41,21 @@ def test_street_scoped_rules_alert_on_the_street() -> None:
     det = DistrictDetection("339901")
     window = minute(0, fire_smoke_alarms=3)
     window.minute["fire.smoke_alarms@339901002"] = [3, 3.0, 1.0, 1.0]
-    (alert,) = det.on_window(window, CTX)
+    for n in range(3):  # the alarms as they were counted, then the minute's close
+        totals = {
+            "fire.smoke_alarms": ((T0, n + 1.0, n + 1.0),),
+            "fire.smoke_alarms@339901002": ((T0, n + 1.0, n + 1.0),),
+        }
+        at = T0 + 10 * n
+        early = det.on_reading(
+            "fire.smoke_alarms", "339901002", at, 1.0, f"in:{n}", CTX, {}, 60.0, totals
+        )
+        # two alarms in five minutes: grade IV on the second, III on the third
+        assert [(e.grade, e.evidence.decided) for e in early] == (
+            [] if n == 0 else [(Grade.IV if n == 1 else Grade.III, "reading")]
+        )
+    assert det.on_window(window, CTX) == []  # the close confirms it: nothing new
+    alert = det.book.open[next(iter(det.book.open))]
     assert alert.street == "339901002" and alert.evidence.rule == "fire.smoke_alarms.sum5"
     assert alert.grade is Grade.III and alert.department == "fire"  # 3 alarms in 5 min
     assert alert.headline_en.startswith("Jiangbin / Wangchao:")
@@ -91,7 +105,8 @@ def test_a_configured_maintenance_window_marks_matching_alerts_silenced() -> Non
     from streams.lifecycle import Silence
 
     works = Silence("works-1", T0, T0 + 3600, district="339901", domain="fire")
-    ctx = DetectionContext(CFG, CTX.rules, silences=(works,))
+    # every rule judged as its window closes, as with early decisions off
+    ctx = DetectionContext(CFG, CTX.rules, silences=(works,), early=False)
     det = DistrictDetection("339901")
     window = minute(0)
     window.minute["fire.smoke_alarms@339901002"] = [3, 3.0, 1.0, 1.0]

@@ -149,7 +149,7 @@ def test_street_override_applies_on_top_of_the_district_override(rules_file: Pat
         (
             "grades: {IV: 85, III: 95, II: 105, I: 120}",
             "grades: {IV: 85, III: 95, II: 105, I: 120, O: 130}",
-            "rules[9].grades.O",
+            "rules[10].grades.O",
             "'IV', 'III', 'II' or 'I'",
         ),
     ],
