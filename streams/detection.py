@@ -308,21 +308,12 @@ class DistrictDetection:
         the open windows' totals as the reading was counted
         (:func:`streams.early.partials`).
         """
-        if at < self.fed_until:
-            return []  # its window was judged already: delivered again after a restart
         events: list[AlertEvent] = []
-        minute = at - at % window_s
-        for spec, place in ctx.early_specs(indicator, self.district, street):
+        for spec, place, level in self.crossings(
+            indicator, street, at, value, ctx, window_s, partials
+        ):
             key = indicator if place is None else f"{indicator}{STREET_SEP}{place}"
             det_key = f"{spec.rule_id}{STREET_SEP}{place or ''}"
-            level = value
-            if spec.running:
-                if partials is None:
-                    raise ValueError(f"{spec.rule_id}: a running rule needs the window totals")
-                det = self._detector(det_key, spec)
-                level = det.running_total(partials.get(key, ()), minute, window_s)
-            if not (level >= spec.trigger if spec.above else level <= spec.trigger):
-                continue
             det = self._detector(det_key, spec)
             series = self.early.get(det_key)
             if series is None:
@@ -332,6 +323,38 @@ class DistrictDetection:
             for tr, reading in ahead(series, det, key, open_windows, window_s):
                 events += self._early_signal(tr, spec, place, series, reading, window_s, ctx)
         return events
+
+    def crossings(
+        self,
+        indicator: str,
+        street: str | None,
+        at: float,
+        value: float,
+        ctx: DetectionContext,
+        window_s: float,
+        partials: Partials | None = None,
+    ) -> list[tuple[ThresholdSpec, str | None, float]]:
+        """The early rules a reading is past the mildest bound of, with the place of each
+        series and the level judged (the reading's value, or a running total); changes
+        nothing, so that the pipeline writes a district's detection state only for a
+        reading that changes it (most readings are far from every bound)."""
+        if at < self.fed_until:
+            return []  # its window was judged already: delivered again after a restart
+        out = []
+        minute = at - at % window_s
+        for spec, place in ctx.early_specs(indicator, self.district, street):
+            level = value
+            if spec.running:
+                if partials is None:
+                    raise ValueError(f"{spec.rule_id}: a running rule needs the window totals")
+                key = indicator if place is None else f"{indicator}{STREET_SEP}{place}"
+                det = self.thresholds.get(f"{spec.rule_id}{STREET_SEP}{place or ''}")
+                if det is None:
+                    det = ThresholdDetector(spec)  # nothing closed yet: the open totals alone
+                level = det.running_total(partials.get(key, ()), minute, window_s)
+            if level >= spec.trigger if spec.above else level <= spec.trigger:
+                out.append((spec, place, level))
+        return out
 
     def catch_up(
         self, open_windows: OpenWindows, window_s: float, ctx: DetectionContext

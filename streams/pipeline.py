@@ -28,7 +28,7 @@ import gc
 import logging
 import time
 import traceback
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,9 +80,6 @@ from streams.vitals import vitals_json
 from streams.windows import STREET_SEP, ClosedWindow, DistrictWindows
 
 TABLE_NAME = "district-windows"
-#: a source partition whose records from this many running seconds ago are all handled
-#: is live, not catching up (Processor._lagging)
-CATCH_UP_S = 2.0
 DETECTION_TABLE = "district-detection"
 NOTIFY_TABLE = "notify-groups"
 log = logging.getLogger(__name__)
@@ -295,8 +292,6 @@ class VitalsProcessor:
         }
         self._outputs = outputs
         self._progress = progress
-        # (topic, partition) -> (running time, high watermark) samples (see _lagging)
-        self._highwaters: dict[tuple[str, int], deque[tuple[float, int]]] = {}
         # running time (a pause counts for little): what idleness is measured in
         self._clock = clock
         self._caught_up = caught_up
@@ -765,42 +760,14 @@ class VitalsProcessor:
     def _active_sources(self, district: str, live: float) -> set[str]:
         """The sources whose mark the district's windows wait for: each one heard from
         within its wait (``CITYVITALS_SOURCE_WAIT_S``, else ``CITYVITALS_IDLE_CLOSE_S``),
-        and each whose partition holds records that have waited to be handled (see
-        :meth:`_lagging`)."""
+        and each whose partition holds records this worker has not handled."""
         partition = self._partition_of[district]
         return {
             src
             for src, wait in self._source_wait.items()
-            # each partition's progress sampled at every batch, heard from or not
-            if self._lagging(src, partition, live)
-            or live - self.source_seen.get((district, src), self.started) <= wait
+            if live - self.source_seen.get((district, src), self.started) <= wait
+            or self._behind(src, partition)
         }
-
-    def _lagging(self, topic: str, partition: int, live: float) -> bool:
-        """Whether the partition holds records that were there :data:`CATCH_UP_S` ago and
-        are not handled yet (or its progress is unknown): a worker catching up, whose
-        silent sources may only be unread.
-
-        Under a steady load a live worker always has a fraction of a second of records
-        fetched but not handled; counting those, as :meth:`_behind` does, kept every
-        source of every district waiting whatever its wait, so that windows closed only
-        as the sparsest feed (hotline calls, collection delays) moved on: at 6,000
-        events/s, 20 windows closed in five minutes across the ten districts.
-        """
-        position, highwater = self._progress(topic, partition)
-        if position is None or highwater is None:
-            return True
-        marks = self._highwaters.get((topic, partition))
-        if marks is None:
-            marks = self._highwaters[(topic, partition)] = deque()
-        if not marks or live - marks[-1][0] >= CATCH_UP_S / 4:
-            marks.append((live, highwater))
-        while len(marks) > 1 and live - marks[1][0] >= CATCH_UP_S:
-            marks.popleft()  # keep the newest mark that is old enough, and those after it
-        then, earlier = marks[0]
-        if live - then < CATCH_UP_S:
-            return position < highwater  # too soon to tell
-        return position < earlier
 
     def _behind(self, topic: str, partition: int) -> bool:
         """Whether this worker has not yet processed everything the partition holds.
@@ -954,6 +921,12 @@ class VitalsProcessor:
         now rather than when their window closes (:mod:`streams.early`)."""
         window_s = float(self.settings.window_s)
         for district, result, ref, totals in batch.early:
+            known = detected.get(district) or self.detection_table.get(district.encode())
+            if not (known or DistrictDetection(district)).crossings(
+                result.indicator, result.street, result.t, result.value, self.detection,
+                window_s, totals,
+            ):  # fmt: skip
+                continue  # far from every bound: the state stays as it is, unwritten
             state = self._detection_of(district, detected)
             windows = self._touched[district]
             events = state.on_reading(

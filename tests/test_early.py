@@ -26,6 +26,7 @@ from streams.detection import DetectionContext, DistrictDetection
 from streams.early import Partials, partials
 from streams.rules import load_thresholds
 from streams.schemas import AlertEvent, AlertStatus, Grade
+from streams.settings import Settings
 from streams.windows import DistrictWindows
 
 CFG = load_config()
@@ -369,3 +370,55 @@ def test_deciding_on_the_reading_reaches_the_grades_the_closed_windows_reach(
                 grades[rule] = min(grades.get(rule, 9), e.grade.value)
         worst.append(grades)
     assert worst[0] == worst[1]
+
+
+def test_only_a_reading_past_a_bound_writes_the_district_detection_state() -> None:
+    """Most readings are far from every bound: the worker's batch then writes no detection
+    state (one write per district and batch would cost throughput and recovery time)."""
+    from streams.pipeline import DETECTION_TABLE
+    from tests.test_source_wait import Feed
+
+    feed = Feed(Settings(partitions=4))
+    table = feed.processor._changelogs[1]
+    assert DETECTION_TABLE in table
+
+    def temperature(seconds: float, celsius: float) -> list[str]:
+        """The topics the batch of one fire-sensor reading wrote to."""
+        before = len(feed.sent)
+        feed.send("fire", seconds, indicator=TEMP, value=celsius, unit="°C")
+        return [topic for topic, _, _ in feed.sent[before:]]
+
+    for s in range(0, 60, 10):
+        temperature(s, 24.0)
+    calm = temperature(60, 25.0)
+    assert "city.readings" in calm and table not in calm  # counted, nothing judged
+    written = temperature(70, 320.0)  # grade I on the reading
+    assert table in written and "city.emergency-command" in written
+
+
+def test_the_latency_metric_counts_from_the_deciding_reading_by_rule_class(
+    ctx: DetectionContext,
+) -> None:
+    from streams import metrics
+    from streams.pipeline import count_alert_event, rule_class_of
+
+    run = Run(ctx)
+    run.batch([("iot", T0 + s, 50.0) for s in range(0, 120, 15)])
+    run.batch([("fire", T0 + 100.0, 320.0)])
+    fired = {e.evidence.rule: e for e in run.events}
+    assert rule_class_of(fired["fire.temperature.reading"]) == ("reading", T0 + 100.0)
+    assert rule_class_of(fired["fire.temperature.max"]) == ("monotone", T0 + 100.0)
+    # the fire out: the rule on each reading resolves when a window closes past its hold
+    run.batch([("iot", T0 + s, 50.0) for s in range(120, 600, 15)])
+    run.batch([("fire", T0 + s, 24.0) for s in range(120, 600, 10)])
+    (done,) = [e for e in run.events if e.status is AlertStatus.RESOLVED][:1]
+    assert rule_class_of(done) == ("window", done.event_time.timestamp())
+
+    def observed(rule_class: str) -> float:
+        name = "cityvitals_alerts_event_to_alert_seconds_count"
+        labels = {"kind": "alarm", "rule_class": rule_class}
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = observed("monotone")
+    count_alert_event(fired["fire.temperature.max"])
+    assert observed("monotone") == before + 1
