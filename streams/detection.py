@@ -187,6 +187,16 @@ class DetectionContext:
             self._early_specs[key] = cached
         return cached
 
+    def may_cross(self, indicator: str, district: str, street: str | None, value: float) -> bool:
+        """Whether a reading may be past an early rule's bound: always for a count, sum or
+        rate rule (its running total decides), otherwise when the value itself is past the
+        rule's mildest bound. The batch loop asks this of every reading of a watched
+        indicator and keeps only those that may be (most are far from every bound)."""
+        for spec, _ in self.early_specs(indicator, district, street):
+            if spec.running or (value >= spec.trigger if spec.above else value <= spec.trigger):
+                return True
+        return False
+
     @cached_property
     def _departments(self) -> dict[str, str]:
         return {r.id: r.department for r in self.rules.rules}

@@ -524,7 +524,7 @@ class VitalsProcessor:
                         out.add(READINGS_TOPIC, key, result.json)
                         readings[result.domain] += 1
                         if result.indicator in early_indicators:
-                            self._keep_early(state, result, f"{tp}:{msg.offset}", batch)
+                            self._keep_early(state, result, tp, msg.offset, batch)
                     else:
                         self._late(msg, result, batch)
             except Exception as exc:  # not foreseen by ingest: this record alone
@@ -578,21 +578,23 @@ class VitalsProcessor:
             batch.out.add(READINGS_TOPIC, key, result.json)
             batch.readings[result.domain] += 1
             if result.indicator in self._early_indicators:
-                self._keep_early(state, result, f"{msg.topic}:{msg.partition}:{msg.offset}", batch)
+                self._keep_early(state, result, f"{msg.topic}:{msg.partition}", msg.offset, batch)
         else:
             self._late(msg, result, batch)
 
     def _keep_early(
-        self, state: DistrictWindows, result: Accepted, ref: str, batch: _Batch
+        self, state: DistrictWindows, result: Accepted, tp: str, offset: int, batch: _Batch
     ) -> None:
-        """A counted reading an early rule watches, judged when the batch ends; a count,
-        sum or rate rule's running totals are taken now, as it was counted."""
+        """A counted reading an early rule watches, judged when the batch ends if it may be
+        past a bound; a count, sum or rate rule's running totals are taken now, as it was
+        counted."""
+        detection = self.detection
+        if not detection.may_cross(result.indicator, state.district, result.street, result.value):
+            return
         totals = None
-        if result.indicator in self.detection.running_indicators:
-            totals = partials(
-                state.open, self.detection.partial_keys(result.indicator, result.street)
-            )
-        batch.early.append((state.district, result, ref, totals))
+        if result.indicator in detection.running_indicators:
+            totals = partials(state.open, detection.partial_keys(result.indicator, result.street))
+        batch.early.append((state.district, result, f"{tp}:{offset}", totals))
 
     def _late(self, msg: Record, result: Accepted, batch: _Batch) -> None:
         """A valid record whose window has closed: dead-lettered as late."""

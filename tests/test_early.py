@@ -396,6 +396,27 @@ def test_only_a_reading_past_a_bound_writes_the_district_detection_state() -> No
     assert table in written and "city.emergency-command" in written
 
 
+def test_the_batch_keeps_only_readings_that_may_be_past_an_early_bound(
+    ctx: DetectionContext,
+) -> None:
+    """The batch loop offers detection only the readings that may cross: a value past the
+    mildest bound of a rule on the reading, max or min, and every reading a running count
+    or sum judges (its total, not its value, decides)."""
+    # temperature: III at 60 degC on the reading and on the window maximum, eased by the
+    # hysteresis of 5 degC (a reading in the band continues an alert in its hold time)
+    assert not ctx.may_cross(TEMP, DISTRICT, STREET, 54.9)
+    assert ctx.may_cross(TEMP, DISTRICT, STREET, 55.0)
+    assert ctx.may_cross(TEMP, DISTRICT, None, 61.0)
+    # water pressure: a burst main is one reading at or below 120 kPa, watched from below
+    # with a hysteresis of 10 kPa
+    assert ctx.may_cross("iot.water_pressure_kpa", DISTRICT, STREET, 130.0)
+    assert not ctx.may_cross("iot.water_pressure_kpa", DISTRICT, STREET, 130.5)
+    # smoke alarms are summed over five minutes: even a 0 is kept for its running total
+    assert ctx.may_cross(SMOKE, DISTRICT, STREET, 0.0)
+    # an indicator no early rule watches (a mean) is never offered
+    assert not ctx.may_cross("iot.pm25", DISTRICT, None, 900.0)
+
+
 def test_the_latency_metric_counts_from_the_deciding_reading_by_rule_class(
     ctx: DetectionContext,
 ) -> None:
