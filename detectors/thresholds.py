@@ -160,6 +160,10 @@ class ThresholdSpec:
         first = next(b for b in self.bounds if b is not None)
         return first - self.hysteresis if self.above else first + self.hysteresis
 
+    def reaches_trigger(self, level: float) -> bool:
+        """Whether ``level`` (a reading, or a running total) is at or past :attr:`trigger`."""
+        return level >= self.trigger if self.above else level <= self.trigger
+
     @cached_property
     def above(self) -> bool:
         """Whether values above the bounds are the bad ones."""

@@ -193,7 +193,7 @@ class DetectionContext:
         rule's mildest bound. The batch loop asks this of every reading of a watched
         indicator and keeps only those that may be (most are far from every bound)."""
         for spec, _ in self.early_specs(indicator, district, street):
-            if spec.running or (value >= spec.trigger if spec.above else value <= spec.trigger):
+            if spec.running or spec.reaches_trigger(value):
                 return True
         return False
 
@@ -362,7 +362,7 @@ class DistrictDetection:
                 if det is None:
                     det = ThresholdDetector(spec)  # nothing closed yet: the open totals alone
                 level = det.running_total(partials.get(key, ()), minute, window_s)
-            if level >= spec.trigger if spec.above else level <= spec.trigger:
+            if spec.reaches_trigger(level):
                 out.append((spec, place, level))
         return out
 
