@@ -60,7 +60,7 @@ from msgspec import UNSET
 from pydantic import ValidationError
 
 from streams import metrics
-from streams.config import CityConfig
+from streams.config import CityConfig, Indicator
 from streams.deid import Deidentifier
 from streams.schemas import (
     EVENT_TOPICS,
@@ -241,6 +241,16 @@ def quoted(value: object) -> str:
     """A value in a message, quoted but not escaped: ``repr`` would spell full-width
     spaces and other characters as escapes, which hide identifiers from the scrubber."""
     return "None" if value is None else f"'{value}'"
+
+
+def outside_range(indicator: Indicator, value: float) -> str | None:
+    """Why ``value``, in the indicator's canonical unit, is physically impossible (the
+    check behind ``out_of_range``), e.g. ``252 km/h is outside the physical range
+    [0, 200]``; None when it lies within the catalogue's range, bounds included."""
+    lo, hi = indicator.range
+    if lo <= value <= hi:
+        return None
+    return f"{value:g} {indicator.unit} is outside the physical range [{lo:g}, {hi:g}]"
 
 
 def _failure(exc: BaseException) -> str:
@@ -432,12 +442,9 @@ class Ingestor:
                 DeadLetterReason.UNKNOWN_UNIT,
                 f"unit {quoted(event.unit)} is not accepted for {quoted(indicator.code)}; accepted: {accepted}",
             )
-        lo, hi = indicator.range
-        if not lo <= canonical <= hi:
-            raise Rejected(
-                DeadLetterReason.OUT_OF_RANGE,
-                f"{indicator.code} = {canonical:g} {indicator.unit} is outside the physical range [{lo:g}, {hi:g}]",
-            )
+        outside = outside_range(indicator, canonical)
+        if outside is not None:
+            raise Rejected(DeadLetterReason.OUT_OF_RANGE, f"{indicator.code} = {outside}")
         # the time's common case inline: its window is worked out once per clock reading
         when = event.event_time
         if now is not self._now:

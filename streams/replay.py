@@ -11,7 +11,13 @@ models) and the alert lifecycle. Each AlertEvent becomes one JSON line.
 - ``--indicator COLUMN=CODE`` maps a column to a catalogue indicator: its
   threshold rules apply (district-scoped ones), and so do the anomaly models.
   An unmapped column is watched by the anomaly models alone, as indicator
-  ``replay.<column>``.
+  ``replay.<column>``, and takes any finite value.
+- A mapped column's values are in the indicator's catalogue unit
+  (``config/indicators.yaml``): a CSV says no unit, so none of the worker's unit
+  conversions applies. Each value must pass the worker's own check,
+  :func:`streams.ingest.outside_range`: the first row holding a value the worker
+  would dead-letter as ``out_of_range`` stops the replay with a
+  :class:`ReplayError` naming file, line, column, indicator, value and range.
 - Timestamps without a time zone (NAB's ``YYYY-MM-DD HH:MM:SS``) are wall time
   in the city's time zone; ISO 8601 with an offset is taken as is.
 - Irregular sampling, gaps of days and duplicate timestamps are simply data; a
@@ -40,6 +46,7 @@ import orjson
 from streams.config import CityConfig
 from streams.detection import DetectionContext, DistrictDetection
 from streams.early import partials
+from streams.ingest import outside_range
 from streams.rules import load_silences, load_thresholds
 from streams.schemas import AlertEvent
 from streams.windows import DistrictWindows
@@ -213,6 +220,7 @@ def replay_file(
             raise ReplayError(f"--indicator {column}={code}: unknown indicator {code!r}")
     columns, rows = read_rows(path, mapping)
     codes = {c: mapping.get(c, f"replay.{c}") for c in columns}
+    catalogued = {column: cfg.indicators[code] for column, code in mapping.items()}
     zone = ZoneInfo(cfg.city.city.timezone)
     replayer = Replayer(cfg, district, ctx=ctx)
     lines: list[dict[str, Any]] = []
@@ -241,6 +249,13 @@ def replay_file(
                     f"{path}:{line}: column {column!r}: {text!r} is not a number"
                 ) from None
             if math.isfinite(value):
+                indicator = catalogued.get(column)
+                if indicator is not None:
+                    outside = outside_range(indicator, value)
+                    if outside is not None:
+                        raise ReplayError(
+                            f"{path}:{line}: column {column!r} ({indicator.code}) = {outside}"
+                        )
                 values[codes[column]] = value
             else:
                 replayer.stats.blank += 1

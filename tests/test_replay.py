@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from streams.cli import cli
 from streams.config import load_config
+from streams.ingest import outside_range
 from streams.replay import ReplayError, replay_file
 
 CFG = load_config()
@@ -170,3 +171,74 @@ def test_unknown_indicator_or_column_is_refused(tmp_path: Path) -> None:
         "--input", str(src), "--out", str(tmp_path / "o"), "--indicator", "value"
     )
     assert code == 2 and "COLUMN=CODE" in output
+
+
+def minutes(values: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """One row a minute from START holding ``values``."""
+    return [
+        ((START + timedelta(minutes=m)).strftime("%Y-%m-%d %H:%M:%S"), *row)
+        for m, row in enumerate(values)
+    ]
+
+
+def test_a_mapped_value_outside_the_range_stops_at_its_first_row(tmp_path: Path) -> None:
+    # traffic.speed_kmh: range [0, 200] km/h; line 1 is the header, so rows[3] is line 5
+    rows = minutes([("50", "1")] * 10)
+    rows[3] = (rows[3][0], "412", "1")
+    rows[6] = (rows[6][0], "-1", "1")  # a second bad row, later
+    src = write_csv(tmp_path / "data.csv", rows, header="timestamp,speed,other")
+    with pytest.raises(ReplayError) as exc:
+        replay_file(src, CFG, district="339901", mapping={"speed": "traffic.speed_kmh"})
+    assert str(exc.value) == (
+        f"{src}:5: column 'speed' (traffic.speed_kmh) = 412 km/h"
+        " is outside the physical range [0, 200]"
+    )
+    out = tmp_path / "alerts.jsonl"
+    code, output = run_cli(
+        "--input", str(src), "--out", str(out), "--indicator", "speed=traffic.speed_kmh"
+    )
+    assert code == 2 and "Traceback" not in output
+    assert "cannot replay" in output and str(exc.value) in output
+    assert ":8:" not in output
+    assert not out.exists()  # stopped before writing a line
+
+
+def test_the_range_check_is_the_workers(tmp_path: Path) -> None:
+    indicator = CFG.indicators["iot.water_level_m"]
+    src = write_csv(tmp_path / "level.csv", minutes([("1",), ("-5.5",)]), header="timestamp,lvl")
+    with pytest.raises(ReplayError) as exc:
+        replay_file(src, CFG, district="339901", mapping={"lvl": indicator.code})
+    assert str(exc.value) == f"{src}:3: column 'lvl' (iot.water_level_m) = " + str(
+        outside_range(indicator, -5.5)
+    )
+    assert "-5.5 m is outside the physical range [-5, 40]" in str(exc.value)
+
+
+def test_values_at_the_range_bounds_are_accepted(tmp_path: Path) -> None:
+    # traffic.speed_kmh [0, 200]; iot.water_level_m [-5, 40]; non-finite stays blank
+    rows = minutes([("0", "-5"), ("200", "40"), ("nan", "inf"), ("", "12.5"), ("0.0", "40.0")])
+    src = write_csv(tmp_path / "edge.csv", rows, header="timestamp,speed,level")
+    mapping = {"speed": "traffic.speed_kmh", "level": "iot.water_level_m"}
+    _, stats = replay_file(src, CFG, district="339901", mapping=mapping)
+    assert stats.rows == 5 and stats.values == 7 and stats.blank == 3
+    out = tmp_path / "alerts.jsonl"
+    code, output = run_cli(
+        "--input",
+        str(src),
+        "--out",
+        str(out),
+        "--indicator",
+        "speed=traffic.speed_kmh",
+        "--indicator",
+        "level=iot.water_level_m",
+    )
+    assert code == 0, output
+    assert out.exists()
+
+
+def test_an_unmapped_column_takes_any_finite_value(tmp_path: Path) -> None:
+    # 'speed' out of traffic.speed_kmh's range is fine while it is replay.speed
+    rows = minutes([("1e9",), ("-412",), ("nan",), ("0",)])
+    src = write_csv(tmp_path / "raw.csv", rows, header="timestamp,speed")
+    _, stats = replay_file(src, CFG, district="339901")
+    assert stats.rows == 4 and stats.values == 3 and stats.blank == 1
