@@ -61,7 +61,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple, Protocol
+
+from river import base
 
 DAY_S = 86_400.0
 _SQRT2 = math.sqrt(2.0)
@@ -105,6 +108,10 @@ class AnomalyConfig:
         ``fire_score``: score that opens an alert (after warm-up).
         ``clear_score``: an open alert clears after the score stayed below this for
         ``hold_readings`` consecutive readings and at least ``hold_seconds``.
+        ``holdoff_readings``/``holdoff_seconds``: the hold-off (refractory period) after
+        an onset: no new onset until this many readings have been decided and this
+        much time has passed since it, unless the new one is more serious than the
+        last alert (see :class:`AnomalyGate`). 0 and 0: no hold-off.
         ``grade_bands``: lowest scores of grades III, II and I; below is IV.
     """
 
@@ -127,6 +134,8 @@ class AnomalyConfig:
     clear_score: float = 0.3
     hold_readings: int = 10
     hold_seconds: float = 0.0
+    holdoff_readings: int = 0
+    holdoff_seconds: float = 0.0
     grade_bands: tuple[float, float, float] = (0.6, 0.7, 0.8)
 
     def __post_init__(self) -> None:
@@ -146,6 +155,8 @@ class AnomalyConfig:
             raise ValueError("clear_score must not exceed fire_score")
         if self.hold_readings < 1 or self.hold_seconds < 0:
             raise ValueError("hold_readings must be >= 1 and hold_seconds >= 0")
+        if self.holdoff_readings < 0 or self.holdoff_seconds < 0:
+            raise ValueError("holdoff_readings and holdoff_seconds must be >= 0")
         b3, b2, b1 = self.grade_bands
         if not b3 <= b2 <= b1:
             raise ValueError("grade_bands must be ascending (III, II, I)")
@@ -156,16 +167,27 @@ class AnomalyScore(NamedTuple):
 
     ``score``: calibrated anomaly score in [0, 1) (see the module docstring).
     ``raw``: ``log1p`` of the absolute residual from the seasonal baseline in units of
-    its mean absolute residual. ``expected``: the seasonal baseline the reading was
-    compared with. ``warmed_up``: whether alerts may be raised on this score.
+    its mean absolute residual (a wrapped river detector's own score: :mod:`detectors.calibrated`).
+    ``expected``: the seasonal baseline the reading was compared with, None for a model
+    without one. ``warmed_up``: whether alerts may be raised on this score.
     ``learned``: whether the reading was learned (with full or reduced weight).
     """
 
     score: float
     raw: float
-    expected: float
+    expected: float | None
     warmed_up: bool
     learned: bool
+
+
+class AnomalyScorer(Protocol):
+    """What detection needs of a series model: score a reading, then learn it.
+
+    :class:`SeriesDetector` and :class:`~detectors.calibrated.Calibrated` (any river
+    anomaly detector) keep it.
+    """
+
+    def update(self, t: float, value: float) -> AnomalyScore: ...
 
 
 def tail_probability(z: float) -> float:
@@ -196,6 +218,21 @@ class _Likelihood:
 
     def __setstate__(self, state: tuple[list[float], int, int, int, float, float]) -> None:
         self.buf, self.pos, self.count, self.learned, self.mean, self.var = state
+
+    def peek(self, raw: float, sd_floor: float) -> float:
+        """What :meth:`update` would return for ``raw``, changing nothing."""
+        buf = list(self.buf)
+        buf[self.pos] = raw
+        count = self.count + 1 if self.count < len(buf) else self.count
+        if self.learned < 2:
+            return 0.0
+        avg = sum(buf) / count
+        sd = math.sqrt(self.var)
+        floor = 1e-6 + sd_floor * abs(self.mean)
+        if floor > sd:
+            sd = floor
+        tail = 0.5 * math.erfc((avg - self.mean) / sd / _SQRT2)
+        return -math.log10(_MIN_TAIL if tail < _MIN_TAIL else tail)
 
     def update(self, raw: float, alpha: float, sd_floor: float, learn: bool) -> float:
         # runs once per reading per window: conditionals, not max(), and locals
@@ -243,13 +280,38 @@ class _SlotsState:
             object.__setattr__(self, name, value)
 
 
-class SeriesDetector(_SlotsState):
-    """Anomaly scores for one series; see the module docstring for the model.
+class SeriesDetector(_SlotsState, base.AnomalyDetector):
+    """Seasonal anomaly likelihood of one series, a river anomaly detector.
 
-    ``update(t, value)``: ``t`` is the reading's time in seconds since the epoch, naive
+    See the module docstring for the model.
+
+    Parameters
+    ----------
+    config
+        The model's parameters (:class:`AnomalyConfig`; None: the product's defaults).
+    seed
+        Kept for the detector interface; the model has no randomness.
+    time_key
+        The feature of ``x`` holding the reading's time for :meth:`learn_one` and
+        :meth:`score_one`: seconds since the epoch, or a ``datetime``.
+    value_key
+        The feature of ``x`` holding the reading's value.
+
+    ``update(t, value)`` is :meth:`score_one` then :meth:`learn_one` in one pass, the
+    path the worker takes: it returns the whole :class:`AnomalyScore`, and its score is
+    the one :meth:`score_one` gives just before. ``t`` is seconds since the epoch, naive
     timestamps read as UTC so that hour of day and day of week are the local wall time.
     Times may be irregular, repeat, jump by days or step backwards: they only select the
-    seasonal bin. A non-finite value is scored 0, not learned, and changes nothing.
+    seasonal bin. A non-finite value is scored 0, not learned, and changes nothing; so
+    is an ``x`` without a finite time or value (other features are ignored).
+
+    >>> detector = SeriesDetector()
+    >>> for i in range(200):
+    ...     detector.learn_one({"t": 3600.0 * i, "value": 10.0 + (i % 3)})
+    >>> round(detector.score_one({"t": 720_000.0, "value": 11.0}), 2)
+    0.08
+    >>> round(detector.score_one({"t": 720_000.0, "value": 90.0}), 2)
+    0.32
     """
 
     __slots__ = (
@@ -266,11 +328,21 @@ class SeriesDetector(_SlotsState):
         "_season_n",
         "config",
         "seed",
+        "time_key",
+        "value_key",
     )
 
-    def __init__(self, config: AnomalyConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: AnomalyConfig | None = None,
+        seed: int = 0,
+        time_key: str = "t",
+        value_key: str = "value",
+    ) -> None:
         self.config = config if config is not None else AnomalyConfig()
         self.seed = seed
+        self.time_key = time_key
+        self.value_key = value_key
         c = self.config
         bins = c.bins_per_day * (2 if c.weekend_profile else 1)
         self._season = [0.0] * bins
@@ -298,6 +370,44 @@ class SeriesDetector(_SlotsState):
         if c.weekend_profile and (int(t // DAY_S) + 3) % 7 >= 5:
             b += c.bins_per_day
         return b
+
+    def _unit_test_skips(self) -> set[str]:
+        return set()  # every river check applies
+
+    def _reading(self, x: dict[base.typing.FeatureName, Any]) -> tuple[float, float] | None:
+        t, value = x.get(self.time_key), x.get(self.value_key)
+        if isinstance(t, datetime):
+            t = (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+        if not isinstance(t, int | float) or not isinstance(value, int | float):
+            return None
+        t, value = float(t), float(value)
+        return (t, value) if math.isfinite(t) and math.isfinite(value) else None
+
+    def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
+        """Learn one reading (``x[time_key]``, ``x[value_key]``)."""
+        reading = self._reading(x)
+        if reading is not None:
+            self.update(*reading)
+
+    def score_one(self, x: dict[base.typing.FeatureName, Any]) -> float:
+        """The calibrated score of one reading, in [0, 1); learns nothing."""
+        reading = self._reading(x)
+        if reading is None:
+            return 0.0
+        t, value = reading
+        c = self.config
+        b = self.seasonal_bin(t)
+        level = fast = value if self._n == 0 else None
+        season = self._season[b]
+        expected = (self._level if level is None else level) + season
+        fast_expected = (self._fast if fast is None else fast) + season
+        eps = 1e-9 + 1e-4 * abs(self._level if level is None else level)
+        raw_slow = math.log1p(abs(value - expected) / (self._scale + eps))
+        raw_fast = math.log1p(abs(value - fast_expected) / (self._fast_scale + eps))
+        nl = max(self._lk_slow.peek(raw_slow, c.sd_floor), self._lk_fast.peek(raw_fast, c.sd_floor))
+        if self._lk_long is not None:
+            nl = max(nl, self._lk_long.peek(raw_slow, c.sd_floor))
+        return nl / (nl + c.score_half)
 
     def update(self, t: float, value: float) -> AnomalyScore:
         """Score ``value`` at time ``t`` against what was learned, then learn from it."""
@@ -401,6 +511,14 @@ class AnomalyGate(_SlotsState):
       consecutive readings spanning at least ``hold_seconds`` (measured from the first
       of them; a backward time step only delays it), the alert resolves: event
       ``resolved``. The next onset needs a new score ``>= fire_score``.
+    * **Hold-off.** After an onset, the series does not fire again until
+      ``holdoff_readings`` readings have been decided since that onset *and*
+      ``holdoff_seconds`` have passed (0 and 0: no hold-off). While the alert is open,
+      it still rises in grade as above. A score that would open a new alert within the
+      hold-off opens none, unless its grade is more serious than the last alert's: a
+      worse incident is never held back by a milder one. One anomaly episode, which
+      often shows as a burst of high scores with short quiet gaps, so makes one alert
+      rather than a string of them (``docs/detection.md`` has a timeline).
 
     Grade bands (score = ``nl / (nl + 5)`` with ``nl`` = ``-log10`` tail probability,
     defaults): IV (blue) ``[fire_score, 0.6)``, tail probability down to about 3e-8;
@@ -408,7 +526,16 @@ class AnomalyGate(_SlotsState):
     to 1e-20; I (red) ``>= 0.8``, rarer than 1e-20.
     """
 
-    __slots__ = ("_below", "_below_since", "_grade", "active", "config")
+    __slots__ = (
+        "_below",
+        "_below_since",
+        "_fired_at",
+        "_grade",
+        "_last_grade",
+        "_since_fired",
+        "active",
+        "config",
+    )
 
     def __init__(self, config: AnomalyConfig | None = None) -> None:
         self.config = config if config is not None else AnomalyConfig()
@@ -416,6 +543,23 @@ class AnomalyGate(_SlotsState):
         self._grade: Grade | None = None
         self._below = 0
         self._below_since = 0.0
+        # the hold-off: readings decided and time since the last onset, and its grade
+        self._since_fired = 0
+        self._fired_at = -math.inf
+        self._last_grade: Grade | None = None
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # state pickled before the hold-off existed: no onset to hold off from
+        self._since_fired, self._fired_at, self._last_grade = 0, -math.inf, None
+        super().__setstate__(state)
+
+    def held_off(self, t: float, grade: Grade) -> bool:
+        """Whether an onset of ``grade`` at ``t`` falls in the hold-off of the last one."""
+        c = self.config
+        if self._since_fired >= c.holdoff_readings and t - self._fired_at >= c.holdoff_seconds:
+            return False
+        last = self._last_grade
+        return last is not None and GRADES.index(grade) <= GRADES.index(last)
 
     @property
     def grade(self) -> Grade | None:
@@ -426,19 +570,25 @@ class AnomalyGate(_SlotsState):
         """Decide on one score at time ``t``."""
         c = self.config
         s = score.score
+        if self._since_fired < c.holdoff_readings:  # counts only as far as it matters
+            self._since_fired += 1
         if not self.active:
             if score.warmed_up and s >= c.fire_score:
+                grade = grade_of(s, c.grade_bands)
+                if self.held_off(t, grade):
+                    return AlertDecision(None, False, None, s)
                 self.active = True
-                self._grade = grade_of(s, c.grade_bands)
+                self._grade = self._last_grade = grade
                 self._below = 0
-                return AlertDecision("firing", True, self._grade, s)
+                self._since_fired, self._fired_at = 0, t
+                return AlertDecision("firing", True, grade, s)
             return AlertDecision(None, False, None, s)
         if s >= c.clear_score:
             self._below = 0
             if s >= c.fire_score:
                 grade = grade_of(s, c.grade_bands)
                 if self._grade is None or GRADES.index(grade) > GRADES.index(self._grade):
-                    self._grade = grade
+                    self._grade = self._last_grade = grade
                     return AlertDecision("updated", True, grade, s)
             return AlertDecision(None, True, self._grade, s)
         if self._below == 0:

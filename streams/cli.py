@@ -13,6 +13,7 @@ from rich.console import Console
 
 from streams.auth import load_roles
 from streams.config import CityConfig, ConfigError, load_config
+from streams.models import load_anomaly_models
 from streams.routing import load_routes
 from streams.rules import load_silences, load_thresholds
 from streams.settings import Settings
@@ -37,12 +38,13 @@ def make_settings(**overrides: Any) -> Settings:
 def load_config_or_exit(
     directory: Path, roles: Path | None = None, routes: Path | None = None
 ) -> CityConfig:
-    """Load the city's config, its threshold rules and (given its path) the roles file;
-    on error print file, line, key and reason and exit 2."""
+    """Load the city's config, its threshold rules, anomaly models and (given its path)
+    the roles file; on error print file, line, key and reason and exit 2."""
     try:
         cfg = load_config(directory)
         rules = load_thresholds(cfg)
         load_silences(cfg, rules)
+        load_anomaly_models(cfg)
         if roles is not None:
             load_roles(roles, cfg)
         if routes is not None:
@@ -86,10 +88,12 @@ def check_config(config_dir: ConfigOpt = None) -> None:
     cfg = load_config_or_exit(settings.config_dir)
     streets = sum(len(d.streets) for d in cfg.city.districts)
     rules = load_thresholds(cfg).rules
+    models = load_anomaly_models(cfg)
+    chosen = {models.choice(code).name for code in cfg.indicators}
     Console().print(
         f"[green]ok[/] {cfg.directory}: {len(cfg.districts)} districts, {streets} streets, "
         f"{len(cfg.indicators)} indicators in {len(cfg.catalogue.domains)} domains, "
-        f"{len(rules)} threshold rules"
+        f"{len(rules)} threshold rules, anomaly models: {', '.join(sorted(chosen))}"
     )
 
 

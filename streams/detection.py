@@ -23,7 +23,6 @@ of a file goes through the same windows, so it raises the same alerts.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import pickle
 import time
 from collections import deque
@@ -32,7 +31,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-from detectors.anomaly import AnomalyConfig, AnomalyGate, SeriesDetector
+from detectors.anomaly import AnomalyConfig, AnomalyGate, AnomalyScore, AnomalyScorer
 from detectors.composite import CompositeChange, Correlator, WeakSignal
 from detectors.forecast import CrossingWatch
 from detectors.thresholds import (
@@ -45,6 +44,7 @@ from streams import metrics
 from streams.config import CityConfig, Sharing
 from streams.early import EarlyReading, EarlySeries, OpenWindows, Partials, ahead, settle
 from streams.lifecycle import STATE_MAX_BYTES, AlertBook, Names, Signal, Silence, fit, pickled
+from streams.models import AnomalyModels, load_anomaly_models
 from streams.rules import ThresholdRules
 from streams.schemas import (
     AlertAction,
@@ -69,7 +69,14 @@ def _describe(spec: ThresholdSpec) -> str:
     return f"{what} over {span}"
 
 
-ANOMALY_RULE = "anomaly.seasonal-likelihood"
+ANOMALY_RULE = "anomaly.seasonal-likelihood"  # the built-in model's rule name
+
+
+def _baseline(score: AnomalyScore, text: str) -> str:
+    """``text`` with the model's expected value, empty for a model without one."""
+    return "" if score.expected is None else text.format(f"{score.expected:.4g}")
+
+
 COMPOSITE_RULE = "composite.weak-signals"
 RECENT_VALUES = 15  # minutes of values an alert's evidence shows
 WEAK_SCORE = 0.3  # an anomaly score this high that raised no alert is a weak signal
@@ -87,7 +94,10 @@ _COMPOSITE_S = metrics.scoring_seconds.labels("composite")
 class DetectionContext:
     """What every district's detection shares: the config, resolved and cached.
 
-    ``anomaly`` is the anomaly models' configuration, None to run none.
+    ``anomaly`` is the built-in anomaly model's settings, None to run no anomaly models.
+    ``models`` chooses the model of each indicator; when not given, it is loaded from
+    the city's ``anomaly.yaml`` (:mod:`streams.models`) here, so a bad model stops
+    start-up, with ``anomaly`` as the built-in model's settings.
     """
 
     cfg: CityConfig
@@ -96,12 +106,17 @@ class DetectionContext:
     anomaly: AnomalyConfig | None = field(default_factory=AnomalyConfig)
     forecast_horizon_s: float = 1800.0  # 0: no trend forecasts
     early: bool = True  # early rules decide on the reading (:mod:`streams.early`)
+    models: AnomalyModels | None = None
 
-    @cached_property
-    def anomaly_version(self) -> str:
-        """A digest of the anomaly configuration: evidence names the exact model."""
-        text = repr(dataclasses.asdict(self.anomaly)) if self.anomaly else ""
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+    def __post_init__(self) -> None:
+        if self.models is None and self.anomaly is not None:
+            self.models = load_anomaly_models(self.cfg, default=self.anomaly)
+
+    def anomaly_model(self, indicator: str) -> tuple[AnomalyScorer, AnomalyGate]:
+        """A fresh model and gate for one indicator's series."""
+        assert self.models is not None
+        ind = self.cfg.indicators.get(indicator)
+        return self.models.choice(indicator).build(ind.range if ind is not None else None)
 
     @cached_property
     def _zone(self) -> ZoneInfo:
@@ -211,7 +226,7 @@ class DistrictDetection:
 
     district: str
     thresholds: dict[str, ThresholdDetector] = field(default_factory=dict)
-    anomaly: dict[str, tuple[SeriesDetector, AnomalyGate]] = field(default_factory=dict)
+    anomaly: dict[str, tuple[AnomalyScorer, AnomalyGate]] = field(default_factory=dict)
     silence: dict[str, SilenceWatch] = field(default_factory=dict)
     forecasts: dict[str, CrossingWatch] = field(default_factory=dict)
     correlator: Correlator = field(default_factory=Correlator)
@@ -262,8 +277,8 @@ class DistrictDetection:
                     forecast_s += clock() - forecast_started
                 self._weak_threshold(det, indicator, street or None, window.end, ctx)
         thresholds_done = clock()
-        if ctx.anomaly is not None:
-            events += self._anomalies(window, ctx, ctx.anomaly)
+        if ctx.models is not None:
+            events += self._anomalies(window, ctx)
         anomalies_done = clock()
         events += self._silences(window, ctx)
         silences_done = clock()
@@ -280,7 +295,7 @@ class DistrictDetection:
         _THRESHOLD_S.observe(thresholds_done - started - forecast_s + advanced - silences_done)
         if forecasting:
             _FORECAST_S.observe(forecast_s)
-        if ctx.anomaly is not None:
+        if ctx.models is not None:
             _ANOMALY_S.observe(anomalies_done - thresholds_done)
         _DATA_QUALITY_S.observe(silences_done - anomalies_done)
         _COMPOSITE_S.observe(done - advanced)
@@ -529,9 +544,7 @@ class DistrictDetection:
             for t, v in self.recent.get(key, ())
         ]
 
-    def _anomalies(
-        self, window: ClosedWindow, ctx: DetectionContext, config: AnomalyConfig
-    ) -> list[AlertEvent]:
+    def _anomalies(self, window: ClosedWindow, ctx: DetectionContext) -> list[AlertEvent]:
         """One model set per (district, indicator): fed each closed minute's value.
 
         A gauge's value is the minute's mean; a count's the minute's sum, and a
@@ -555,7 +568,7 @@ class DistrictDetection:
         for key, (value, aggregate) in values.items():
             models = self.anomaly.get(key)
             if models is None:
-                models = self.anomaly[key] = (SeriesDetector(config), AnomalyGate(config))
+                models = self.anomaly[key] = ctx.anomaly_model(key)
             score = models[0].update(t_local, value)
             decision = models[1].update(t_local, score)
             if score.warmed_up and not decision.active and score.score >= WEAK_SCORE:
@@ -568,16 +581,18 @@ class DistrictDetection:
                             key,
                             None,
                             score.score,
-                            f"anomaly score {score.score:.2f} (baseline {score.expected:.4g})",
+                            f"anomaly score {score.score:.2f}{_baseline(score, ' (baseline {})')}",
                         )
                     )
             if decision.event is None or decision.grade is None:
                 continue
             ind = ctx.cfg.indicators.get(key)
             department = ind.department if ind is not None else "command_centre"
+            assert ctx.models is not None
+            choice = ctx.models.choice(key)
             evidence = Evidence(
-                rule=ANOMALY_RULE,
-                version=ctx.anomaly_version,
+                rule=choice.rule,
+                version=choice.version,
                 observed=value,
                 aggregate=aggregate,
                 window_start=datetime.fromtimestamp(window.start, UTC),
@@ -585,12 +600,13 @@ class DistrictDetection:
                 baseline=score.expected,
                 score=decision.score,
                 values=self._values(key, None),
-                detail=f"seasonal baseline {score.expected:.4g}; anomaly score {decision.score:.3f}",
+                detail=f"{_baseline(score, 'seasonal baseline {}; ')}anomaly score {decision.score:.3f}"
+                + ("" if choice.rule == ANOMALY_RULE else f" ({choice.name})"),
             )
             signal = Signal(
                 action=_EVENTS[decision.event],
                 kind=AlertKind.ALARM,
-                rule=ANOMALY_RULE,
+                rule=choice.rule,
                 district=self.district,
                 street=None,
                 key=key,

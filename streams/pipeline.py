@@ -1551,6 +1551,7 @@ def create_app(
 
     config_files = [cfg.directory / n for n in ("city.yaml", "indicators.yaml", "thresholds.yaml")]
     config_files += [cfg.directory / "silences.yaml", settings.roles_path]
+    config_files += [f for f in (cfg.directory / "anomaly.yaml",) if f.exists()]
     app.api_service = ApiService(
         settings,
         cfg,

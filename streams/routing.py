@@ -169,7 +169,8 @@ from streams.config import (
     _Strict,
     load_config,
 )
-from streams.detection import ANOMALY_RULE, COMPOSITE_RULE, SILENCE_RULE
+from streams.detection import COMPOSITE_RULE, SILENCE_RULE
+from streams.models import ANOMALY_RULES
 from streams.respond import MIN_KEY_BYTES, LinkSigner
 from streams.rules import Duration, GradeName, ThresholdRules, load_thresholds
 from streams.schemas import AlertEvent, AlertKind, Grade
@@ -830,7 +831,7 @@ def _known_values(cfg: CityConfig, rules: ThresholdRules | None) -> dict[str, fr
     if rules is not None:
         ids = {r.id for r in rules.rules}
         known["rule"] = frozenset(
-            {*ids, *(f"{i}.forecast" for i in ids), ANOMALY_RULE, COMPOSITE_RULE, SILENCE_RULE}
+            {*ids, *(f"{i}.forecast" for i in ids), *ANOMALY_RULES, COMPOSITE_RULE, SILENCE_RULE}
         )
     return known
 

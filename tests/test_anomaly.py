@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import pickle
 import random
 
 import pytest
@@ -174,6 +175,57 @@ def test_gate_hold_seconds() -> None:
     assert gate.update(700.0, warm(0.1)).event == "resolved"  # 600 s
 
 
+def test_gate_hold_off_counts_readings_from_the_onset() -> None:
+    config = dataclasses.replace(AnomalyConfig(), hold_readings=1, holdoff_readings=5)
+    gate = AnomalyGate(config)
+    seen = [
+        gate.update(T0 + i * STEP, warm(s)).event
+        for i, s in enumerate([0.5, 0.1, 0.5, 0.55, 0.1, 0.5, 0.1])
+    ]
+    assert seen == [
+        "firing",  # onset, reading 0
+        "resolved",  # reading 1
+        None,  # reading 2: an onset of the same grade within 5 readings is held off
+        None,  # reading 3: still held off
+        None,  # reading 4
+        "firing",  # reading 5: five readings after the onset, it may fire again
+        "resolved",
+    ]
+
+
+def test_gate_hold_off_in_seconds_and_a_more_serious_grade_is_never_held_back() -> None:
+    config = dataclasses.replace(AnomalyConfig(), hold_readings=1, holdoff_seconds=3600.0)
+    gate = AnomalyGate(config)
+    assert gate.update(0.0, warm(0.5)).event == "firing"  # IV
+    assert gate.update(60.0, warm(0.65)).event == "updated"  # III: escalation is allowed
+    assert gate.update(120.0, warm(0.1)).event == "resolved"
+    assert gate.update(180.0, warm(0.65)).event is None  # III again: held off
+    assert gate.update(240.0, warm(0.5)).event is None  # IV: held off
+    assert gate.update(300.0, warm(0.75)).event == "firing"  # II: more serious, fires
+    assert gate.grade == "II"
+    assert gate.update(360.0, warm(0.1)).event == "resolved"
+    assert gate.update(3599.0, warm(0.75)).event is None  # 3299 s after the II onset
+    assert gate.update(3900.0, warm(0.5)).event == "firing"  # 3600 s after it
+
+
+def test_gate_without_hold_off_refires_at_once() -> None:
+    gate = AnomalyGate(dataclasses.replace(AnomalyConfig(), hold_readings=1))
+    events = [gate.update(float(i), warm(s)).event for i, s in enumerate([0.5, 0.1, 0.5])]
+    assert events == ["firing", "resolved", "firing"]
+
+
+def test_gate_state_from_before_the_hold_off_restores() -> None:
+    gate = AnomalyGate(dataclasses.replace(AnomalyConfig(), holdoff_readings=100))
+    assert gate.update(0.0, warm(0.5)).event == "firing"
+    old = gate.__getstate__()
+    for name in ("_since_fired", "_fired_at", "_last_grade"):
+        del old[name]
+    restored = AnomalyGate.__new__(AnomalyGate)
+    restored.__setstate__(old)
+    assert restored.active and restored.grade == "IV"
+    assert not restored.held_off(1.0, "IV")  # no recorded onset: nothing to hold off
+
+
 def test_grade_bands() -> None:
     bands = AnomalyConfig().grade_bands
     assert bands == (0.6, 0.7, 0.8)
@@ -218,3 +270,49 @@ def test_config_is_validated() -> None:
         AnomalyConfig(level_alpha=0.0)
     with pytest.raises(ValueError, match="grade_bands"):
         AnomalyConfig(grade_bands=(0.9, 0.7, 0.8))
+
+
+def test_score_one_then_learn_one_is_update() -> None:
+    values = daily_pattern(4) + [v + 60.0 for v in noisy(30)] + daily_pattern(1)
+    fused, split = SeriesDetector(), SeriesDetector()
+    for i, v in enumerate(values):
+        t = T0 + i * STEP
+        x = {"t": t, "value": v, "other": 1.0}
+        before = pickle.dumps(split)
+        score = split.score_one(x)
+        assert pickle.dumps(split) == before  # scoring learns nothing
+        split.learn_one(x)
+        assert score == fused.update(t, v).score
+    assert pickle.dumps(split) == pickle.dumps(fused)
+
+
+def test_river_input_without_time_or_value_changes_nothing() -> None:
+    detector = SeriesDetector()
+    for i, v in enumerate(noisy(200)):
+        detector.learn_one({"t": T0 + i * STEP, "value": v})
+    state = pickle.dumps(detector)
+    for x in ({"value": 50.0}, {"t": T0}, {"t": T0, "value": math.nan}, {"t": "x", "value": 1}):
+        assert detector.score_one(x) == 0.0
+        detector.learn_one(x)
+    assert pickle.dumps(detector) == state
+
+
+def test_the_hold_off_timeline_of_the_detection_docs() -> None:
+    """docs/detection.md's timeline, minute by minute."""
+    config = dataclasses.replace(AnomalyConfig(), hold_readings=3, holdoff_seconds=3600.0)
+    gate = AnomalyGate(config)
+    scores = {0: 0.50, 1: 0.65, 2: 0.2, 3: 0.2, 4: 0.2, 5: 0.62, 40: 0.75, 41: 0.1, 42: 0.1}
+    scores |= {43: 0.1, 70: 0.55, 100: 0.55}
+    seen = {}
+    for minute in range(101):
+        decision = gate.update(60.0 * minute, warm(scores.get(minute, 0.1)))
+        if decision.event is not None:
+            seen[minute] = (decision.event, decision.grade)
+    assert seen == {
+        0: ("firing", "IV"),
+        1: ("updated", "III"),
+        4: ("resolved", "III"),
+        40: ("firing", "II"),
+        43: ("resolved", "II"),
+        100: ("firing", "IV"),
+    }

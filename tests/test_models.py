@@ -1,0 +1,183 @@
+"""Anomaly models chosen per indicator (config/anomaly.yaml): any river detector, checked at load."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from river import anomaly
+
+from detectors.anomaly import AnomalyConfig, SeriesDetector
+from detectors.calibrated import Calibrated
+from streams.config import ConfigError, load_config
+from streams.detection import ANOMALY_RULE, DetectionContext
+from streams.models import SEASONAL, load_anomaly_models
+from streams.rules import load_thresholds
+
+CFG = load_config()
+
+TWO_RIVER = """\
+models:
+  - indicators: ["traffic.occupancy_pct"]
+    model: river.anomaly.HalfSpaceTrees
+    params: {n_trees: 5, height: 6, window_size: 50, seed: 3}
+    settings: {warmup_readings: 30, holdoff_readings: 20}
+  - indicators: ["sanitation.*"]
+    model: river.anomaly.StandardAbsoluteDeviation
+  - indicators: ["*"]
+    model: seasonal_likelihood
+    settings: {fire_score: 0.5}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "anomaly.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_shipped_file_keeps_the_built_in_model_everywhere() -> None:
+    models = load_anomaly_models(CFG)
+    for code in CFG.indicators:
+        choice = models.choice(code)
+        assert choice.name == SEASONAL and choice.rule == ANOMALY_RULE
+        assert choice.settings == AnomalyConfig()
+
+
+def test_first_matching_entry_chooses_the_model_with_its_params_and_settings(
+    tmp_path: Path,
+) -> None:
+    models = load_anomaly_models(CFG, write(tmp_path, TWO_RIVER))
+    hst = models.choice("traffic.occupancy_pct")
+    assert hst.rule == "anomaly.HalfSpaceTrees"
+    assert hst.settings.warmup_readings == 30 and hst.settings.holdoff_readings == 20
+    assert hst.settings.fire_score == AnomalyConfig().fire_score  # unset: the default
+    model, gate = hst.build((0.0, 100.0))
+    assert isinstance(model, Calibrated) and isinstance(model.detector, anomaly.HalfSpaceTrees)
+    assert model.detector.n_trees == 5 and model.detector.seed == 3
+    assert model.detector.limits == {"value": (0.0, 100.0)}  # the catalogue range
+    assert gate.config.holdoff_readings == 20
+    sad = models.choice("sanitation.bin_fill_pct")
+    assert sad.rule == "anomaly.StandardAbsoluteDeviation"
+    built, _ = sad.build()
+    assert isinstance(built, Calibrated)
+    assert isinstance(built.detector, anomaly.StandardAbsoluteDeviation)
+    rest = models.choice("iot.pm25")
+    assert rest.name == SEASONAL and rest.settings.fire_score == 0.5
+    seasonal, _ = rest.build()
+    assert isinstance(seasonal, SeriesDetector)
+    assert len({hst.version, sad.version, rest.version}) == 3
+
+
+def test_a_river_model_alerts_through_the_same_gate(tmp_path: Path) -> None:
+    choice = load_anomaly_models(CFG, write(tmp_path, TWO_RIVER)).choice("sanitation.bin_fill_pct")
+    model, gate = choice.build((0.0, 100.0))
+    events = []
+    for i in range(400):
+        value = 40.0 + (i % 5) + (45.0 if 300 <= i < 306 else 0.0)
+        decision = gate.update(60.0 * i, model.update(60.0 * i, value))
+        if decision.event == "firing":
+            events.append(i)
+    assert events and all(300 <= i < 306 for i in events)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "reason"),
+    [
+        (
+            "models:\n  - indicators: ['iot.pm25']\n    model: river.anomaly.Nope\n",
+            ":3: models[0].model",
+            "unknown model 'river.anomaly.Nope'; known: river.anomaly.GaussianScorer",
+        ),
+        (
+            "models:\n  - indicators: ['iot.pm25']\n    model: river.anomaly.LODA\n"
+            "    params:\n      n_bin: 10\n",
+            ":5: models[0].params.n_bin",
+            "LODA has no parameter 'n_bin'; it takes n_bins, n_random_cuts, seed",
+        ),
+        (
+            "models:\n  - indicators: ['iot.pm25']\n    model: river.anomaly.HalfSpaceTrees\n"
+            "    params:\n      n_trees: ten\n",
+            ":5: models[0].params.n_trees",
+            "HalfSpaceTrees: TypeError",
+        ),
+        (
+            "models:\n  - indicators: ['iot.pm25']\n    model: seasonal_likelihood\n"
+            "    settings:\n      fire_scor: 0.5\n",
+            ":5: models[0].settings.fire_scor",
+            "unknown setting 'fire_scor'",
+        ),
+        (
+            "models:\n  - indicators: ['iot.pm25']\n    model: seasonal_likelihood\n"
+            "    settings:\n      holdoff_readings: -1\n",
+            ":5: models[0].settings.holdoff_readings",
+            "holdoff_readings and holdoff_seconds must be >= 0",
+        ),
+        (
+            "models:\n  - indicators: ['iot.pm25', 'iot.pm10*']\n    model: seasonal_likelihood\n",
+            ":2: models[0].indicators[1]",
+            "'iot.pm10*' matches no indicator of the catalogue",
+        ),
+        (
+            "models:\n  - indicators: ['iot.pm25']\n",
+            ":2: models[0].model",
+            "Field required",
+        ),
+    ],
+)
+def test_a_bad_model_stops_loading_with_file_line_key_and_reason(
+    tmp_path: Path, text: str, where: str, reason: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_anomaly_models(CFG, path)
+    message = str(info.value)
+    assert message.startswith(f"{path}{where}: "), message
+    assert reason in message
+
+
+def test_detection_loads_the_city_file_so_a_bad_model_stops_start_up(tmp_path: Path) -> None:
+    import shutil
+
+    from streams.config import DEFAULT_CONFIG_DIR
+
+    for name in ("city.yaml", "indicators.yaml", "thresholds.yaml"):
+        shutil.copy(DEFAULT_CONFIG_DIR / name, tmp_path / name)
+    write(tmp_path, "models:\n  - indicators: ['*']\n    model: river.anomaly.Nope\n")
+    cfg = load_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"unknown model 'river\.anomaly\.Nope'"):
+        DetectionContext(cfg, load_thresholds(cfg))
+    write(tmp_path, TWO_RIVER)
+    ctx = DetectionContext(cfg, load_thresholds(cfg))
+    model, _ = ctx.anomaly_model("traffic.occupancy_pct")
+    assert isinstance(model, Calibrated)
+    assert model.detector.limits == {"value": (0.0, 100.0)}
+    assert DetectionContext(cfg, load_thresholds(cfg), anomaly=None).models is None
+
+
+def test_a_river_model_ignores_non_finite_values() -> None:
+    model = Calibrated(anomaly.StandardAbsoluteDeviation())
+    score = model.update(0.0, math.nan)
+    assert score.score == 0.0 and not score.learned and score.expected is None
+
+
+def test_a_bad_model_stops_the_cli_with_no_traceback(tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from streams.cli import cli
+    from streams.config import DEFAULT_CONFIG_DIR
+
+    for name in ("city.yaml", "indicators.yaml", "thresholds.yaml", "silences.yaml"):
+        shutil.copy(DEFAULT_CONFIG_DIR / name, tmp_path / name)
+    write(
+        tmp_path,
+        "models:\n  - indicators: ['*']\n    model: river.anomaly.HalfSpaceTrees\n"
+        "    params: {n_trees: ten}\n",
+    )
+    result = CliRunner().invoke(cli, ["check-config", "--config-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "anomaly.yaml:4: models[0].params.n_trees: HalfSpaceTrees: TypeError" in result.output
+    assert "Traceback" not in result.output
