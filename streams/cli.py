@@ -232,6 +232,12 @@ def replay(
         str | None, typer.Option(help="district code the series belong to (default: the first)")
     ] = None,
     config_dir: ConfigOpt = None,
+    site: Annotated[
+        bool,
+        typer.Option(
+            "--site", help="also score all value columns jointly as one site (their relationship)"
+        ),
+    ] = False,
 ) -> None:
     """Run the live detectors and alert lifecycle offline over a CSV file."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -270,6 +276,7 @@ def replay(
                 district=place,
                 mapping=mapping,
                 progress=lambda: bar.advance(task),
+                site=site,
             )
         except ReplayError as exc:
             err.print(f"[bold red]cannot replay[/]: {exc}", highlight=False, soft_wrap=True)

@@ -26,12 +26,20 @@ import dataclasses
 import pickle
 import time
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-from detectors.anomaly import AnomalyConfig, AnomalyGate, AnomalyScore, AnomalyScorer
+from detectors.anomaly import (
+    AlertDecision,
+    AnomalyConfig,
+    AnomalyGate,
+    AnomalyScore,
+    AnomalyScorer,
+)
+from detectors.calibrated import Calibrated
 from detectors.composite import CompositeChange, Correlator, WeakSignal
 from detectors.forecast import CrossingWatch
 from detectors.thresholds import (
@@ -44,7 +52,7 @@ from streams import metrics
 from streams.config import CityConfig, Sharing
 from streams.early import EarlyReading, EarlySeries, OpenWindows, Partials, ahead, settle
 from streams.lifecycle import STATE_MAX_BYTES, AlertBook, Names, Signal, Silence, fit, pickled
-from streams.models import AnomalyModels, load_anomaly_models
+from streams.models import AnomalyModels, SiteChoice, load_anomaly_models
 from streams.rules import ThresholdRules
 from streams.schemas import (
     AlertAction,
@@ -111,6 +119,13 @@ class DetectionContext:
     def __post_init__(self) -> None:
         if self.models is None and self.anomaly is not None:
             self.models = load_anomaly_models(self.cfg, default=self.anomaly)
+
+    def site_model(self, site: SiteChoice) -> tuple[AnomalyScorer, AnomalyGate]:
+        """A fresh joint model and gate for one site group."""
+        ranges = {
+            c: self.cfg.indicators[c].range for c in site.indicators if c in self.cfg.indicators
+        }
+        return site.build(ranges)
 
     def anomaly_model(self, indicator: str) -> tuple[AnomalyScorer, AnomalyGate]:
         """A fresh model and gate for one indicator's series."""
@@ -565,62 +580,126 @@ class DistrictDetection:
             if key not in values and ind is not None and ind.aggregation == "sum":
                 values[key] = (0.0, "sum over 1 min")
         t_local = ctx.local(window.end)
+        assert ctx.models is not None
         for key, (value, aggregate) in values.items():
             models = self.anomaly.get(key)
             if models is None:
                 models = self.anomaly[key] = ctx.anomaly_model(key)
             score = models[0].update(t_local, value)
             decision = models[1].update(t_local, score)
-            if score.warmed_up and not decision.active and score.score >= WEAK_SCORE:
-                ind = ctx.cfg.indicators.get(key)
-                if ind is not None:
-                    self.correlator.add(
-                        WeakSignal(
-                            window.end,
-                            ind.domain,
-                            key,
-                            None,
-                            score.score,
-                            f"anomaly score {score.score:.2f}{_baseline(score, ' (baseline {})')}",
-                        )
-                    )
+            ind = ctx.cfg.indicators.get(key)
+            weak = score.warmed_up and not decision.active and score.score >= WEAK_SCORE
+            if weak and ind is not None:
+                detail = f"anomaly score {score.score:.2f}{_baseline(score, ' (baseline {})')}"
+                self.correlator.add(
+                    WeakSignal(window.end, ind.domain, key, None, score.score, detail)
+                )
             if decision.event is None or decision.grade is None:
                 continue
-            ind = ctx.cfg.indicators.get(key)
-            department = ind.department if ind is not None else "command_centre"
-            assert ctx.models is not None
             choice = ctx.models.choice(key)
-            evidence = Evidence(
-                rule=choice.rule,
-                version=choice.version,
+            detail = (
+                f"{_baseline(score, 'seasonal baseline {}; ')}anomaly score {decision.score:.3f}"
+            )
+            if choice.rule != ANOMALY_RULE:
+                detail += f" ({choice.name})"
+            events += self._anomaly_signal(
+                window,
+                ctx,
+                decision,
+                (key,),
+                key,
+                choice.rule,
+                choice.version,
                 observed=value,
                 aggregate=aggregate,
-                window_start=datetime.fromtimestamp(window.start, UTC),
-                window_end=datetime.fromtimestamp(window.end, UTC),
                 baseline=score.expected,
-                score=decision.score,
-                values=self._values(key, None),
-                detail=f"{_baseline(score, 'seasonal baseline {}; ')}anomaly score {decision.score:.3f}"
-                + ("" if choice.rule == ANOMALY_RULE else f" ({choice.name})"),
+                detail=detail,
             )
-            signal = Signal(
-                action=_EVENTS[decision.event],
-                kind=AlertKind.ALARM,
-                rule=choice.rule,
-                district=self.district,
-                street=None,
-                key=key,
-                indicators=(key,),
-                domain=ind.domain if ind is not None else None,
-                grade=Grade[decision.grade],
-                at=window.end,
-                evidence=evidence,
-                department=department,
-                co_departments=tuple(ind.co_departments) if ind is not None else (),
-                sharing=ind.sharing if ind is not None else Sharing.NOT_SHARED,
+        for site in ctx.models.sites:
+            if not all(code in values for code in site.indicators):
+                continue  # a joint reading needs every member
+            x: dict[Hashable, float] = {code: values[code][0] for code in site.indicators}
+            models = self.anomaly.get(site.key)
+            if models is None:
+                models = self.anomaly[site.key] = ctx.site_model(site)
+            model = models[0]
+            assert isinstance(model, Calibrated)
+            score = model.update_features(t_local, x)
+            decision = models[1].update(t_local, score)
+            if decision.event is None or decision.grade is None:
+                continue
+            shown = ", ".join(f"{code} {values[code][0]:.4g}" for code in site.indicators)
+            detail = (
+                f"site {site.name} ({shown}): how unlike their usual relationship, "
+                f"anomaly score {decision.score:.3f} ({site.model})"
             )
-            events += self.book.apply(signal, ctx.names, ctx.silences)
+            events += self._anomaly_signal(
+                window,
+                ctx,
+                decision,
+                site.indicators,
+                site.key,
+                site.rule,
+                site.version,
+                observed=None,
+                aggregate="joint reading over 1 min",
+                baseline=None,
+                detail=detail,
+            )
         return events
+
+    def _anomaly_signal(
+        self,
+        window: ClosedWindow,
+        ctx: DetectionContext,
+        decision: AlertDecision,
+        indicators: tuple[str, ...],
+        key: str,
+        rule: str,
+        version: str,
+        *,
+        observed: float | None,
+        aggregate: str,
+        baseline: float | None,
+        detail: str,
+    ) -> list[AlertEvent]:
+        """The lifecycle's events for one anomaly model's decision (its first indicator's
+        department, domain and sharing; a site's other indicators' departments co-handle)."""
+        assert decision.event is not None and decision.grade is not None
+        ind = ctx.cfg.indicators.get(indicators[0])
+        others = [ctx.cfg.indicators[c] for c in indicators[1:] if c in ctx.cfg.indicators]
+        department = ind.department if ind is not None else "command_centre"
+        co = list(ind.co_departments) if ind is not None else []
+        co += [o.department for o in others if o.department != department]
+        evidence = Evidence(
+            rule=rule,
+            version=version,
+            observed=observed,
+            aggregate=aggregate,
+            window_start=datetime.fromtimestamp(window.start, UTC),
+            window_end=datetime.fromtimestamp(window.end, UTC),
+            baseline=baseline,
+            score=decision.score,
+            values=self._values(indicators[0], None),
+            detail=detail,
+        )
+        signal = Signal(
+            action=_EVENTS[decision.event],
+            kind=AlertKind.ALARM,
+            rule=rule,
+            district=self.district,
+            street=None,
+            key=key,
+            indicators=indicators,
+            domain=ind.domain if ind is not None else None,
+            grade=Grade[decision.grade],
+            at=window.end,
+            evidence=evidence,
+            department=department,
+            co_departments=tuple(dict.fromkeys(co)),
+            sharing=ind.sharing if ind is not None else Sharing.NOT_SHARED,
+        )
+        return self.book.apply(signal, ctx.names, ctx.silences)
 
     def _forecast(
         self,

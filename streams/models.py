@@ -47,9 +47,12 @@ from river import anomaly, base
 
 from detectors.anomaly import AnomalyConfig, AnomalyGate, AnomalyScorer, SeriesDetector
 from detectors.calibrated import Calibrated
+from detectors.site import SiteModel
 from streams.config import CityConfig, ConfigError, _format_path, _load_model, _nearest_line
 
 SEASONAL = "seasonal_likelihood"
+SITE_MODEL = "site_mahalanobis"
+SITE_RULE = "anomaly.site"
 RIVER_PREFIX = "river.anomaly."
 #: river.anomaly's detectors that score a reading on their own (its filters wrap one).
 RIVER_DETECTORS: dict[str, type[base.AnomalyDetector | base.SupervisedAnomalyDetector]] = {
@@ -62,7 +65,7 @@ RIVER_DETECTORS: dict[str, type[base.AnomalyDetector | base.SupervisedAnomalyDet
 
 #: Every rule name an anomaly model's alert can carry (routes may match any of them).
 ANOMALY_RULES = frozenset(
-    ["anomaly.seasonal-likelihood", *(f"anomaly.{name}" for name in RIVER_DETECTORS)]
+    ["anomaly.seasonal-likelihood", SITE_RULE, *(f"anomaly.{name}" for name in RIVER_DETECTORS)]
 )
 
 
@@ -75,10 +78,21 @@ class ModelEntry(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class SiteEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    indicators: list[str] = Field(min_length=2)
+    model: str = SITE_MODEL
+    params: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
 class AnomalyFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[ModelEntry] = Field(default_factory=list)
+    sites: list[SiteEntry] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -122,17 +136,70 @@ class ModelChoice:
 
 
 @dataclass(frozen=True)
+class SiteChoice:
+    """One site group: co-located indicators scored jointly by one model."""
+
+    name: str
+    indicators: tuple[str, ...]
+    model: str = SITE_MODEL
+    params: tuple[tuple[str, Any], ...] = ()
+    settings: AnomalyConfig = dataclasses.field(default_factory=AnomalyConfig)
+
+    rule = SITE_RULE
+
+    @property
+    def key(self) -> str:
+        """The site's series key in detection state (not an indicator code)."""
+        return f"site:{self.name}"
+
+    @cached_property
+    def version(self) -> str:
+        """A digest of the group, its model and every setting."""
+        doc = {
+            "site": self.name,
+            "indicators": list(self.indicators),
+            "model": self.model,
+            "params": dict(self.params),
+            "settings": dataclasses.asdict(self.settings),
+        }
+        blob = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=repr)
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def build(
+        self, ranges: dict[str, tuple[float, float]] | None = None
+    ) -> tuple[Calibrated, AnomalyGate]:
+        """A fresh joint model and gate (``ranges``: each indicator's catalogue range)."""
+        params = dict(self.params)
+        if self.model == SITE_MODEL:
+            detector: base.AnomalyDetector = SiteModel(**params)
+        else:
+            cls = RIVER_DETECTORS[self.model.removeprefix(RIVER_PREFIX)]
+            if ranges and "limits" in inspect.signature(cls).parameters:
+                params.setdefault("limits", dict(ranges))
+            detector = cls(**params)  # type: ignore[assignment]
+        settle = detector.settle if isinstance(detector, SiteModel) else 30
+        model = Calibrated(detector, self.settings, value_key=None, settle=settle)
+        return model, AnomalyGate(self.settings)
+
+
+@dataclass(frozen=True)
 class AnomalyModels:
-    """The model choice of every indicator: the first matching entry, else the default."""
+    """The model choice of every indicator (the first matching entry, else the default)
+    and the site groups whose indicators are also scored jointly."""
 
     entries: tuple[tuple[tuple[str, ...], ModelChoice], ...] = ()
     default: ModelChoice = dataclasses.field(default_factory=lambda: ModelChoice(SEASONAL))
+    sites: tuple[SiteChoice, ...] = ()
 
     def choice(self, indicator: str) -> ModelChoice:
         for patterns, choice in self.entries:
             if any(fnmatch.fnmatchcase(indicator, p) for p in patterns):
                 return choice
         return self.default
+
+    def with_site(self, site: SiteChoice) -> AnomalyModels:
+        """These models and one more site group."""
+        return dataclasses.replace(self, sites=(*self.sites, site))
 
 
 def _probe(built: tuple[AnomalyScorer, AnomalyGate], value: float) -> None:
@@ -162,6 +229,69 @@ def _culprit(doc: dict[str, Any], attempt: Callable[[dict[str, Any]], object]) -
     return ""
 
 
+Fail = Callable[[tuple[str | int, ...], str], NoReturn]
+
+
+def _settings(
+    doc: dict[str, Any], base: AnomalyConfig, at: tuple[str | int, ...], fail: Fail
+) -> AnomalyConfig:
+    """``base`` with an entry's settings; a bad one fails naming its key."""
+    fields = {f.name for f in dataclasses.fields(AnomalyConfig)}
+    for key in doc:
+        if key not in fields:
+            fail((*at, "settings", key), f"unknown setting {key!r}")
+    doc = dict(doc)
+    if "grade_bands" in doc:
+        doc["grade_bands"] = tuple(doc["grade_bands"])
+    try:
+        return dataclasses.replace(base, **doc)
+    except (TypeError, ValueError) as exc:
+        key = _culprit(doc, lambda one: dataclasses.replace(base, **one))
+        fail((*at, "settings", *([key] if key else [])), str(exc))
+
+
+def _check_params(
+    name: str,
+    params: dict[str, Any],
+    at: tuple[str | int, ...],
+    fail: Fail,
+    attempt: Callable[[dict[str, Any]], object],
+) -> None:
+    """Every parameter is the model's, and the model builds and learns with them."""
+    short = name.removeprefix(RIVER_PREFIX)
+    cls: type = {SITE_MODEL: SiteModel, SEASONAL: SeriesDetector}.get(name) or RIVER_DETECTORS[
+        short
+    ]
+    accepted = inspect.signature(cls).parameters
+    for key in params:
+        if key not in accepted:
+            fail(
+                (*at, "params", key),
+                f"{short} has no parameter {key!r}; it takes {', '.join(accepted)}",
+            )
+    try:
+        attempt(params)
+    except Exception as exc:  # the model's own checks of its parameters, reported where
+        key = _culprit(params, attempt)
+        fail((*at, "params", *([key] if key else [])), f"{short}: {type(exc).__name__}: {exc}")
+
+
+def _matching(cfg: CityConfig, patterns: list[str]) -> list[str]:
+    return [c for c in cfg.indicators if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+
+
+def _attempt_site(
+    site: SiteChoice, ranges: dict[str, tuple[float, float]], params: dict[str, Any]
+) -> None:
+    """Build the site's model with ``params`` and feed it joint readings."""
+    model, gate = dataclasses.replace(site, params=tuple(sorted(params.items()))).build(ranges)
+    for i in range(3):
+        x: dict[base.typing.FeatureName, float] = {
+            code: (lo + hi) / 2 + i for code, (lo, hi) in ranges.items()
+        }
+        gate.update(60.0 * i, model.update_features(60.0 * i, x))
+
+
 def load_anomaly_models(
     cfg: CityConfig, path: Path | str | None = None, default: AnomalyConfig | None = None
 ) -> AnomalyModels:
@@ -180,50 +310,49 @@ def load_anomaly_models(
     def fail(loc: tuple[str | int, ...], reason: str) -> NoReturn:
         raise ConfigError(file, _format_path(loc), reason, _nearest_line(lines, loc))
 
-    known = sorted([SEASONAL] + [RIVER_PREFIX + n for n in RIVER_DETECTORS])
-    fields = {f.name for f in dataclasses.fields(AnomalyConfig)}
+    river_names = [RIVER_PREFIX + n for n in RIVER_DETECTORS]
     entries = []
     for i, entry in enumerate(data.models):
         at: tuple[str | int, ...] = ("models", i)
         name = entry.model
-        short = name.removeprefix(RIVER_PREFIX)
-        if name != SEASONAL and not (name.startswith(RIVER_PREFIX) and short in RIVER_DETECTORS):
-            fail((*at, "model"), f"unknown model {name!r}; known: {', '.join(known)}")
-        for key in entry.settings:
-            if key not in fields:
-                fail((*at, "settings", key), f"unknown setting {key!r}")
-        settings_doc = dict(entry.settings)
-        if "grade_bands" in settings_doc:
-            settings_doc["grade_bands"] = tuple(settings_doc["grade_bands"])
-        try:
-            settings = dataclasses.replace(base_settings, **settings_doc)
-        except (TypeError, ValueError) as exc:
-            key = _culprit(settings_doc, lambda one: dataclasses.replace(base_settings, **one))
-            fail((*at, "settings", *([key] if key else [])), str(exc))
+        if name != SEASONAL and name not in river_names:
+            known = ", ".join(sorted([SEASONAL, *river_names]))
+            fail((*at, "model"), f"unknown model {name!r}; known: {known}")
+        settings = _settings(entry.settings, base_settings, at, fail)
         if name == SEASONAL and entry.params:
             fail((*at, "params"), "seasonal_likelihood takes its parameters as settings")
-        if name != SEASONAL:
-            accepted = inspect.signature(RIVER_DETECTORS[short]).parameters
-            for key in entry.params:
-                if key not in accepted:
-                    fail(
-                        (*at, "params", key),
-                        f"{short} has no parameter {key!r}; it takes {', '.join(accepted)}",
-                    )
-        choice = ModelChoice(name, tuple(sorted(entry.params.items())), settings)
         for j, pattern in enumerate(entry.indicators):
-            if not any(fnmatch.fnmatchcase(code, pattern) for code in cfg.indicators):
+            if not _matching(cfg, [pattern]):
                 fail((*at, "indicators", j), f"{pattern!r} matches no indicator of the catalogue")
-        ranges = [
-            ind.range
-            for code, ind in cfg.indicators.items()
-            if any(fnmatch.fnmatchcase(code, p) for p in entry.indicators)
-        ]
-        attempt = functools.partial(_attempt, name, settings, ranges[0])
-        try:
-            attempt(entry.params)
-        except Exception as exc:  # the model's own checks of its parameters, reported where
-            key = _culprit(entry.params, attempt)
-            fail((*at, "params", *([key] if key else [])), f"{short}: {type(exc).__name__}: {exc}")
+        lo, hi = cfg.indicators[_matching(cfg, entry.indicators)[0]].range
+        _check_params(
+            name, entry.params, at, fail, functools.partial(_attempt, name, settings, (lo, hi))
+        )
+        choice = ModelChoice(name, tuple(sorted(entry.params.items())), settings)
         entries.append((tuple(entry.indicators), choice))
-    return AnomalyModels(tuple(entries), fallback)
+    sites: list[SiteChoice] = []
+    for i, site in enumerate(data.sites):
+        at = ("sites", i)
+        if any(s.name == site.name for s in sites):
+            fail((*at, "name"), f"site {site.name!r} is defined twice")
+        for j, code in enumerate(site.indicators):
+            if code not in cfg.indicators:
+                fail((*at, "indicators", j), f"unknown indicator {code!r}")
+            if code in site.indicators[:j]:
+                fail((*at, "indicators", j), f"{code!r} is listed twice")
+        unsupervised = [
+            RIVER_PREFIX + n
+            for n, cls in RIVER_DETECTORS.items()
+            if issubclass(cls, base.AnomalyDetector)
+        ]
+        if site.model != SITE_MODEL and site.model not in unsupervised:
+            known = ", ".join(sorted([SITE_MODEL, *unsupervised]))
+            fail((*at, "model"), f"unknown site model {site.model!r}; known: {known}")
+        settings = _settings(site.settings, base_settings, at, fail)
+        group = SiteChoice(site.name, tuple(site.indicators), site.model, (), settings)
+        ranges = {code: cfg.indicators[code].range for code in site.indicators}
+        _check_params(
+            site.model, site.params, at, fail, functools.partial(_attempt_site, group, ranges)
+        )
+        sites.append(dataclasses.replace(group, params=tuple(sorted(site.params.items()))))
+    return AnomalyModels(tuple(entries), fallback, tuple(sites))

@@ -18,6 +18,10 @@ models) and the alert lifecycle. Each AlertEvent becomes one JSON line.
   :func:`streams.ingest.outside_range`: the first row holding a value the worker
   would dead-letter as ``out_of_range`` stops the replay with a
   :class:`ReplayError` naming file, line, column, indicator, value and range.
+- ``--site`` scores all value columns of the file jointly as one site (the site
+  model of ``config/anomaly.yaml``'s ``sites``, :mod:`detectors.site`), so a
+  reading that breaks the columns' usual relationship is seen; without it each
+  column is scored on its own (it still is with it).
 - Timestamps without a time zone (NAB's ``YYYY-MM-DD HH:MM:SS``) are wall time
   in the city's time zone; ISO 8601 with an offset is taken as is.
 - Irregular sampling, gaps of days and duplicate timestamps are simply data; a
@@ -33,6 +37,7 @@ models) and the alert lifecycle. Each AlertEvent becomes one JSON line.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,11 +52,13 @@ from streams.config import CityConfig
 from streams.detection import DetectionContext, DistrictDetection
 from streams.early import partials
 from streams.ingest import outside_range
+from streams.models import SiteChoice, load_anomaly_models
 from streams.rules import load_silences, load_thresholds
 from streams.schemas import AlertEvent
 from streams.windows import DistrictWindows
 
 SOURCE = "replay"
+SITE_NAME = "replay"  # the site group of ``--site``
 
 
 class ReplayError(ValueError):
@@ -212,8 +219,13 @@ def replay_file(
     mapping: Mapping[str, str] | None = None,
     ctx: DetectionContext | None = None,
     progress: Any = None,
+    site: bool = False,
 ) -> tuple[list[dict[str, Any]], ReplayStats]:
-    """Replay one CSV file; return the output lines (as dicts) and counts."""
+    """Replay one CSV file; return the output lines (as dicts) and counts.
+
+    ``site``: the value columns are also one site group (``replay``), scored jointly by
+    the site model with the built-in model's settings, besides each column on its own.
+    """
     mapping = dict(mapping or {})
     for column, code in mapping.items():
         if code not in cfg.indicators:
@@ -222,6 +234,15 @@ def replay_file(
     codes = {c: mapping.get(c, f"replay.{c}") for c in columns}
     catalogued = {column: cfg.indicators[code] for column, code in mapping.items()}
     zone = ZoneInfo(cfg.city.city.timezone)
+    if site:
+        if len(codes) < 2:
+            raise ReplayError(f"{path}: --site needs at least two value columns")
+        if ctx is None:
+            rules = load_thresholds(cfg)
+            ctx = DetectionContext(cfg, rules, silences=load_silences(cfg, rules))
+        models = ctx.models or load_anomaly_models(cfg)
+        group = SiteChoice(SITE_NAME, tuple(codes.values()), settings=models.default.settings)
+        ctx = dataclasses.replace(ctx, models=models.with_site(group))
     replayer = Replayer(cfg, district, ctx=ctx)
     lines: list[dict[str, Any]] = []
 

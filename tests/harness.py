@@ -361,6 +361,6 @@ def summary(e: AlertEvent | dict[str, Any]) -> tuple[Any, ...]:
         doc["grade"],
         doc["district"],
         doc["evidence"]["rule"],
-        doc["evidence"]["observed"],
+        doc["evidence"].get("observed"),  # a site alert judges no one value
         doc["event_time_utc"],
     )

@@ -31,6 +31,16 @@ models:
 """
 
 
+def assert_stops(tmp_path: Path, text: str, where: str, reason: str) -> None:
+    """Loading ``text`` fails at ``<file>{where}: `` for ``reason``."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_anomaly_models(CFG, path)
+    message = str(info.value)
+    assert message.startswith(f"{path}{where}: "), message
+    assert reason in message
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "anomaly.yaml"
     path.write_text(text, encoding="utf-8")
@@ -129,12 +139,7 @@ def test_a_river_model_alerts_through_the_same_gate(tmp_path: Path) -> None:
 def test_a_bad_model_stops_loading_with_file_line_key_and_reason(
     tmp_path: Path, text: str, where: str, reason: str
 ) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_anomaly_models(CFG, path)
-    message = str(info.value)
-    assert message.startswith(f"{path}{where}: "), message
-    assert reason in message
+    assert_stops(tmp_path, text, where, reason)
 
 
 def test_detection_loads_the_city_file_so_a_bad_model_stops_start_up(tmp_path: Path) -> None:
@@ -181,3 +186,81 @@ def test_a_bad_model_stops_the_cli_with_no_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "anomaly.yaml:4: models[0].params.n_trees: HalfSpaceTrees: TypeError" in result.output
     assert "Traceback" not in result.output
+
+
+SITES = """\
+sites:
+  - name: lane-1
+    indicators: [traffic.speed_kmh, traffic.occupancy_pct]
+    settings: {holdoff_seconds: 1800}
+  - name: main-7
+    indicators: [iot.water_pressure_kpa, fire.hydrant_pressure_kpa]
+    model: river.anomaly.HalfSpaceTrees
+    params: {n_trees: 5, height: 6, window_size: 50, seed: 2}
+"""
+
+
+def test_site_groups_load_with_their_model_and_catalogue_ranges(tmp_path: Path) -> None:
+    from detectors.site import SiteModel
+
+    models = load_anomaly_models(CFG, write(tmp_path, SITES))
+    lane, main = models.sites
+    assert lane.indicators == ("traffic.speed_kmh", "traffic.occupancy_pct")
+    assert lane.rule == "anomaly.site" and lane.key == "site:lane-1"
+    assert lane.settings.holdoff_seconds == 1800
+    model, _ = lane.build()
+    assert isinstance(model, Calibrated) and isinstance(model.detector, SiteModel)
+    assert model.value_key is None and model.settle == model.detector.settle
+    hst, _ = main.build({c: CFG.indicators[c].range for c in main.indicators})
+    assert isinstance(hst, Calibrated) and isinstance(hst.detector, anomaly.HalfSpaceTrees)
+    assert hst.detector.limits == {
+        "iot.water_pressure_kpa": (0.0, 1600.0),
+        "fire.hydrant_pressure_kpa": (0.0, 1600.0),
+    }
+    assert lane.version != main.version
+    # the members are still each watched on their own
+    assert models.choice("traffic.speed_kmh").name == SEASONAL
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "reason"),
+    [
+        (
+            "sites:\n  - name: a\n    indicators: [iot.pm25, iot.pm10]\n",
+            ":3: sites[0].indicators[1]",
+            "unknown indicator 'iot.pm10'",
+        ),
+        (
+            "sites:\n  - name: a\n    indicators: [iot.pm25, iot.pm25]\n",
+            ":3: sites[0].indicators[1]",
+            "'iot.pm25' is listed twice",
+        ),
+        (
+            "sites:\n  - name: a\n    indicators: [iot.pm25]\n",
+            ":3: sites[0].indicators",
+            "at least 2 items",
+        ),
+        (
+            "sites:\n  - name: a\n    indicators: [iot.pm25, iot.noise_db]\n"
+            "  - name: a\n    indicators: [iot.pm25, iot.noise_db]\n",
+            ":4: sites[1].name",
+            "site 'a' is defined twice",
+        ),
+        (
+            "sites:\n  - name: a\n    indicators: [iot.pm25, iot.noise_db]\n"
+            "    model: river.anomaly.StandardAbsoluteDeviation\n",
+            ":4: sites[0].model",
+            "unknown site model 'river.anomaly.StandardAbsoluteDeviation'",
+        ),
+        (
+            "sites:\n  - name: a\n    indicators: [iot.pm25, iot.noise_db]\n"
+            "    params: {fading: 0.1}\n",
+            ":4: sites[0].params.fading",
+            "site_mahalanobis has no parameter 'fading'; it takes fading_factor",
+        ),
+    ],
+)
+def test_a_bad_site_stops_loading_with_file_line_key_and_reason(
+    tmp_path: Path, text: str, where: str, reason: str
+) -> None:
+    assert_stops(tmp_path, text, where, reason)

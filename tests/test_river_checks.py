@@ -11,12 +11,15 @@ from river import anomaly, base
 
 from detectors.anomaly import SeriesDetector
 from detectors.calibrated import Calibrated
+from detectors.site import SiteModel
 from tests.river_checks import local_stream, river_checks
 
 DETECTORS: list[base.AnomalyDetector] = [
     SeriesDetector(),
     Calibrated(),
     Calibrated(anomaly.HalfSpaceTrees(seed=1)),
+    SiteModel(),
+    Calibrated(SiteModel(), value_key=None),
 ]
 
 
