@@ -77,7 +77,7 @@ def _describe(spec: ThresholdSpec) -> str:
     return f"{what} over {span}"
 
 
-ANOMALY_RULE = "anomaly.seasonal-likelihood"  # the built-in model's rule name
+ANOMALY_RULE = "anomaly.seasonal-context"  # the built-in default model's rule name
 
 
 def _baseline(score: AnomalyScore, text: str) -> str:
@@ -131,7 +131,9 @@ class DetectionContext:
         """A fresh model and gate for one indicator's series."""
         assert self.models is not None
         ind = self.cfg.indicators.get(indicator)
-        return self.models.choice(indicator).build(ind.range if ind is not None else None)
+        if ind is None:
+            return self.models.choice(indicator).build()
+        return self.models.choice(indicator).build(ind.range, ind.normal)
 
     @cached_property
     def _zone(self) -> ZoneInfo:

@@ -1,7 +1,8 @@
 """Which anomaly model watches which indicator (``config/anomaly.yaml``).
 
-Every anomaly model is a river anomaly detector (:mod:`detectors.anomaly`,
-:mod:`detectors.calibrated`), chosen per indicator or indicator family::
+Every anomaly model is a river anomaly detector (:mod:`detectors.ensemble`,
+:mod:`detectors.anomaly`, :mod:`detectors.calibrated`, :mod:`detectors.site`), chosen per
+indicator or indicator family::
 
     models:
       - indicators: ["iot.water_pressure_kpa", "iot.water_flow_*"]
@@ -11,9 +12,11 @@ Every anomaly model is a river anomaly detector (:mod:`detectors.anomaly`,
 
 ``indicators`` are glob patterns over indicator codes (``*`` alone: every indicator);
 the first entry that matches an indicator chooses its model, and an indicator no entry
-matches gets the built-in ``seasonal_likelihood`` with the product's defaults.
-``model`` is ``seasonal_likelihood`` (:class:`~detectors.anomaly.SeriesDetector`,
-``params`` are not used: its parameters are ``settings``) or any detector of
+matches gets the built-in ``seasonal_context`` with the product's defaults.
+``model`` is ``seasonal_context`` (:class:`~detectors.ensemble.Ensemble`: the seasonal
+likelihood and the contextual detector, the contextual one on the indicator's usual band
+from the catalogue), ``seasonal_likelihood`` (:class:`~detectors.anomaly.SeriesDetector`
+alone; for both, ``params`` are not used: their parameters are ``settings``) or any detector of
 ``river.anomaly`` by its name (``river.anomaly.HalfSpaceTrees``, ``LODA``,
 ``OneClassSVM``, ``StandardAbsoluteDeviation``, ...), built with ``params`` and wrapped in
 :class:`~detectors.calibrated.Calibrated` so that its scores reach the same gate,
@@ -47,10 +50,12 @@ from river import anomaly, base
 
 from detectors.anomaly import AnomalyConfig, AnomalyGate, AnomalyScorer, SeriesDetector
 from detectors.calibrated import Calibrated
+from detectors.ensemble import Ensemble
 from detectors.site import SiteModel
 from streams.config import CityConfig, ConfigError, _format_path, _load_model, _nearest_line
 
 SEASONAL = "seasonal_likelihood"
+ENSEMBLE = "seasonal_context"  # the default: seasonal likelihood and contexts
 SITE_MODEL = "site_mahalanobis"
 SITE_RULE = "anomaly.site"
 RIVER_PREFIX = "river.anomaly."
@@ -65,7 +70,12 @@ RIVER_DETECTORS: dict[str, type[base.AnomalyDetector | base.SupervisedAnomalyDet
 
 #: Every rule name an anomaly model's alert can carry (routes may match any of them).
 ANOMALY_RULES = frozenset(
-    ["anomaly.seasonal-likelihood", SITE_RULE, *(f"anomaly.{name}" for name in RIVER_DETECTORS)]
+    [
+        "anomaly.seasonal-context",
+        "anomaly.seasonal-likelihood",
+        SITE_RULE,
+        *(f"anomaly.{name}" for name in RIVER_DETECTORS),
+    ]
 )
 
 
@@ -95,6 +105,21 @@ class AnomalyFile(BaseModel):
     sites: list[SiteEntry] = Field(default_factory=list)
 
 
+def context_range(
+    value_range: tuple[float, float] | None, normal: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """The contextual detector's range: the catalogue's usual band widened by half its
+    span on each side, within the physical range; None (learn it) without a band."""
+    if normal is None or not normal[1] > normal[0]:
+        return None
+    lo, hi = normal
+    span = hi - lo
+    lo, hi = lo - span / 2, hi + span / 2
+    if value_range is not None:
+        lo, hi = max(lo, value_range[0]), min(hi, value_range[1])
+    return (lo, hi)
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """One resolved model: its name, river parameters and settings."""
@@ -105,9 +130,10 @@ class ModelChoice:
 
     @property
     def rule(self) -> str:
-        """Evidence's rule: ``anomaly.seasonal-likelihood`` or ``anomaly.<river name>``."""
-        if self.name == SEASONAL:
-            return "anomaly.seasonal-likelihood"
+        """Evidence's rule: ``anomaly.seasonal-context``, ``anomaly.seasonal-likelihood``
+        or ``anomaly.<river name>``."""
+        if self.name in (SEASONAL, ENSEMBLE):
+            return "anomaly." + self.name.replace("_", "-")
         return "anomaly." + self.name.removeprefix(RIVER_PREFIX)
 
     @cached_property
@@ -122,11 +148,17 @@ class ModelChoice:
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def build(
-        self, value_range: tuple[float, float] | None = None
+        self,
+        value_range: tuple[float, float] | None = None,
+        normal: tuple[float, float] | None = None,
     ) -> tuple[AnomalyScorer, AnomalyGate]:
-        """A fresh model and gate for one series (``value_range``: the catalogue range)."""
+        """A fresh model and gate for one series (``value_range``: the catalogue's physical
+        range, ``normal``: its usual band)."""
         if self.name == SEASONAL:
             return SeriesDetector(self.settings), AnomalyGate(self.settings)
+        if self.name == ENSEMBLE:
+            model = Ensemble(self.settings, context_range(value_range, normal))
+            return model, AnomalyGate(self.settings)
         cls = RIVER_DETECTORS[self.name.removeprefix(RIVER_PREFIX)]
         params = dict(self.params)
         if value_range is not None and "limits" in inspect.signature(cls).parameters:
@@ -188,7 +220,7 @@ class AnomalyModels:
     and the site groups whose indicators are also scored jointly."""
 
     entries: tuple[tuple[tuple[str, ...], ModelChoice], ...] = ()
-    default: ModelChoice = dataclasses.field(default_factory=lambda: ModelChoice(SEASONAL))
+    default: ModelChoice = dataclasses.field(default_factory=lambda: ModelChoice(ENSEMBLE))
     sites: tuple[SiteChoice, ...] = ()
 
     def choice(self, indicator: str) -> ModelChoice:
@@ -259,9 +291,8 @@ def _check_params(
 ) -> None:
     """Every parameter is the model's, and the model builds and learns with them."""
     short = name.removeprefix(RIVER_PREFIX)
-    cls: type = {SITE_MODEL: SiteModel, SEASONAL: SeriesDetector}.get(name) or RIVER_DETECTORS[
-        short
-    ]
+    builtin: dict[str, type] = {SITE_MODEL: SiteModel, SEASONAL: SeriesDetector, ENSEMBLE: Ensemble}
+    cls = builtin.get(name) or RIVER_DETECTORS[short]
     accepted = inspect.signature(cls).parameters
     for key in params:
         if key not in accepted:
@@ -301,7 +332,7 @@ def load_anomaly_models(
     is that model's settings (the product's defaults when None).
     """
     base_settings = default if default is not None else AnomalyConfig()
-    fallback = ModelChoice(SEASONAL, (), base_settings)
+    fallback = ModelChoice(ENSEMBLE, (), base_settings)
     file = Path(path) if path is not None else cfg.directory / "anomaly.yaml"
     if path is None and not file.exists():
         return AnomalyModels((), fallback)
@@ -315,12 +346,12 @@ def load_anomaly_models(
     for i, entry in enumerate(data.models):
         at: tuple[str | int, ...] = ("models", i)
         name = entry.model
-        if name != SEASONAL and name not in river_names:
-            known = ", ".join(sorted([SEASONAL, *river_names]))
+        if name not in (SEASONAL, ENSEMBLE) and name not in river_names:
+            known = ", ".join(sorted([ENSEMBLE, SEASONAL, *river_names]))
             fail((*at, "model"), f"unknown model {name!r}; known: {known}")
         settings = _settings(entry.settings, base_settings, at, fail)
-        if name == SEASONAL and entry.params:
-            fail((*at, "params"), "seasonal_likelihood takes its parameters as settings")
+        if name in (SEASONAL, ENSEMBLE) and entry.params:
+            fail((*at, "params"), f"{name} takes its parameters as settings")
         for j, pattern in enumerate(entry.indicators):
             if not _matching(cfg, [pattern]):
                 fail((*at, "indicators", j), f"{pattern!r} matches no indicator of the catalogue")

@@ -12,7 +12,7 @@ from detectors.anomaly import AnomalyConfig, SeriesDetector
 from detectors.calibrated import Calibrated
 from streams.config import ConfigError, load_config
 from streams.detection import ANOMALY_RULE, DetectionContext
-from streams.models import SEASONAL, load_anomaly_models
+from streams.models import ENSEMBLE, SEASONAL, context_range, load_anomaly_models
 from streams.rules import load_thresholds
 
 CFG = load_config()
@@ -51,7 +51,7 @@ def test_the_shipped_file_keeps_the_built_in_model_everywhere() -> None:
     models = load_anomaly_models(CFG)
     for code in CFG.indicators:
         choice = models.choice(code)
-        assert choice.name == SEASONAL and choice.rule == ANOMALY_RULE
+        assert choice.name == ENSEMBLE and choice.rule == ANOMALY_RULE
         assert choice.settings == AnomalyConfig()
 
 
@@ -219,7 +219,7 @@ def test_site_groups_load_with_their_model_and_catalogue_ranges(tmp_path: Path) 
     }
     assert lane.version != main.version
     # the members are still each watched on their own
-    assert models.choice("traffic.speed_kmh").name == SEASONAL
+    assert models.choice("traffic.speed_kmh").name == ENSEMBLE
 
 
 @pytest.mark.parametrize(
@@ -264,3 +264,18 @@ def test_a_bad_site_stops_loading_with_file_line_key_and_reason(
     tmp_path: Path, text: str, where: str, reason: str
 ) -> None:
     assert_stops(tmp_path, text, where, reason)
+
+
+def test_the_default_model_takes_the_contextual_range_from_the_catalogue_band() -> None:
+    from detectors.ensemble import Ensemble
+
+    ctx_model, _ = (
+        load_anomaly_models(CFG)
+        .choice("iot.water_pressure_kpa")
+        .build((0.0, 1600.0), (250.0, 650.0))
+    )
+    assert isinstance(ctx_model, Ensemble)
+    assert ctx_model.value_range == (50.0, 850.0)  # the band widened by half its span
+    assert context_range((0.0, 100.0), (0.0, 35.0)) == (0.0, 52.5)  # within the range
+    assert context_range((0.0, 50.0), (0.0, 0.0)) is None  # no band: learned from data
+    assert context_range(None, None) is None

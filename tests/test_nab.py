@@ -29,7 +29,7 @@ from nabscore import (  # noqa: E402
 #: The whole-corpus standard score of ``bench/nab.py --no-held-out`` as reported in
 #: README.md (section "Warning quality: bench/nab.py"); the replay must not fall more
 #: than a point below it.
-README_WHOLE_STANDARD = 57.94
+README_WHOLE_STANDARD = 62.03
 
 
 def stamps(n: int, step_min: int = 5, start: datetime = datetime(2020, 1, 6)) -> list[str]:

@@ -66,7 +66,7 @@ def test_a_spike_after_warm_up_fires_at_its_row_and_resolves(tmp_path: Path) -> 
     spike_rows = {(spike + timedelta(minutes=m)).strftime("%Y-%m-%d %H:%M:%S") for m in (0, 5, 10)}
     assert alert["event_time"] in spike_rows
     assert alert["kind"] == "alarm" and alert["indicators"] == ["replay.value"]
-    assert alert["evidence"]["rule"] == "anomaly.seasonal-likelihood"  # type: ignore[index]
+    assert alert["evidence"]["rule"] == "anomaly.seasonal-context"  # type: ignore[index]
     assert {"alert_id", "fingerprint", "grade", "kind", "event_time"} <= set(alert)
     mine = [x for x in lines if x["alert_id"] == alert["alert_id"]]
     assert [x["status"] for x in mine][-1] == "resolved"

@@ -11,6 +11,8 @@ from river import anomaly, base
 
 from detectors.anomaly import SeriesDetector
 from detectors.calibrated import Calibrated
+from detectors.contextual import ContextDetector
+from detectors.ensemble import Ensemble
 from detectors.site import SiteModel
 from tests.river_checks import local_stream, river_checks
 
@@ -20,6 +22,9 @@ DETECTORS: list[base.AnomalyDetector] = [
     Calibrated(anomaly.HalfSpaceTrees(seed=1)),
     SiteModel(),
     Calibrated(SiteModel(), value_key=None),
+    ContextDetector(value_min=0.0, value_max=140.0),
+    Ensemble(),
+    Ensemble(value_range=(0.0, 140.0)),
 ]
 
 
