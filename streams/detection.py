@@ -23,10 +23,11 @@ of a file goes through the same windows, so it raises the same alerts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pickle
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -253,6 +254,8 @@ class DistrictDetection:
     fed_until: float = float("-inf")  # end of the newest window fed: a re-closed one is skipped
     # early rules' kept readings and raised transitions, per detector key (streams.early)
     early: dict[str, EarlySeries] = field(default_factory=dict)
+    # the model version (streams.models) each anomaly series was built with
+    anomaly_versions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.book = AlertBook(self.district)
@@ -584,9 +587,9 @@ class DistrictDetection:
         t_local = ctx.local(window.end)
         assert ctx.models is not None
         for key, (value, aggregate) in values.items():
-            models = self.anomaly.get(key)
-            if models is None:
-                models = self.anomaly[key] = ctx.anomaly_model(key)
+            choice = ctx.models.choice(key)
+            build = functools.partial(ctx.anomaly_model, key)
+            models = self._anomaly_models(key, choice.version, build)
             score = models[0].update(t_local, value)
             decision = models[1].update(t_local, score)
             ind = ctx.cfg.indicators.get(key)
@@ -598,7 +601,6 @@ class DistrictDetection:
                 )
             if decision.event is None or decision.grade is None:
                 continue
-            choice = ctx.models.choice(key)
             detail = (
                 f"{_baseline(score, 'seasonal baseline {}; ')}anomaly score {decision.score:.3f}"
             )
@@ -621,9 +623,9 @@ class DistrictDetection:
             if not all(code in values for code in site.indicators):
                 continue  # a joint reading needs every member
             x: dict[Hashable, float] = {code: values[code][0] for code in site.indicators}
-            models = self.anomaly.get(site.key)
-            if models is None:
-                models = self.anomaly[site.key] = ctx.site_model(site)
+            models = self._anomaly_models(
+                site.key, site.version, functools.partial(ctx.site_model, site)
+            )
             model = models[0]
             assert isinstance(model, Calibrated)
             score = model.update_features(t_local, x)
@@ -649,6 +651,18 @@ class DistrictDetection:
                 detail=detail,
             )
         return events
+
+    def _anomaly_models(
+        self, key: str, version: str, build: Callable[[], tuple[AnomalyScorer, AnomalyGate]]
+    ) -> tuple[AnomalyScorer, AnomalyGate]:
+        """The series' model and gate; built afresh when new, or when the configured model
+        changed (another model, parameters or settings) and no alert of it is open: an open
+        alert keeps its model until it resolves."""
+        models = self.anomaly.get(key)
+        if models is None or (self.anomaly_versions.get(key) != version and not models[1].active):
+            models = self.anomaly[key] = build()
+            self.anomaly_versions[key] = version
+        return models
 
     def _anomaly_signal(
         self,
@@ -941,4 +955,6 @@ class DistrictDetection:
         value.book.upgrade()
         if "early" not in value.__dict__:  # written before early decisions
             value.early = {}
+        if "anomaly_versions" not in value.__dict__:  # before models were configurable
+            value.anomaly_versions = {}
         return value

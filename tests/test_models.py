@@ -279,3 +279,40 @@ def test_the_default_model_takes_the_contextual_range_from_the_catalogue_band() 
     assert context_range((0.0, 100.0), (0.0, 35.0)) == (0.0, 52.5)  # within the range
     assert context_range((0.0, 50.0), (0.0, 0.0)) is None  # no band: learned from data
     assert context_range(None, None) is None
+
+
+def test_a_changed_model_takes_over_each_series_once_no_alert_of_it_is_open(
+    tmp_path: Path,
+) -> None:
+    from streams.detection import DistrictDetection
+    from streams.windows import ClosedWindow
+
+    def minute(i: int, value: float) -> ClosedWindow:
+        start = 1_795_000_000.0 - 1_795_000_000.0 % 60 + 60 * i
+        agg = {"traffic.occupancy_pct": [1, value, value, value]}
+        return ClosedWindow("339901", start, start + 60, agg, agg)
+
+    rules = load_thresholds(CFG)
+    before = DetectionContext(CFG, rules)
+    det = DistrictDetection("339901")
+    for i in range(200):
+        det.on_window(minute(i, 20.0 + i % 3), before)
+    model, gate = det.anomaly["traffic.occupancy_pct"]
+    assert not isinstance(model, Calibrated) and not gate.active
+    restored = DistrictDetection.loads(det.dumps())  # as after a restart
+    after = DetectionContext(
+        CFG, rules, models=load_anomaly_models(CFG, write(tmp_path, TWO_RIVER))
+    )
+    restored.on_window(minute(200, 21.0), after)
+    changed, _ = restored.anomaly["traffic.occupancy_pct"]
+    assert isinstance(changed, Calibrated)
+    assert isinstance(changed.detector, anomaly.HalfSpaceTrees)
+    version = after.models.choice("traffic.occupancy_pct").version  # type: ignore[union-attr]
+    assert restored.anomaly_versions["traffic.occupancy_pct"] == version
+    # the same model from then on: it learns, it is not rebuilt each minute
+    restored.on_window(minute(201, 22.0), after)
+    assert restored.anomaly["traffic.occupancy_pct"][0] is changed
+    # an open alert keeps the model that raised it until it resolves
+    det.anomaly["traffic.occupancy_pct"][1].active = True
+    det.on_window(minute(200, 21.0), after)
+    assert not isinstance(det.anomaly["traffic.occupancy_pct"][0], Calibrated)
