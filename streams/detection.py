@@ -79,6 +79,7 @@ def _describe(spec: ThresholdSpec) -> str:
 
 
 ANOMALY_RULE = "anomaly.seasonal-context"  # the built-in default model's rule name
+LEGACY_RULE = "anomaly.seasonal-likelihood"  # the one model before models were configurable
 
 
 def _baseline(score: AnomalyScore, text: str) -> str:
@@ -254,8 +255,8 @@ class DistrictDetection:
     fed_until: float = float("-inf")  # end of the newest window fed: a re-closed one is skipped
     # early rules' kept readings and raised transitions, per detector key (streams.early)
     early: dict[str, EarlySeries] = field(default_factory=dict)
-    # the model version (streams.models) each anomaly series was built with
-    anomaly_versions: dict[str, str] = field(default_factory=dict)
+    # the rule and model version (streams.models) each anomaly series was built with
+    anomaly_versions: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.book = AlertBook(self.district)
@@ -589,7 +590,7 @@ class DistrictDetection:
         for key, (value, aggregate) in values.items():
             choice = ctx.models.choice(key)
             build = functools.partial(ctx.anomaly_model, key)
-            models = self._anomaly_models(key, choice.version, build)
+            models, rule, version = self._anomaly_models(key, choice.rule, choice.version, build)
             score = models[0].update(t_local, value)
             decision = models[1].update(t_local, score)
             ind = ctx.cfg.indicators.get(key)
@@ -604,16 +605,16 @@ class DistrictDetection:
             detail = (
                 f"{_baseline(score, 'seasonal baseline {}; ')}anomaly score {decision.score:.3f}"
             )
-            if choice.rule != ANOMALY_RULE:
-                detail += f" ({choice.name})"
+            if rule != ANOMALY_RULE:
+                detail += f" ({rule.removeprefix('anomaly.')})"
             events += self._anomaly_signal(
                 window,
                 ctx,
                 decision,
                 (key,),
                 key,
-                choice.rule,
-                choice.version,
+                rule,
+                version,
                 observed=value,
                 aggregate=aggregate,
                 baseline=score.expected,
@@ -623,8 +624,8 @@ class DistrictDetection:
             if not all(code in values for code in site.indicators):
                 continue  # a joint reading needs every member
             x: dict[Hashable, float] = {code: values[code][0] for code in site.indicators}
-            models = self._anomaly_models(
-                site.key, site.version, functools.partial(ctx.site_model, site)
+            models, rule, version = self._anomaly_models(
+                site.key, site.rule, site.version, functools.partial(ctx.site_model, site)
             )
             model = models[0]
             assert isinstance(model, Calibrated)
@@ -643,8 +644,8 @@ class DistrictDetection:
                 decision,
                 site.indicators,
                 site.key,
-                site.rule,
-                site.version,
+                rule,
+                version,
                 observed=None,
                 aggregate="joint reading over 1 min",
                 baseline=None,
@@ -653,16 +654,25 @@ class DistrictDetection:
         return events
 
     def _anomaly_models(
-        self, key: str, version: str, build: Callable[[], tuple[AnomalyScorer, AnomalyGate]]
-    ) -> tuple[AnomalyScorer, AnomalyGate]:
-        """The series' model and gate; built afresh when new, or when the configured model
-        changed (another model, parameters or settings) and no alert of it is open: an open
-        alert keeps its model until it resolves."""
+        self,
+        key: str,
+        rule: str,
+        version: str,
+        build: Callable[[], tuple[AnomalyScorer, AnomalyGate]],
+    ) -> tuple[tuple[AnomalyScorer, AnomalyGate], str, str]:
+        """The series' model and gate, and the rule and version its alerts carry.
+
+        Built afresh when new, or when the configured model changed (another model,
+        parameters or settings) and no alert of it is open: an open alert keeps its
+        model, and its rule, until it resolves. A series restored from state written
+        before models were recorded ran the seasonal model of ``LEGACY_RULE``.
+        """
         models = self.anomaly.get(key)
-        if models is None or (self.anomaly_versions.get(key) != version and not models[1].active):
+        built = self.anomaly_versions.get(key, (LEGACY_RULE, ""))
+        if models is None or (built != (rule, version) and not models[1].active):
             models = self.anomaly[key] = build()
-            self.anomaly_versions[key] = version
-        return models
+            built = self.anomaly_versions[key] = (rule, version)
+        return models, built[0], built[1]
 
     def _anomaly_signal(
         self,

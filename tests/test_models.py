@@ -12,7 +12,14 @@ from detectors.anomaly import AnomalyConfig, SeriesDetector
 from detectors.calibrated import Calibrated
 from streams.config import ConfigError, load_config
 from streams.detection import ANOMALY_RULE, DetectionContext
-from streams.models import ENSEMBLE, SEASONAL, context_range, load_anomaly_models
+from streams.models import (
+    ENSEMBLE,
+    SEASONAL,
+    AnomalyModels,
+    ModelChoice,
+    context_range,
+    load_anomaly_models,
+)
 from streams.rules import load_thresholds
 
 CFG = load_config()
@@ -308,7 +315,7 @@ def test_a_changed_model_takes_over_each_series_once_no_alert_of_it_is_open(
     assert isinstance(changed, Calibrated)
     assert isinstance(changed.detector, anomaly.HalfSpaceTrees)
     version = after.models.choice("traffic.occupancy_pct").version  # type: ignore[union-attr]
-    assert restored.anomaly_versions["traffic.occupancy_pct"] == version
+    assert restored.anomaly_versions["traffic.occupancy_pct"] == ("anomaly.HalfSpaceTrees", version)
     # the same model from then on: it learns, it is not rebuilt each minute
     restored.on_window(minute(201, 22.0), after)
     assert restored.anomaly["traffic.occupancy_pct"][0] is changed
@@ -316,3 +323,46 @@ def test_a_changed_model_takes_over_each_series_once_no_alert_of_it_is_open(
     det.anomaly["traffic.occupancy_pct"][1].active = True
     det.on_window(minute(200, 21.0), after)
     assert not isinstance(det.anomaly["traffic.occupancy_pct"][0], Calibrated)
+
+
+def test_an_alert_open_across_a_model_change_resolves_under_its_own_rule(tmp_path: Path) -> None:
+    """State from before the change: the open alert keeps its model and rule, resolves
+    under that rule, and only then does the series take the new model."""
+    from detectors.anomaly import AnomalyGate, AnomalyScore
+    from streams.detection import LEGACY_RULE, DistrictDetection
+    from streams.windows import ClosedWindow
+
+    def minute(i: int, value: float) -> ClosedWindow:
+        start = 1_795_000_000.0 - 1_795_000_000.0 % 60 + 60 * i
+        agg = {"traffic.occupancy_pct": [1, value, value, value]}
+        return ClosedWindow("339901", start, start + 60, agg, agg)
+
+    class Scripted:
+        """A model whose scores are given: an onset, then quiet."""
+
+        def __init__(self, scores: list[float]) -> None:
+            self.scores = scores
+
+        def update(self, t: float, value: float) -> AnomalyScore:
+            return AnomalyScore(self.scores.pop(0), 0.0, value, True, True)
+
+    rules = load_thresholds(CFG)
+    key = "traffic.occupancy_pct"
+    legacy = DetectionContext(CFG, rules, models=AnomalyModels((), ModelChoice(SEASONAL)))
+    assert legacy.models is not None
+    det = DistrictDetection("339901")
+    det.anomaly[key] = (Scripted([0.9] + [0.1] * 12), AnomalyGate())
+    det.anomaly_versions[key] = (LEGACY_RULE, legacy.models.default.version)
+    events = det.on_window(minute(0, 20.0), legacy)  # the alert opens under the old model
+    del det.anomaly_versions[key]  # as in state written before models were recorded
+    after = DetectionContext(
+        CFG, rules, models=load_anomaly_models(CFG, write(tmp_path, TWO_RIVER))
+    )
+    for i in range(1, 13):
+        events += det.on_window(minute(i, 20.0), after)
+    anomaly_events = [e for e in events if e.evidence.rule.startswith("anomaly.")]
+    assert [e.status.value for e in anomaly_events] == ["firing", "resolved"]
+    assert {e.evidence.rule for e in anomaly_events} == {LEGACY_RULE}
+    assert anomaly_events[0].alert_id == anomaly_events[1].alert_id
+    det.on_window(minute(13, 20.0), after)  # no alert open: the configured model now
+    assert isinstance(det.anomaly[key][0], Calibrated)
