@@ -297,6 +297,44 @@ def test_an_alert_from_the_simulator_is_shown_live_then_acknowledged_and_resolve
     assert not errors, errors
 
 
+def _pump_until(page: Page, done: Any, what: str, timeout: float = 30.0) -> None:
+    """Let the page's events (routes, responses) run until ``done()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        page.evaluate("0")
+
+
+def test_a_filter_changed_while_the_list_is_loading_is_applied(
+    api_worker: ApiWorker, browser: Browser
+) -> None:
+    """The operator picks "all" before the first list (open alerts) has arrived: the
+    console asks again, with the new filter, once that list is in."""
+    page, errors = _new_page(browser)
+    requests: list[str] = []
+    held: list[Any] = []
+
+    def alerts_list(url: str) -> bool:
+        return "/api/v1/alerts" in url and "/api/v1/alerts/" not in url
+
+    def handle(route: Any) -> None:
+        requests.append(route.request.url)
+        if len(requests) == 1:
+            held.append(route)  # the first list stays on its way
+        else:
+            route.continue_()
+
+    page.route(alerts_list, handle)
+    _sign_in(page, api_worker, OPERATOR)
+    _pump_until(page, lambda: bool(held), "the first list request")
+    assert "open=true" in requests[0]
+    page.locator("#f-state").select_option("all")
+    held[0].continue_()
+    _pump_until(page, lambda: len(requests) >= 2, "a list request with the new filter")
+    assert "open=true" not in requests[-1], requests
+    assert not errors, errors
+
+
 def test_each_role_sees_its_own_console_and_refusals_are_explained(
     api_worker: ApiWorker, browser: Browser
 ) -> None:

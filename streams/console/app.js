@@ -38,6 +38,7 @@ const state = {
   alerts: new Map(),
   feedLoaded: false,
   feedLoading: false,
+  feedReload: false, // the filters changed while a list was loading
   buffered: [],
   fresh: new Set(),
   selectedId: null,
@@ -621,8 +622,15 @@ function compareAlerts(a, b) {
 }
 
 async function loadFeed() {
-  if (!state.me?.may_see_alerts || state.feedLoading) return;
+  if (!state.me?.may_see_alerts) return;
+  if (state.feedLoading) {
+    // the filters changed while a list was on its way: load again once it is here,
+    // with the filters as they are then (the list on its way is for the old ones)
+    state.feedReload = true;
+    return;
+  }
   state.feedLoading = true;
+  state.feedReload = false;
   state.buffered = [];
   try {
     const body = await api.alerts(filterParams());
@@ -639,6 +647,7 @@ async function loadFeed() {
     state.feedLoading = false;
     handleError(err);
   }
+  if (state.feedReload) loadFeed();
 }
 
 function upsert(alert, live) {
