@@ -108,15 +108,14 @@ from typing import Any, NamedTuple
 
 import orjson
 from nabscore import (
-    MAX_TP,
     CostProfile,
     FileInput,
     load_profiles,
     load_windows,
     normalized_score,
     probation_length,
-    scaled_sigmoid,
     score_file,
+    tally_rows,
 )
 from rich.console import Console
 from rich.progress import Progress
@@ -433,26 +432,7 @@ def score_rows(
     Equal (up to float rounding) to :func:`bench.nabscore.score_file` given the rows'
     timestamps, without its per-call pass over every row.
     """
-    credit: dict[int, float] = {}
-    fp_sum = 0.0
-    ranges, rights, probation = frame.ranges, frame.rights, frame.probation
-    for i in frame.rows(detected):
-        if i < probation:
-            continue
-        w = bisect_left(rights, i)
-        if w < len(ranges) and ranges[w][0] <= i:
-            left, right = ranges[w]
-            c = scaled_sigmoid(-(right - i + 1) / (right - left + 1)) / MAX_TP
-            if c > credit.get(w, -math.inf):
-                credit[w] = c
-            continue
-        if w == 0:
-            distance = 3.0
-        else:
-            prev_left, prev_right = ranges[w - 1]
-            width = prev_right - prev_left + 1
-            distance = (i - prev_right) / (width - 1) if width > 1 else 3.0
-        fp_sum += scaled_sigmoid(distance)
+    credit, fp_sum, _ = tally_rows(frame.ranges, frame.probation, frame.rows(detected))
     tp_sum = sum(credit.values())
     fn = frame.scored - len(credit)
     return [

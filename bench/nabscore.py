@@ -144,6 +144,45 @@ def _detected_rows(timestamps: Sequence[str], detections: Iterable[str]) -> list
     return sorted(out)
 
 
+def tally_rows(
+    ranges: Sequence[tuple[int, int]],
+    probation: int,
+    detected: Iterable[int],
+) -> tuple[dict[int, float], float, int]:
+    """The profile-free parts of a file's score for detections at these (sorted) rows.
+
+    ``ranges`` are the windows' ``(left, right)`` row indices in order. Returns each
+    detected window's best credit (``scaled_sigmoid(position) / MAX_TP``, 1 at the left
+    edge), the sum of the false positives' ``scaled_sigmoid(distance)`` (negative) and
+    their count; a profile weighs them (:func:`score_file`).
+    """
+    rights = [right for _, right in ranges]
+    best: dict[int, float] = {}
+    fp_sum = 0.0
+    fp_count = 0
+    for i in detected:
+        if i < probation:
+            continue
+        # The first window whose right edge is at or after row i; row i is in it if it
+        # has started, else the window before it (if any) is the preceding one.
+        w = bisect_left(rights, i)
+        if w < len(ranges) and ranges[w][0] <= i:
+            left, right = ranges[w]
+            credit = scaled_sigmoid(-(right - i + 1) / (right - left + 1)) / MAX_TP
+            if credit > best.get(w, -math.inf):
+                best[w] = credit
+            continue
+        if w == 0:
+            distance = 3.0
+        else:
+            prev_left, prev_right = ranges[w - 1]
+            width = prev_right - prev_left + 1
+            distance = (i - prev_right) / (width - 1) if width > 1 else 3.0
+        fp_sum += scaled_sigmoid(distance)
+        fp_count += 1
+    return best, fp_sum, fp_count
+
+
 def score_file(
     timestamps: Sequence[str],
     detections: Iterable[str],
@@ -155,36 +194,13 @@ def score_file(
     for i, ts in enumerate(timestamps):
         first_index.setdefault(ts, i)
     ranges = _window_rows(first_index, windows)
-    rights = [right for _, right in ranges]
     probation = probation_length(len(timestamps))
-    scored = sum(1 for right in rights if right >= probation)
-    best: dict[int, float] = {}
-    fp_total = 0.0
-    fp_count = 0
+    scored = sum(1 for _, right in ranges if right >= probation)
     detected = _detected_rows(timestamps, detections)
-    for i in detected:
-        if i < probation:
-            continue
-        # The first window whose right edge is at or after row i; row i is in it if it
-        # has started, else the window before it (if any) is the preceding one.
-        w = bisect_left(rights, i)
-        if w < len(ranges) and ranges[w][0] <= i:
-            left, right = ranges[w]
-            position = -(right - i + 1) / (right - left + 1)
-            credit = scaled_sigmoid(position) / MAX_TP * profile.tp_weight
-            best[w] = max(best.get(w, -math.inf), credit)
-            continue
-        if w == 0:
-            distance = 3.0
-        else:
-            prev_left, prev_right = ranges[w - 1]
-            width = prev_right - prev_left + 1
-            distance = (i - prev_right) / (width - 1) if width > 1 else 3.0
-        fp_total += scaled_sigmoid(distance) * profile.fp_weight
-        fp_count += 1
-    tp_total = sum(best.values())
+    best, fp_sum, fp_count = tally_rows(ranges, probation, detected)
     fn = scored - len(best)
-    raw = tp_total + fp_total - fn * profile.fn_weight
+    raw = profile.tp_weight * sum(best.values()) + profile.fp_weight * fp_sum
+    raw -= fn * profile.fn_weight
     return FileScore(
         raw=raw,
         windows=scored,

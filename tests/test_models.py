@@ -21,6 +21,7 @@ from streams.models import (
     load_anomaly_models,
 )
 from streams.rules import load_thresholds
+from streams.windows import ClosedWindow
 
 CFG = load_config()
 
@@ -46,6 +47,13 @@ def assert_stops(tmp_path: Path, text: str, where: str, reason: str) -> None:
     message = str(info.value)
     assert message.startswith(f"{path}{where}: "), message
     assert reason in message
+
+
+def minute(i: int, value: float) -> ClosedWindow:
+    """Closed minute ``i`` of district 339901 with one lane-occupancy reading."""
+    start = 1_795_000_000.0 - 1_795_000_000.0 % 60 + 60 * i
+    agg = {"traffic.occupancy_pct": [1, value, value, value]}
+    return ClosedWindow("339901", start, start + 60, agg, agg)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -292,12 +300,6 @@ def test_a_changed_model_takes_over_each_series_once_no_alert_of_it_is_open(
     tmp_path: Path,
 ) -> None:
     from streams.detection import DistrictDetection
-    from streams.windows import ClosedWindow
-
-    def minute(i: int, value: float) -> ClosedWindow:
-        start = 1_795_000_000.0 - 1_795_000_000.0 % 60 + 60 * i
-        agg = {"traffic.occupancy_pct": [1, value, value, value]}
-        return ClosedWindow("339901", start, start + 60, agg, agg)
 
     rules = load_thresholds(CFG)
     before = DetectionContext(CFG, rules)
@@ -330,12 +332,6 @@ def test_an_alert_open_across_a_model_change_resolves_under_its_own_rule(tmp_pat
     under that rule, and only then does the series take the new model."""
     from detectors.anomaly import AnomalyGate, AnomalyScore
     from streams.detection import LEGACY_RULE, DistrictDetection
-    from streams.windows import ClosedWindow
-
-    def minute(i: int, value: float) -> ClosedWindow:
-        start = 1_795_000_000.0 - 1_795_000_000.0 % 60 + 60 * i
-        agg = {"traffic.occupancy_pct": [1, value, value, value]}
-        return ClosedWindow("339901", start, start + 60, agg, agg)
 
     class Scripted:
         """A model whose scores are given: an onset, then quiet."""
