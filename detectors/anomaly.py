@@ -234,7 +234,11 @@ class _Likelihood:
         tail = 0.5 * math.erfc((avg - self.mean) / sd / _SQRT2)
         return -math.log10(_MIN_TAIL if tail < _MIN_TAIL else tail)
 
-    def update(self, raw: float, alpha: float, sd_floor: float, learn: bool) -> float:
+    def update(
+        self, raw: float, alpha: float, sd_floor: float, learn: bool, score: bool = True
+    ) -> float:
+        """``-log10`` tail probability of the mean with ``raw`` (0.0 without ``score``:
+        not computed), then learn it if ``learn``."""
         # runs once per reading per window: conditionals, not max(), and locals
         buf = self.buf
         size = len(buf)
@@ -248,7 +252,7 @@ class _Likelihood:
         nl = 0.0
         mean = self.mean
         learned = self.learned
-        if learned >= 2:
+        if learned >= 2 and score:
             sd = math.sqrt(self.var)
             floor = 1e-6 + sd_floor * abs(mean)
             if floor > sd:

@@ -124,9 +124,12 @@ class Ensemble(base.AnomalyDetector):
             self._start_context(value)
             return seasonal
         c = self.config
-        nl = self._lk.update(context.update(value), c.dist_alpha, c.sd_floor, True)
+        raw = context.update(value)
         if seasonal.score < self.context_gate:
-            return seasonal  # contexts count where the seasonal model sees something too
+            # contexts count where the seasonal model sees something too: learn only
+            self._lk.update(raw, c.dist_alpha, c.sd_floor, True, score=False)
+            return seasonal
+        nl = self._lk.update(raw, c.dist_alpha, c.sd_floor, True)
         score = nl / (nl + c.score_half)
         return seasonal._replace(score=score) if score > seasonal.score else seasonal
 

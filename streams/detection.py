@@ -587,15 +587,21 @@ class DistrictDetection:
                 values[key] = (0.0, "sum over 1 min")
         t_local = ctx.local(window.end)
         assert ctx.models is not None
+        indicators = ctx.cfg.indicators
         for key, (value, aggregate) in values.items():
             choice = ctx.models.choice(key)
-            build = functools.partial(ctx.anomaly_model, key)
-            models, rule, version = self._anomaly_models(key, choice.rule, choice.version, build)
+            models = self.anomaly.get(key)
+            if models is None or self.anomaly_versions.get(key) != (choice.rule, choice.version):
+                models, rule, version = self._anomaly_models(
+                    key, choice.rule, choice.version, functools.partial(ctx.anomaly_model, key)
+                )
+            else:  # the common case: the series runs the configured model
+                rule, version = choice.rule, choice.version
             score = models[0].update(t_local, value)
             decision = models[1].update(t_local, score)
-            ind = ctx.cfg.indicators.get(key)
             weak = score.warmed_up and not decision.active and score.score >= WEAK_SCORE
-            if weak and ind is not None:
+            ind = indicators.get(key) if weak else None
+            if ind is not None:
                 detail = f"anomaly score {score.score:.2f}{_baseline(score, ' (baseline {})')}"
                 self.correlator.add(
                     WeakSignal(window.end, ind.domain, key, None, score.score, detail)

@@ -128,7 +128,7 @@ class ModelChoice:
     params: tuple[tuple[str, Any], ...] = ()
     settings: AnomalyConfig = dataclasses.field(default_factory=AnomalyConfig)
 
-    @property
+    @cached_property
     def rule(self) -> str:
         """Evidence's rule: ``anomaly.seasonal-context``, ``anomaly.seasonal-likelihood``
         or ``anomaly.<river name>``."""
@@ -222,12 +222,23 @@ class AnomalyModels:
     entries: tuple[tuple[tuple[str, ...], ModelChoice], ...] = ()
     default: ModelChoice = dataclasses.field(default_factory=lambda: ModelChoice(ENSEMBLE))
     sites: tuple[SiteChoice, ...] = ()
+    # indicator -> its choice, resolved once (asked for every series of every closed minute)
+    _chosen: dict[str, ModelChoice] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def choice(self, indicator: str) -> ModelChoice:
-        for patterns, choice in self.entries:
-            if any(fnmatch.fnmatchcase(indicator, p) for p in patterns):
-                return choice
-        return self.default
+        chosen = self._chosen.get(indicator)
+        if chosen is None:
+            chosen = self._chosen[indicator] = next(
+                (
+                    choice
+                    for patterns, choice in self.entries
+                    if any(fnmatch.fnmatchcase(indicator, p) for p in patterns)
+                ),
+                self.default,
+            )
+        return chosen
 
     def with_site(self, site: SiteChoice) -> AnomalyModels:
         """These models and one more site group."""
