@@ -35,6 +35,9 @@ What happens, in order:
    before the worker awaits its batch's sends, so the last acknowledgement is not waited
    for). Group join and start-up are excluded; the 0.25 s polling interval is the timing
    error at each end (about 10 % of a 20k-event run, 1-2 % of a 200k one).
+   ``worker_cpu_seconds`` is the CPU time (user and system, all threads, from
+   ``/proc/<pid>/stat``) the worker used between those two scrapes: less sensitive than
+   the rate to other load on the machine, so the figure to compare two versions by.
    ``worker_rss_mb`` is the worker's peak resident memory: the largest RSS sampled at each
    poll (psutil if installed, else ``/proc/<pid>/status`` VmRSS), or the kernel's VmHWM
    high-water mark when that is larger. After completion the bench waits for the idle
@@ -273,6 +276,17 @@ def _proc_status_kb(pid: int, field: str) -> int | None:
     return None
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) *pid* has used so far, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            # the fields after the command name (which may hold spaces) in parentheses
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _rss_bytes(pid: int) -> int | None:
     """Current resident set size of *pid* (psutil if installed, else /proc)."""
     try:
@@ -395,6 +409,7 @@ class PipelineResult:
     windows_closed: int
     windows_closed_at_completion: int
     rss_mb: float
+    cpu_seconds: float | None
 
 
 def _ticks(interval: float) -> Iterator[float]:
@@ -422,6 +437,7 @@ def run_pipeline(
         launched = time.monotonic()
         t_first: float | None = None
         t_done: float | None = None
+        cpu_first = cpu_done = None
         last_progress = launched
         last_seen = (-1.0, -1.0)
         current: dict[str, float] = {}
@@ -439,11 +455,12 @@ def run_pipeline(
                         raise TimeoutError(f"worker /metrics never answered\n{worker.log_tail()}")
                     continue
                 current = scraped
+                cpu = _cpu_seconds(worker.pid)
                 events_in = current[EVENTS_IN]
                 finished = current[READINGS] + current[DEADLETTERS]
                 if t_first is None:
                     if events_in > 0:
-                        t_first = now
+                        t_first, cpu_first = now, cpu
                         log(f"worker consuming ({time.monotonic() - launched:.1f} s after launch)")
                         bar.update(task, description="worker: events in readings/dead letters")
                     elif time.monotonic() - launched > FIRST_EVENT_TIMEOUT_S:
@@ -455,7 +472,7 @@ def run_pipeline(
                         continue
                 bar.update(task, completed=min(finished, n))
                 if events_in >= n and finished >= n:
-                    t_done = now
+                    t_done, cpu_done = now, cpu
                     break
                 if (events_in, finished) != last_seen:
                     last_seen, last_progress = (events_in, finished), time.monotonic()
@@ -495,6 +512,7 @@ def run_pipeline(
         windows_closed=int(final[WINDOWS_CLOSED]),
         windows_closed_at_completion=windows_at_completion,
         rss_mb=peak_rss / 2**20,
+        cpu_seconds=None if cpu_first is None or cpu_done is None else cpu_done - cpu_first,
     )
 
 
@@ -524,6 +542,7 @@ def measure_once(
         "raw_consume_events_per_s": round(raw_rate, 1),
         "ratio": round(rate / raw_rate, 4),
         "worker_rss_mb": round(result.rss_mb, 1),
+        "worker_cpu_seconds": None if result.cpu_seconds is None else round(result.cpu_seconds, 2),
         "pipeline_seconds": round(result.seconds, 3),
         "raw_seconds": round(raw_seconds, 3),
         "readings": result.readings,

@@ -121,6 +121,21 @@ class ThresholdSpec:
                 raise ValueError(f"{name} must not be negative")
 
     @cached_property
+    def first_bound(self) -> float:
+        """The mildest grade's boundary: the first one set."""
+        return next(b for b in self.bounds if b is not None)
+
+    @cached_property
+    def rises(self) -> bool:
+        """The rule fires on values above its bounds (else below)."""
+        return self.direction is Direction.ABOVE
+
+    @cached_property
+    def totals(self) -> bool:
+        """The rule judges a window's total (sum, count or rate), not the readings' level."""
+        return self.aggregate in (Aggregate.SUM, Aggregate.COUNT, Aggregate.RATE)
+
+    @cached_property
     def _most_serious_first(self) -> tuple[tuple[int, float], ...]:
         return tuple(
             (g, b)

@@ -477,15 +477,10 @@ class DistrictDetection:
         if ind is None or det.level is None or det.phase in ("firing", "clearing"):
             return
         spec = det.spec
-        first = next((b for b in spec.bounds if b is not None), None)
-        if first is None:
-            return
-        up = spec.direction.value == "above"
-        if spec.aggregate.value in ("sum", "count", "rate"):
-            # totals are not in the readings' unit: halfway from nothing to the bound
-            edge = 0.0 if up else first
-        else:
-            edge = ind.normal[1] if up else ind.normal[0]
+        first, up = spec.first_bound, spec.rises
+        # totals are not in the readings' unit: halfway from nothing to the bound
+        nothing = 0.0 if up else first
+        edge = nothing if spec.totals else ind.normal[1] if up else ind.normal[0]
         halfway = edge + 0.5 * (first - edge)
         near = det.level >= halfway if up else det.level <= halfway
         if det.phase == "pending" or (near and halfway != edge):
