@@ -92,6 +92,15 @@ DISTRICT_GAUGES = (
 )
 
 
+class MemoryTable(dict[bytes, Any]):
+    """A Faust table's face for :class:`VitalsProcessor` (item access and its store,
+    ``data``), held in memory: to run the handler without Kafka (fuzzing, benches)."""
+
+    @property
+    def data(self) -> MemoryTable:
+        return self
+
+
 class DurableValues:
     """The bytes each district's table value was last encoded as or restored from.
 

@@ -42,6 +42,7 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -54,6 +55,17 @@ log = logging.getLogger(__name__)
 
 class Record(Protocol):
     """What the handler reads of a consumed record (aiokafka's ConsumerRecord fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class InputRecord:
+    """A :class:`Record` held in memory: to run the handler without Kafka (tests, benches)."""
 
     topic: str
     partition: int

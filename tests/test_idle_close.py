@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from streams.pipeline import VitalsProcessor
+from streams.pipeline import MemoryTable, VitalsProcessor
 from streams.schemas import VITALS_TOPIC, DistrictVitals
 from streams.settings import Settings
 from streams.source import key_partition
 from streams.windows import DistrictWindows
-from tests.fuzz.batch import CFG, CTX, _Outputs, _Table
+from tests.fuzz.batch import CFG, CTX, _Outputs
 
 DISTRICT = "339901"
 PARTITIONS = 4
@@ -36,7 +36,7 @@ class World:
         self.broker_caught_up = True
         self.asked: list[float] = []
         self.paused = False
-        self.table = _Table()
+        self.table = MemoryTable()
         self.position = {"city.events.iot": (7, 7)}  # everything handled
 
         def caught_up(partitions: frozenset[int], since: float) -> bool:
@@ -49,7 +49,7 @@ class World:
             Settings(partitions=PARTITIONS, idle_close_s=60),
             outputs=lambda: _Outputs(self.sent),  # type: ignore[arg-type,return-value]
             progress=lambda topic, partition: self.position.get(topic, (0, 0)),
-            detection_table=_Table(),
+            detection_table=MemoryTable(),
             detection=CTX,
             clock=self.clock,
             caught_up=caught_up,

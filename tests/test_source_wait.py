@@ -16,10 +16,11 @@ import pytest
 from pydantic import ValidationError
 
 from streams import metrics
-from streams.pipeline import VitalsProcessor
+from streams.pipeline import MemoryTable, VitalsProcessor
 from streams.schemas import VITALS_TOPIC, DistrictVitals
 from streams.settings import Settings
-from tests.fuzz.batch import CFG, CTX, FuzzRecord, _Outputs, _Table
+from streams.source import InputRecord
+from tests.fuzz.batch import CFG, CTX, _Outputs
 
 DISTRICT = "339901"
 
@@ -32,12 +33,12 @@ class Feed:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
         self.offsets: dict[str, int] = {}
         self.processor = VitalsProcessor(
-            _Table(),
+            MemoryTable(),
             CFG,
             settings,
             outputs=lambda: _Outputs(self.sent),  # type: ignore[arg-type,return-value]
             progress=lambda topic, partition: (self.offsets.get(topic, 0),) * 2,
-            detection_table=_Table(),
+            detection_table=MemoryTable(),
             detection=CTX,
             clock=lambda: self.t,
         )
@@ -56,7 +57,7 @@ class Feed:
         }
         offset = self.offsets.get(topic, 0)
         self.offsets[topic] = offset + 1
-        record = FuzzRecord(topic, 0, offset, DISTRICT.encode(), orjson.dumps(doc))
+        record = InputRecord(topic, 0, offset, DISTRICT.encode(), orjson.dumps(doc))
         asyncio.run(self.processor.process_batch([record]))
 
     def iot(self, seconds: float) -> None:

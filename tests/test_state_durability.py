@@ -12,12 +12,12 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from streams.pipeline import VitalsProcessor
+from streams.pipeline import MemoryTable, VitalsProcessor
 from streams.settings import Settings
 from streams.simulator import CitySimulator
-from streams.source import Fenced
+from streams.source import Fenced, InputRecord
 from streams.windows import DistrictWindows
-from tests.fuzz.batch import CFG, CTX, FuzzRecord, _Table
+from tests.fuzz.batch import CFG, CTX
 
 CHANGELOG = "cityvitals-vitals-changelog"
 
@@ -57,14 +57,14 @@ class World:
         self.failing = False
         self.paused = False
         self.acked: list[tuple[str, bytes | None, bytes]] = []
-        self.table = _Table()
+        self.table = MemoryTable()
         self.processor = VitalsProcessor(
             self.table,
             CFG,
             Settings(partitions=4),
             outputs=lambda: FailingOutputs(self),  # type: ignore[arg-type,return-value]
             progress=lambda topic, partition: (0, 0),
-            detection_table=_Table(),
+            detection_table=MemoryTable(),
             detection=CTX,
             changelogs=(CHANGELOG, "cityvitals-detection-changelog"),
             fenced=lambda: self.paused,
@@ -75,11 +75,11 @@ class World:
         return {k: orjson.loads(v) for t, k, v in self.acked if t == CHANGELOG and k}
 
 
-def records(n: int, first_offset: int) -> list[FuzzRecord]:
+def records(n: int, first_offset: int) -> list[InputRecord]:
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
     events = CitySimulator(CFG, seed=5, start=start).take(n)
     return [
-        FuzzRecord(ev.topic, 0, first_offset + i, ev.key, ev.value) for i, ev in enumerate(events)
+        InputRecord(ev.topic, 0, first_offset + i, ev.key, ev.value) for i, ev in enumerate(events)
     ]
 
 

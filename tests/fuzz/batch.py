@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from faust.serializers import codecs
 
 from streams.config import load_config
 from streams.detection import DetectionContext
-from streams.pipeline import DETECTION_TABLE, TABLE_NAME, VitalsProcessor
+from streams.pipeline import DETECTION_TABLE, TABLE_NAME, MemoryTable, VitalsProcessor
 from streams.rules import load_thresholds
 from streams.schemas import (
     ALERTS_TOPIC,
@@ -44,6 +43,7 @@ from streams.schemas import (
     Reading,
 )
 from streams.settings import Settings
+from streams.source import InputRecord
 
 SEPARATOR = b"\n\x00\n"
 CHANGELOG_CODECS = {
@@ -61,23 +61,6 @@ SCHEMAS: dict[str, Any] = {
     ALERTS_TOPIC: AlertEvent,
     AUDIT_TOPIC: AuditRecord,
 }
-
-
-@dataclass
-class FuzzRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class _Table(dict[bytes, Any]):
-    """A Faust table's face for the handler: item access and its store (``data``)."""
-
-    @property
-    def data(self) -> _Table:
-        return self
 
 
 class _Outputs:
@@ -102,8 +85,8 @@ class Harness:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
-        self.table = _Table()
-        self.detection_table = _Table()
+        self.table = MemoryTable()
+        self.detection_table = MemoryTable()
         self.offset = 0
         self.settings = Settings(
             partitions=4, max_event_bytes=4096, max_attributes_bytes=1024, hold_max_bytes=8192
@@ -120,13 +103,13 @@ class Harness:
         )
         self.loop = asyncio.new_event_loop()
 
-    def records(self, data: bytes) -> list[FuzzRecord]:
+    def records(self, data: bytes) -> list[InputRecord]:
         out = []
         for chunk in data.split(SEPARATOR):
             head, value = (chunk[0], chunk[1:]) if chunk else (0, b"")
             self.offset += 1
             out.append(
-                FuzzRecord(
+                InputRecord(
                     TOPICS[head % len(TOPICS)],
                     0,
                     self.offset,
@@ -148,7 +131,7 @@ class Harness:
 
 
 def check_outputs(
-    records: Sequence[FuzzRecord], sent: list[tuple[str, bytes | None, bytes]], held: set[int]
+    records: Sequence[InputRecord], sent: list[tuple[str, bytes | None, bytes]], held: set[int]
 ) -> None:
     """Every output parses; every record has one outcome: published once, or held."""
     offsets = {r.offset for r in records}
