@@ -40,12 +40,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from throughput import REPO_ROOT, WorkerProcess, log
 
-from streams.auth import write_roles_with_tokens
-from streams.config import load_config
-from streams.embedded_broker import EmbeddedBroker
-from streams.schemas import AlertEvent
-from streams.simulator import CitySimulator, SimEvent, default_incidents, publish
-from streams.topics import ensure_topics
+from streams.api.auth import write_roles_with_tokens
+from streams.core.config import load_config
+from streams.core.messages import AlertEvent
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.topics import ensure_topics
+from streams.sim.simulator import CitySimulator, SimEvent, default_incidents, publish
 
 PARTITIONS = 8
 READY_TIMEOUT_S = 120.0
@@ -54,7 +54,7 @@ READY_TIMEOUT_S = 120.0
 class Sent:
     """The simulated city's events, noting when each event of one street is sent.
 
-    :func:`streams.simulator.publish` sends an event at its due time (the wall time its
+    :func:`streams.sim.simulator.publish` sends an event at its due time (the wall time its
     event time maps to) or at once when late; the send time is the later of the two.
     """
 

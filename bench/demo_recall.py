@@ -8,14 +8,14 @@ Run from the repository root::
 
 What happens, in order:
 
-1. An :class:`~streams.embedded_broker.EmbeddedBroker` starts and the city's
+1. An :class:`~streams.kafka.broker.EmbeddedBroker` starts and the city's
    topics are created (``ensure_topics``, ``CITYVITALS_PARTITIONS`` partitions).
 2. A worker starts as ``python -m streams.cli worker``, as the demo starts it:
    ``CITYVITALS_EMBEDDED_BROKER=1``, a fresh ``CITYVITALS_APP_ID`` (empty state),
    its own web port and data directory, and an idle-close time of
    ``max(2, 120 / speed)`` wall seconds (two simulated minutes). The bench
    waits for its ``/readyz``.
-3. The simulated city (:class:`~streams.simulator.CitySimulator` with the
+3. The simulated city (:class:`~streams.sim.simulator.CitySimulator` with the
    default scripted incidents, the demo's 2 % malformed events) is published
    for ``--minutes`` simulated minutes, ``--speed`` simulated seconds per wall
    second (0: as fast as the broker takes them). The ground truth is written
@@ -104,10 +104,9 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from streams.config import DEFAULT_CONFIG_DIR, CityConfig, load_config
-from streams.embedded_broker import EmbeddedBroker, parent_death_preexec
-from streams.rules import ThresholdRules, load_thresholds
-from streams.schemas import (
+from streams.alerting.rules import ThresholdRules, load_thresholds
+from streams.core.config import DEFAULT_CONFIG_DIR, CityConfig, load_config
+from streams.core.messages import (
     ALERTS_TOPIC,
     VITALS_TOPIC,
     AlertEvent,
@@ -115,9 +114,10 @@ from streams.schemas import (
     DistrictVitals,
     Grade,
 )
-from streams.settings import Settings
-from streams.simulator import DEFAULT_START, CitySimulator, Incident, SimEvent, publish
-from streams.topics import ensure_topics
+from streams.core.settings import Settings
+from streams.kafka.broker import EmbeddedBroker, parent_death_preexec
+from streams.kafka.topics import ensure_topics
+from streams.sim.simulator import DEFAULT_START, CitySimulator, Incident, SimEvent, publish
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

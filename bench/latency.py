@@ -97,11 +97,11 @@ from throughput import (
     run_pipeline,
 )
 
-from streams.config import CityConfig, load_config
-from streams.embedded_broker import EmbeddedBroker, parent_death_preexec
-from streams.schemas import ALERTS_TOPIC, EVENT_TOPICS, AlertEvent
-from streams.simulator import CitySimulator
-from streams.topics import ensure_topics
+from streams.core.config import CityConfig, load_config
+from streams.core.messages import ALERTS_TOPIC, EVENT_TOPICS, AlertEvent
+from streams.kafka.broker import EmbeddedBroker, parent_death_preexec
+from streams.kafka.topics import ensure_topics
+from streams.sim.simulator import CitySimulator
 
 CLASSES = ("reading", "monotone", "mean")
 MEAN_RULE: dict[str, object] = {

@@ -9,7 +9,7 @@ The corpus is found at ``../shared/data/nab`` relative to the repository root; t
 environment variable ``CITYVITALS_NAB_DATA`` and then ``--data`` override it.
 
 **Whole corpus and city files.** Every CSV file of the corpus goes through the product's
-offline replay (:func:`streams.replay.replay_file`, what ``cityvitals replay`` runs), each
+offline replay (:func:`streams.alerting.replay.replay_file`, what ``cityvitals replay`` runs), each
 on its own, with the shipped configuration: the file's value column is watched by the
 anomaly models (:class:`~detectors.anomaly.AnomalyConfig` defaults, the same for every
 file) through the worker's event-time windows and alert lifecycle. The ``event_time`` of
@@ -44,7 +44,7 @@ over those scores. NAB's normalised score over a set of files is
 :func:`~bench.nabscore.normalized_score`), so each file's raw score under each
 configuration and profile is computed once, with its null and perfect scores, and the
 folds are combined from them without running anything again. The held-out category is
-then scored **through the product's replay** (:func:`~streams.replay.replay_file` with
+then scored **through the product's replay** (:func:`~streams.alerting.replay.replay_file` with
 ``DetectionContext(..., anomaly=chosen)``), so the held-out figures are the product's
 (with ``--models-only`` they are the row-by-row ones). ``held_out`` is the mean of the
 held-out categories' normalised scores; ``artificialNoAnomaly`` has no window, so its
@@ -237,9 +237,9 @@ def category_of(name: str) -> str:
 @lru_cache(maxsize=16)
 def _replay_context(config: AnomalyConfig) -> Any:
     """The city config, a district and a detection context with ``config`` (cached)."""
-    from streams.config import load_config
-    from streams.detection import DetectionContext
-    from streams.rules import load_silences, load_thresholds
+    from streams.alerting.detection import DetectionContext
+    from streams.alerting.rules import load_silences, load_thresholds
+    from streams.core.config import load_config
 
     cfg = load_config()
     rules = load_thresholds(cfg)
@@ -252,7 +252,7 @@ def detections_for_file(path: Path, config: AnomalyConfig | None = None) -> list
 
     ``config`` sets the anomaly model of every indicator (None: the shipped defaults).
     """
-    from streams.replay import replay_file
+    from streams.alerting.replay import replay_file
 
     cfg, district, ctx = _replay_context(config if config is not None else AnomalyConfig())
     lines, _ = replay_file(path, cfg, district=district, ctx=ctx)

@@ -9,7 +9,7 @@ run on a shared 2-core machine (the broker, the worker and the producer compete,
 worker's batch sizes follow the timing), and so does the worker's CPU time, since
 smaller batches cost more per event. Here the work is fixed: the same simulated events
 (``generate_events`` of the throughput bench, same seed) go through a real
-:class:`~streams.pipeline.VitalsProcessor` with in-memory tables, in batches of
+:class:`~streams.kafka.worker.VitalsProcessor` with in-memory tables, in batches of
 ``--batch`` records in event-time order, with the outputs (readings, vitals, alerts, dead
 letters and the table changelogs, encoded as the worker encodes them) collected instead
 of sent; after the last batch the state is flushed (``flush_state``). Only
@@ -39,12 +39,12 @@ from typing import Any
 
 from throughput import generate_events
 
-from streams.config import load_config
-from streams.detection import DetectionContext
-from streams.pipeline import MemoryTable, VitalsProcessor
-from streams.rules import load_silences, load_thresholds
-from streams.settings import Settings
-from streams.source import InputRecord, key_partition
+from streams.alerting.detection import DetectionContext
+from streams.alerting.rules import load_silences, load_thresholds
+from streams.core.config import load_config
+from streams.core.settings import Settings
+from streams.kafka.feed import InputRecord, key_partition
+from streams.kafka.worker import MemoryTable, VitalsProcessor
 
 
 class _Outputs:

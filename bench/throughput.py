@@ -7,9 +7,9 @@ Run from the repository root::
 
 What happens, in order:
 
-1. An :class:`~streams.embedded_broker.EmbeddedBroker` (in-memory Tansu) starts and the
+1. An :class:`~streams.kafka.broker.EmbeddedBroker` (in-memory Tansu) starts and the
    city's topics are created with ``--partitions`` partitions (``ensure_topics``).
-2. ``--events`` N simulated events are generated (:class:`~streams.simulator.CitySimulator`,
+2. ``--events`` N simulated events are generated (:class:`~streams.sim.simulator.CitySimulator`,
    starting far enough in the past that no valid event counts as "future") and produced
    to the five ``city.events.*`` topics *before* anything consumes them: one aiokafka
    producer, ``linger_ms=10``, ``max_batch_size=256 KiB``, ``send()`` without awaiting
@@ -104,11 +104,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from streams.config import load_config
-from streams.embedded_broker import EmbeddedBroker, parent_death_preexec
-from streams.schemas import EVENT_TOPICS
-from streams.simulator import CitySimulator, SimEvent
-from streams.topics import ensure_topics
+from streams.core.config import load_config
+from streams.core.messages import EVENT_TOPICS
+from streams.kafka.broker import EmbeddedBroker, parent_death_preexec
+from streams.kafka.topics import ensure_topics
+from streams.sim.simulator import CitySimulator, SimEvent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

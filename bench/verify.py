@@ -85,10 +85,10 @@ from verify_faults import Cluster, run_faults
 from verify_input import CityStream, Control, FeedPlan, feed
 from verify_oracle import OUTPUT_TOPICS, OutputRecord, Produced, verify
 
-from streams.config import load_config
-from streams.embedded_broker import EmbeddedBroker
-from streams.schemas import EVENT_TOPICS
-from streams.topics import ensure_topics
+from streams.core.config import load_config
+from streams.core.messages import EVENT_TOPICS
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.topics import ensure_topics
 
 QUIET_S = 18.0  # no new output for this long: the idle timer (10 s) has had its turn
 LONG_QUIET_S = 45.0  # ... or this long, when some input never got an output

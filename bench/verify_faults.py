@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from streams.embedded_broker import parent_death_preexec
+from streams.kafka.broker import parent_death_preexec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0

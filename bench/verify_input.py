@@ -35,8 +35,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from verify_oracle import Produced, expect
 
-from streams.config import CityConfig
-from streams.simulator import CitySimulator
+from streams.core.config import CityConfig
+from streams.sim.simulator import CitySimulator
 
 IOT = "city.events.iot"
 HOTLINE = "city.events.hotline"

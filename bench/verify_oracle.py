@@ -1,6 +1,6 @@
 """The fault verifier's oracle: what the workers must have written, and the diff.
 
-Pure logic, no Kafka, so the diffing is unit-tested (``tests/test_verify.py``).
+Pure logic, no Kafka, so the diffing is unit-tested (``tests/bench/test_verify.py``).
 The driver (``bench/verify.py``) hands over every record it produced, with the
 outcome the record must get, and every record the workers wrote on the output
 topics. Everything expected is recomputed here from the produced input and the
@@ -43,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from streams.config import CityConfig
+from streams.core.config import CityConfig
 
 READINGS = "city.readings"
 DEADLETTER = "city.deadletter"
@@ -55,7 +55,7 @@ REL_TOL = 1e-9
 STREET_SEP = "@"  # "<indicator>@<street>": a street's own aggregate, as the worker keeps it
 
 Origin = tuple[str, int, int]  # (topic, partition, offset) of an input record
-Agg = list[float]  # [count, sum, min, max], as streams.windows keeps them
+Agg = list[float]  # [count, sum, min, max], as streams.state.windows keeps them
 
 
 @dataclass(frozen=True)
@@ -251,15 +251,15 @@ def expected_alerts(
     produced: Iterable[Produced] = (),
 ) -> list[dict[str, Any]]:
     """Each district's expected windows, in order, through the worker's detection
-    (``ctx``: a :class:`streams.detection.DetectionContext`); the alert events as JSON.
+    (``ctx``: a :class:`streams.alerting.detection.DetectionContext`); the alert events as JSON.
 
     The counted readings of indicators that early rules watch go to detection first,
     in the order produced (each series sits on one partition, which the worker reads
-    in order), to be judged in the canonical order of :mod:`streams.early` as the
+    in order), to be judged in the canonical order of :mod:`streams.alerting.early` as the
     windows close.
     """
-    from streams.detection import DistrictDetection
-    from streams.windows import ClosedWindow
+    from streams.alerting.detection import DistrictDetection
+    from streams.state.windows import ClosedWindow
 
     detections: dict[str, DistrictDetection] = {}
     # (district, window key) -> minute -> [count, sum] of the readings counted so far
@@ -298,8 +298,8 @@ def expected_alerts(
 
 def detection_context(cfg: CityConfig) -> Any:
     """The detection the worker builds from the config: rules, silences, models."""
-    from streams.detection import DetectionContext
-    from streams.rules import load_silences, load_thresholds
+    from streams.alerting.detection import DetectionContext
+    from streams.alerting.rules import load_silences, load_thresholds
 
     rules = load_thresholds(cfg)
     return DetectionContext(cfg, rules, silences=load_silences(cfg, rules))

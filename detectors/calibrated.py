@@ -14,7 +14,7 @@ a reading that follows one scored at or above ``protect_score`` is not learned, 
 anomaly does not become the detector's new normal; with ``protect_weight`` 1 every reading
 is learned. A reading's features are ``{value_key: value}``; detectors that need the
 value range (``HalfSpaceTrees``' ``limits``) get the indicator's catalogue range from the
-configuration (:mod:`streams.models`).
+configuration (:mod:`streams.alerting.models`).
 """
 
 from __future__ import annotations

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from streams.auth import load_roles
-from streams.config import CityConfig, ConfigError, load_config
-from streams.models import load_anomaly_models
-from streams.routing import load_routes
-from streams.rules import load_silences, load_thresholds
-from streams.settings import Settings
+from streams.alerting.models import load_anomaly_models
+from streams.alerting.rules import load_silences, load_thresholds
+from streams.api.auth import load_roles
+from streams.core.config import CityConfig, ConfigError, load_config
+from streams.core.settings import Settings
+from streams.notify.routing import load_routes
 
 cli = typer.Typer(
     add_completion=False, no_args_is_help=True, help="City operations monitoring and early warning."
@@ -57,10 +57,7 @@ def load_config_or_exit(
 
 def prepare_topics_or_exit(settings: Settings) -> None:
     """Create the city's topics if missing; stop if their partition counts disagree."""
-    from aiokafka.errors import KafkaError as AIOKafkaError
-    from kafka.errors import KafkaError
-
-    from streams.topics import TopicLayoutError, ensure_topics
+    from streams.kafka.topics import UNREACHABLE, TopicLayoutError, ensure_topics
 
     try:
         asyncio.run(
@@ -74,7 +71,7 @@ def prepare_topics_or_exit(settings: Settings) -> None:
     except TopicLayoutError as exc:
         err.print(f"[bold red]topic layout[/]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    except (KafkaError, AIOKafkaError, OSError) as exc:
+    except UNREACHABLE as exc:
         err.print(
             f"[bold red]cannot reach Kafka at {settings.bootstrap}[/]: {exc!r}", highlight=False
         )
@@ -106,9 +103,7 @@ def worker(
     app_id: Annotated[str | None, typer.Option(help="consumer group / app id")] = None,
 ) -> None:
     """Run a stream-processing worker against a Kafka cluster."""
-    import faust
-
-    from streams.pipeline import create_app, tune_gc
+    from streams.kafka.worker import create_app, run, tune_gc
 
     settings = make_settings(
         bootstrap=bootstrap,
@@ -121,7 +116,7 @@ def worker(
     prepare_topics_or_exit(settings)
     app = create_app(settings, cfg)
     tune_gc(settings)
-    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    run(app, settings)
 
 
 @cli.command()
@@ -131,7 +126,7 @@ def broker(
     ] = None,
 ) -> None:
     """Run the embedded Kafka-protocol broker on loopback until Ctrl-C."""
-    from streams.embedded_broker import serve_forever
+    from streams.kafka.broker import serve_forever
 
     serve_forever(port)
 
@@ -171,7 +166,7 @@ def simulate(
     ] = None,
 ) -> None:
     """Publish a simulated city (daily patterns, noise, dropouts, scripted incidents)."""
-    from streams.simulator import CitySimulator, publish
+    from streams.sim.simulator import CitySimulator, publish
 
     settings = make_settings(bootstrap=bootstrap, config_dir=config_dir)
     cfg = load_config_or_exit(settings.config_dir)
@@ -207,7 +202,7 @@ def demo(
     ] = None,
 ) -> None:
     """Embedded broker + worker + simulated city, with a live table of district indices."""
-    from streams.demo import run_demo
+    from streams.sim.demo import run_demo
 
     settings = make_settings(config_dir=config_dir, web_port=web_port)
     cfg = load_config_or_exit(settings.config_dir)
@@ -242,7 +237,7 @@ def replay(
     """Run the live detectors and alert lifecycle offline over a CSV file."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from streams.replay import ReplayError, replay_file, write_jsonl
+    from streams.alerting.replay import ReplayError, replay_file, write_jsonl
 
     settings = make_settings(config_dir=config_dir)
     cfg = load_config_or_exit(settings.config_dir)
@@ -313,7 +308,7 @@ def alerts_tail(
     lang: Annotated[str, typer.Option(help="headline language: zh or en")] = "en",
 ) -> None:
     """The live alert feed, with the scopes of your token; Ctrl-C stops."""
-    from streams.tail import run_tail
+    from streams.alerting.tail import run_tail
 
     if not token:
         err.print("[bold red]no token[/]: pass --token or set CITYVITALS_TOKEN")
@@ -353,7 +348,7 @@ def routes_test(
     ] = None,
 ) -> None:
     """Which receivers an alert with these labels reaches, with its group and timers."""
-    from streams.routing import routes_test_command
+    from streams.notify.routing import routes_test_command
 
     settings = make_settings(config_dir=config_dir)
     code = routes_test_command(

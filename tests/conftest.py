@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.embedded_broker import EmbeddedBroker
+from streams.kafka.broker import EmbeddedBroker
 from tests.harness import ApiWorker, Worker
 
 
@@ -50,8 +50,8 @@ def fresh_topics(broker_bootstrap: str) -> Iterator[None]:
 def api_worker(broker_bootstrap: str, tmp_path: Path, fresh_topics: None) -> Iterator[ApiWorker]:
     """A started worker on empty city topics, with a token for every user of
     config/roles.yaml (``.tokens``); its API and console at ``.url``."""
-    from streams.auth import write_roles_with_tokens
-    from streams.config import DEFAULT_CONFIG_DIR
+    from streams.api.auth import write_roles_with_tokens
+    from streams.core.config import DEFAULT_CONFIG_DIR
 
     roles = tmp_path / "roles.yaml"
     tokens = write_roles_with_tokens(DEFAULT_CONFIG_DIR / "roles.yaml", roles)

@@ -20,9 +20,9 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.schemas import ALERTS_TOPIC, AlertEvent
-from streams.simulator import SimEvent
-from streams.topics import ensure_topics
+from streams.core.messages import ALERTS_TOPIC, AlertEvent
+from streams.kafka.topics import ensure_topics
+from streams.sim.simulator import SimEvent
 
 PARTITIONS = 4
 
@@ -196,7 +196,7 @@ async def recreate_city_topics(bootstrap: str, partitions: int = PARTITIONS) -> 
     """Delete the city topics and create them empty, with ``partitions`` partitions each."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from streams.topics import CITY_TOPICS
+    from streams.kafka.topics import CITY_TOPICS
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -318,8 +318,8 @@ def replayed(
 ) -> list[dict[str, Any]]:
     """PM2.5 readings of one district through ``cityvitals replay`` (offline: the same
     windows, detection and lifecycle, one process, no Kafka, no crash)."""
-    from streams.config import load_config
-    from streams.replay import replay_file
+    from streams.alerting.replay import replay_file
+    from streams.core.config import load_config
 
     src = tmp / f"pm25-{district}.csv"
     rows = ["timestamp,pm25"] + [

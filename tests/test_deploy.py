@@ -1,7 +1,7 @@
 """deploy/: compose stack, Kubernetes manifests, Prometheus rules and Grafana dashboards.
 
 Structural checks of every file, the generated files against their generators,
-every metric name in a rule or a dashboard query against ``streams.metrics``,
+every metric name in a rule or a dashboard query against ``streams.core.metrics``,
 and Prometheus' own tools (promtool, amtool) on the configuration and the rule
 unit tests in deploy/prometheus/tests.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams import metrics
+from streams.core import metrics
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -35,7 +35,7 @@ K8S = DEPLOY / "k8s"
 GRAFANA = DEPLOY / "grafana"
 COMPOSE = DEPLOY / "compose.yaml"
 
-# Series used in rules or dashboards that streams/metrics.py does not define, and why.
+# Series used in rules or dashboards that streams/core/metrics.py does not define, and why.
 EXTERNAL_METRICS = {
     "up": "written by Prometheus for every scrape target",
     "ALERTS": "written by Prometheus for every pending or firing alert",
@@ -201,7 +201,7 @@ def promql_metric_names(expr: str) -> set[str]:
 
 @functools.cache
 def registry_families() -> dict[str, str]:
-    """Metric family name -> type, for every metric of streams/metrics.py."""
+    """Metric family name -> type, for every metric of streams/core/metrics.py."""
     return {family.name: family.type for family in metrics.REGISTRY.collect()}
 
 
@@ -212,11 +212,11 @@ def resolve(name: str) -> str | None:
         return None
     m = re.fullmatch(r"(.+?)_(bucket|sum|count|total)", name)
     if m is None:
-        return "no metric of that name in streams/metrics.py"
+        return "no metric of that name in streams/core/metrics.py"
     base, suffix = m.groups()
     kind = families.get(base)
     if kind is None:
-        return f"no metric {base} in streams/metrics.py"
+        return f"no metric {base} in streams/core/metrics.py"
     allowed = {
         "counter": {"total"},
         "histogram": {"bucket", "sum", "count"},

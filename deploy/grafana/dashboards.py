@@ -6,7 +6,7 @@ a difference). Grafana loads the JSON through the provider in
 ``deploy/grafana/provisioning/dashboards/cityvitals.yml``.
 
 Queries use the recording rules of ``deploy/prometheus/rules/cityvitals-recording.yml``
-where one exists, and the metrics of ``streams/metrics.py`` otherwise. Every
+where one exists, and the metrics of ``streams/core/metrics.py`` otherwise. Every
 dashboard takes its Prometheus from the ``datasource`` variable, so the JSON can
 also be imported into an existing Grafana.
 """

@@ -4,7 +4,7 @@ dead-lettered, and nothing raised.
 One fuzz input is a batch. It is cut into records at ``SEPARATOR``; each record's
 first byte picks its input topic and its key (a district, another district, garbage
 or none), the rest is its value. :func:`check_batch` runs them through a real
-:class:`~streams.pipeline.VitalsProcessor` (in-memory tables, outputs collected
+:class:`~streams.kafka.worker.VitalsProcessor` (in-memory tables, outputs collected
 instead of sent) and checks what a user relies on:
 
 - the handler returns: no record makes it raise;
@@ -12,7 +12,7 @@ instead of sent) and checks what a user relies on:
   the records held back as ahead of their stream;
 - every output parses as its schema, and no dead letter shows a record's bytes.
 
-Run by ``tests/test_fuzz.py``: the corpus in ``tests/fuzz/corpus`` as regression
+Run by ``tests/ingest/test_fuzz.py``: the corpus in ``tests/fuzz/corpus`` as regression
 cases, and a short coverage-guided atheris run (``python -m tests.fuzz.run
 -runs=N NEW_INPUTS_DIR tests/fuzz/corpus``).
 """
@@ -25,11 +25,10 @@ from typing import Any
 
 from faust.serializers import codecs
 
-from streams.config import load_config
-from streams.detection import DetectionContext
-from streams.pipeline import DETECTION_TABLE, TABLE_NAME, MemoryTable, VitalsProcessor
-from streams.rules import load_thresholds
-from streams.schemas import (
+from streams.alerting.detection import DetectionContext
+from streams.alerting.rules import load_thresholds
+from streams.core.config import load_config
+from streams.core.messages import (
     ALERTS_TOPIC,
     AUDIT_TOPIC,
     DEADLETTER_TOPIC,
@@ -42,8 +41,9 @@ from streams.schemas import (
     DistrictVitals,
     Reading,
 )
-from streams.settings import Settings
-from streams.source import InputRecord
+from streams.core.settings import Settings
+from streams.kafka.feed import InputRecord
+from streams.kafka.worker import DETECTION_TABLE, TABLE_NAME, MemoryTable, VitalsProcessor
 
 SEPARATOR = b"\n\x00\n"
 CHANGELOG_CODECS = {

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from streams.simulator import CitySimulator
+from streams.sim.simulator import CitySimulator
 from tests.fuzz.batch import CFG, KEYS, SEPARATOR, TOPICS
-from tests.test_poison_broker import iot_body
+from tests.kafka.test_poison_broker import iot_body
 
 CORPUS = Path(__file__).parent / "corpus"
 START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)

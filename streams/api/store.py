@@ -1,0 +1,306 @@
+"""What the command-centre API serves: every alert's events, the latest vital signs, the audit trail.
+
+Every worker keeps its own copy, read from the beginning of
+``city.emergency-command``, ``city.vitals`` and ``city.audit`` (all partitions,
+no consumer group), so any worker answers for the whole city whichever
+partitions it processes.
+
+- **Alerts.** The events of each alert, by sequence. Reprocessing after a crash
+  repeats an event with the same ``(alert_id, sequence)``: the repeat replaces
+  the first copy and is not an event of its own.
+- **Actions and notes.** An event carries the alert's compact action history
+  (no notes) and the note of the one action that caused it
+  (:func:`streams.alerting.lifecycle.action_history`). :meth:`AlertStore.actions` merges
+  every action of an alert's timeline with its note; :meth:`AlertStore.with_notes`
+  puts the notes back on an event's history.
+- **Cursors.** A live-stream client resumes from a cursor: the next offset of
+  every partition of ``city.emergency-command`` that it has been given. Kafka
+  offsets do not depend on which worker answers or on the order in which a
+  worker read the partitions, so a cursor stays valid across reconnects,
+  restarts and workers. ``v1.<o0>.<o1>...`` names the offsets in partition order.
+- **Vital signs.** The latest ``city.vitals`` document of each district.
+- **Audit.** Every :class:`~streams.core.messages.AuditRecord`, newest last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from streams.core.messages import (
+    ActionRecord,
+    AlertEvent,
+    AlertStatus,
+    AuditRecord,
+    Grade,
+    Workflow,
+)
+
+CURSOR_PREFIX = "v1"
+CLOSED_WORKFLOWS = (Workflow.RESOLVED, Workflow.FALSE_POSITIVE)
+
+
+class CursorError(ValueError):
+    """A live-stream cursor that this store cannot read."""
+
+
+def format_cursor(positions: dict[int, int], partitions: int) -> str:
+    return ".".join([CURSOR_PREFIX, *(str(positions.get(p, 0)) for p in range(partitions))])
+
+
+def parse_cursor(text: str, partitions: int) -> dict[int, int]:
+    """The next offset per partition named by a cursor (see the module docstring)."""
+    parts = text.strip().split(".")
+    if parts[0] != CURSOR_PREFIX or len(parts) != partitions + 1:
+        raise CursorError(
+            f"cursor {text!r} is not {CURSOR_PREFIX}.<offset> for each of {partitions} partitions"
+        )
+    try:
+        offsets = [int(p) for p in parts[1:]]
+    except ValueError:
+        raise CursorError(f"cursor {text!r} holds a part that is not an offset") from None
+    if any(o < 0 for o in offsets):
+        raise CursorError(f"cursor {text!r} holds a negative offset")
+    return dict(enumerate(offsets))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One alert event as read from the topic."""
+
+    partition: int
+    offset: int
+    event: AlertEvent
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """The list and live-stream filters of the API; None matches anything."""
+
+    district: str | None = None
+    street: str | None = None
+    domain: str | None = None
+    grades: frozenset[Grade] | None = None
+    kind: str | None = None
+    status: str | None = None
+    workflow: str | None = None
+    department: str | None = None
+    open: bool | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def matches(self, alert: AlertEvent) -> bool:
+        checks = (
+            (self.district, alert.district),
+            (self.street, alert.street),
+            (self.domain, alert.domain),
+            (self.kind, alert.kind.value),
+            (self.status, alert.status.value),
+            (self.workflow, alert.workflow.value),
+        )
+        if any(want is not None and want != have for want, have in checks):
+            return False
+        if self.department is not None and self.department not in (
+            alert.department,
+            *alert.co_departments,
+        ):
+            return False
+        if self.grades is not None and alert.grade not in self.grades:
+            return False
+        if self.open is not None and is_open(alert) != self.open:
+            return False
+        if self.since is not None and alert.last_update < self.since:
+            return False
+        return self.until is None or alert.first_seen <= self.until
+
+
+def is_open(alert: AlertEvent) -> bool:
+    return alert.status is not AlertStatus.RESOLVED and alert.workflow not in CLOSED_WORKFLOWS
+
+
+@dataclass
+class AlertStore:
+    """In-memory view of the alert, vitals and audit topics (see the module docstring)."""
+
+    partitions: int
+    max_entries: int = 200_000
+    alerts: dict[str, dict[int, AlertEvent]] = field(default_factory=dict)
+    log: deque[Entry] = field(default_factory=deque)
+    positions: dict[int, int] = field(default_factory=dict)  # next offset read, per partition
+    vitals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    audit: deque[AuditRecord] = field(default_factory=lambda: deque(maxlen=100_000))
+    _listeners: set[asyncio.Queue[Entry]] = field(default_factory=set)
+    _changed: asyncio.Event | None = None
+
+    # --- reading the topics ---------------------------------------------------------
+    def add_alert(self, partition: int, offset: int, event: AlertEvent) -> bool:
+        """Take one record of the alert topic; False when it repeats a known event."""
+        self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
+        events = self.alerts.setdefault(event.alert_id, {})
+        repeat = event.sequence in events
+        events[event.sequence] = event
+        if repeat:
+            return False
+        entry = Entry(partition, offset, event)
+        self.log.append(entry)
+        while len(self.log) > self.max_entries:
+            self.log.popleft()
+        for queue in self._listeners:
+            queue.put_nowait(entry)
+        return True
+
+    def add_vitals(self, document: bytes) -> None:
+        doc = orjson.loads(document)
+        district = doc.get("district")
+        if isinstance(district, str):
+            known = self.vitals.get(district)
+            if known is None or known.get("window_end", "") <= doc.get("window_end", ""):
+                self.vitals[district] = doc
+
+    def add_audit(self, record: AuditRecord) -> None:
+        self.audit.append(record)
+
+    # --- queries ------------------------------------------------------------------------
+    def latest(self, alert_id: str) -> AlertEvent | None:
+        events = self.alerts.get(alert_id)
+        return None if not events else events[max(events)]
+
+    def timeline(self, alert_id: str) -> list[AlertEvent]:
+        events = self.alerts.get(alert_id, {})
+        return [events[s] for s in sorted(events)]
+
+    def actions(self, alert_id: str) -> list[ActionRecord]:
+        """Every action on the alert, in the order it was applied, each with its note.
+
+        An action first appears on the event it caused, which alone carries its
+        note; later events repeat it without the note, and the oldest fall out of
+        their bounded history. So the timeline, not the latest event, has them all.
+        """
+        found: dict[str, ActionRecord] = {}
+        for event in self.timeline(alert_id):
+            for record in event.actions:
+                known = found.get(record.action_id)
+                if known is None or (known.note is None and record.note is not None):
+                    found[record.action_id] = record  # keeps its first place in the order
+        return list(found.values())
+
+    def with_notes(self, event: AlertEvent) -> AlertEvent:
+        """The event with each record of its action history holding its note again."""
+        if all(r.note is not None for r in event.actions):
+            return event
+        notes = {r.action_id: r.note for r in self.actions(event.alert_id) if r.note is not None}
+        if not any(r.note is None and r.action_id in notes for r in event.actions):
+            return event
+        return event.model_copy(
+            update={
+                "actions": [
+                    r
+                    if r.note is not None or r.action_id not in notes
+                    else r.model_copy(update={"note": notes[r.action_id]})
+                    for r in event.actions
+                ]
+            }
+        )
+
+    def query(
+        self,
+        where: AlertFilter,
+        visible: Callable[[AlertEvent], bool],
+        limit: int = 200,
+    ) -> list[AlertEvent]:
+        """The latest event of each matching alert: most serious grade first, then newest."""
+        found = [
+            latest
+            for events in self.alerts.values()
+            if (latest := events[max(events)]) is not None
+            and where.matches(latest)
+            and visible(latest)
+        ]
+        found.sort(key=lambda a: (a.grade.value, -a.last_update.timestamp(), a.alert_id))
+        return found[:limit]
+
+    def cursor(self) -> str:
+        """The cursor of everything read so far."""
+        return format_cursor(self.positions, self.partitions)
+
+    def entries_from(self, start: dict[int, int]) -> Iterator[Entry]:
+        """Logged events at or after the given next offsets, in the order they were read."""
+        for entry in list(self.log):
+            if entry.offset >= start.get(entry.partition, 0):
+                yield entry
+
+    # --- live listeners ---------------------------------------------------------------
+    def listen(self) -> asyncio.Queue[Entry]:
+        queue: asyncio.Queue[Entry] = asyncio.Queue()
+        self._listeners.add(queue)
+        return queue
+
+    def unlisten(self, queue: asyncio.Queue[Entry]) -> None:
+        self._listeners.discard(queue)
+
+    # --- department performance ----------------------------------------------------------
+    def performance(self, alerts: Iterable[AlertEvent] | None = None) -> list[dict[str, Any]]:
+        """Per department and grade: counts, median times to acknowledge and resolve, rates.
+
+        An alert counts for its owning department at its highest grade. Time to
+        acknowledge: from its first event to the first acknowledge or dispatch;
+        time to resolve: to its resolution (by an operator or by the condition
+        clearing). Closure rate: closed alerts over all; false-positive rate:
+        alerts marked false positive over closed ones.
+        """
+        rows: dict[tuple[str, int], dict[str, Any]] = {}
+        if alerts is None:
+            alerts = [a for a in map(self.latest, list(self.alerts)) if a is not None]
+        for alert in alerts:
+            timeline = self.timeline(alert.alert_id)
+            grade = min((e.grade for e in timeline), default=alert.grade)
+            row = rows.setdefault(
+                (alert.department, grade.value),
+                {
+                    "alerts": 0,
+                    "acknowledged": 0,
+                    "closed": 0,
+                    "false_positives": 0,
+                    "ack": [],
+                    "res": [],
+                },
+            )
+            row["alerts"] += 1
+            start = alert.first_seen
+            ack = next(
+                (a.at for a in alert.actions if a.action in ("acknowledge", "dispatch")), None
+            )
+            if ack is not None:
+                row["acknowledged"] += 1
+                row["ack"].append(max(0.0, (ack - start).total_seconds()))
+            if not is_open(alert):
+                row["closed"] += 1
+                if alert.workflow is Workflow.FALSE_POSITIVE:
+                    row["false_positives"] += 1
+                row["res"].append(max(0.0, (alert.last_update - start).total_seconds()))
+        out = []
+        for (department, level), row in sorted(rows.items()):
+            out.append(
+                {
+                    "department": department,
+                    "grade": Grade(level).roman,
+                    "alerts": row["alerts"],
+                    "acknowledged": row["acknowledged"],
+                    "resolved": row["closed"],
+                    "false_positives": row["false_positives"],
+                    "median_ack_s": statistics.median(row["ack"]) if row["ack"] else None,
+                    "median_resolve_s": statistics.median(row["res"]) if row["res"] else None,
+                    "closure_rate": row["closed"] / row["alerts"],
+                    "false_positive_rate": row["false_positives"] / row["closed"]
+                    if row["closed"]
+                    else None,
+                }
+            )
+        return out

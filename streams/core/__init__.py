@@ -1,0 +1,1 @@
+"""The foundations every other package builds on: the city's configuration, the worker's settings, the messages on every topic, and the Prometheus metrics."""

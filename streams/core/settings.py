@@ -1,0 +1,184 @@
+"""Worker settings: one typed model, read from ``CITYVITALS_*`` environment variables.
+
+The same worker runs on the embedded broker and on an Apache Kafka cluster; only
+these settings change (see README, "Running on Apache Kafka").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.core.config import DEFAULT_CONFIG_DIR
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYVITALS_", extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------
+    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    app_id: str = Field(
+        "cityvitals", description="Faust app id: the consumer group and table prefix"
+    )
+    partitions: int = Field(8, ge=1, description="partitions of every city topic (co-partitioned)")
+    replication_factor: int = Field(1, ge=1)
+    embedded_broker: bool = Field(
+        False,
+        description="the broker is the embedded one: apply its workarounds (never for Apache Kafka)",
+    )
+    # Group join takes about half the session timeout on some brokers; 6 s keeps
+    # restarts quick and is still safe against GC pauses of a few seconds.
+    session_timeout_s: float = Field(6.0, gt=0)
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Connection options for plain aiokafka clients (admin, producers, tools)."""
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        import ssl
+
+        options: dict[str, object] = {"security_protocol": self.security_protocol}
+        if "SSL" in self.security_protocol:
+            options["ssl_context"] = ssl.create_default_context()
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return options
+
+    # --- the worker ------------------------------------------------------------
+    config_dir: Path = DEFAULT_CONFIG_DIR
+    roles_file: Path | None = Field(
+        None,
+        description="users, roles and hashed tokens of the API; default <config dir>/roles.yaml",
+    )
+    routes_file: Path | None = Field(
+        None, description="notification routes and escalation; default <config dir>/routes.yaml"
+    )
+    notify_timeout_s: float = Field(10.0, gt=0, description="a webhook's time to answer")
+    notify_max_attempts: int = Field(50, ge=1, description="attempts before a notification is dead")
+    notify_max_backoff_s: float = Field(60.0, gt=0, description="longest wait between attempts")
+    notify_give_up_after_s: float = Field(
+        3600.0, gt=0, description="a notification still undelivered after this is dead"
+    )
+    datadir: Path = Path("var/worker")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=1, le=65535)
+    log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+    batch_max: int = Field(5000, ge=1, description="events taken per batch")
+    gc_young: int = Field(
+        50_000,
+        ge=0,
+        description="allocations between young-generation garbage collections (0: Python's 700)",
+    )
+    batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a batch")
+
+    # --- event time --------------------------------------------------------------
+    window_s: int = Field(60, ge=1, description="tumbling window length, seconds")
+    rolling_windows: int = Field(15, ge=1, description="closed windows in the rolling view")
+    allowed_lateness_s: float = Field(120.0, ge=0, description="event-time lateness accepted")
+    idle_close_s: float = Field(
+        60.0, gt=0, description="wall seconds of silence that close a district's windows"
+    )
+    source_wait_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="per input source (iot, traffic, fire, sanitation, hotline): wall seconds "
+        "a district's windows wait for that source once it falls silent, instead of "
+        'CITYVITALS_IDLE_CLOSE_S; JSON, e.g. {"hotline": 15}',
+    )
+    max_future_s: float = Field(
+        300.0, ge=0, description="how far ahead of the clock an event time may be"
+    )
+    max_age_s: float = Field(
+        30 * 86400.0,
+        gt=0,
+        description="how far behind the clock an event time may be (raise it for back-fills)",
+    )
+    max_ahead_s: float = Field(
+        60.0,
+        gt=0,
+        description="how far ahead of its district's stream (plus the wall time elapsed) an "
+        "event time may be before the record waits for its stream to confirm it",
+    )
+    hold_max_bytes: int = Field(
+        64 * 1024, ge=0, description="bytes of records held back per district, at most"
+    )
+    max_open_windows: int = Field(
+        24 * 60,
+        ge=2,
+        description="open windows per district; beyond it the oldest are closed (degraded)",
+    )
+
+    state_max_bytes: int = Field(
+        256 * 1024,
+        ge=16 * 1024,
+        description="bytes of one detection or notification table value (one changelog "
+        "record; keep it under the broker's message.max.bytes); a larger value is shrunk in "
+        "its documented order and audited as state_degraded",
+    )
+
+    # --- limits on one record ---------------------------------------------------------
+    max_event_bytes: int = Field(64 * 1024, ge=1024, description="bytes of one input record")
+    max_attributes_bytes: int = Field(
+        16 * 1024, ge=64, description="bytes of an event's attributes as published"
+    )
+    max_depth: int = Field(8, ge=3, le=64, description="JSON nesting depth of one input record")
+
+    # --- privacy -------------------------------------------------------------------
+    deid_key: SecretStr = Field(
+        SecretStr("cityvitals-demo-key-change-me"),
+        description="HMAC key for pseudonyms of personal identifiers; set your own in production",
+    )
+    deadletter_key: SecretStr | None = Field(
+        None,
+        description="key that seals dead letters' original records; default: derived from the "
+        "de-identification key",
+    )
+
+    @model_validator(mode="after")
+    def _known_sources(self) -> Settings:
+        from streams.core.messages import EVENT_TOPICS
+
+        for source, wait in self.source_wait_s.items():
+            if source not in EVENT_TOPICS:
+                raise ValueError(
+                    f"CITYVITALS_SOURCE_WAIT_S: unknown source {source!r} "
+                    f"(known: {', '.join(EVENT_TOPICS)})"
+                )
+            if not wait > 0:
+                raise ValueError(
+                    f"CITYVITALS_SOURCE_WAIT_S: the wait for {source!r} must be more than "
+                    f"0 s, got {wait!r}"
+                )
+        return self
+
+    def source_wait(self, source: str) -> float:
+        """Wall seconds a district waits for a silent source (name as in EVENT_TOPICS)."""
+        return self.source_wait_s.get(source, self.idle_close_s)
+
+    @model_validator(mode="after")
+    def _ahead_within_lateness(self) -> Settings:
+        # a record may move its stream's mark by up to max_ahead_s on its own: more than
+        # the lateness would let it close windows that in-order records still fall in
+        if self.max_ahead_s >= self.allowed_lateness_s > 0:
+            raise ValueError(
+                f"CITYVITALS_MAX_AHEAD_S ({self.max_ahead_s:g}) must be less than "
+                f"CITYVITALS_ALLOWED_LATENESS_S ({self.allowed_lateness_s:g})"
+            )
+        return self
+
+    @property
+    def roles_path(self) -> Path:
+        return self.roles_file if self.roles_file is not None else self.config_dir / "roles.yaml"
+
+    @property
+    def routes_path(self) -> Path:
+        return self.routes_file if self.routes_file is not None else self.config_dir / "routes.yaml"

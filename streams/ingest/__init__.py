@@ -1,0 +1,1 @@
+"""From a raw input record to a validated, unit-normalised, de-identified reading, or a dead letter that says why."""

@@ -1,0 +1,1 @@
+"""The simulated city and the demo that runs it against the embedded broker."""

@@ -1,0 +1,410 @@
+"""``cityvitals demo``: embedded broker, a worker, the simulated city, and a live view.
+
+The live view follows three topics from their start: ``city.vitals`` (the
+district table), ``city.deadletter`` (a counter) and ``city.emergency-command``
+(the open alerts below the table). What it shows is decided by
+:class:`DemoView` and :class:`AlertBoard`, which hold no Kafka client, so tests
+feed them messages and read what they render.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from streams.alerting.lifecycle import inhibitor
+from streams.api.auth import load_roles, write_roles_with_tokens
+from streams.core.config import CityConfig, load_config
+from streams.core.messages import (
+    ALERTS_TOPIC,
+    DEADLETTER_TOPIC,
+    VITALS_TOPIC,
+    AlertEvent,
+    AlertStatus,
+    DistrictVitals,
+    Grade,
+)
+from streams.core.settings import Settings
+from streams.kafka.broker import EmbeddedBroker, parent_death_preexec
+from streams.kafka.follow import follow
+from streams.kafka.topics import ensure_topics
+from streams.sim.simulator import CitySimulator, publish
+
+
+def index_style(value: float | None) -> str:
+    """Colour of a 0–100 index, echoing the warning colours: red is worst."""
+    if value is None:
+        return "dim"
+    if value >= 80:
+        return "green"
+    if value >= 60:
+        return "yellow"
+    if value >= 40:
+        return "dark_orange"
+    return "bold red"
+
+
+#: Rich styles of the public warning colours (Rich has no plain "orange").
+GRADE_STYLES: dict[Grade, str] = {
+    Grade.I: "bold red",
+    Grade.II: "bold dark_orange",
+    Grade.III: "bold yellow",
+    Grade.IV: "bold blue",
+}
+
+
+class AlertBoard:
+    """The open alerts on ``city.emergency-command``, and how many fired and resolved.
+
+    Delivery is at least once and an alert's events arrive in order on its
+    district's partition, so the board keeps the event with the highest
+    ``sequence`` per alert id and ignores anything older or repeated; an alert
+    whose resolved event was seen never reopens. Counters count alerts, not
+    events: an alert fired once however often its firing event is delivered.
+    """
+
+    def __init__(self, cfg: CityConfig, max_rows: int = 12) -> None:
+        self.cfg = cfg
+        self.max_rows = max_rows
+        self.tz = ZoneInfo(cfg.city.city.timezone)
+        self.open: dict[str, AlertEvent] = {}
+        self.fired: set[str] = set()
+        self.resolved: set[str] = set()
+        self._sequence: dict[str, int] = {}
+
+    def add(self, event: AlertEvent) -> None:
+        """Take one alert event: open, update or close its alert."""
+        aid = event.alert_id
+        if event.sequence <= self._sequence.get(aid, 0) or aid in self.resolved:
+            return
+        self._sequence[aid] = event.sequence
+        if event.status is AlertStatus.FIRING or event.sequence == 1:
+            self.fired.add(aid)
+        if event.status is AlertStatus.RESOLVED:
+            self.resolved.add(aid)
+            self.open.pop(aid, None)
+        else:
+            self.open[aid] = event
+
+    def place(self, district: str, street: str | None) -> str:
+        """District (and street) name in English, as configured; the code if unknown."""
+        d = self.cfg.districts.get(district)
+        if d is None:
+            return district
+        name = d.name_en
+        if street is not None:
+            s = next((s for s in d.streets if s.code == street), None)
+            name += f" / {street if s is None else s.name_en}"
+        return name
+
+    def indicators(self, codes: Sequence[str]) -> str:
+        """Indicator names in English, as configured; the code if unknown."""
+        return ", ".join(
+            self.cfg.indicators[c].name_en if c in self.cfg.indicators else c for c in codes
+        )
+
+    def ordered(self) -> list[AlertEvent]:
+        """Open alerts, most serious grade first, then the most recently seen first."""
+        return sorted(
+            self.open.values(), key=lambda a: (a.grade.value, -a.first_seen.timestamp(), a.alert_id)
+        )
+
+    def render(self) -> Table:
+        """The open alerts as a table; its title carries the counters."""
+        table = Table(
+            title=(
+                f"open alerts {len(self.open)} | fired {len(self.fired)} | "
+                f"resolved {len(self.resolved)}"
+            ),
+            expand=False,
+        )
+        # One line per alert. The headline repeats place and indicators, so on a
+        # narrow terminal it is the column that gets cut short.
+        table.add_column("grade", justify="center", no_wrap=True)
+        table.add_column("kind", no_wrap=True)
+        table.add_column("place", no_wrap=True)
+        table.add_column("indicators", no_wrap=True)
+        table.add_column("headline", ratio=1)
+        table.add_column("first seen", justify="right", no_wrap=True)
+        alerts = self.ordered()
+        for alert in alerts[: self.max_rows]:
+            inhibited = inhibitor(alert, alerts) is not None
+            muted = inhibited or alert.silenced_by is not None
+            kind = alert.kind.value.replace("_", " ")
+            if inhibited:
+                kind += " (inhibited)"
+            elif alert.silenced_by is not None:
+                kind += " (silenced)"
+            table.add_row(
+                Text(alert.grade.roman, style=GRADE_STYLES[alert.grade]),
+                kind,
+                self.place(alert.district, alert.street),
+                self.indicators(alert.indicators),
+                Text(alert.headline_en, no_wrap=True, overflow="ellipsis"),
+                alert.first_seen.astimezone(self.tz).strftime("%m-%d %H:%M"),
+                style="dim" if muted else None,
+            )
+        if not alerts:
+            table.add_row("-", "no open alerts", "", "", "", "", style="dim")
+        elif len(alerts) > self.max_rows:
+            more = len(alerts) - self.max_rows
+            table.add_row("", f"and {more} more", "", "", "", "", style="dim")
+        return table
+
+
+class DemoView:
+    """What the live view shows: the latest vitals per district, open alerts, counters."""
+
+    def __init__(self, cfg: CityConfig, web_port: int, ground_truth: Path) -> None:
+        self.cfg = cfg
+        self.web_port = web_port
+        self.ground_truth = ground_truth
+        self.latest: dict[str, DistrictVitals] = {}
+        self.alerts = AlertBoard(cfg)
+        self.published = 0
+        self.dead_letters = 0
+        self.vitals_records = 0
+        self.alert_events = 0
+        self.started = time.monotonic()
+        self.tz = ZoneInfo(cfg.city.city.timezone)
+
+    def on_vitals(self, vitals: DistrictVitals) -> None:
+        """Keep a district's newest window (a republished older one changes nothing)."""
+        self.vitals_records += 1
+        current = self.latest.get(vitals.district)
+        if current is None or vitals.window_end >= current.window_end:
+            self.latest[vitals.district] = vitals
+
+    def on_alert(self, event: AlertEvent) -> None:
+        self.alert_events += 1
+        self.alerts.add(event)
+
+    def on_message(self, topic: str, value: bytes | None) -> None:
+        """Route one consumed record by its topic."""
+        if topic == DEADLETTER_TOPIC:
+            self.dead_letters += 1
+        elif value is None:
+            return
+        elif topic == VITALS_TOPIC:
+            self.on_vitals(DistrictVitals.model_validate_json(value))
+        elif topic == ALERTS_TOPIC:
+            self.on_alert(AlertEvent.model_validate_json(value))
+
+    def render(self) -> Group:
+        domains = list(self.cfg.catalogue.domains)
+        table = Table(
+            title=f"{self.cfg.city.city.name_zh} {self.cfg.city.city.name_en}: district vital signs (0-100, 100 healthy)",
+            expand=False,
+        )
+        table.add_column("district")
+        table.add_column("window", justify="right")
+        for d in domains:
+            table.add_column(self.cfg.catalogue.domains[d].name_en, justify="right")
+        table.add_column("composite", justify="right")
+        for code, district in self.cfg.districts.items():
+            v = self.latest.get(code)
+            name = f"{district.name_zh} {district.name_en}"
+            if v is None:
+                table.add_row(name, "waiting", *(["-"] * (len(domains) + 1)), style="dim")
+                continue
+            cells = [
+                Text(
+                    "-" if v.domains.get(d) is None else f"{v.domains[d]:.0f}",
+                    style=index_style(v.domains.get(d)),
+                )
+                for d in domains
+            ]
+            composite = Text(
+                "-" if v.composite is None else f"{v.composite:.1f}", style=index_style(v.composite)
+            )
+            table.add_row(
+                name, v.window_end.astimezone(self.tz).strftime("%m-%d %H:%M"), *cells, composite
+            )
+        uptime = time.monotonic() - self.started
+        footer = Text(
+            f"{uptime:5.0f} s | events published {self.published:,} | dead letters {self.dead_letters:,} | "
+            f"vitals records {self.vitals_records:,} | alert events {self.alert_events:,}\n"
+            f"metrics: http://127.0.0.1:{self.web_port}/metrics | incidents (ground truth): {self.ground_truth}\n"
+            "Ctrl-C stops everything.",
+            style="dim",
+        )
+        return Group(table, self.alerts.render(), footer)
+
+
+async def _run(
+    bootstrap: str,
+    cfg: CityConfig,
+    view: DemoView,
+    *,
+    speed: float,
+    seed: int,
+    malformed: float,
+    duration: float | None,
+) -> None:
+    # The simulated city runs `speed` times faster than the clock, and event times
+    # ahead of the clock are rejected; so it starts a week back (at 60x it catches up
+    # with the present after about 2.8 hours).
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=7)
+    sim = CitySimulator(cfg, seed=seed, start=start, malformed_share=malformed)
+
+    class Counting:
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for ev in sim.events(timedelta(days=7)):
+                view.published += 1
+                yield ev
+
+    tasks = [
+        asyncio.create_task(
+            publish(
+                bootstrap,
+                Counting(),
+                speed=speed,
+                ground_truth=view.ground_truth,
+                incidents=sim.incidents,
+            )
+        ),
+        asyncio.create_task(
+            follow(bootstrap, (VITALS_TOPIC, DEADLETTER_TOPIC, ALERTS_TOPIC), view.on_message)
+        ),
+    ]
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)  # a log file or pipe: do not squeeze the table to 80 columns
+    try:
+        if console.is_terminal:
+            with Live(view.render(), console=console, refresh_per_second=2) as live:
+                while duration is None or time.monotonic() - view.started < duration:
+                    await asyncio.sleep(0.5)
+                    live.update(view.render())
+                    _raise_if_failed(tasks)
+        else:
+            last = 0.0
+            while duration is None or time.monotonic() - view.started < duration:
+                await asyncio.sleep(0.5)
+                _raise_if_failed(tasks)
+                if time.monotonic() - last >= 10:
+                    console.print(view.render())
+                    last = time.monotonic()
+            console.print(view.render())
+    finally:
+        for t in tasks:
+            t.cancel()
+        # Ctrl-C reaches the broker too (one process group): a client's orderly stop
+        # would wait on a broker that is gone, so the stop gets a few seconds
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=10)
+
+
+def _raise_if_failed(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+
+
+def _print_console(
+    console: Console, settings: Settings, tokens: dict[str, str], roles: Path
+) -> None:
+    """Where the console is, and one sign-in token per user (valid for 12 hours)."""
+    book = load_roles(roles, load_config(settings.config_dir))
+    console.print(
+        f"command-centre console: [bold]http://{settings.web_host}:{settings.web_port}/[/]"
+        f"  (API: /openapi.json; tokens valid 12 h, in {roles} as digests only)",
+        soft_wrap=True,
+    )
+    for user, token in tokens.items():
+        who = book.principal(user)
+        # never folded: a token must copy whole from any terminal width
+        console.print(f"  {who.role.value:<10} {user:<24} {token}", highlight=False, soft_wrap=True)
+
+
+def run_demo(
+    settings: Settings,
+    cfg: CityConfig,
+    *,
+    speed: float,
+    seed: int,
+    malformed: float,
+    duration: float | None,
+) -> int:
+    console = Console(stderr=True)
+    workdir = Path(tempfile.mkdtemp(prefix="cityvitals-demo-"))
+    # Broker and worker run in their own sessions: a Ctrl-C reaches only the demo,
+    # which then stops the simulator, the worker and the broker, in that order.
+    # (Both still die with the demo if it is killed: parent-death signal.)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the live table is the output
+    with EmbeddedBroker(log_path=workdir / "broker.log", own_session=True) as broker:
+        console.print(f"embedded broker on {broker.bootstrap}; logs in {workdir}")
+        # topics first: a producer must not let the broker auto-create them with
+        # another partition count
+        asyncio.run(ensure_topics(broker.bootstrap, settings.partitions))
+        tokens = write_roles_with_tokens(
+            settings.roles_path, workdir / "roles.yaml", ttl=timedelta(hours=12)
+        )
+        _print_console(console, settings, tokens, workdir / "roles.yaml")
+        env = {
+            **os.environ,
+            "CITYVITALS_ROLES_FILE": str(workdir / "roles.yaml"),
+            "CITYVITALS_BOOTSTRAP": broker.bootstrap,
+            "CITYVITALS_WEB_PORT": str(settings.web_port),
+            "CITYVITALS_APP_ID": "cityvitals-demo",
+            "CITYVITALS_EMBEDDED_BROKER": "1",
+            "CITYVITALS_DATADIR": str(workdir / "worker"),
+            "CITYVITALS_CONFIG_DIR": str(settings.config_dir),
+            # the simulated city runs `speed` times faster than the clock
+            "CITYVITALS_IDLE_CLOSE_S": str(max(2.0, 120.0 / speed)),
+        }
+        with open(workdir / "worker.log", "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=parent_death_preexec(),
+            )
+        view = DemoView(cfg, settings.web_port, workdir / "incidents.jsonl")
+        try:
+            asyncio.run(
+                _run(
+                    broker.bootstrap,
+                    cfg,
+                    view,
+                    speed=speed,
+                    seed=seed,
+                    malformed=malformed,
+                    duration=duration,
+                )
+            )
+        except KeyboardInterrupt:
+            console.print("stopping...")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+    if worker.returncode not in (0, -signal.SIGTERM, None) and not view.latest:
+        console.print(
+            f"[red]the worker exited with {worker.returncode}; see {workdir / 'worker.log'}[/]"
+        )
+        return 1
+    return 0
