@@ -82,15 +82,21 @@ def prepare_topics_or_exit(settings: Settings) -> None:
 def check_config(config_dir: ConfigOpt = None) -> None:
     """Validate the config directory and print a summary."""
     settings = make_settings(config_dir=config_dir)
-    cfg = load_config_or_exit(settings.config_dir)
+    # every file the worker loads: the city, its rules, silences and models, the API's
+    # roles and the notification routes
+    cfg = load_config_or_exit(settings.config_dir, settings.roles_path, settings.routes_path)
     streets = sum(len(d.streets) for d in cfg.city.districts)
-    rules = load_thresholds(cfg).rules
+    rules = load_thresholds(cfg)
     models = load_anomaly_models(cfg)
     chosen = {models.choice(code).name for code in cfg.indicators}
+    roles = load_roles(settings.roles_path, cfg)
+    routes = load_routes(settings.routes_path, cfg, rules=rules)
     Console().print(
         f"[green]ok[/] {cfg.directory}: {len(cfg.districts)} districts, {streets} streets, "
         f"{len(cfg.indicators)} indicators in {len(cfg.catalogue.domains)} domains, "
-        f"{len(rules)} threshold rules, anomaly models: {', '.join(sorted(chosen))}"
+        f"{len(rules.rules)} threshold rules, anomaly models: {', '.join(sorted(chosen))}; "
+        f"{len(roles.users)} API users ({settings.roles_path.name}), "
+        f"{len(routes.receivers)} notification receivers ({settings.routes_path.name})"
     )
 
 

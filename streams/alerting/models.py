@@ -52,7 +52,7 @@ from detectors.anomaly import AnomalyConfig, AnomalyGate, AnomalyScorer, SeriesD
 from detectors.calibrated import Calibrated
 from detectors.ensemble import Ensemble
 from detectors.site import SiteModel
-from streams.core.config import CityConfig, ConfigError, _format_path, _load_model, _nearest_line
+from streams.core.config import CityConfig, ConfigError, format_path, load_model, nearest_line
 
 SEASONAL = "seasonal_likelihood"
 ENSEMBLE = "seasonal_context"  # the default: seasonal likelihood and contexts
@@ -347,10 +347,10 @@ def load_anomaly_models(
     file = Path(path) if path is not None else cfg.directory / "anomaly.yaml"
     if path is None and not file.exists():
         return AnomalyModels((), fallback)
-    data, lines = _load_model(file, AnomalyFile)
+    data, lines = load_model(file, AnomalyFile)
 
     def fail(loc: tuple[str | int, ...], reason: str) -> NoReturn:
-        raise ConfigError(file, _format_path(loc), reason, _nearest_line(lines, loc))
+        raise ConfigError(file, format_path(loc), reason, nearest_line(lines, loc))
 
     river_names = [RIVER_PREFIX + n for n in RIVER_DETECTORS]
     entries = []

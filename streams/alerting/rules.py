@@ -29,10 +29,10 @@ from streams.core.config import (
     CityConfig,
     Code,
     ConfigError,
-    _format_path,
-    _load_model,
-    _nearest_line,
     _Strict,
+    format_path,
+    load_model,
+    nearest_line,
 )
 from streams.core.messages import AlertKind
 
@@ -192,16 +192,16 @@ def _digest(rule: Rule, fields: Mapping[str, Any]) -> str:
 def load_thresholds(cfg: CityConfig, path: Path | str | None = None) -> ThresholdRules:
     """Load and check ``thresholds.yaml`` (by default from the city's config directory)."""
     file = Path(path) if path is not None else cfg.directory / "thresholds.yaml"
-    data, lines = _load_model(file, ThresholdsFile)
+    data, lines = load_model(file, ThresholdsFile)
 
     def fail(loc: tuple[str | int, ...], reason: str) -> NoReturn:
         where = loc
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             rule_id = data.rules[loc[1]].id
-            shown = f"rules[{loc[1]}] ({rule_id})" + _format_path(("x", *loc[2:]))[1:]
+            shown = f"rules[{loc[1]}] ({rule_id})" + format_path(("x", *loc[2:]))[1:]
         else:
-            shown = _format_path(loc)
-        raise ConfigError(file, shown, reason, _nearest_line(lines, where))
+            shown = format_path(loc)
+        raise ConfigError(file, shown, reason, nearest_line(lines, where))
 
     street_district = cfg.city.street_district
     nonnegative = frozenset(code for code, ind in cfg.indicators.items() if ind.range[0] >= 0)
@@ -301,10 +301,10 @@ def load_silences(
     file = Path(path) if path is not None else cfg.directory / "silences.yaml"
     if path is None and not file.exists():
         return ()
-    data, lines = _load_model(file, SilencesFile)
+    data, lines = load_model(file, SilencesFile)
 
     def fail(loc: tuple[str | int, ...], reason: str) -> NoReturn:
-        raise ConfigError(file, _format_path(loc), reason, _nearest_line(lines, loc))
+        raise ConfigError(file, format_path(loc), reason, nearest_line(lines, loc))
 
     seen: set[str] = set()
     out = []

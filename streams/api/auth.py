@@ -56,10 +56,10 @@ from streams.core.config import (
     Code,
     ConfigError,
     Sharing,
-    _format_path,
-    _load_model,
-    _nearest_line,
     _Strict,
+    format_path,
+    load_model,
+    nearest_line,
 )
 from streams.core.messages import AlertActionType, AlertEvent, AlertStatus, Workflow
 
@@ -445,15 +445,15 @@ def load_roles(path: Path | str, city: CityConfig) -> TokenBook:
     """Load ``roles.yaml`` and check it against the city: roles, departments,
     districts, streets, token hashes; anything wrong is a ConfigError."""
     file = Path(path)
-    data, lines = _load_model(file, RolesFile)
+    data, lines = load_model(file, RolesFile)
 
     def fail(loc: tuple[str | int, ...], reason: str) -> NoReturn:
-        shown = _format_path(loc)
+        shown = format_path(loc)
         if len(loc) >= 2 and loc[0] == "users" and isinstance(loc[1], int):
-            shown = f"users[{loc[1]}] ({data.users[loc[1]].user})" + _format_path(
+            shown = f"users[{loc[1]}] ({data.users[loc[1]].user})" + format_path(
                 ("x", *loc[2:])
             ).removeprefix("x")
-        raise ConfigError(file, shown, reason, _nearest_line(lines, loc))
+        raise ConfigError(file, shown, reason, nearest_line(lines, loc))
 
     departments = city.catalogue.departments
     street_district = city.city.street_district

@@ -238,14 +238,14 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
     return index
 
 
-def _format_path(loc: Sequence[str | int]) -> str:
+def format_path(loc: Sequence[str | int]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _nearest_line(
+def nearest_line(
     index: Mapping[tuple[str | int, ...], int], loc: Sequence[str | int]
 ) -> int | None:
     loc = tuple(loc)
@@ -256,7 +256,7 @@ def _nearest_line(
     return index.get(())
 
 
-def _load_model(path: Path, model: type[M]) -> tuple[M, dict[tuple[str | int, ...], int]]:
+def load_model(path: Path, model: type[M]) -> tuple[M, dict[tuple[str | int, ...], int]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -284,14 +284,14 @@ def _load_model(path: Path, model: type[M]) -> tuple[M, dict[tuple[str | int, ..
         reason = err["msg"].removeprefix("Value error, ")
         if len(exc.errors()) > 1:
             reason += f" (and {len(exc.errors()) - 1} more problem(s) in this file)"
-        raise ConfigError(path, _format_path(loc), reason, _nearest_line(index, loc)) from None
+        raise ConfigError(path, format_path(loc), reason, nearest_line(index, loc)) from None
 
 
 def _cross_check(
     city: City, cat: Catalogue, city_path: Path, cat_path: Path, cat_lines: Any, city_lines: Any
 ) -> None:
     def fail(file: Path, lines: Mapping[Any, int], loc: tuple[str | int, ...], reason: str) -> None:
-        raise ConfigError(file, _format_path(loc), reason, _nearest_line(lines, loc))
+        raise ConfigError(file, format_path(loc), reason, nearest_line(lines, loc))
 
     weights = sum(d.weight for d in cat.domains.values())
     if abs(weights - 1.0) > 1e-6:
@@ -355,8 +355,8 @@ def load_config(directory: Path | str | None = None) -> CityConfig:
     """Load and cross-check ``city.yaml`` and ``indicators.yaml`` from a config directory."""
     base = Path(directory) if directory is not None else DEFAULT_CONFIG_DIR
     city_path, cat_path = base / "city.yaml", base / "indicators.yaml"
-    city, city_lines = _load_model(city_path, City)
-    cat, cat_lines = _load_model(cat_path, Catalogue)
+    city, city_lines = load_model(city_path, City)
+    cat, cat_lines = load_model(cat_path, Catalogue)
     _cross_check(city, cat, city_path, cat_path, cat_lines, city_lines)
     return CityConfig(city=city, catalogue=cat, directory=base)
 

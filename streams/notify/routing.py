@@ -166,11 +166,11 @@ from streams.core.config import (
     CityConfig,
     Code,
     ConfigError,
-    _format_path,
-    _load_model,
-    _nearest_line,
     _Strict,
+    format_path,
     load_config,
+    load_model,
+    nearest_line,
 )
 from streams.core.messages import AlertEvent, AlertKind, Grade
 from streams.notify.respond import MIN_KEY_BYTES, LinkSigner
@@ -876,10 +876,10 @@ def load_routes(
     """
     file = Path(path)
     env = os.environ if environ is None else environ
-    data, lines = _load_model(file, RoutesFile)
+    data, lines = load_model(file, RoutesFile)
 
     def fail(loc: tuple[str | int, ...], reason: str) -> NoReturn:
-        raise ConfigError(file, _format_path(loc), reason, _nearest_line(lines, loc))
+        raise ConfigError(file, format_path(loc), reason, nearest_line(lines, loc))
 
     if (why := _check_url(data.console_url, "console_url")) is not None:
         fail(("console_url",), why)

@@ -135,6 +135,9 @@ def test_cli_check_config_summarises_a_valid_city() -> None:
     result = CliRunner().invoke(cli, ["check-config"])
     assert result.exit_code == 0, result.output
     assert "10 districts" in result.output
+    # the files only the API and the notifications read are checked too
+    shown = result.output.replace("\n", " ")
+    assert "API users (roles.yaml)" in shown and "notification receivers (routes.yaml)" in shown
 
 
 def test_worker_collects_young_garbage_every_configured_number_of_allocations() -> None:
@@ -153,3 +156,22 @@ def test_worker_collects_young_garbage_every_configured_number_of_allocations() 
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "where"),
+    [
+        ("roles.yaml", "    role: operator\n", "    role: overlord\n", "users[0].role"),
+        ("routes.yaml", "  receiver: command-centre\n", "  receiver: nobody\n", "route.receiver"),
+    ],
+)
+def test_check_config_stops_on_the_roles_and_routes_the_worker_loads(
+    tmp_path: Path, name: str, old: str, new: str, where: str
+) -> None:
+    for path in DEFAULT_CONFIG_DIR.glob("*.yaml"):
+        shutil.copy(path, tmp_path / path.name)
+    line = replace(tmp_path / name, old, new)
+    result = CliRunner().invoke(cli, ["check-config", "--config-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert f"{name}:{line}" in result.output.replace("\n", ""), result.output
+    assert where in result.output.replace("\n", ""), result.output
