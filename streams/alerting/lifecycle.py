@@ -68,6 +68,8 @@ from streams.core import metrics
 from streams.core.config import CityConfig, Sharing
 from streams.core.messages import (
     GRADE_COLOURS_ZH,
+    KIND_EN,
+    KIND_ZH,
     ActionRecord,
     AlertAction,
     AlertActionType,
@@ -89,19 +91,6 @@ STATE_MAX_BYTES = 256 * 1024  # default bound of one table value (Kafka's limit 
 # actions that acknowledge an alert: the first one is kept through any trimming, because
 # time-to-acknowledge (metrics, department performance) is read from the history
 ACKNOWLEDGING = frozenset({AlertActionType.ACKNOWLEDGE.value, AlertActionType.DISPATCH.value})
-
-KIND_ZH = {
-    AlertKind.WARNING: "预警",
-    AlertKind.ALARM: "告警",
-    AlertKind.COMPOSITE: "综合预警",
-    AlertKind.DATA_QUALITY: "数据质量告警",
-}
-KIND_EN = {
-    AlertKind.WARNING: "warning",
-    AlertKind.ALARM: "alarm",
-    AlertKind.COMPOSITE: "composite warning",
-    AlertKind.DATA_QUALITY: "data-quality alert",
-}
 
 
 def fingerprint(district: str, street: str | None, key: str, rule: str) -> str:

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from streams.alerting.lifecycle import inhibitor, is_closed
-from streams.core.messages import AlertEvent, Grade
+from streams.core.messages import GRADE_COLOURS, GRADE_COLOURS_ZH, AlertEvent, Grade
 
 STYLE = {
     Grade.I: "bold white on red3",
@@ -30,10 +30,7 @@ STYLE = {
     Grade.IV: "bold white on blue",
 }
 NOTE_CHARS = 120  # of a note's first line, on the event's line
-WORD = {
-    "zh": {1: "红色", 2: "橙色", 3: "黄色", 4: "蓝色"},
-    "en": {1: "red", 2: "orange", 3: "yellow", 4: "blue"},
-}
+WORD = {"zh": GRADE_COLOURS_ZH, "en": GRADE_COLOURS}
 
 
 class TailRefused(Exception):
@@ -48,7 +45,7 @@ class TailRefused(Exception):
 def render(event: AlertEvent, lang: str = "en", inhibited: bool = False) -> Text:
     """One line for one alert event; ``inhibited``: a red alert of its root is open."""
     local = event.last_update.astimezone()
-    badge = f" {event.grade.roman:>3} {WORD[lang][event.grade.value]} "
+    badge = f" {event.grade.roman:>3} {WORD[lang][event.grade]} "
     place = event.district + (f"/{event.street}" if event.street else "")
     headline = event.headline_zh if lang == "zh" else event.headline_en
     line = Text()

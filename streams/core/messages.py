@@ -260,6 +260,8 @@ class Grade(IntEnum):
         return self.name
 
 
+# The labels of grades and kinds in Chinese and English: every text the product writes
+# (headlines, CAP, notifications, the terminal feed) takes them from here.
 GRADE_COLOURS: dict[Grade, str] = {
     Grade.I: "red",
     Grade.II: "orange",
@@ -281,6 +283,20 @@ class AlertKind(StrEnum):
     ALARM = "alarm"  # 告警: a limit crossed, or a confirmed anomaly in observed values
     COMPOSITE = "composite"  # several weak signals across domains in one place
     DATA_QUALITY = "data_quality"  # a source silent or implausible; goes to the data's owner
+
+
+KIND_ZH: dict[AlertKind, str] = {
+    AlertKind.WARNING: "预警",
+    AlertKind.ALARM: "告警",
+    AlertKind.COMPOSITE: "综合预警",
+    AlertKind.DATA_QUALITY: "数据质量告警",
+}
+KIND_EN: dict[AlertKind, str] = {
+    AlertKind.WARNING: "warning",
+    AlertKind.ALARM: "alarm",
+    AlertKind.COMPOSITE: "composite warning",
+    AlertKind.DATA_QUALITY: "data-quality alert",
+}
 
 
 class AlertStatus(StrEnum):

@@ -108,7 +108,14 @@ import orjson
 
 from streams.alerting.cap import to_cap
 from streams.core.config import CityConfig
-from streams.core.messages import GRADE_COLOURS_ZH, AlertEvent, AlertKind, AlertStatus, Grade
+from streams.core.messages import (
+    GRADE_COLOURS_ZH,
+    KIND_EN,
+    KIND_ZH,
+    AlertEvent,
+    AlertStatus,
+    Grade,
+)
 from streams.notify.routing import PayloadFormat, labels_of
 
 __all__ = [
@@ -160,19 +167,6 @@ MAX_SHOWN = 10
 WECOM_MAX_BYTES = 4096
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 RESPOND_PARAMETER = "respondURL"  # CAP parameter holding the responder link
-
-KIND_ZH: dict[AlertKind, str] = {
-    AlertKind.WARNING: "预警",
-    AlertKind.ALARM: "告警",
-    AlertKind.COMPOSITE: "综合预警",
-    AlertKind.DATA_QUALITY: "数据质量告警",
-}
-KIND_EN: dict[AlertKind, str] = {
-    AlertKind.WARNING: "warning",
-    AlertKind.ALARM: "alarm",
-    AlertKind.COMPOSITE: "composite alert",
-    AlertKind.DATA_QUALITY: "data-quality alert",
-}
 
 
 class NotificationStatus(StrEnum):
