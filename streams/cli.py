@@ -100,6 +100,28 @@ def check_config(config_dir: ConfigOpt = None) -> None:
     )
 
 
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "docs" / "schemas"
+
+
+@cli.command()
+def schemas(
+    out: Annotated[Path, typer.Option(help="directory to write the schemas to")] = SCHEMAS_DIR,
+) -> None:
+    """Write the JSON Schema of every topic's message, one file per topic."""
+    import json
+
+    from streams.core.messages import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = json_schemas()
+    for stale in set(p.name for p in out.glob("*.schema.json")) - set(written):
+        (out / stale).unlink()
+    for name, schema in written.items():
+        text = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+        (out / name).write_text(text, encoding="utf-8")
+    Console().print(f"[green]ok[/] {len(written)} schemas in {out}")
+
+
 @cli.command()
 def worker(
     bootstrap: BootstrapOpt = None,

@@ -519,3 +519,45 @@ class NotificationOutcome(_Message):
     district: str
     seconds: float  # from the first attempt to the outcome
     finished_at: AwareDatetime
+
+
+#: The message on each topic (the five input topics all carry a :class:`CityEvent`).
+TOPIC_MESSAGES: dict[str, type[_Message]] = {
+    **dict.fromkeys(EVENT_TOPICS.values(), CityEvent),
+    READINGS_TOPIC: Reading,
+    DEADLETTER_TOPIC: DeadLetter,
+    VITALS_TOPIC: DistrictVitals,
+    ALERTS_TOPIC: AlertEvent,
+    ACTIONS_TOPIC: AlertAction,
+    AUDIT_TOPIC: AuditRecord,
+    OUTBOX_TOPIC: Notification,
+    NOTIFICATIONS_TOPIC: NotificationOutcome,
+}
+#: Topics that department systems write to (their schema is what the worker accepts);
+#: the worker writes the others (their schema is what it writes).
+WRITTEN_BY_OTHERS = frozenset({*EVENT_TOPICS.values(), ACTIONS_TOPIC})
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """One JSON Schema (draft 2020-12) per topic, by file name (``<topic>.schema.json``).
+
+    A topic others write to gets the schema of what the worker accepts (pydantic's
+    validation mode); a topic the worker writes, the schema of what it writes (its
+    serialization mode, fields left out when empty marked as not required).
+    ``docs/schemas/`` holds them, written by ``cityvitals schemas``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for topic, model in sorted(TOPIC_MESSAGES.items()):
+        mode: Literal["validation", "serialization"] = (
+            "validation" if topic in WRITTEN_BY_OTHERS else "serialization"
+        )
+        schema = model.model_json_schema(mode=mode)
+        writer = "department systems" if topic in WRITTEN_BY_OTHERS else "the cityvitals worker"
+        out[f"{topic}.schema.json"] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://cityvitals.example/schemas/{topic}.schema.json",
+            "description": f"One message on Kafka topic {topic}, written by {writer}. "
+            + (schema.get("description") or ""),
+            **{k: v for k, v in schema.items() if k != "description"},
+        }
+    return out

@@ -29,17 +29,8 @@ from streams.alerting.detection import DetectionContext
 from streams.alerting.rules import load_thresholds
 from streams.core.config import load_config
 from streams.core.messages import (
-    ALERTS_TOPIC,
-    AUDIT_TOPIC,
-    DEADLETTER_TOPIC,
     EVENT_TOPICS,
-    READINGS_TOPIC,
-    VITALS_TOPIC,
-    AlertEvent,
-    AuditRecord,
-    DeadLetter,
-    DistrictVitals,
-    Reading,
+    TOPIC_MESSAGES,
 )
 from streams.core.settings import Settings
 from streams.kafka.feed import InputRecord
@@ -54,13 +45,6 @@ CFG = load_config()
 CTX = DetectionContext(CFG, load_thresholds(CFG))
 TOPICS = sorted(EVENT_TOPICS.values())
 KEYS: list[bytes | None] = [b"339901", b"339902", b"999999", None]
-SCHEMAS: dict[str, Any] = {
-    READINGS_TOPIC: Reading,
-    DEADLETTER_TOPIC: DeadLetter,
-    VITALS_TOPIC: DistrictVitals,
-    ALERTS_TOPIC: AlertEvent,
-    AUDIT_TOPIC: AuditRecord,
-}
 
 
 class _Outputs:
@@ -140,7 +124,7 @@ def check_outputs(
         if topic.endswith("-changelog"):  # the state: it must restore
             codecs.get_codec(CHANGELOG_CODECS[topic]).loads(value)
             continue
-        doc = SCHEMAS[topic].model_validate_json(value)
+        doc = TOPIC_MESSAGES[topic].model_validate_json(value)
         origin = getattr(doc, "origin", None)
         if origin is not None and origin.offset in offsets:
             outcomes[origin.offset] = outcomes.get(origin.offset, 0) + 1
