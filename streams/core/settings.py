@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     # Group join takes about half the session timeout on some brokers; 6 s keeps
     # restarts quick and is still safe against GC pauses of a few seconds.
     session_timeout_s: float = Field(6.0, gt=0)
+    stream_stall_s: float = Field(
+        300.0,
+        gt=0,
+        description="seconds after which Faust reports a stream that stopped processing "
+        "(its stream_processing_timeout)",
+    )
 
     def kafka_client_options(self) -> dict[str, object]:
         """Connection options for plain aiokafka clients (admin, producers, tools)."""

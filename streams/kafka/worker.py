@@ -1319,6 +1319,7 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "broker": ";".join(f"kafka://{b.strip()}" for b in settings.bootstrap.split(",")),
         "broker_session_timeout": settings.session_timeout_s,
         "broker_heartbeat_interval": min(3.0, settings.session_timeout_s / 3),
+        "stream_processing_timeout": settings.stream_stall_s,
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "store": "memory://",
@@ -1335,6 +1336,35 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 def run(app: faust.App, settings: Settings) -> None:
     """Run ``app`` as a Faust worker in this process until it is stopped."""
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+def quiet_changelog_stall_checks() -> None:
+    """Stop Faust reporting the tables' changelog partitions as stalled streams.
+
+    Faust's livelock check looks at every partition its consumer holds, every 2.5
+    commit intervals: one that has records beyond its position and no stream that
+    ever read it is logged at ERROR, "Stream has not started processing", from
+    ``stream_processing_timeout`` (5 minutes) after start, again at each check. The
+    tables' changelogs are such partitions by design (Faust reads them to restore
+    and as standbys, never as a stream), so a healthy worker logged hundreds of
+    false errors an operator could not tell from real ones. The check is skipped
+    for ``*-changelog`` topics only; the input feed, which carries the real streams,
+    reports its own stalls (``cityvitals_pipeline_*`` metrics and alert rules).
+    Idempotent: applied once per process, by :func:`create_app`.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread.verify_event_path
+    if getattr(original, "skips_changelogs", False):
+        return
+
+    def verify_event_path(self: AIOKafkaConsumerThread, now: float, tp: Any) -> None:
+        if tp.topic.endswith("-changelog"):
+            return None
+        return original(self, now, tp)
+
+    verify_event_path.skips_changelogs = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread.verify_event_path = verify_event_path  # type: ignore[method-assign]
 
 
 def tune_gc(settings: Settings) -> None:
@@ -1382,6 +1412,7 @@ def create_app(
     (default: the roles file of the settings)."""
     settings = settings or Settings()
     cfg = cfg or load_config(settings.config_dir)
+    quiet_changelog_stall_checks()
     if settings.embedded_broker:
         from streams.kafka.broker import apply_faust_workarounds
 

@@ -1,0 +1,55 @@
+"""A healthy worker's log holds no ERROR and no WARNING, past Faust's stall checks too."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from streams.core.config import load_config
+from streams.sim.simulator import CitySimulator
+from tests.harness import Worker, produce, run, wait_for
+
+STALL_S = 5.0  # Faust's stream_processing_timeout, 300 s by default
+# Faust checks every held partition every 2.5 commit intervals (2.8 s by default)
+CHECK_EVERY_S = 2.5 * 2.8
+
+
+def test_a_healthy_worker_logs_no_error_or_warning_past_the_stall_checks(
+    broker_bootstrap: str, tmp_path: Path
+) -> None:
+    """Faust reported every table changelog partition as a stream that "has not
+    started processing" once the stall timeout had passed, at ERROR, at every check:
+    false alarms an operator could not tell from real ones. With the timeout cut to
+    5 s the worker runs through several checks after it, with state in every table."""
+    worker = Worker(broker_bootstrap, tmp_path, env={"CITYVITALS_STREAM_STALL_S": str(STALL_S)})
+    worker.start()
+    started = time.monotonic()
+    try:
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+        events = CitySimulator(load_config(), seed=5, start=start).take(4000)
+        run(produce(broker_bootstrap, events))
+        wait_for(
+            lambda: worker.metric("cityvitals_ingest_readings_total") >= len(events),
+            120,
+            "every event read",
+        )
+        wait_for(
+            lambda: worker.metric("cityvitals_pipeline_table_value_max_bytes") > 0,
+            60,
+            "state written to the changelogs",
+        )
+        # the behaviour under test is what the log holds once time has passed: run
+        # until three checks after the stall timeout have looked at every partition
+        wait_for(
+            lambda: time.monotonic() - started >= STALL_S + 3 * CHECK_EVERY_S,
+            120,
+            "three stall checks past the timeout",
+        )
+        assert worker.proc is not None and worker.proc.poll() is None
+    finally:
+        worker.stop()
+    log = (tmp_path / "worker-1.log").read_text(errors="replace").splitlines()
+    assert sum("[INFO]" in line for line in log) > 10, "the worker logged nothing"
+    noisy = [line for line in log if "[ERROR]" in line or "[WARNING]" in line]
+    assert not noisy, "\n".join(noisy[:10])
