@@ -92,6 +92,7 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from promtext import sums
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -358,21 +359,7 @@ class WorkerProcess:
             text = self._http.get(f"http://127.0.0.1:{self.web_port}/metrics").text
         except httpx.HTTPError:
             return None
-        totals = dict.fromkeys(METRIC_NAMES, 0.0)
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            series, _, raw_value = line.rpartition(" ")
-            name = series.split("{", 1)[0]
-            if name not in totals:
-                continue
-            value = float(raw_value)
-            totals[name] += value
-            if name == DEADLETTERS and 'reason="' in series:
-                reason = series.split('reason="', 1)[1].split('"', 1)[0]
-                key = f"{DEADLETTERS}:{reason}"
-                totals[key] = totals.get(key, 0.0) + value
-        return totals
+        return sums(text, METRIC_NAMES, by="reason")
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -531,6 +518,11 @@ def measure_once(
     )
     gc.collect()
     result = run_pipeline(bootstrap, n, partitions, workdir, show_progress)
+    if result.seconds <= 0:
+        raise RuntimeError(
+            f"the worker handled all {n:,} events between two scrapes of /metrics "
+            f"({POLL_INTERVAL_S:g} s apart): too few to time; use --events 20000 or more"
+        )
     rate = n / result.seconds
     log(
         f"pipeline: {n:,} events in {result.seconds:.3f} s = {rate:,.0f} events/s "

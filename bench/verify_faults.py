@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from promtext import sample_sum
 
+from streams.core.messages import EVENT_TOPICS
 from streams.kafka.broker import parent_death_preexec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -216,11 +218,7 @@ class Cluster:
             text = (await self._http.get(f"http://127.0.0.1:{slot.web_port}/metrics")).text
         except httpx.HTTPError:
             return None
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(LAG + "{") and 'topic="city.events.' in line:
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return sum(sample_sum(text, LAG, {"topic": topic}) for topic in EVENT_TOPICS.values())
 
     async def all_ready(self, timeout: float = READY_TIMEOUT_S) -> bool:
         deadline = time.monotonic() + timeout

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.core.messages import ALERTS_TOPIC, AlertEvent
 from streams.kafka.topics import ensure_topics
 from streams.sim.simulator import SimEvent
+
+# the benches' helpers, imported as the benches import each other (run as scripts)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import promtext
 
 PARTITIONS = 4
 
@@ -117,19 +121,10 @@ class Worker:
         lines = path.read_text(errors="replace").splitlines()
         return "\n".join([ln for ln in lines if "[WARNING]" in ln or "[ERROR]" in ln][-n:])
 
-    def metric(self, name: str, labels: str = "") -> float:
+    def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        """The sum of the worker's samples of ``name`` whose labels include ``labels``."""
         text = httpx.get(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if (
-                line.startswith(name)
-                and (not labels or labels in line)
-                and not line.startswith("#")
-            ):
-                series = line.split(" ")[0]
-                if series == name or series.startswith(name + "{"):
-                    total += float(line.rsplit(" ", 1)[1])
-        return total
+        return promtext.sample_sum(text, name, labels)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

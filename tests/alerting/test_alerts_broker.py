@@ -79,7 +79,7 @@ def test_an_incident_raises_one_alert_through_a_crash_and_takes_operator_actions
     # the worker and the offline replay raise the same alerts, event for event
     assert sorted(summary(e) for e in unique.values()) == sorted(summary(e) for e in expected)
     assert sum(e.status is AlertStatus.FIRING for e in unique.values()) == 2  # warning, alarm
-    assert worker.metric("cityvitals_alerts_open", 'grade="II"') == 0
+    assert worker.metric("cityvitals_alerts_open", {"grade": "II"}) == 0
 
     # an operator acknowledges the (now closed) alarm: recorded on its timeline
     alert = max((e for e in unique.values() if e.kind is AlertKind.ALARM), key=lambda e: e.sequence)

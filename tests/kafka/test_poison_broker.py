@@ -176,7 +176,7 @@ def test_hostile_records_are_dead_lettered_with_their_reasons_and_the_city_goes_
     assert "13812345678" not in phone.to_json().decode()
     big = next(d for d in dead.values() if d.size > 9_000_000)
     assert big.reason.value == "too_large" and len(big.to_json()) < 100_000
-    assert worker.metric("cityvitals_ingest_deadletters_total", 'reason="too_deep"') == 1
+    assert worker.metric("cityvitals_ingest_deadletters_total", {"reason": "too_deep"}) == 1
     assert httpx.get(f"http://127.0.0.1:{worker.web_port}/readyz", timeout=5).status_code == 200
 
 

@@ -48,7 +48,7 @@ def latest(api: ApiWorker, alert_id: str) -> dict[str, Any]:
 
 
 def table_max(api: ApiWorker, table: str) -> float:
-    return api.worker.metric("cityvitals_pipeline_table_value_max_bytes", f'table="{table}"')
+    return api.worker.metric("cityvitals_pipeline_table_value_max_bytes", {"table": table})
 
 
 def assert_running(api: ApiWorker) -> None:
@@ -94,8 +94,7 @@ def test_a_thousand_longest_notes_on_a_red_alarm_keep_the_worker_and_notifier_go
         for table, size in sizes.items():
             assert 0 < size < STATE_MAX_BYTES / 2, (table, size)
             assert (
-                api.worker.metric("cityvitals_pipeline_state_degraded_total", f'table="{table}"')
-                == 0
+                api.worker.metric("cityvitals_pipeline_state_degraded_total", {"table": table}) == 0
             )
 
         # the worker survives a crash and a restart: every table value restores
@@ -130,7 +129,8 @@ def test_a_thousand_longest_notes_on_a_red_alarm_keep_the_worker_and_notifier_go
         # the receiver has seen it
         wait_for(
             lambda: (
-                api.worker.metric("cityvitals_notify_deliveries_total", 'outcome="delivered"') > 0
+                api.worker.metric("cityvitals_notify_deliveries_total", {"outcome": "delivered"})
+                > 0
             ),
             60,
             "the delivery counted",
