@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from promtext import sample_sum
+from promtext import sums
 
 from streams.core.messages import EVENT_TOPICS
 from streams.kafka.broker import parent_death_preexec
@@ -218,7 +218,8 @@ class Cluster:
             text = (await self._http.get(f"http://127.0.0.1:{slot.web_port}/metrics")).text
         except httpx.HTTPError:
             return None
-        return sum(sample_sum(text, LAG, {"topic": topic}) for topic in EVENT_TOPICS.values())
+        by_topic = sums(text, [LAG], by="topic")
+        return sum(by_topic.get(f"{LAG}:{topic}", 0.0) for topic in EVENT_TOPICS.values())
 
     async def all_ready(self, timeout: float = READY_TIMEOUT_S) -> bool:
         deadline = time.monotonic() + timeout

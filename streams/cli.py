@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,12 +12,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from streams.alerting.models import load_anomaly_models
-from streams.alerting.rules import load_silences, load_thresholds
-from streams.api.auth import load_roles
+from streams.alerting.models import AnomalyModels, load_anomaly_models
+from streams.alerting.rules import ThresholdRules, load_silences, load_thresholds
+from streams.api.auth import TokenBook, load_roles
 from streams.core.config import CityConfig, ConfigError, load_config
 from streams.core.settings import Settings
-from streams.notify.routing import load_routes
+from streams.notify.routing import RoutingTree, load_routes
 
 cli = typer.Typer(
     add_completion=False, no_args_is_help=True, help="City operations monitoring and early warning."
@@ -35,24 +36,44 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def load_config_or_exit(
+@dataclass
+class LoadedConfig:
+    """Every configuration file the worker loads, checked (roles and routes when asked)."""
+
+    cfg: CityConfig
+    rules: ThresholdRules
+    models: AnomalyModels
+    roles: TokenBook | None
+    routes: RoutingTree | None
+
+
+def load_all_or_exit(
     directory: Path, roles: Path | None = None, routes: Path | None = None
-) -> CityConfig:
-    """Load the city's config, its threshold rules, anomaly models and (given its path)
-    the roles file; on error print file, line, key and reason and exit 2."""
+) -> LoadedConfig:
+    """Load the city's config, its threshold rules, silences, anomaly models and (given
+    their paths) the roles and routes files; on error print file, line, key and reason
+    and exit 2."""
     try:
         cfg = load_config(directory)
         rules = load_thresholds(cfg)
         load_silences(cfg, rules)
-        load_anomaly_models(cfg)
-        if roles is not None:
-            load_roles(roles, cfg)
-        if routes is not None:
-            load_routes(routes, cfg, rules=rules)
-        return cfg
+        return LoadedConfig(
+            cfg,
+            rules,
+            load_anomaly_models(cfg),
+            load_roles(roles, cfg) if roles is not None else None,
+            load_routes(routes, cfg, rules=rules) if routes is not None else None,
+        )
     except ConfigError as exc:
         err.print(f"[bold red]invalid configuration[/]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def load_config_or_exit(
+    directory: Path, roles: Path | None = None, routes: Path | None = None
+) -> CityConfig:
+    """:func:`load_all_or_exit`, for the commands that need only the city's config."""
+    return load_all_or_exit(directory, roles, routes).cfg
 
 
 def prepare_topics_or_exit(settings: Settings) -> None:
@@ -84,13 +105,11 @@ def check_config(config_dir: ConfigOpt = None) -> None:
     settings = make_settings(config_dir=config_dir)
     # every file the worker loads: the city, its rules, silences and models, the API's
     # roles and the notification routes
-    cfg = load_config_or_exit(settings.config_dir, settings.roles_path, settings.routes_path)
+    loaded = load_all_or_exit(settings.config_dir, settings.roles_path, settings.routes_path)
+    cfg, rules, roles, routes = loaded.cfg, loaded.rules, loaded.roles, loaded.routes
+    assert roles is not None and routes is not None
     streets = sum(len(d.streets) for d in cfg.city.districts)
-    rules = load_thresholds(cfg)
-    models = load_anomaly_models(cfg)
-    chosen = {models.choice(code).name for code in cfg.indicators}
-    roles = load_roles(settings.roles_path, cfg)
-    routes = load_routes(settings.routes_path, cfg, rules=rules)
+    chosen = {loaded.models.choice(code).name for code in cfg.indicators}
     Console().print(
         f"[green]ok[/] {cfg.directory}: {len(cfg.districts)} districts, {streets} streets, "
         f"{len(cfg.indicators)} indicators in {len(cfg.catalogue.domains)} domains, "

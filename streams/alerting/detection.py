@@ -23,13 +23,13 @@ of a file goes through the same windows, so it raises the same alerts.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from detectors.anomaly import (
@@ -87,6 +87,7 @@ def _describe(spec: ThresholdSpec) -> str:
 
 
 ANOMALY_RULE = "anomaly.seasonal-context"  # the built-in default model's rule name
+_W = TypeVar("_W")  # what a model is built for: an indicator code, or a site group
 LEGACY_RULE = "anomaly.seasonal-likelihood"  # the one model before models were configurable
 
 
@@ -593,13 +594,9 @@ class DistrictDetection:
         indicators = ctx.cfg.indicators
         for key, (value, aggregate) in values.items():
             choice = ctx.models.choice(key)
-            models = self.anomaly.get(key)
-            if models is None or self.anomaly_versions.get(key) != (choice.rule, choice.version):
-                models, rule, version = self._anomaly_models(
-                    key, choice.rule, choice.version, functools.partial(ctx.anomaly_model, key)
-                )
-            else:  # the common case: the series runs the configured model
-                rule, version = choice.rule, choice.version
+            models, rule, version = self._anomaly_models(
+                key, choice.rule, choice.version, ctx.anomaly_model, key
+            )
             score = models[0].update(t_local, value)
             decision = models[1].update(t_local, score)
             weak = score.warmed_up and not decision.active and score.score >= WEAK_SCORE
@@ -634,7 +631,7 @@ class DistrictDetection:
                 continue  # a joint reading needs every member
             x: dict[Hashable, float] = {code: values[code][0] for code in site.indicators}
             models, rule, version = self._anomaly_models(
-                site.key, site.rule, site.version, functools.partial(ctx.site_model, site)
+                site.key, site.rule, site.version, ctx.site_model, site
             )
             model = models[0]
             assert isinstance(model, Calibrated)
@@ -667,7 +664,8 @@ class DistrictDetection:
         key: str,
         rule: str,
         version: str,
-        build: Callable[[], tuple[AnomalyScorer, AnomalyGate]],
+        build: Callable[[_W], tuple[AnomalyScorer, AnomalyGate]],
+        what: _W,
     ) -> tuple[tuple[AnomalyScorer, AnomalyGate], str, str]:
         """The series' model and gate, and the rule and version its alerts carry.
 
@@ -675,11 +673,13 @@ class DistrictDetection:
         parameters or settings) and no alert of it is open: an open alert keeps its
         model, and its rule, until it resolves. A series restored from state written
         before models were recorded ran the seasonal model of ``LEGACY_RULE``.
+        ``build(what)`` makes the model and gate (called only when one is needed: this
+        runs for every series of every closed minute).
         """
         models = self.anomaly.get(key)
         built = self.anomaly_versions.get(key, (LEGACY_RULE, ""))
         if models is None or (built != (rule, version) and not models[1].active):
-            models = self.anomaly[key] = build()
+            models = self.anomaly[key] = build(what)
             built = self.anomaly_versions[key] = (rule, version)
         return models, built[0], built[1]
 
