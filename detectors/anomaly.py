@@ -62,7 +62,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from river import base
 
@@ -180,6 +180,7 @@ class AnomalyScore(NamedTuple):
     learned: bool
 
 
+@runtime_checkable
 class AnomalyScorer(Protocol):
     """What detection needs of a series model: score a reading, then learn it.
 
@@ -204,6 +205,13 @@ class _Likelihood:
     """
 
     __slots__ = ("buf", "count", "learned", "mean", "pos", "var")
+
+    buf: list[float]
+    pos: int
+    count: int
+    learned: int
+    mean: float
+    var: float
 
     def __init__(self, window: int) -> None:
         self.buf = [0.0] * window
@@ -335,6 +343,23 @@ class SeriesDetector(_SlotsState, base.AnomalyDetector):
         "time_key",
         "value_key",
     )
+
+    # the state (streams.core.state restores it from these annotations)
+    config: AnomalyConfig
+    seed: int
+    time_key: str
+    value_key: str
+    _season: list[float]
+    _season_n: list[int]
+    _level: float
+    _scale: float
+    _fast: float
+    _fast_scale: float
+    _n: int
+    _last_score: float
+    _lk_fast: _Likelihood
+    _lk_slow: _Likelihood
+    _lk_long: _Likelihood | None
 
     def __init__(
         self,
@@ -546,6 +571,15 @@ class AnomalyGate(_SlotsState):
         "active",
         "config",
     )
+
+    config: AnomalyConfig
+    active: bool
+    _grade: Grade | None
+    _below: int
+    _below_since: float
+    _since_fired: int
+    _fired_at: float
+    _last_grade: Grade | None
 
     def __init__(self, config: AnomalyConfig | None = None) -> None:
         self.config = config if config is not None else AnomalyConfig()

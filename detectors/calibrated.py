@@ -20,7 +20,7 @@ configuration (:mod:`streams.alerting.models`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from river import anomaly, base
 
@@ -58,6 +58,15 @@ class Calibrated(base.AnomalyDetector):
     >>> model.score_one({"value": 12.0}) < 0.2 < model.score_one({"value": 60.0})
     True
     """
+
+    # the state (streams.core.state restores it from these annotations)
+    detector: base.Estimator  # an AnomalyDetector or a SupervisedAnomalyDetector
+    config: AnomalyConfig
+    value_key: str | None
+    settle: int
+    _lk: _Likelihood
+    _n: int
+    _last_score: float
 
     def __init__(
         self,
@@ -103,7 +112,7 @@ class Calibrated(base.AnomalyDetector):
         if isinstance(self.detector, base.SupervisedAnomalyDetector):
             raw = float(self.detector.score_one({}, next(iter(features.values()))))
         else:
-            raw = float(self.detector.score_one(features))
+            raw = float(cast(base.AnomalyDetector, self.detector).score_one(features))
         # compressed as the seasonal model's residuals are: a detector's first scores (a
         # deviation of nothing yet) can be astronomically large and must not own the fit
         return math.log1p(raw) if raw > 0.0 and math.isfinite(raw) else 0.0
@@ -145,7 +154,7 @@ class Calibrated(base.AnomalyDetector):
             if isinstance(self.detector, base.SupervisedAnomalyDetector):
                 self.detector.learn_one({}, next(iter(features.values())))
             else:
-                self.detector.learn_one(dict(features))
+                cast(base.AnomalyDetector, self.detector).learn_one(dict(features))
             if self._n < COUNT_CAP:
                 self._n += 1
         self._last_score = score

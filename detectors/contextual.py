@@ -196,6 +196,22 @@ class ContextDetector(base.AnomalyDetector):
     True
     """
 
+    # the state (streams.core.state restores it from these annotations)
+    value_min: float
+    value_max: float
+    num_norm_value_bits: int
+    max_left_semi_contexts: int
+    max_active_neurons: int
+    max_contexts: int
+    base_threshold: float
+    rest_period: int
+    _followers: dict[int, dict[int, int]]
+    _size: int
+    _left: tuple[int, ...]
+    _serial: int
+    _stamp: int
+    _since: int
+
     def __init__(
         self,
         value_min: float = 0.0,

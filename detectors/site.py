@@ -57,6 +57,12 @@ class SiteModel(base.AnomalyDetector):
     True
     """
 
+    # the state (streams.core.state restores it from these annotations)
+    fading_factor: float
+    _covariance: covariance.EwaCovariance
+    _means: dict[Any, stats.EWMean]
+    _n: int
+
     def __init__(self, fading_factor: float = 0.02) -> None:
         self.fading_factor = fading_factor
         self._covariance = covariance.EwaCovariance(fading_factor=fading_factor)

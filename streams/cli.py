@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -93,10 +93,13 @@ def prepare_topics_or_exit(settings: Settings) -> None:
         err.print(f"[bold red]topic layout[/]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except UNREACHABLE as exc:
-        err.print(
-            f"[bold red]cannot reach Kafka at {settings.bootstrap}[/]: {exc!r}", highlight=False
-        )
-        raise typer.Exit(3) from None
+        unreachable_exit(settings, exc)
+
+
+def unreachable_exit(settings: Settings, exc: BaseException) -> NoReturn:
+    """Say that Kafka cannot be reached, and exit 3."""
+    err.print(f"[bold red]cannot reach Kafka at {settings.bootstrap}[/]: {exc!r}", highlight=False)
+    raise typer.Exit(3) from None
 
 
 @cli.command("check-config")
@@ -328,6 +331,43 @@ def replay(
         f"{stats.rows} rows, {stats.values} values ({stats.late} late, {stats.blank} blank): "
         f"{stats.alerts} alerts, {stats.events} alert events -> {out}"
     )
+
+
+@cli.command("migrate-state")
+def migrate_state(
+    bootstrap: BootstrapOpt = None,
+    app_id: Annotated[str | None, typer.Option(help="the workers' app id")] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="say what would be converted; write nothing")
+    ] = False,
+) -> None:
+    """Convert table state pickled by an earlier release into versioned documents
+    (once, with every worker stopped; docs/operations.md, upgrades)."""
+    from streams.kafka.migrate import WorkersRunning
+    from streams.kafka.migrate import migrate_state as migrate
+    from streams.kafka.topics import UNREACHABLE
+
+    settings = make_settings(bootstrap=bootstrap, app_id=app_id)
+    try:
+        reports = asyncio.run(migrate(settings, dry_run=dry_run))
+    except WorkersRunning as exc:
+        err.print(f"[bold red]not migrated[/]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except UNREACHABLE as exc:
+        unreachable_exit(settings, exc)
+    out = Console()
+    verb = "would convert" if dry_run else "converted"
+    for report in reports:
+        out.print(
+            f"{report.topic}: {report.districts} districts, {verb} {len(report.converted)}"
+            + (f", failed {len(report.failed)}" if report.failed else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        for district, reason in report.failed.items():
+            err.print(f"  [red]{district}[/]: {reason}", highlight=False, soft_wrap=True)
+    if any(r.failed for r in reports):
+        raise typer.Exit(1)
 
 
 alerts_cli = typer.Typer(no_args_is_help=True, help="Work with alerts from a terminal.")

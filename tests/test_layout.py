@@ -107,10 +107,10 @@ def test_the_models_import_nothing_of_the_product(path: Path) -> None:
     assert not wrong, f"{path.relative_to(ROOT)} imports " + ", ".join(wrong)
 
 
-def test_state_written_under_the_old_module_names_restores() -> None:
-    """Detection and notification state in the changelogs names its classes by module:
-    a value written before the packages by concern still restores, with every class
-    found where it now lives."""
+def test_state_pickled_under_the_old_module_names_migrates() -> None:
+    """Detection and notification state pickled by earlier releases names its classes by
+    module: a value written before the packages by concern still converts (``cityvitals
+    migrate-state``), with every class found where it now lives."""
 
     cfg = load_config()
     ctx = DetectionContext(cfg, load_thresholds(cfg))
@@ -128,5 +128,5 @@ def test_state_written_under_the_old_module_names_restores() -> None:
         for new, old in back.items():
             data = data.replace(f"c{new}\n".encode(), f"c{old}\n".encode())
         assert f"c{back[cls.__module__]}\n".encode() in data  # the old name, not the new
-        restored = cls.loads(data)
+        restored = cls.from_pickled(data)
         assert restored.dumps() == value.dumps()

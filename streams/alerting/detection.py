@@ -9,7 +9,8 @@ and hold timers and missing-data rules run in event time. Transitions become
 :class:`~streams.alerting.lifecycle.Signal` s for the district's
 :class:`~streams.alerting.lifecycle.AlertBook`.
 
-The value is pickled into the ``district-detection`` changelog through
+The value is written to the ``district-detection`` changelog as a versioned state
+document (:data:`DETECTION_STATE`, :mod:`streams.core.state`; never a pickle) through
 :meth:`DistrictDetection.encode`, which keeps it within its byte bound: the
 book holds no operator notes and bounded histories, and if the value is still
 too large it gives up closed alerts, evidence series and action histories
@@ -38,10 +39,15 @@ from detectors.anomaly import (
     AnomalyGate,
     AnomalyScore,
     AnomalyScorer,
+    SeriesDetector,
+    _Likelihood,
 )
 from detectors.calibrated import Calibrated
 from detectors.composite import CompositeChange, Correlator, WeakSignal
+from detectors.contextual import ContextDetector
+from detectors.ensemble import Ensemble
 from detectors.forecast import CrossingWatch
+from detectors.site import SiteModel
 from detectors.thresholds import (
     SilenceWatch,
     ThresholdDetector,
@@ -56,8 +62,7 @@ from streams.alerting.lifecycle import (
     Signal,
     Silence,
     fit,
-    pickled,
-    unpickled,
+    read_pickled_state,
 )
 from streams.alerting.models import AnomalyModels, SiteChoice, load_anomaly_models
 from streams.alerting.rules import ThresholdRules
@@ -74,6 +79,7 @@ from streams.core.messages import (
     Grade,
     MemberSignal,
 )
+from streams.core.state import StateCodec
 from streams.state.windows import STREET_SEP, ClosedWindow
 
 
@@ -250,7 +256,7 @@ class DetectionContext:
 
 @dataclass
 class DistrictDetection:
-    """A district's detectors and alerts; picklable, written once per closed minute."""
+    """A district's detectors and alerts; a state document, written once per closed minute."""
 
     district: str
     thresholds: dict[str, ThresholdDetector] = field(default_factory=dict)
@@ -268,7 +274,8 @@ class DistrictDetection:
     anomaly_versions: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.book = AlertBook(self.district)
+        if "book" not in self.__dict__:  # a new district's (a restored one has its own)
+            self.book = AlertBook(self.district)
 
     def on_window(self, window: ClosedWindow, ctx: DetectionContext) -> list[AlertEvent]:
         """Feed one closed minute to every rule that applies; return the alert events.
@@ -942,7 +949,7 @@ class DistrictDetection:
 
     # -- the table's codec ---------------------------------------------------------
     def dumps(self) -> bytes:
-        return pickled(self)
+        return DETECTION_STATE.encode(self)
 
     def encode(self, max_bytes: int = STATE_MAX_BYTES) -> tuple[bytes, list[str]]:
         """The table value, shrunk to at most ``max_bytes`` if need be, and what was dropped.
@@ -966,9 +973,16 @@ class DistrictDetection:
 
     @staticmethod
     def loads(data: bytes) -> DistrictDetection:
-        """A value as written by :meth:`dumps`; older values (whose alerts kept every
-        action's note) load too, and their notes are dropped."""
-        value = unpickled(data)  # our own changelog topic, written by this code
+        """A value as written by :meth:`dumps`; raises
+        :class:`~streams.core.state.StateError` for one this release cannot restore."""
+        return DETECTION_STATE.decode(data)
+
+    @staticmethod
+    def from_pickled(data: bytes) -> DistrictDetection:
+        """A value pickled by a release before versioned state (``cityvitals
+        migrate-state``), brought to today's layout: notes dropped from alerts that kept
+        every action's note, fields added since then at their defaults."""
+        value = read_pickled_state(data)
         if not isinstance(value, DistrictDetection):
             raise TypeError(f"not a DistrictDetection: {type(value).__name__}")
         value.book.upgrade()
@@ -977,3 +991,26 @@ class DistrictDetection:
         if "anomaly_versions" not in value.__dict__:  # before models were configurable
             value.anomaly_versions = {}
         return value
+
+
+DETECTION_STATE_VERSION = 1
+"""The version of the ``district-detection`` state document this release writes."""
+
+DETECTION_STATE = StateCodec(
+    "district-detection",
+    DistrictDetection,
+    DETECTION_STATE_VERSION,
+    # the detectors and messages a district's state holds besides dataclasses
+    classes=[
+        Ensemble,
+        SeriesDetector,
+        ContextDetector,
+        _Likelihood,
+        AnomalyGate,
+        Calibrated,
+        SiteModel,
+        AlertEvent,
+    ],
+    shared=(AnomalyConfig,),  # one model configuration is held by every series of a kind
+)
+"""The codec of the ``district-detection`` table's values."""

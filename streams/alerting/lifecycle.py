@@ -54,6 +54,7 @@ order is in :meth:`AlertBook.shrink_steps`.
 
 from __future__ import annotations
 
+import _compat_pickle
 import dataclasses
 import hashlib
 import io
@@ -248,10 +249,6 @@ DEGRADED = DegradeLog()
 """The worker's degraded table writes (codecs report, the notifier publishes)."""
 
 
-def pickled(value: object) -> bytes:
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 #: Where the classes of state written before the package layout by concern now live.
 _MOVED = {
     "streams.config": "streams.core.config",
@@ -289,22 +286,69 @@ _MOVED = {
 }
 
 
-class _Unpickler(pickle.Unpickler):
+#: What a pickled state value may name besides this project's and river's classes.
+_LEGACY_GLOBALS = frozenset(
+    {
+        ("builtins", "object"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "bytearray"),
+        ("builtins", "float"),
+        ("builtins", "int"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+        ("copyreg", "_reconstructor"),
+        ("_codecs", "encode"),
+        ("collections", "deque"),
+        ("collections", "OrderedDict"),
+        ("collections", "defaultdict"),
+        ("collections", "Counter"),
+        ("datetime", "datetime"),
+        ("datetime", "timezone"),
+        ("datetime", "timedelta"),
+        ("random", "Random"),
+        ("functools", "partial"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("streams.notify.planner", "_brief"),
+    }
+)
+
+
+class _LegacyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
-        return super().find_class(_MOVED.get(module, module), name)
+        # protocol 2 names builtins as Python 2 did
+        module = _compat_pickle.IMPORT_MAPPING.get(module, _MOVED.get(module, module))
+        if (module, name) in _LEGACY_GLOBALS:
+            return super().find_class(module, name)
+        if module.partition(".")[0] in ("streams", "detectors", "river") and "." not in name:
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        raise pickle.UnpicklingError(f"{module}.{name} has no place in a table value")
 
 
-def unpickled(data: bytes) -> object:
-    """A value written by :func:`pickled`, by this version or one before the package
-    layout by concern (its classes are found where they now live)."""
-    return _Unpickler(io.BytesIO(data)).load()
+def read_pickled_state(data: bytes) -> object:
+    """A table value pickled by a release before versioned state documents.
+
+    For ``cityvitals migrate-state`` alone, which an operator runs once, with no worker
+    running, on the changelog topics those releases wrote; the worker never reads a
+    pickle (:mod:`streams.core.state`). Only this project's and river's classes and the
+    few builtins such values hold are let through (classes written before the package
+    layout by concern are found where they now live).
+    """
+    return _LegacyUnpickler(io.BytesIO(data)).load()
 
 
 @dataclass
 class RecentIds:
     """The last ``size`` ids added, as 8-byte digests in a ring allocated whole.
 
-    It pickles to the same bytes however many ids went through it, so a stream of
+    Its state is the same size however many ids went through it, so a stream of
     operator actions cannot make its table value grow, only turn the ring over.
     """
 

@@ -26,13 +26,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import sys
 import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
 import orjson
@@ -68,6 +70,7 @@ from streams.core.messages import (
     Workflow,
 )
 from streams.core.settings import Settings
+from streams.core.state import StateError
 from streams.ingest.deid import Deidentifier
 from streams.ingest.ingestor import Accepted, Ingestor, _failure, quoted
 from streams.ingest.sealing import Sealer, SealError
@@ -151,6 +154,63 @@ class _Batch:
     early: list[tuple[str, Accepted, str, Partials | None]] = field(default_factory=list)
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Unrestorable:
+    """A changelog value this release cannot restore, held in its key's place until recovery
+    ends: a later value of the key (a document written by ``cityvitals migrate-state``
+    after the pickle it converts) replaces it; if none does, :func:`stop_if_unrestorable`
+    stops the worker before it handles anything."""
+
+    table: str
+    reason: str
+
+
+def restored(table: str, decode: Callable[[bytes], T], data: bytes) -> T | Unrestorable:
+    """A table value read back from its changelog, or what says why it cannot be.
+
+    Faust's recovery would log a decoding error as a warning and then never end, so the
+    worker would never be ready; the error is kept as the key's value instead, and
+    judged once recovery has read every record (:func:`stop_if_unrestorable`).
+    """
+    try:
+        return decode(data)
+    except StateError as exc:
+        return Unrestorable(table, str(exc))
+
+
+def stop_if_unrestorable(*tables: Any) -> None:
+    """Stop the worker (exit status 2) if a recovered table holds a value it cannot restore.
+
+    Called when a rebalance's recovery has ended and before the worker takes its inputs:
+    nothing has been processed or produced for these partitions yet.
+    """
+    for table in tables:
+        for key, value in list(table.data.items()):
+            if isinstance(value, Unrestorable):
+                district = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+                message = (
+                    f"cannot restore table {value.table} from its changelog "
+                    f"(district {district}): {value.reason}"
+                )
+                log.critical(message)
+                print(f"cityvitals worker: {message}", file=sys.stderr, flush=True)
+                logging.shutdown()
+                os._exit(2)
+
+
+def _windows_from_json(data: bytes) -> DistrictWindows:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"table {TABLE_NAME}: the value is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise StateError(f"table {TABLE_NAME}: the value is not a JSON object")
+    return DistrictWindows.from_dict(doc)
+
+
 class WindowsCodec(codecs.Codec):
     """Table values as compact JSON (the changelog is read on every recovery)."""
 
@@ -161,8 +221,9 @@ class WindowsCodec(codecs.Codec):
         return data
 
     def _loads(self, s: bytes) -> Any:
-        value = DistrictWindows.from_dict(orjson.loads(s))
-        WINDOWS_DURABLE.keep(value.district, s)
+        value = restored(TABLE_NAME, _windows_from_json, s)
+        if not isinstance(value, Unrestorable):
+            WINDOWS_DURABLE.keep(value.district, s)
         return value
 
 
@@ -170,9 +231,9 @@ codecs.register("district_windows", WindowsCodec())
 
 
 class DetectionCodec(codecs.Codec):
-    """A district's detectors and alerts, pickled (our own changelog, written by this code),
-    shrunk to at most ``max_bytes`` if need be (:meth:`DistrictDetection.encode`): a
-    changelog record over the broker's limit would fail the write and stop the worker."""
+    """A district's detectors and alerts as a state document (never a pickle), shrunk
+    to at most ``max_bytes`` if need be (:meth:`DistrictDetection.encode`): a changelog
+    record over the broker's limit would fail the write and stop the worker."""
 
     max_bytes = STATE_MAX_BYTES  # create_app sets CITYVITALS_STATE_MAX_BYTES
 
@@ -186,8 +247,9 @@ class DetectionCodec(codecs.Codec):
         return data
 
     def _loads(self, s: bytes) -> Any:
-        value = DistrictDetection.loads(s)
-        DETECTION_DURABLE.keep(value.district, s)
+        value = restored(DETECTION_TABLE, DistrictDetection.loads, s)
+        if not isinstance(value, Unrestorable):
+            DETECTION_DURABLE.keep(value.district, s)
         return value
 
 
@@ -196,8 +258,8 @@ codecs.register("district_detection", DETECTION_CODEC)
 
 
 class NotifyCodec(codecs.Codec):
-    """A district's notification groups and escalations, pickled (our own changelog),
-    shrunk to at most ``max_bytes`` if need be (:meth:`DistrictNotify.encode`)."""
+    """A district's notification groups and escalations as a state document, shrunk to
+    at most ``max_bytes`` if need be (:meth:`DistrictNotify.encode`)."""
 
     max_bytes = STATE_MAX_BYTES  # create_app sets CITYVITALS_STATE_MAX_BYTES
 
@@ -210,7 +272,7 @@ class NotifyCodec(codecs.Codec):
         return data
 
     def _loads(self, s: bytes) -> Any:
-        return DistrictNotify.loads(s)
+        return restored(NOTIFY_TABLE, DistrictNotify.loads, s)
 
 
 NOTIFY_CODEC = NotifyCodec()
@@ -1451,6 +1513,7 @@ def create_app(
     rules = load_thresholds(cfg)
     detection = DetectionContext(cfg, rules, silences=load_silences(cfg, rules))
     notify_table = _state_table(app, settings, NOTIFY_TABLE, "district_notify")
+    state_tables = (table, detection_table, notify_table)
 
     async def crash(exc: BaseException) -> None:
         await app.crash(exc)
@@ -1530,6 +1593,7 @@ def create_app(
     app.readiness = readiness
 
     async def take(epoch: int) -> None:
+        stop_if_unrestorable(*state_tables)
         if not readiness.current():
             # a newer rebalance began: its recovery restores these tables now, and its
             # own completion takes the inputs

@@ -84,7 +84,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from streams.alerting.lifecycle import STATE_MAX_BYTES, Step, fit, is_closed, pickled, unpickled
+from streams.alerting.lifecycle import (
+    STATE_MAX_BYTES,
+    Step,
+    fit,
+    is_closed,
+    read_pickled_state,
+)
 from streams.core import metrics
 from streams.core.messages import (
     AlertAction,
@@ -100,6 +106,7 @@ from streams.core.messages import (
     Notification,
     Workflow,
 )
+from streams.core.state import StateCodec
 from streams.notify.delivery import Dialect
 from streams.notify.routing import (
     PayloadFormat,
@@ -144,10 +151,10 @@ _MODELS: dict[str, type[BaseModel]] = {
     m.__name__: m
     for m in (AlertEvent, Evidence, Forecast, EvidencePoint, EvidenceReading, MemberSignal)
 }
-# the field order a packed alert follows; pickled with the briefs (once per value), so a
-# value written before a schema change is read by name
+# the field order a packed alert follows; earlier releases pickled it with the briefs, so
+# a value they wrote before a schema change converts by name (NOTIFY_STATE_VERSION)
 _LAYOUT: dict[str, tuple[str, ...]] = {n: tuple(m.model_fields) for n, m in _MODELS.items()}
-# texts that repeat across a district's alerts: interned, so a value pickles each once
+# texts that repeat across a district's alerts: interned, so memory holds each once
 _SHARED = frozenset(
     {
         "colour",
@@ -170,7 +177,7 @@ _SHARED = frozenset(
 def _pack(model: BaseModel) -> tuple[Any, ...]:
     """A model's values in field order: nested models as tuples, times as epoch seconds.
 
-    A model unpickled from a value written before a field existed has the field's default."""
+    A model restored from a value written before a field existed has the field's default."""
     values = model.__dict__
     return tuple(
         _packed(name, values[name] if name in values else f.get_default(call_default_factory=True))
@@ -223,7 +230,7 @@ class AlertBrief:
     :data:`BRIEF_MEMBERS` composite members and the detail text cut to
     :data:`BRIEF_DETAIL_CHARS`: what receivers are shown (headline, grade,
     place, rule, observed value, threshold, window, forecast, times, links).
-    Held as a packed tuple, about a third of the pickled size of the model.
+    Held as a packed tuple, about a third of the model's size.
     """
 
     __slots__ = ("doc",)
@@ -283,12 +290,24 @@ class AlertBrief:
     def __repr__(self) -> str:
         return f"AlertBrief({self.alert_id!r}, sequence={self.sequence})"
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_brief, (_LAYOUT, self.doc))
+    def __state__(self) -> tuple[Any, ...]:
+        return self.doc
+
+    @classmethod
+    def __from_state__(cls, doc: Any) -> AlertBrief:
+        """The brief written by :meth:`__state__` (arrays read back as tuples)."""
+        if not isinstance(doc, list) or len(doc) != len(_LAYOUT["AlertEvent"]):
+            raise ValueError(f"a brief holds {len(_LAYOUT['AlertEvent'])} alert fields")
+        return cls(_tuples(doc))
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(map(_tuples, value)) if isinstance(value, list) else value
 
 
 def _brief(layout: dict[str, tuple[str, ...]], doc: tuple[Any, ...]) -> AlertBrief:
-    """A pickled brief; one written under another alert schema is read by field name."""
+    """A brief packed under ``layout``; one of another alert schema is read by field name
+    (state written by a release that pickled it: ``cityvitals migrate-state``)."""
     if layout == _LAYOUT:
         return AlertBrief(doc)
     return AlertBrief.of(AlertEvent.model_validate(_unpack(AlertEvent, layout, doc)))
@@ -308,7 +327,7 @@ def _strongest(members: Sequence[MemberSignal], n: int) -> list[MemberSignal]:
 
 
 def _counted(grade: int, sequence: int, closed: bool) -> int:
-    """A counted alert in one small int (a few bytes pickled): sequence, grade, closed."""
+    """A counted alert in one small int (a few bytes): sequence, grade, closed."""
     return sequence << 3 | (grade - 1) << 1 | int(closed)
 
 
@@ -377,10 +396,6 @@ class Pending:
 
     level: str
     due: float  # wall time of the next escalation
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # positional: a storm's hundreds of climbs pickle without their field names
-        return (Pending, (self.level, self.due))
 
 
 @dataclass
@@ -468,7 +483,7 @@ class DistrictNotify:
 
     # -- the table's codec ------------------------------------------------------------------
     def dumps(self) -> bytes:
-        return pickled(self)
+        return NOTIFY_STATE.encode(self)
 
     def encode(self, max_bytes: int = STATE_MAX_BYTES) -> tuple[bytes, list[str]]:
         """The table value, shrunk to at most ``max_bytes`` if need be, and what was dropped
@@ -584,9 +599,15 @@ class DistrictNotify:
 
     @staticmethod
     def loads(data: bytes) -> DistrictNotify:
-        """A value as written by :meth:`dumps`; one written before briefs (groups and
-        escalations holding whole alerts) is converted."""
-        value = unpickled(data)  # our own changelog topic, written by this code
+        """A value as written by :meth:`dumps`; raises
+        :class:`~streams.core.state.StateError` for one this release cannot restore."""
+        return NOTIFY_STATE.decode(data)
+
+    @staticmethod
+    def from_pickled(data: bytes) -> DistrictNotify:
+        """A value pickled by a release before versioned state (``cityvitals
+        migrate-state``), converted to today's layout where it was written in an older one."""
+        value = read_pickled_state(data)
         if not isinstance(value, DistrictNotify):
             raise TypeError(f"not a DistrictNotify: {type(value).__name__}")
         value._upgrade()
@@ -620,6 +641,15 @@ class DistrictNotify:
                 del self.seen[alert_id]
         while len(self.seen) > MAX_SEEN:
             del self.seen[next(iter(self.seen))]
+
+
+NOTIFY_STATE_VERSION = 1
+"""The version of the ``notify-groups`` state document this release writes. A brief is
+its alert's fields in :data:`_LAYOUT`'s order: a change to the alert's fields changes the
+document, so it takes a new version and an upgrade of the briefs written before it."""
+
+NOTIFY_STATE = StateCodec("notify-groups", DistrictNotify, NOTIFY_STATE_VERSION, [AlertBrief])
+"""The codec of the ``notify-groups`` table's values."""
 
 
 def notification_id(

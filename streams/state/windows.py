@@ -48,11 +48,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.core.state import StateError
+
 # how much later than a held record the next record of its stream may be and still
 # confirm it: a busy source's records follow each other within minutes, while two
 # wrong dates in a row (a day and time drawn anew each time) are days apart; a record
 # further ahead than that is held as well, and the earlier one waits on
 CONFIRM_WITHIN_S = 3600.0
+
+WINDOWS_STATE_VERSION = 1
+"""The version of the ``district-windows`` state (its JSON's ``version``) this release writes."""
 
 STREET_SEP = "@"  # "<indicator>@<street>": a street's own aggregate of an indicator
 
@@ -346,6 +351,7 @@ class DistrictWindows:
     # --- (de)serialisation for the table changelog ------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
+            "version": WINDOWS_STATE_VERSION,
             "district": self.district,
             "window_s": self.window_s,
             "rolling_windows": self.rolling_windows,
@@ -360,6 +366,25 @@ class DistrictWindows:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DistrictWindows:
+        """The value :meth:`to_dict` wrote; raises
+        :class:`~streams.core.state.StateError` for one this release cannot restore."""
+        try:
+            version = d.get("version", 1)  # (state written before versions: the same layout)
+            if not isinstance(version, int) or version > WINDOWS_STATE_VERSION:
+                raise StateError(
+                    f"table district-windows: state version {version!r} was written by a "
+                    "newer release of cityvitals; this one reads versions up to "
+                    f"{WINDOWS_STATE_VERSION}. Run the release that wrote it, or one newer "
+                    "(docs/operations.md, upgrades)"
+                )
+            return cls._from_dict(d)
+        except StateError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"table district-windows: malformed value: {exc!r}") from None
+
+    @classmethod
+    def _from_dict(cls, d: Mapping[str, Any]) -> DistrictWindows:
         return cls(
             district=d["district"],
             window_s=d["window_s"],

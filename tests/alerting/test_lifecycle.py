@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.alerting.detection import DetectionContext, DistrictDetection
+from streams.alerting.detection import DETECTION_STATE, DetectionContext, DistrictDetection
 from streams.alerting.lifecycle import (
     MAX_ACTIONS,
     MAX_SILENCES,
@@ -414,14 +414,16 @@ def test_a_thousand_longest_notes_leave_the_book_and_each_event_bounded() -> Non
         biggest_event = max(biggest_event, len(event.to_json()))
         if n in (100, 1000):
             data, dropped = det.encode()
-            sizes[n] = (len(pickle.dumps(det.book, protocol=5)), len(data))
+            sizes[n] = (len(DETECTION_STATE.document(det)), len(data))
             assert dropped == []
-    print(f"1,000 notes of 12,000 bytes: book {sizes}, largest event {biggest_event} bytes")
-    book_100, value_100 = sizes[100]
-    book_1000, value_1000 = sizes[1000]
+    print(
+        f"1,000 notes of 12,000 bytes: document, value {sizes}, largest event {biggest_event} bytes"
+    )
+    document_100, _ = sizes[100]
+    document_1000, value_1000 = sizes[1000]
     assert value_1000 < 32 * 1024 < STATE_MAX_BYTES
     # nothing grows but the sequence number's own bytes
-    assert book_1000 - book_100 <= 8 and value_1000 - value_100 <= 8
+    assert document_1000 - document_100 <= 8
     # an event holds one note and a history without notes
     assert biggest_event < len(LONGEST_NOTE.encode()) + 16 * 1024
 
@@ -478,14 +480,14 @@ def test_a_value_that_cannot_fit_is_written_anyway_and_says_by_how_much() -> Non
     assert reasons[0] == f"{len(data):,} bytes is over the bound of 100"  # nothing to drop
 
 
-def test_a_book_written_before_compact_histories_loads_without_its_notes() -> None:
+def test_a_book_pickled_before_compact_histories_migrates_without_its_notes() -> None:
     det = DistrictDetection("339901")
     (alert,) = det.book.apply(signal(), NAMES)
     (noted,) = det.book.act(note(alert, 1), NAMES)
     # as earlier versions kept it: the note on the alert, ids in a deque
     det.book.open[alert.fingerprint] = noted
     det.book.applied_actions = deque(["act-0", f"{1:032x}"])  # type: ignore[assignment]
-    loaded = DistrictDetection.loads(pickle.dumps(det, protocol=5))
+    loaded = DistrictDetection.from_pickled(pickle.dumps(det, protocol=5))
     assert loaded.book.open[alert.fingerprint].actions[-1].note is None
     assert isinstance(loaded.book.applied_actions, RecentIds)
     assert loaded.act(note(alert, 1), CTX) == []  # still known as applied

@@ -1,15 +1,16 @@
 """The contract every series detector keeps, checked for each detector in one place.
 
-A detector lives in a Faust table and is replayed offline, so it must survive a pickle
-round trip mid-stream unchanged, give the same outputs for the same seed, and keep a
-bounded state. Each entry of ``FACTORIES`` builds a fresh detector from a seed; its
+A detector lives in a Faust table and is replayed offline, so it must survive a round
+trip through the table's state document (:data:`streams.alerting.detection.DETECTION_STATE`,
+never a pickle) mid-stream unchanged, give the same outputs for the same seed, and keep
+a bounded state (its document's size, uncompressed). Each entry of ``FACTORIES`` builds a fresh detector from a seed; its
 ``update(t, value)`` returns something comparable with ``==``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import pickle
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,12 +19,20 @@ from typing import Any, Protocol
 import pytest
 from river import anomaly
 
-from detectors.anomaly import AlertDecision, AnomalyGate, AnomalyScore, SeriesDetector
+from detectors.anomaly import (
+    AlertDecision,
+    AnomalyGate,
+    AnomalyScore,
+    AnomalyScorer,
+    SeriesDetector,
+)
 from detectors.calibrated import Calibrated
 from detectors.contextual import ContextDetector
 from detectors.ensemble import Ensemble
 from detectors.forecast import CrossingWatch
 from detectors.thresholds import Aggregate, Direction, ThresholdDetector, ThresholdSpec
+from streams.alerting.detection import DETECTION_STATE
+from streams.core.state import StateCodec
 
 MAX_STATE_BYTES = 64 * 1024
 
@@ -91,7 +100,7 @@ class ForecastOverRule:
 class Gated:
     """Any series model feeding an AnomalyGate."""
 
-    model: Any
+    model: AnomalyScorer
     gate: AnomalyGate
 
     def update(self, t: float, value: float) -> tuple[AnomalyScore, AlertDecision]:
@@ -157,13 +166,24 @@ def series(n: int, seed: int = 3) -> Iterator[tuple[float, float]]:
 ids = [name for name, _ in FACTORIES]
 
 
+def codec_of(detector: Detector) -> StateCodec[Any]:
+    """A table codec holding one detector, with the detection table's classes."""
+    root = dataclasses.make_dataclass("Held", [("detector", type(detector))])
+    return StateCodec("contract", root, 1, DETECTION_STATE.classes, shared=DETECTION_STATE._shared)
+
+
+def document(detector: Detector) -> bytes:
+    return codec_of(detector).document(codec_of(detector).root(detector))
+
+
 @pytest.mark.parametrize("factory", [f for _, f in FACTORIES], ids=ids)
-def test_pickle_round_trip_mid_stream(factory: Callable[[int], Detector]) -> None:
+def test_state_document_round_trip_mid_stream(factory: Callable[[int], Detector]) -> None:
     data = list(series(6000))
     original = factory(0)
     for t, v in data[:3000]:
         original.update(t, v)
-    restored = pickle.loads(pickle.dumps(original))
+    codec = codec_of(original)
+    restored = codec.decode(codec.encode(codec.root(original))).detector
     tail_original = [original.update(t, v) for t, v in data[3000:]]
     tail_restored = [restored.update(t, v) for t, v in data[3000:]]
     assert tail_restored == tail_original
@@ -188,7 +208,7 @@ def test_state_is_bounded(factory: Callable[[int], Detector]) -> None:
     for i, (t, v) in enumerate(series(100_000), start=1):
         detector.update(t, v)
         if i % 10_000 == 0:
-            sizes[i] = len(pickle.dumps(detector))
+            sizes[i] = len(document(detector))
     assert max(sizes.values()) <= MAX_STATE_BYTES, sizes
     first = max(size for i, size in sizes.items() if i <= 50_000)
     assert max(size for i, size in sizes.items() if i > 50_000) <= 1.2 * first, sizes
