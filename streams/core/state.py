@@ -408,6 +408,7 @@ class StateCodec(Generic[T]):
         self._classes = {qualified(c): c for c in self.classes}
         self._shared = shared
         self._written: dict[Any, int] = {}  # shared values written so far -> index
+        self._writers: dict[type, Callable[[Any], Any]] = {}
         self._read: list[Any] = []  # shared values read so far, in order
         self._hints: dict[type, dict[str, Any]] = {}
         self._encoder = msgspec.msgpack.Encoder(enc_hook=self._encode_object)
@@ -430,33 +431,57 @@ class StateCodec(Generic[T]):
         finally:
             self._written.clear()
 
-    def _fields(self, obj: Any) -> dict[str, Any]:
-        """A registered object's attributes, a shared value written in full only once."""
-        fields = fields_of(obj)
-        if self._shared:
-            for name, value in fields.items():
-                if isinstance(value, self._shared):
-                    index = self._written.get(value)
-                    if index is None:
-                        self._written[value] = len(self._written)
-                    else:
-                        fields[name] = ["=", index]
-        return fields
-
     def _encode_object(self, obj: Any) -> Any:
+        # called for every object msgspec has no encoding of (tens per district and
+        # minute): what to do with a class is worked out once (:meth:`_writer`)
         kind = type(obj)
+        writer = self._writers.get(kind)
+        if writer is None:
+            writer = self._writers[kind] = self._writer(kind)
+        return writer(obj)
+
+    def _writer(self, kind: type) -> Callable[[Any], Any]:
+        """How objects of ``kind`` are written."""
         if kind is collections.deque:
-            return [obj.maxlen, list(obj)]
+            return lambda obj: [obj.maxlen, list(obj)]
         name = qualified(kind)
-        if name in self._classes:
-            if hasattr(kind, "__state__"):
-                return [name, obj.__state__()]
-            if isinstance(obj, BaseModel):
-                return [name, obj.model_dump()]
-            return [name, self._fields(obj)]
-        if _is_river(obj):
-            return ["river", tagged(obj)]
-        raise TypeError(f"{name} cannot be written to table {self.table}: not a registered class")
+        if name not in self._classes:
+            if kind.__module__ == "river" or kind.__module__.startswith("river."):
+                return lambda obj: ["river", tagged(obj)]
+
+            def refuse(obj: Any) -> Any:
+                raise TypeError(
+                    f"{name} cannot be written to table {self.table}: not a registered class"
+                )
+
+            return refuse
+        if hasattr(kind, "__state__"):
+            return lambda obj: [name, obj.__state__()]
+        if issubclass(kind, BaseModel):
+            return lambda obj: [name, obj.model_dump()]
+        slots = _slots(kind)
+        shared = self._shared_fields_of(kind)
+        written = self._written
+
+        def write(obj: Any) -> Any:
+            fields = dict(obj.__dict__) if hasattr(obj, "__dict__") else {}
+            for slot in slots:
+                try:
+                    fields[slot] = getattr(obj, slot)
+                except AttributeError:
+                    continue
+            # a shared value is written in full only once, in the order fields are read
+            for field in [f for f in fields if f in shared] if shared else ():
+                value = fields[field]
+                if value is not None:
+                    index = written.get(value)
+                    if index is None:
+                        written[value] = len(written)
+                    else:
+                        fields[field] = ["=", index]
+            return [name, fields]
+
+        return write
 
     # -- reading ---------------------------------------------------------------------------
     def decode(self, data: bytes) -> T:
@@ -550,7 +575,7 @@ class StateCodec(Generic[T]):
                 hints = self._hints_of(cls)
                 shared_fields = self._shared_fields_of(cls)
                 values = {}
-                # shared values first, as they were written (:meth:`_fields`)
+                # shared values first, as they were written (:meth:`_writer`)
                 ordered = sorted(fields.items(), key=lambda kv: kv[0] not in shared_fields)
                 for field, item in ordered:
                     hint = hints.get(field)
