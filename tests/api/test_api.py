@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.alerting.lifecycle import MAX_ACTIONS, AlertBook, Names
-from streams.api.app import _events, create_api
+from streams.api.alerts import events as _events
+from streams.api.app import create_api
 from streams.api.auth import Principal, TokenBook, load_roles
 from streams.api.store import AlertFilter, AlertStore, format_cursor, is_open, parse_cursor
 from streams.core.config import DEFAULT_CONFIG_DIR, load_config
