@@ -875,138 +875,143 @@ def load_routes(
     ``url_env`` and ``secret_env`` variables.
     """
     file = Path(path)
-    env = os.environ if environ is None else environ
     data, lines = load_model(file, RoutesFile)
+    return _RoutesLoader(file, lines, cfg, rules, os.environ if environ is None else environ).load(
+        data
+    )
 
-    def fail(loc: tuple[str | int, ...], reason: str) -> NoReturn:
-        raise ConfigError(file, format_path(loc), reason, nearest_line(lines, loc))
 
-    if (why := _check_url(data.console_url, "console_url")) is not None:
-        fail(("console_url",), why)
+Loc = tuple[str | int, ...]
 
-    receivers: dict[str, Receiver] = {}
-    for i, r in enumerate(data.receivers):
-        loc: tuple[str | int, ...] = ("receivers", i)
-        if r.name in receivers:
-            first = next(j for j, o in enumerate(data.receivers) if o.name == r.name)
-            fail((*loc, "name"), f"duplicate receiver name {r.name!r} (also receivers[{first}])")
-        if r.url is None and r.url_env is None:
-            fail(loc, "a receiver needs a url (or url_env naming an environment variable)")
-        url, url_source = _from_env(r.url_env, r.url, env)
-        if url is None:
-            fail(
-                (*loc, "url_env"),
-                f"environment variable {r.url_env} is not set and no url is given",
-            )
-        if (why := _check_url(url)) is not None:
-            where = "url" if url_source == "literal" else "url_env"
-            fail((*loc, where), why if where == "url" else f"${r.url_env}: {why}")
-        secret, secret_source = _from_env(r.secret_env, r.secret, env)
-        if secret is None and r.secret_env is not None:
-            fail(
-                (*loc, "secret_env"),
-                f"environment variable {r.secret_env} is not set and no literal secret is given",
-            )
-        receivers[r.name] = Receiver(
-            name=r.name,
-            url=url,
-            format=r.format,
-            secret=None if secret is None else SecretStr(secret),
-            url_source=url_source,
-            secret_source=secret_source,
-            max_alerts=r.max_alerts,
-            responder_links=r.responder_links,
+
+class _RoutesLoader:
+    """The checks of one routes file, part by part; :meth:`fail` names file, line and key."""
+
+    def __init__(
+        self,
+        file: Path,
+        lines: Mapping[Loc, int],
+        cfg: CityConfig,
+        rules: ThresholdRules | None,
+        env: Mapping[str, str],
+    ) -> None:
+        self.file, self.lines, self.cfg, self.env = file, lines, cfg, env
+        self.known = _known_values(cfg, rules)
+        self.receivers: dict[str, Receiver] = {}
+        self.intervals: dict[str, TimeInterval] = {}
+
+    def fail(self, loc: Loc, reason: str) -> NoReturn:
+        raise ConfigError(self.file, format_path(loc), reason, nearest_line(self.lines, loc))
+
+    def load(self, data: RoutesFile) -> RoutingTree:
+        if (why := _check_url(data.console_url, "console_url")) is not None:
+            self.fail(("console_url",), why)
+        self.receivers = self._receivers(data.receivers)
+        self.intervals = self._intervals(data.time_intervals)
+        root = self._route(data.route, ("route",), None, data.route.name or "root", ())
+        return RoutingTree(
+            responder_links=_responder_links(data.responder_links, self.env, self.fail),
+            root=root,
+            receivers=self.receivers,
+            time_intervals=self.intervals,
+            escalation=self._escalation(data.escalation),
+            console_url=data.console_url.rstrip("/"),
+            timezone=self.cfg.city.city.timezone,
+            file=self.file,
         )
 
-    city_zone = cfg.city.city.timezone
-    intervals: dict[str, TimeInterval] = {}
-    for i, ti in enumerate(data.time_intervals):
-        if ti.name in intervals:
-            fail(("time_intervals", i, "name"), f"duplicate time interval name {ti.name!r}")
-        specs = []
-        for j, s in enumerate(ti.time_intervals):
-            for k, t in enumerate(s.times):
-                if t.start_time == t.end_time:
-                    fail(
-                        ("time_intervals", i, "time_intervals", j, "times", k),
-                        "start_time equals end_time: the range is empty",
-                    )
-            specs.append(
-                TimeSpec(
-                    zone=_zone(s.location or city_zone),
-                    times=tuple((t.start_time, t.end_time) for t in s.times),
-                    weekdays=tuple(s.weekdays),
-                    days_of_month=tuple(s.days_of_month),
-                    months=tuple(s.months),
-                    years=tuple(s.years),
+    # -- receivers and time intervals --------------------------------------------------------
+    def _receivers(self, entries: Sequence[ReceiverEntry]) -> dict[str, Receiver]:
+        receivers: dict[str, Receiver] = {}
+        for i, r in enumerate(entries):
+            loc: Loc = ("receivers", i)
+            if r.name in receivers:
+                first = next(j for j, o in enumerate(entries) if o.name == r.name)
+                self.fail(
+                    (*loc, "name"), f"duplicate receiver name {r.name!r} (also receivers[{first}])"
                 )
+            if r.url is None and r.url_env is None:
+                self.fail(loc, "a receiver needs a url (or url_env naming an environment variable)")
+            url, url_source = _from_env(r.url_env, r.url, self.env)
+            if url is None:
+                self.fail(
+                    (*loc, "url_env"),
+                    f"environment variable {r.url_env} is not set and no url is given",
+                )
+            if (why := _check_url(url)) is not None:
+                where = "url" if url_source == "literal" else "url_env"
+                self.fail((*loc, where), why if where == "url" else f"${r.url_env}: {why}")
+            secret, secret_source = _from_env(r.secret_env, r.secret, self.env)
+            if secret is None and r.secret_env is not None:
+                self.fail(
+                    (*loc, "secret_env"),
+                    f"environment variable {r.secret_env} is not set and no literal secret is given",
+                )
+            receivers[r.name] = Receiver(
+                name=r.name,
+                url=url,
+                format=r.format,
+                secret=None if secret is None else SecretStr(secret),
+                url_source=url_source,
+                secret_source=secret_source,
+                max_alerts=r.max_alerts,
+                responder_links=r.responder_links,
             )
-        intervals[ti.name] = TimeInterval(ti.name, tuple(specs))
+        return receivers
 
-    known = _known_values(cfg, rules)
-    street_district = cfg.city.street_district
+    def _receiver(self, name: str, loc: Loc) -> Receiver:
+        if name not in self.receivers:
+            self.fail(loc, f"unknown receiver {name!r}; known: {sorted(self.receivers)}")
+        return self.receivers[name]
 
-    def receiver(name: str, loc: tuple[str | int, ...]) -> Receiver:
-        if name not in receivers:
-            fail(loc, f"unknown receiver {name!r}; known: {sorted(receivers)}")
-        return receivers[name]
+    def _intervals(self, entries: Sequence[TimeIntervalEntry]) -> dict[str, TimeInterval]:
+        city_zone = self.cfg.city.city.timezone
+        intervals: dict[str, TimeInterval] = {}
+        for i, ti in enumerate(entries):
+            if ti.name in intervals:
+                self.fail(
+                    ("time_intervals", i, "name"), f"duplicate time interval name {ti.name!r}"
+                )
+            specs = []
+            for j, s in enumerate(ti.time_intervals):
+                for k, t in enumerate(s.times):
+                    if t.start_time == t.end_time:
+                        self.fail(
+                            ("time_intervals", i, "time_intervals", j, "times", k),
+                            "start_time equals end_time: the range is empty",
+                        )
+                specs.append(
+                    TimeSpec(
+                        zone=_zone(s.location or city_zone),
+                        times=tuple((t.start_time, t.end_time) for t in s.times),
+                        weekdays=tuple(s.weekdays),
+                        days_of_month=tuple(s.days_of_month),
+                        months=tuple(s.months),
+                        years=tuple(s.years),
+                    )
+                )
+            intervals[ti.name] = TimeInterval(ti.name, tuple(specs))
+        return intervals
 
-    def compile_route(
+    # -- the route tree ----------------------------------------------------------------------
+    def _route(
+        self,
         entry: RouteEntry,
-        loc: tuple[str | int, ...],
+        loc: Loc,
         parent: Route | None,
         segment: str,
-        places: tuple[tuple[str, str, tuple[str | int, ...]], ...],
+        places: tuple[tuple[str, str, Loc], ...],
     ) -> Route:
+        """One route and, recursively, its children; ``places``: the ancestors' place matchers."""
         path = segment if parent is None else f"{parent.path}/{segment}"
         for j, m in enumerate(entry.matchers):
-            if (why := _matcher_problem(m, known)) is not None:
-                fail((*loc, "matchers", j), why)
+            if (why := _matcher_problem(m, self.known)) is not None:
+                self.fail((*loc, "matchers", j), why)
         if parent is None:
-            if entry.matchers:
-                fail((*loc, "matchers"), "the root route matches every alert; it takes no matchers")
-            if entry.continue_:
-                fail((*loc, "continue"), "the root route has no siblings to continue to")
-            if entry.receiver is None:
-                fail(loc, "the root route needs a receiver: where alerts no other route takes go")
-            if entry.mute_time_intervals:
-                fail((*loc, "mute_time_intervals"), "the root route cannot be muted")
-        # equality matchers on the place, from this route and its ancestors, must agree
-        here = places + tuple(
-            (m.name, m.value, (*loc, "matchers", j))
-            for j, m in enumerate(entry.matchers)
-            if m.op == "=" and m.name in ("district", "street") and m.value
-        )
-        districts = {v for n, v, _ in here if n == "district"}
-        for name, value, where in here:
-            if name == "street" and districts and street_district.get(value) not in districts:
-                fail(
-                    where,
-                    f"street {value!r} is in district {street_district.get(value)!r}, "
-                    f"not {sorted(districts)[0]!r}: this route can never match",
-                )
-        if len(districts) > 1:
-            fail((*loc, "matchers"), f"districts {sorted(districts)} together can never match")
-
-        group_by = tuple(entry.group_by) if entry.group_by is not None else None
-        if group_by is not None:
-            for j, g in enumerate(group_by):
-                if g == GROUP_ALL and len(group_by) > 1:
-                    fail((*loc, "group_by", j), f"{GROUP_ALL!r} (every label) stands alone")
-                if g != GROUP_ALL and g not in LABELS:
-                    fail((*loc, "group_by", j), f"unknown label {g!r}; known: {list(LABELS)}")
-            if len(set(group_by)) != len(group_by):
-                fail((*loc, "group_by"), "a label is listed twice")
-        mutes = None
-        if entry.mute_time_intervals is not None:
-            for j, name in enumerate(entry.mute_time_intervals):
-                if name not in intervals:
-                    fail(
-                        (*loc, "mute_time_intervals", j),
-                        f"mute time interval {name!r} is not defined under time_intervals; "
-                        f"defined: {sorted(intervals)}",
-                    )
-            mutes = tuple(intervals[n] for n in entry.mute_time_intervals)
+            self._check_root(entry, loc)
+        here = self._places(entry, loc, places)
+        group_by = self._group_by(entry, loc)
+        mutes = self._mutes(entry, loc)
 
         def inherit(own: Any, attr: str, default: Any) -> Any:
             if own is not None:
@@ -1014,7 +1019,7 @@ def load_routes(
             return getattr(parent, attr) if parent is not None else default
 
         if entry.receiver is not None:
-            rc = receiver(entry.receiver, (*loc, "receiver"))
+            rc = self._receiver(entry.receiver, (*loc, "receiver"))
         else:
             assert parent is not None  # the root's receiver was required above
             rc = parent.receiver
@@ -1034,89 +1039,141 @@ def load_routes(
             send_resolved=inherit(entry.send_resolved, "send_resolved", True),
             mute_intervals=inherit(mutes, "mute_intervals", ()),
         )
-        _check_timers(entry, route, loc, parent is None, fail)
+        _check_timers(entry, route, loc, parent is None, self.fail)
+        return replace(route, routes=self._children(entry, loc, route, here))
 
+    def _check_root(self, entry: RouteEntry, loc: Loc) -> None:
+        if entry.matchers:
+            self.fail(
+                (*loc, "matchers"), "the root route matches every alert; it takes no matchers"
+            )
+        if entry.continue_:
+            self.fail((*loc, "continue"), "the root route has no siblings to continue to")
+        if entry.receiver is None:
+            self.fail(loc, "the root route needs a receiver: where alerts no other route takes go")
+        if entry.mute_time_intervals:
+            self.fail((*loc, "mute_time_intervals"), "the root route cannot be muted")
+
+    def _places(
+        self, entry: RouteEntry, loc: Loc, places: tuple[tuple[str, str, Loc], ...]
+    ) -> tuple[tuple[str, str, Loc], ...]:
+        """The place matchers of the route and its ancestors, which must agree."""
+        here = places + tuple(
+            (m.name, m.value, (*loc, "matchers", j))
+            for j, m in enumerate(entry.matchers)
+            if m.op == "=" and m.name in ("district", "street") and m.value
+        )
+        street_district = self.cfg.city.street_district
+        districts = {v for n, v, _ in here if n == "district"}
+        for name, value, where in here:
+            if name == "street" and districts and street_district.get(value) not in districts:
+                self.fail(
+                    where,
+                    f"street {value!r} is in district {street_district.get(value)!r}, "
+                    f"not {sorted(districts)[0]!r}: this route can never match",
+                )
+        if len(districts) > 1:
+            self.fail((*loc, "matchers"), f"districts {sorted(districts)} together can never match")
+        return here
+
+    def _group_by(self, entry: RouteEntry, loc: Loc) -> tuple[str, ...] | None:
+        group_by = tuple(entry.group_by) if entry.group_by is not None else None
+        if group_by is not None:
+            for j, g in enumerate(group_by):
+                if g == GROUP_ALL and len(group_by) > 1:
+                    self.fail((*loc, "group_by", j), f"{GROUP_ALL!r} (every label) stands alone")
+                if g != GROUP_ALL and g not in LABELS:
+                    self.fail((*loc, "group_by", j), f"unknown label {g!r}; known: {list(LABELS)}")
+            if len(set(group_by)) != len(group_by):
+                self.fail((*loc, "group_by"), "a label is listed twice")
+        return group_by
+
+    def _mutes(self, entry: RouteEntry, loc: Loc) -> tuple[TimeInterval, ...] | None:
+        if entry.mute_time_intervals is None:
+            return None
+        for j, name in enumerate(entry.mute_time_intervals):
+            if name not in self.intervals:
+                self.fail(
+                    (*loc, "mute_time_intervals", j),
+                    f"mute time interval {name!r} is not defined under time_intervals; "
+                    f"defined: {sorted(self.intervals)}",
+                )
+        return tuple(self.intervals[n] for n in entry.mute_time_intervals)
+
+    def _children(
+        self, entry: RouteEntry, loc: Loc, route: Route, here: tuple[tuple[str, str, Loc], ...]
+    ) -> tuple[Route, ...]:
         children: list[Route] = []
         seen: dict[str, int] = {}
         catch_all: int | None = None
         for j, child in enumerate(entry.routes):
             child_loc = (*loc, "routes", j)
             if catch_all is not None:
-                fail(
+                self.fail(
                     child_loc,
                     f"never reached: routes[{catch_all}] before it has no matchers and no "
                     "'continue: true', so it takes every alert",
                 )
             name = child.name or f"routes[{j}]"
             if name in seen:
-                fail((*child_loc, "name"), f"duplicate route name {name!r} among siblings")
+                self.fail((*child_loc, "name"), f"duplicate route name {name!r} among siblings")
             seen[name] = j
-            children.append(compile_route(child, child_loc, route, name, here))
+            children.append(self._route(child, child_loc, route, name, here))
             if not child.matchers and not child.continue_:
                 catch_all = j
-        return replace(route, routes=tuple(children))
+        return tuple(children)
 
-    root = compile_route(data.route, ("route",), None, data.route.name or "root", ())
+    # -- escalation --------------------------------------------------------------------------
+    def _escalation(self, esc: EscalationEntry) -> Escalation:
+        missing = [g for g in ("I", "II", "III", "IV") if g not in esc.ack_deadlines]
+        if missing:
+            self.fail(
+                ("escalation", "ack_deadlines"),
+                f"every grade needs a deadline; missing: {', '.join(missing)}",
+            )
+        deadlines = {Grade[g]: s for g, s in esc.ack_deadlines.items()}
+        self._check_deadlines(deadlines, deadlines, ("escalation", "ack_deadlines"), "")
+        levels = {
+            lv: self._receiver(getattr(esc.levels, lv.value), ("escalation", "levels", lv.value))
+            for lv in Level
+        }
+        departments: dict[str, tuple[Mapping[Grade, float], Mapping[Level, Receiver]]] = {}
+        known = self.cfg.catalogue.departments
+        for dep, over in esc.departments.items():
+            loc: Loc = ("escalation", "departments", dep)
+            if dep not in known:
+                self.fail(loc, f"unknown department {dep!r}; known: {sorted(known)}")
+            own = {Grade[g]: s for g, s in over.ack_deadlines.items()}
+            self._check_deadlines(
+                {**deadlines, **own}, own, (*loc, "ack_deadlines"), " once merged with the defaults"
+            )
+            dep_levels = {
+                lv: self._receiver(name, (*loc, "levels", lv.value))
+                for lv in Level
+                if (name := getattr(over.levels, lv.value)) is not None
+            }
+            departments[dep] = (own, dep_levels)
+        return Escalation(deadlines, levels, departments)
 
-    esc = data.escalation
-    missing = [g for g in ("I", "II", "III", "IV") if g not in esc.ack_deadlines]
-    if missing:
-        fail(
-            ("escalation", "ack_deadlines"),
-            f"every grade needs a deadline; missing: {', '.join(missing)}",
-        )
-
-    def check_deadlines(
+    def _check_deadlines(
+        self,
         deadlines: Mapping[Grade, float],
         own: Mapping[Grade, float],
-        loc: tuple[str | int, ...],
+        loc: Loc,
         note: str,
     ) -> None:
         for g, s in own.items():
             if s <= 0:
-                fail((*loc, g.roman), f"the deadline of grade {g.roman} must be longer than 0")
+                self.fail((*loc, g.roman), f"the deadline of grade {g.roman} must be longer than 0")
         for g1, g2 in itertools.pairwise(sorted(deadlines)):
             s1, s2 = deadlines[g1], deadlines[g2]
             if s1 > s2:
-                fail(
+                self.fail(
                     (*loc, (g1 if g1 in own else g2).roman),
                     f"grade {g1.roman} (more serious) has a longer deadline ({_human(s1)}) than "
                     f"grade {g2.roman} ({_human(s2)}){note}; deadlines must not decrease in "
                     "severity",
                 )
-
-    deadlines = {Grade[g]: s for g, s in esc.ack_deadlines.items()}
-    check_deadlines(deadlines, deadlines, ("escalation", "ack_deadlines"), "")
-    levels = {
-        lv: receiver(getattr(esc.levels, lv.value), ("escalation", "levels", lv.value))
-        for lv in Level
-    }
-    departments: dict[str, tuple[Mapping[Grade, float], Mapping[Level, Receiver]]] = {}
-    for dep, over in esc.departments.items():
-        loc = ("escalation", "departments", dep)
-        if dep not in cfg.catalogue.departments:
-            fail(loc, f"unknown department {dep!r}; known: {sorted(cfg.catalogue.departments)}")
-        own = {Grade[g]: s for g, s in over.ack_deadlines.items()}
-        check_deadlines(
-            {**deadlines, **own}, own, (*loc, "ack_deadlines"), " once merged with the defaults"
-        )
-        dep_levels = {
-            lv: receiver(name, (*loc, "levels", lv.value))
-            for lv in Level
-            if (name := getattr(over.levels, lv.value)) is not None
-        }
-        departments[dep] = (own, dep_levels)
-
-    return RoutingTree(
-        responder_links=_responder_links(data.responder_links, env, fail),
-        root=root,
-        receivers=receivers,
-        time_intervals=intervals,
-        escalation=Escalation(deadlines, levels, departments),
-        console_url=data.console_url.rstrip("/"),
-        timezone=city_zone,
-        file=file,
-    )
 
 
 def _responder_links(
