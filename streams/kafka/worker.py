@@ -1443,14 +1443,24 @@ def tune_gc(settings: Settings) -> None:
         gc.set_threshold(settings.gc_young, 20, 10)
 
 
+def _changelog(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"
+
+
 def _state_table(app: faust.App, settings: Settings, name: str, codec: str) -> Any:
-    """A table keyed by raw district code, its values in ``codec``, written outside streams."""
+    """A table keyed by raw district code, its values in ``codec``, written outside streams.
+
+    Keys are the district code as bytes (hashed like the input topics' keys, and
+    restored as bytes by recovery); values use the table's codec. Faust would derive
+    JSON serializers for both, so the changelog topic is built here; the state must be
+    on the broker (acks from all replicas) before offsets are committed, and the table
+    is partitioned by the district key, being written outside a stream."""
     table = app.Table(
         name,
         default=None,
         partitions=settings.partitions,
         changelog_topic=app.topic(
-            f"{settings.app_id}-{name}-changelog",
+            _changelog(settings, name),
             key_serializer="raw",
             value_serializer=codec,
             partitions=settings.partitions,
@@ -1482,38 +1492,55 @@ def create_app(
     app = CityApp(settings.app_id, **faust_settings(settings))
     # Faust's own metrics go to the worker's /metrics (Faust's web server is off)
     app.monitor = sensors.faust_monitor()
-    partitions = settings.partitions
-    changelog_name = f"{settings.app_id}-{TABLE_NAME}-changelog"
-    # Keys are the district code as bytes (hashed like the input topics' keys, and
-    # restored as bytes by recovery); values use the compact codec above. Faust
-    # would derive JSON serializers for both, so the changelog topic is built here.
     # The city topics themselves are created (and their partition counts checked)
     # before the worker starts: streams.kafka.topics.ensure_topics.
-    changelog = app.topic(
-        changelog_name,
-        key_serializer="raw",
-        value_serializer="district_windows",
-        partitions=partitions,
-        compacting=True,
-        acks=True,  # the state must be on the broker before offsets are committed
-        internal=True,
-    )
-    table = app.Table(
-        TABLE_NAME,
-        default=None,
-        partitions=partitions,
-        changelog_topic=changelog,
-        use_partitioner=True,  # written outside a stream: partition by the district key
-    )
-    cast(Any, table).key_serializer = "raw"
-    cast(Any, table).value_serializer = "district_windows"
     # degraded writes are counted and logged at once; the notifier's timer audits them
     DETECTION_CODEC.max_bytes = NOTIFY_CODEC.max_bytes = settings.state_max_bytes
-    detection_table = _state_table(app, settings, DETECTION_TABLE, "district_detection")
+    tables = {
+        name: _state_table(app, settings, name, codec)
+        for name, codec in (
+            (TABLE_NAME, "district_windows"),
+            (DETECTION_TABLE, "district_detection"),
+            (NOTIFY_TABLE, "district_notify"),
+        )
+    }
+    feed, processor, notifier = _services(app, settings, cfg, tables)
+    parts = _Parts(app, settings, feed, processor, notifier, tables)
+    readiness = _inputs_follow_rebalances(parts)
+    _agents_and_timers(parts)
+    config_files = [cfg.directory / n for n in ("city.yaml", "indicators.yaml", "thresholds.yaml")]
+    config_files += [cfg.directory / "silences.yaml", settings.roles_path]
+    config_files += [f for f in (cfg.directory / "anomaly.yaml",) if f.exists()]
+    app.api_service = ApiService(
+        settings,
+        cfg,
+        auth if auth is not None else load_roles(settings.roles_path, cfg),
+        ready=readiness,
+        config_files=config_files,
+        links=notifier.planner.tree.responder_links,
+    )
+    return app
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What the worker's rebalance handlers, agents and timers are wired to."""
+
+    app: CityApp
+    settings: Settings
+    feed: InputFeed
+    processor: VitalsProcessor
+    notifier: NotifyService
+    tables: dict[str, Any]
+
+
+def _services(
+    app: CityApp, settings: Settings, cfg: CityConfig, tables: dict[str, Any]
+) -> tuple[InputFeed, VitalsProcessor, NotifyService]:
+    """The input feed, the batch handler it calls, and the notification service."""
+    partitions = settings.partitions
     rules = load_thresholds(cfg)
     detection = DetectionContext(cfg, rules, silences=load_silences(cfg, rules))
-    notify_table = _state_table(app, settings, NOTIFY_TABLE, "district_notify")
-    state_tables = (table, detection_table, notify_table)
 
     async def crash(exc: BaseException) -> None:
         await app.crash(exc)
@@ -1531,14 +1558,14 @@ def create_app(
         session_timeout_s=settings.session_timeout_s,
     )
     processor = VitalsProcessor(
-        table,
+        tables[TABLE_NAME],
         cfg,
         settings,
         outputs=feed.outputs,
         progress=feed.progress,
-        detection_table=detection_table,
+        detection_table=tables[DETECTION_TABLE],
         detection=detection,
-        changelogs=(changelog_name, f"{settings.app_id}-{DETECTION_TABLE}-changelog"),
+        changelogs=(_changelog(settings, TABLE_NAME), _changelog(settings, DETECTION_TABLE)),
         clock=feed.clock.now,
         caught_up=feed.caught_up,
         fenced=feed.fenced,
@@ -1551,9 +1578,9 @@ def create_app(
         app_id=settings.app_id,
         bootstrap=settings.bootstrap,
         client_options=settings.kafka_client_options(),
-        table=notify_table,
+        table=tables[NOTIFY_TABLE],
         flush_state=app.producer.flush,
-        changelog=f"{settings.app_id}-{NOTIFY_TABLE}-changelog",
+        changelog=_changelog(settings, NOTIFY_TABLE),
         encode_state=NOTIFY_CODEC.dumps,
         on_crash=crash,
         partition_of=lambda district: key_partition(district.encode(), partitions),
@@ -1564,6 +1591,16 @@ def create_app(
             give_up_after_s=settings.notify_give_up_after_s,
         ),
     )
+
+    return feed, processor, notifier
+
+
+def _inputs_follow_rebalances(parts: _Parts) -> Readiness:
+    """Hand the inputs over at each rebalance: revoked at its start, taken once the
+    table partitions this worker owns are recovered; the worker's readiness follows."""
+    app, feed, processor, notifier = parts.app, parts.feed, parts.processor, parts.notifier
+    tables, settings = parts.tables, parts.settings
+    changelog_name = _changelog(settings, TABLE_NAME)
 
     def owned_partitions() -> set[int]:
         """The table partitions Faust made this worker active for."""
@@ -1593,7 +1630,7 @@ def create_app(
     app.readiness = readiness
 
     async def take(epoch: int) -> None:
-        stop_if_unrestorable(*state_tables)
+        stop_if_unrestorable(*tables.values())
         if not readiness.current():
             # a newer rebalance began: its recovery restores these tables now, and its
             # own completion takes the inputs
@@ -1624,8 +1661,16 @@ def create_app(
             await notifier.start()
             await take(epoch)
 
+    return readiness
+
+
+def _agents_and_timers(parts: _Parts) -> None:
+    """Operators' actions, and the one-second timers: due notifications, idle windows,
+    table sizes."""
+    app, feed, processor, notifier = parts.app, parts.feed, parts.processor, parts.notifier
+    tables, settings = parts.tables, parts.settings
     actions = app.topic(
-        ACTIONS_TOPIC, key_serializer="raw", value_serializer="raw", partitions=partitions
+        ACTIONS_TOPIC, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
     )
 
     @app.agent(actions, name="alert-actions")
@@ -1645,30 +1690,10 @@ def create_app(
             async with feed.lock:
                 await processor.close_idle(feed.partitions)
 
-    table_keys = [
-        (metrics.table_keys.labels(name), t)
-        for name, t in (
-            (TABLE_NAME, table),
-            (DETECTION_TABLE, detection_table),
-            (NOTIFY_TABLE, notify_table),
-        )
-    ]
+    table_keys = [(metrics.table_keys.labels(name), t) for name, t in tables.items()]
 
     @app.timer(interval=1.0)
     async def report_table_sizes() -> None:
         # the partitions the inputs read: none while a rebalance is under way
         for gauge, t in table_keys:
             gauge.set(processor.owned_keys(t, feed.partitions))
-
-    config_files = [cfg.directory / n for n in ("city.yaml", "indicators.yaml", "thresholds.yaml")]
-    config_files += [cfg.directory / "silences.yaml", settings.roles_path]
-    config_files += [f for f in (cfg.directory / "anomaly.yaml",) if f.exists()]
-    app.api_service = ApiService(
-        settings,
-        cfg,
-        auth if auth is not None else load_roles(settings.roles_path, cfg),
-        ready=readiness,
-        config_files=config_files,
-        links=notifier.planner.tree.responder_links,
-    )
-    return app
