@@ -1532,6 +1532,8 @@ class _Parts:
     processor: VitalsProcessor
     notifier: NotifyService
     tables: dict[str, Any]
+    # set once the inputs are first taken: the feed's producer exists, the state is checked
+    inputs_taken: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _services(
@@ -1643,6 +1645,7 @@ def _inputs_follow_rebalances(parts: _Parts) -> Readiness:
         processor.take_districts(owned)
         metrics.partitions_owned.set(len(owned))
         readiness.settled(epoch)
+        parts.inputs_taken.set()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def take_inputs(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -1675,8 +1678,11 @@ def _agents_and_timers(parts: _Parts) -> None:
 
     @app.agent(actions, name="alert-actions")
     async def apply_actions(stream: Any) -> None:
-        # operator actions are few: Faust's per-event stream suits them
+        # operator actions are few: Faust's per-event stream suits them. The agent may
+        # start before the inputs are first taken (an action already on the topic):
+        # it waits for them, as the action's outputs go through the feed's producer
         async for event in stream.events():
+            await parts.inputs_taken.wait()
             async with feed.lock:
                 await processor.apply_action(event.message)
 
