@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from throughput import REPO_ROOT, WorkerProcess, log
+from throughput import REPO_ROOT, BenchWorker, log
 
 from streams.api.auth import write_roles_with_tokens
 from streams.core.config import load_config
@@ -131,7 +131,7 @@ def measure(workdir: Path, fire_after: float, seed: int) -> dict[str, Any]:
             REPO_ROOT / "config" / "roles.yaml", workdir / "roles.yaml"
         )
         operator = tokens["cc.duty"]  # the command centre's duty officer (config/roles.yaml)
-        worker = WorkerProcess(broker.bootstrap, PARTITIONS, workdir)
+        worker = BenchWorker(broker.bootstrap, PARTITIONS, workdir)
         worker.env["CITYVITALS_ROLES_FILE"] = str(workdir / "roles.yaml")
         worker.env["CITYVITALS_IDLE_CLOSE_S"] = "120"  # as the demo at --speed 1
         worker.start()

@@ -79,14 +79,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -99,7 +96,6 @@ from types import FrameType
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-import httpx
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -115,7 +111,8 @@ from streams.core.messages import (
     Grade,
 )
 from streams.core.settings import Settings
-from streams.kafka.broker import EmbeddedBroker, parent_death_preexec
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.child import WorkerProcess, free_port, worker_environment
 from streams.kafka.topics import ensure_topics
 from streams.sim.simulator import DEFAULT_START, CitySimulator, Incident, SimEvent, publish
 
@@ -349,88 +346,31 @@ def default_start(minutes: float, now: datetime | None = None) -> datetime:
     return (now - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Worker:
-    """``python -m streams.cli worker`` as the demo runs it, with a fresh app id and port."""
-
-    def __init__(self, bootstrap: str, config_dir: Path, speed: float, workdir: Path) -> None:
-        self.app_id = f"cityvitals-recall-{uuid.uuid4().hex[:8]}"
-        self.web_port = free_port()
-        self.log_path = workdir / "worker.log"
-        idle_close_s = max(2.0, 120.0 / speed) if speed > 0 else 2.0
-        self.env = {
-            **os.environ,
-            "CITYVITALS_BOOTSTRAP": bootstrap,
-            "CITYVITALS_APP_ID": self.app_id,
-            "CITYVITALS_EMBEDDED_BROKER": "1",
-            "CITYVITALS_WEB_PORT": str(self.web_port),
-            "CITYVITALS_DATADIR": str(workdir / "worker"),
-            "CITYVITALS_CONFIG_DIR": str(config_dir),
-            # two simulated minutes of silence close a district's windows
-            "CITYVITALS_IDLE_CLOSE_S": f"{idle_close_s:g}",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Launch it in its own session (a Ctrl-C reaches only the bench, which stops it)."""
-        with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=parent_death_preexec(signal.SIGTERM),
-            )
-
-    def check_alive(self) -> None:
-        assert self.proc is not None, "worker not started"
-        code = self.proc.poll()
-        if code is not None:
-            raise RuntimeError(f"the worker exited with status {code}\n{self.log_tail()}")
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Wait until ``/readyz`` answers 200: partitions assigned, table restored."""
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=1.0) as http:
-            while time.monotonic() < deadline:
-                self.check_alive()
-                with contextlib.suppress(httpx.HTTPError):
-                    if http.get(f"http://127.0.0.1:{self.web_port}/readyz").status_code == 200:
-                        return
-                time.sleep(0.3)
-        raise TimeoutError(f"the worker was not ready within {timeout:g} s\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(cannot read {self.log_path}: {exc})"
-        return f"--- end of {self.log_path} ---\n" + "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` s. Idempotent."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
+def recall_worker(bootstrap: str, config_dir: Path, speed: float, workdir: Path) -> WorkerProcess:
+    """``cityvitals worker`` as the demo runs it, with a fresh app id and port, in its own
+    session (a Ctrl-C reaches only the bench, which stops it)."""
+    web_port = free_port()
+    env = worker_environment(
+        bootstrap,
+        f"cityvitals-recall-{uuid.uuid4().hex[:8]}",
+        web_port,
+        workdir / "worker",
+        embedded_broker="1",
+        config_dir=str(config_dir),
+        # two simulated minutes of silence close a district's windows
+        idle_close_s=max(2.0, 120.0 / speed) if speed > 0 else 2.0,
+    )
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    return WorkerProcess(
+        env,
+        web_port,
+        workdir / "worker.log",
+        cwd=REPO_ROOT,
+        new_session=True,
+        death_signal=signal.SIGTERM,
+    )
 
 
 class Tracked:
@@ -458,7 +398,7 @@ class Tracked:
 
 
 async def wait_for_windows(
-    bootstrap: str, last: Mapping[str, datetime], worker: Worker, timeout: float
+    bootstrap: str, last: Mapping[str, datetime], worker: WorkerProcess, timeout: float
 ) -> None:
     """Follow ``city.vitals`` until each district closed a window past its last event."""
     pending = {d: t.timestamp() for d, t in last.items()}
@@ -512,7 +452,7 @@ async def run_city(
     minutes: float,
     speed: float,
     ground_truth: Path,
-    worker: Worker,
+    worker: WorkerProcess,
     timeout: float,
 ) -> tuple[int, list[AlertEvent]]:
     """Publish the city, wait for its last windows, return (events published, alert events)."""
@@ -614,10 +554,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with EmbeddedBroker(log_path=workdir / "broker.log", own_session=True) as broker:
             run_async(ensure_topics(broker.bootstrap, partitions))
-            worker = Worker(broker.bootstrap, Path(args.config_dir), args.speed, workdir)
+            worker = recall_worker(broker.bootstrap, Path(args.config_dir), args.speed, workdir)
             try:
                 worker.start()
-                worker.wait_ready()
+                worker.wait_ready(READY_TIMEOUT_S)
                 log(
                     f"worker ready; simulating {args.minutes:g} min from {start.isoformat()} "
                     f"(seed {args.seed}, speed {args.speed:g})"
@@ -634,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
             finally:
-                worker.stop()
+                worker.stop(timeout=10.0)
         result = score(sim.incidents, events, cfg, rules, start)
         result["run"] = {
             "seed": args.seed,

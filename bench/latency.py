@@ -90,7 +90,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from throughput import (
     REPO_ROOT,
-    WorkerProcess,
+    BenchWorker,
     generate_events,
     log,
     produce,
@@ -332,7 +332,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     injections = plan(cfg, per_class, args.span, random.Random(args.seed))
     with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, args.partitions))
-        worker = WorkerProcess(broker.bootstrap, args.partitions, workdir)
+        worker = BenchWorker(broker.bootstrap, args.partitions, workdir)
         worker.env["CITYVITALS_CONFIG_DIR"] = str(bench_config(workdir))
         worker.env.pop("CITYVITALS_IDLE_CLOSE_S")  # the worker's own default, as deployed
         sim = subprocess.Popen(

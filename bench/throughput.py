@@ -68,16 +68,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -107,7 +104,8 @@ from rich.progress import (
 
 from streams.core.config import load_config
 from streams.core.messages import EVENT_TOPICS
-from streams.kafka.broker import EmbeddedBroker, parent_death_preexec
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.child import WorkerProcess, free_port, worker_environment
 from streams.kafka.topics import ensure_topics
 from streams.sim.simulator import CitySimulator, SimEvent
 
@@ -259,12 +257,6 @@ async def raw_consume(bootstrap: str, n: int) -> tuple[float, int]:
 # --- the worker ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _proc_status_kb(pid: int, field: str) -> int | None:
     """A ``kB`` field (VmRSS, VmHWM) of /proc/<pid>/status, None where unavailable."""
     try:
@@ -301,54 +293,44 @@ def _rss_bytes(pid: int) -> int | None:
         return None
 
 
-class WorkerProcess:
-    """``python -m streams.cli worker`` as a child process, with its own app id and port."""
+class BenchWorker:
+    """``cityvitals worker`` as a child process, with its own app id and port."""
 
     def __init__(self, bootstrap: str, partitions: int, workdir: Path) -> None:
         self.app_id = f"cv-bench-{uuid.uuid4().hex[:10]}"
-        self.web_port = _free_port()
-        self.workdir = workdir
-        self.log_path = workdir / f"worker-{self.app_id}.log"
-        self.env = {
-            **os.environ,
-            "CITYVITALS_BOOTSTRAP": bootstrap,
-            "CITYVITALS_APP_ID": self.app_id,
-            "CITYVITALS_WEB_PORT": str(self.web_port),
-            "CITYVITALS_DATADIR": str(workdir / f"data-{self.app_id}"),
-            "CITYVITALS_PARTITIONS": str(partitions),
-            "CITYVITALS_IDLE_CLOSE_S": f"{IDLE_CLOSE_S:g}",
-            "CITYVITALS_LOG_LEVEL": "info",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.web_port = free_port()
+        env = worker_environment(
+            bootstrap,
+            self.app_id,
+            self.web_port,
+            workdir / f"data-{self.app_id}",
+            partitions=str(partitions),
+            idle_close_s=IDLE_CLOSE_S,
+            log_level="info",
+        )
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        # it dies with us: PR_SET_PDEATHSIG=SIGTERM on Linux
+        self.child = WorkerProcess(
+            env,
+            self.web_port,
+            workdir / f"worker-{self.app_id}.log",
+            cwd=REPO_ROOT,
+            death_signal=signal.SIGTERM,
+        )
         self._http = httpx.Client(timeout=5.0)
 
     def start(self) -> None:
-        """Launch the worker (it dies with us: PR_SET_PDEATHSIG=SIGTERM on Linux)."""
-        with self.log_path.open("wb") as log_file:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=parent_death_preexec(signal.SIGTERM),
-            )
+        self.child.start()
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None, "worker not started"
-        return self.proc.pid
+        return self.child.pid
 
     def check_alive(self) -> None:
         """Raise with the log's tail if the worker has exited."""
-        assert self.proc is not None, "worker not started"
-        code = self.proc.poll()
-        if code is not None:
-            raise RuntimeError(f"worker exited with status {code}\n{self.log_tail()}")
+        self.child.check_alive()
 
     def metrics(self) -> dict[str, float] | None:
         """Our counters from /metrics, summed over labels; None if the page is not up yet.
@@ -362,28 +344,12 @@ class WorkerProcess:
         return sums(text, METRIC_NAMES, by="reason")
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(cannot read {self.log_path}: {exc})"
-        tail = "\n".join(text.splitlines()[-lines:])
-        return f"--- last lines of the worker log {self.log_path} ---\n{tail}"
+        return f"--- last lines of the worker log ---\n{self.child.log_tail(lines)}"
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, wait up to *timeout* s, then SIGKILL. Idempotent."""
         self._http.close()
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log(f"[yellow]worker {proc.pid} ignored SIGTERM for {timeout:g} s: SIGKILL[/]")
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
+        self.child.stop(signal.SIGTERM, timeout)
 
 
 @dataclass
@@ -416,7 +382,7 @@ def run_pipeline(
     bootstrap: str, n: int, partitions: int, workdir: Path, show_progress: bool
 ) -> PipelineResult:
     """Start a worker on the backlog and time it from its first to its N-th event."""
-    worker = WorkerProcess(bootstrap, partitions, workdir)
+    worker = BenchWorker(bootstrap, partitions, workdir)
     log(f"worker app id {worker.app_id}, log: {worker.log_path}")
     peak_rss = 0
     try:

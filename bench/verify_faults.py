@@ -19,9 +19,7 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,7 +31,7 @@ import httpx
 from promtext import sums
 
 from streams.core.messages import EVENT_TOPICS
-from streams.kafka.broker import parent_death_preexec
+from streams.kafka.child import WorkerProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0
@@ -61,12 +59,6 @@ escalation:
   ack_deadlines: {I: 36500d, II: 36500d, III: 36500d, IV: 36500d}
   levels: {street: nowhere, district: nowhere, city: nowhere}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -150,18 +142,10 @@ class Cluster:
         slot.starts += 1
         env = {**self.env, "CITYVITALS_WEB_PORT": str(slot.web_port)}
         env["CITYVITALS_DATADIR"] = str(self.workdir / f"worker-{slot.index}-data")
-        with slot.log_path.open("wb") as log:
-            # from the main thread: the parent-death signal follows the forking thread
-            slot.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=parent_death_preexec(signal.SIGKILL),
-            )
+        # from the main thread: the parent-death signal follows the forking thread
+        child = WorkerProcess(env, slot.web_port, slot.log_path, cwd=REPO_ROOT, new_session=True)
+        child.start()
+        slot.proc = child.proc
         slot.paused = False
 
     async def _kill(self, slot: Slot) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.core.messages import ALERTS_TOPIC, AlertEvent
+from streams.kafka.child import WorkerProcess, free_port, worker_environment
 from streams.kafka.topics import ensure_topics
 from streams.sim.simulator import SimEvent
 
@@ -29,12 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import promtext
 
 PARTITIONS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -46,46 +40,34 @@ class Worker:
     app_id: str = field(default_factory=lambda: f"cv-test-{uuid.uuid4().hex[:8]}")
     env: dict[str, str] = field(default_factory=dict)
     web_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    child: WorkerProcess | None = None
     starts: int = 0
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return None if self.child is None else self.child.proc
 
     def start(self, timeout: float = 60.0) -> Worker:
         self.starts += 1
-        env = {
-            **os.environ,
-            "CITYVITALS_BOOTSTRAP": self.bootstrap,
-            "CITYVITALS_APP_ID": self.app_id,
-            "CITYVITALS_WEB_PORT": str(self.web_port),
-            "CITYVITALS_DATADIR": str(self.workdir / "data"),
-            "CITYVITALS_PARTITIONS": str(PARTITIONS),
-            "CITYVITALS_IDLE_CLOSE_S": "10",
-            "CITYVITALS_EMBEDDED_BROKER": "0"
-            if os.environ.get("CITYVITALS_TEST_BOOTSTRAP")
-            else "1",
-            "CITYVITALS_LOG_LEVEL": "info",
-            **self.env,
-        }
-        log = open(self.workdir / f"worker-{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        env = worker_environment(
+            self.bootstrap,
+            self.app_id,
+            self.web_port,
+            self.workdir / "data",
+            partitions=str(PARTITIONS),
+            idle_close_s="10",
+            embedded_broker="0" if os.environ.get("CITYVITALS_TEST_BOOTSTRAP") else "1",
+            log_level="info",
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                if (
-                    httpx.get(f"http://127.0.0.1:{self.web_port}/readyz", timeout=1).status_code
-                    == 200
-                ):
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"worker not ready in {timeout} s: {self.log_tail()}")
+        self.child = WorkerProcess(
+            {**env, **self.env},
+            self.web_port,
+            self.workdir / f"worker-{self.starts}.log",
+            death_signal=None,
+        )
+        self.child.start()
+        self.child.wait_ready(timeout)
+        return self
 
     def forget_group(self, *, input_offsets: bool = False) -> None:
         """Delete the stopped worker's consumer group, and with it its input offsets if asked.
@@ -108,10 +90,7 @@ class Worker:
             admin.close()
 
     def log_tail(self, n: int = 40) -> str:
-        path = self.workdir / f"worker-{self.starts}.log"
-        return (
-            "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
-        )
+        return "" if self.child is None else self.child.log_tail(n)
 
     def warnings(self, n: int = 40) -> str:
         """The last ``n`` warnings and errors the worker logged (for a failure message)."""
@@ -127,14 +106,8 @@ class Worker:
         return promtext.sample_sum(text, name, labels)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.child is not None:
+            self.child.stop(sig, timeout)
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -42,7 +39,8 @@ from streams.core.messages import (
     Grade,
 )
 from streams.core.settings import Settings
-from streams.kafka.broker import EmbeddedBroker, parent_death_preexec
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.child import WorkerProcess, worker_environment
 from streams.kafka.follow import follow
 from streams.kafka.topics import ensure_topics
 from streams.sim.simulator import CitySimulator, publish
@@ -358,27 +356,19 @@ def run_demo(
             settings.roles_path, workdir / "roles.yaml", ttl=timedelta(hours=12)
         )
         _print_console(console, settings, tokens, workdir / "roles.yaml")
-        env = {
-            **os.environ,
-            "CITYVITALS_ROLES_FILE": str(workdir / "roles.yaml"),
-            "CITYVITALS_BOOTSTRAP": broker.bootstrap,
-            "CITYVITALS_WEB_PORT": str(settings.web_port),
-            "CITYVITALS_APP_ID": "cityvitals-demo",
-            "CITYVITALS_EMBEDDED_BROKER": "1",
-            "CITYVITALS_DATADIR": str(workdir / "worker"),
-            "CITYVITALS_CONFIG_DIR": str(settings.config_dir),
+        env = worker_environment(
+            broker.bootstrap,
+            "cityvitals-demo",
+            settings.web_port,
+            workdir / "worker",
+            roles_file=str(workdir / "roles.yaml"),
+            embedded_broker="1",
+            config_dir=str(settings.config_dir),
             # the simulated city runs `speed` times faster than the clock
-            "CITYVITALS_IDLE_CLOSE_S": str(max(2.0, 120.0 / speed)),
-        }
-        with open(workdir / "worker.log", "wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=parent_death_preexec(),
-            )
+            idle_close_s=max(2.0, 120.0 / speed),
+        )
+        worker = WorkerProcess(env, settings.web_port, workdir / "worker.log", new_session=True)
+        worker.start()
         view = DemoView(cfg, settings.web_port, workdir / "incidents.jsonl")
         try:
             asyncio.run(
@@ -395,16 +385,9 @@ def run_demo(
         except KeyboardInterrupt:
             console.print("stopping...")
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=8)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-    if worker.returncode not in (0, -signal.SIGTERM, None) and not view.latest:
-        console.print(
-            f"[red]the worker exited with {worker.returncode}; see {workdir / 'worker.log'}[/]"
-        )
+            worker.stop(signal.SIGTERM, timeout=8)
+    code = None if worker.proc is None else worker.proc.returncode
+    if code not in (0, -signal.SIGTERM, None) and not view.latest:
+        console.print(f"[red]the worker exited with {code}; see {workdir / 'worker.log'}[/]")
         return 1
     return 0
