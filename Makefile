@@ -17,8 +17,8 @@ demo: $(BIN)/.installed
 	$(BIN)/cityvitals demo
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check streams detectors tests bench examples deploy
-	$(BIN)/ruff format --check streams detectors tests bench examples deploy
+	$(BIN)/ruff check streams detectors legacy tests bench examples deploy
+	$(BIN)/ruff format --check streams detectors legacy tests bench examples deploy
 	$(BIN)/mypy
 
 test: lint

@@ -321,6 +321,15 @@ class BenchWorker:
         )
         self._http = httpx.Client(timeout=5.0)
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The worker's environment (change it before :meth:`start`)."""
+        return self.child.env
+
+    @property
+    def log_path(self) -> Path:
+        return self.child.log_path
+
     def start(self) -> None:
         self.child.start()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from legacy.pickled_state import MOVED, detection_from_pickle, notify_from_pickle
 from streams.alerting.detection import DetectionContext, DistrictDetection
-from streams.alerting.lifecycle import _MOVED
 from streams.alerting.rules import load_thresholds
 from streams.core.config import load_config
 from streams.notify.planner import DistrictNotify
@@ -107,6 +107,21 @@ def test_the_models_import_nothing_of_the_product(path: Path) -> None:
     assert not wrong, f"{path.relative_to(ROOT)} imports " + ", ".join(wrong)
 
 
+@pytest.mark.parametrize(
+    "path",
+    sorted([*STREAMS.rglob("*.py"), *(ROOT / "detectors").rglob("*.py")]),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_nothing_the_worker_runs_imports_pickle(path: Path) -> None:
+    """Table state is versioned documents (streams/core/state.py); reading what earlier
+    releases pickled is legacy/'s alone, for ``cityvitals migrate-state``."""
+    found = [(line, name) for line, name in imports(path) if name.partition(".")[0] in PICKLERS]
+    assert not found, f"{path.relative_to(ROOT)} imports {found}"
+
+
+PICKLERS = frozenset({"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "shelve", "marshal"})
+
+
 def test_state_pickled_under_the_old_module_names_migrates() -> None:
     """Detection and notification state pickled by earlier releases names its classes by
     module: a value written before the packages by concern still converts (``cityvitals
@@ -121,12 +136,15 @@ def test_state_pickled_under_the_old_module_names_migrates() -> None:
         windows.add("iot.noise_db", 50 + 5 * math.sin(i / 20), t0 + 30 * i, "iot")
         for window in windows.close_due(120.0, ["iot"]):
             detection.on_window(window, ctx)
-    back = {new: old for old, new in _MOVED.items()}
-    for value, cls in ((detection, DistrictDetection), (DistrictNotify("339901"), DistrictNotify)):
+    back = {new: old for old, new in MOVED.items()}
+    for value, cls, convert in (
+        (detection, DistrictDetection, detection_from_pickle),
+        (DistrictNotify("339901"), DistrictNotify, notify_from_pickle),
+    ):
         # protocol 2 names each class as "module\nname\n": put back the old module names
         data = pickle.dumps(value, protocol=2)
         for new, old in back.items():
             data = data.replace(f"c{new}\n".encode(), f"c{old}\n".encode())
         assert f"c{back[cls.__module__]}\n".encode() in data  # the old name, not the new
-        restored = cls.from_pickled(data)
+        restored = convert(data)
         assert restored.dumps() == value.dumps()

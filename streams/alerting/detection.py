@@ -62,7 +62,6 @@ from streams.alerting.lifecycle import (
     Signal,
     Silence,
     fit,
-    read_pickled_state,
 )
 from streams.alerting.models import AnomalyModels, SiteChoice, load_anomaly_models
 from streams.alerting.rules import ThresholdRules
@@ -976,21 +975,6 @@ class DistrictDetection:
         """A value as written by :meth:`dumps`; raises
         :class:`~streams.core.state.StateError` for one this release cannot restore."""
         return DETECTION_STATE.decode(data)
-
-    @staticmethod
-    def from_pickled(data: bytes) -> DistrictDetection:
-        """A value pickled by a release before versioned state (``cityvitals
-        migrate-state``), brought to today's layout: notes dropped from alerts that kept
-        every action's note, fields added since then at their defaults."""
-        value = read_pickled_state(data)
-        if not isinstance(value, DistrictDetection):
-            raise TypeError(f"not a DistrictDetection: {type(value).__name__}")
-        value.book.upgrade()
-        if "early" not in value.__dict__:  # written before early decisions
-            value.early = {}
-        if "anomaly_versions" not in value.__dict__:  # before models were configurable
-            value.anomaly_versions = {}
-        return value
 
 
 DETECTION_STATE_VERSION = 1

@@ -10,7 +10,7 @@ document (:data:`~streams.alerting.detection.DETECTION_STATE`,
 :data:`~streams.notify.planner.NOTIFY_STATE`) to the same partition under the same key,
 so that the next recovery restores the document. The pickles are read with an
 allow-list of this project's and river's classes
-(:func:`~streams.alerting.lifecycle.read_pickled_state`), on topics the operator's own
+(:func:`legacy.pickled_state.read_pickled_state`), on topics the operator's own
 workers wrote; the worker itself has no such path. ``district-windows`` was always JSON
 and needs nothing. Running it twice converts nothing the second time.
 """
@@ -24,14 +24,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.alerting.detection import DistrictDetection
+from legacy.pickled_state import detection_from_pickle, notify_from_pickle
 from streams.core.settings import Settings
-from streams.notify.planner import DistrictNotify
 
 #: Table -> how a pickled value of it is read into today's state.
 PICKLED_TABLES: dict[str, Callable[[bytes], Any]] = {
-    "district-detection": DistrictDetection.from_pickled,
-    "notify-groups": DistrictNotify.from_pickled,
+    "district-detection": detection_from_pickle,
+    "notify-groups": notify_from_pickle,
 }
 
 _PICKLE_START = b"\x80"

@@ -89,7 +89,6 @@ from streams.alerting.lifecycle import (
     Step,
     fit,
     is_closed,
-    read_pickled_state,
 )
 from streams.core import metrics
 from streams.core.messages import (
@@ -603,18 +602,9 @@ class DistrictNotify:
         :class:`~streams.core.state.StateError` for one this release cannot restore."""
         return NOTIFY_STATE.decode(data)
 
-    @staticmethod
-    def from_pickled(data: bytes) -> DistrictNotify:
-        """A value pickled by a release before versioned state (``cityvitals
-        migrate-state``), converted to today's layout where it was written in an older one."""
-        value = read_pickled_state(data)
-        if not isinstance(value, DistrictNotify):
-            raise TypeError(f"not a DistrictNotify: {type(value).__name__}")
-        value._upgrade()
-        return value
-
-    def _upgrade(self) -> None:
-        """Convert a value of the earlier layout in place (a no-op for current ones)."""
+    def upgrade_layout(self) -> None:
+        """Convert a value pickled in an earlier layout in place (a no-op for current ones;
+        :mod:`legacy.pickled_state`)."""
         if "reds" not in self.__dict__:
             self.reds, self.inhibited = {}, {}
         if "briefs" not in self.__dict__:

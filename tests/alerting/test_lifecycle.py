@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from legacy.pickled_state import detection_from_pickle
 from streams.alerting.detection import DETECTION_STATE, DetectionContext, DistrictDetection
 from streams.alerting.lifecycle import (
     MAX_ACTIONS,
@@ -487,7 +488,7 @@ def test_a_book_pickled_before_compact_histories_migrates_without_its_notes() ->
     # as earlier versions kept it: the note on the alert, ids in a deque
     det.book.open[alert.fingerprint] = noted
     det.book.applied_actions = deque(["act-0", f"{1:032x}"])  # type: ignore[assignment]
-    loaded = DistrictDetection.from_pickled(pickle.dumps(det, protocol=5))
+    loaded = detection_from_pickle(pickle.dumps(det, protocol=5))
     assert loaded.book.open[alert.fingerprint].actions[-1].note is None
     assert isinstance(loaded.book.applied_actions, RecentIds)
     assert loaded.act(note(alert, 1), CTX) == []  # still known as applied

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from legacy.pickled_state import notify_from_pickle
 from streams.alerting.lifecycle import STATE_MAX_BYTES
 from streams.core.config import load_config
 from streams.core.messages import (
@@ -366,7 +367,7 @@ LEGACY = (
 
 def test_a_value_pickled_before_briefs_migrates_into_briefs() -> None:
     """A ``notify-groups`` value of the earlier layout (whole alerts, notes and all)."""
-    state = DistrictNotify.from_pickled(base64.b64decode(LEGACY))
+    state = notify_from_pickle(base64.b64decode(LEGACY))
     (group,) = state.groups.values()
     assert group.listed == {"legacy-1"} and group.overflow == 0
     assert set(state.briefs) == {"legacy-1"} and set(state.escalations) == {"legacy-1"}
