@@ -19,6 +19,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams.core.logs import records
 from streams.core.messages import ALERTS_TOPIC, AlertEvent
 from streams.kafka.child import WorkerProcess, free_port, worker_environment
 from streams.kafka.topics import ensure_topics
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import promtext
 
 PARTITIONS = 4
+NOISY = frozenset({"warning", "error", "critical"})  # log levels an operator must look at
 
 
 @dataclass
@@ -97,8 +99,8 @@ class Worker:
         path = self.workdir / f"worker-{self.starts}.log"
         if not path.exists():
             return ""
-        lines = path.read_text(errors="replace").splitlines()
-        return "\n".join([ln for ln in lines if "[WARNING]" in ln or "[ERROR]" in ln][-n:])
+        found = [r for r in records(path.read_text(errors="replace")) if r["level"] in NOISY]
+        return "\n".join(orjson.dumps(r).decode() for r in found[-n:])
 
     def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
         """The sum of the worker's samples of ``name`` whose labels include ``labels``."""

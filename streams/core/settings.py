@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: lines for a terminal on one, JSON lines elsewhere"
+    )
     batch_max: int = Field(5000, ge=1, description="events taken per batch")
     gc_young: int = Field(
         50_000,

@@ -48,6 +48,7 @@ from streams.alerting.rules import load_silences, load_thresholds
 from streams.api.auth import Authenticator, load_roles
 from streams.core import metrics
 from streams.core.config import CityConfig, load_config
+from streams.core.logs import logging_config
 from streams.core.messages import (
     ACTIONS_TOPIC,
     ALERTS_TOPIC,
@@ -1397,7 +1398,12 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
 
 def run(app: faust.App, settings: Settings) -> None:
     """Run ``app`` as a Faust worker in this process until it is stopped."""
-    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        quiet=True,
+        logging_config=logging_config(settings.log_level, settings.log_format),
+    ).execute_from_commandline()
 
 
 def quiet_changelog_stall_checks() -> None:

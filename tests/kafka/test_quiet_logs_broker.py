@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from streams.core.config import load_config
+from streams.core.logs import records
 from streams.sim.simulator import CitySimulator
-from tests.harness import Worker, produce, run, wait_for
+from tests.harness import NOISY, Worker, produce, run, wait_for
 
 STALL_S = 5.0  # Faust's stream_processing_timeout, 300 s by default
 # Faust checks every held partition every 2.5 commit intervals (2.8 s by default)
@@ -49,7 +50,11 @@ def test_a_healthy_worker_logs_no_error_or_warning_past_the_stall_checks(
         assert worker.proc is not None and worker.proc.poll() is None
     finally:
         worker.stop()
-    log = (tmp_path / "worker-1.log").read_text(errors="replace").splitlines()
-    assert sum("[INFO]" in line for line in log) > 10, "the worker logged nothing"
-    noisy = [line for line in log if "[ERROR]" in line or "[WARNING]" in line]
-    assert not noisy, "\n".join(noisy[:10])
+    text = (tmp_path / "worker-1.log").read_text(errors="replace")
+    lines = [line for line in text.splitlines() if line.strip()]
+    logged = records(text)
+    # every line is one structured record (JSON: the log is a file, not a terminal)
+    assert len(logged) == len(lines) and len(logged) > 10, lines[:5]
+    assert all({"timestamp", "level", "logger", "event", "pid"} <= set(r) for r in logged)
+    noisy = [r for r in logged if r["level"] in NOISY]
+    assert not noisy, noisy[:10]
