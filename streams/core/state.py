@@ -138,6 +138,8 @@ def _is_river(obj: object) -> bool:
     return module == "river" or module.startswith("river.")
 
 
+# tagged and untagged are long on purpose: one branch per tag, in the same order in
+# both, so the pair reads as one table of what a tag means written and read.
 def tagged(obj: Any, memo: dict[int, Any] | None = None) -> Any:
     """``obj`` (a river estimator and what it holds) as msgpack-native data.
 
