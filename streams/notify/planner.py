@@ -767,10 +767,24 @@ class Planner:
         self, state: DistrictNotify, now: float
     ) -> tuple[list[Notification], list[AlertAction]]:
         """Notifications whose timers have run out, and escalation actions; updates ``state``."""
-        out: list[Notification] = []
-        actions: list[AlertAction] = []
-        released: set[str] = set()  # alert ids a group or an escalation let go of
         at = datetime.fromtimestamp(now, UTC)
+        released: set[str] = set()  # alert ids a group or an escalation let go of
+        out = self._groups_due(state, now, at, released)
+        escalated, actions = self._escalations_due(state, now, at, released)
+        out += escalated
+        for alert_id in released:
+            # an open alert that no group holds any more is (still) in an overflow
+            brief = state.briefs.get(alert_id)
+            untracked = not any(g.has(alert_id) for g in state.groups.values())
+            open_ = brief is not None and not brief.closed
+            state.settle(alert_id, state.planned(alert_id), in_overflow=open_ and untracked)
+        return out, actions
+
+    def _groups_due(
+        self, state: DistrictNotify, now: float, at: datetime, released: set[str]
+    ) -> list[Notification]:
+        """A notification of each group whose wait, interval or repeat has run out."""
+        out: list[Notification] = []
         for key, group in list(state.groups.items()):
             result = self._by_path.get(group.route)
             if result is None:  # the route is gone from the config
@@ -830,6 +844,14 @@ class Planner:
                 group.overflow = 0  # the tracked alerts are over: so is the storm
             if group.empty():
                 del state.groups[key]
+        return out
+
+    def _escalations_due(
+        self, state: DistrictNotify, now: float, at: datetime, released: set[str]
+    ) -> tuple[list[Notification], list[AlertAction]]:
+        """Each alert not acknowledged by its deadline, notified one level up."""
+        out: list[Notification] = []
+        actions: list[AlertAction] = []
         for alert_id, pending in list(state.escalations.items()):
             if now < pending.due:
                 continue
@@ -876,10 +898,4 @@ class Planner:
                 )
             )
             pending.level, pending.due = level.value, now + waited
-        for alert_id in released:
-            # an open alert that no group holds any more is (still) in an overflow
-            brief = state.briefs.get(alert_id)
-            untracked = not any(g.has(alert_id) for g in state.groups.values())
-            open_ = brief is not None and not brief.closed
-            state.settle(alert_id, state.planned(alert_id), in_overflow=open_ and untracked)
         return out, actions
