@@ -341,9 +341,13 @@ class DistrictDetection:
         det = self.thresholds.get(det_key)
         if det is None:
             det = self.thresholds[det_key] = ThresholdDetector(spec)
-        elif det.spec is not spec and det.spec != spec:
-            # the rule changed: keep the state, judge by the new rule
-            det = self.thresholds[det_key] = dataclasses.replace(det, spec=spec)
+        elif det.spec is not spec:
+            if det.spec == spec:
+                # restored from the changelog: the same rule, as a copy of its own; holding
+                # the configuration's object keeps the identity checks below fast and true
+                det.spec = spec
+            else:  # the rule changed: keep the state, judge by the new rule
+                det = self.thresholds[det_key] = dataclasses.replace(det, spec=spec)
         return det
 
     # -- early decisions (streams.alerting.early) ---------------------------------------------
@@ -754,7 +758,9 @@ class DistrictDetection:
         if det.spec.aggregate.value == "reading" or det.level is None:
             return []
         watch = self.forecasts.get(det_key)
-        if watch is None or watch.spec is not det.spec:
+        if watch is not None and watch.spec is not det.spec and watch.spec == det.spec:
+            watch.spec = det.spec  # restored: the same rule, as a copy of its own
+        if watch is None or watch.spec is not det.spec:  # new, or the rule changed
             watch = self.forecasts[det_key] = CrossingWatch(
                 det.spec, horizon_s=ctx.forecast_horizon_s
             )
