@@ -212,71 +212,66 @@ def _windows_from_json(data: bytes) -> DistrictWindows:
     return DistrictWindows.from_dict(doc)
 
 
-class WindowsCodec(codecs.Codec):
-    """Table values as compact JSON (the changelog is read on every recovery)."""
+class StateTableCodec(codecs.Codec):
+    """One state table's values on its changelog, read back with :func:`restored`.
 
-    def _dumps(self, obj: Any) -> bytes:
-        data = orjson.dumps(obj.to_dict())
-        metrics.observe_table_value(TABLE_NAME, len(data))
-        WINDOWS_DURABLE.keep(obj.district, data)
-        return data
-
-    def _loads(self, s: bytes) -> Any:
-        value = restored(TABLE_NAME, _windows_from_json, s)
-        if not isinstance(value, Unrestorable):
-            WINDOWS_DURABLE.keep(value.district, s)
-        return value
-
-
-codecs.register("district_windows", WindowsCodec())
-
-
-class DetectionCodec(codecs.Codec):
-    """A district's detectors and alerts as a state document (never a pickle), shrunk
-    to at most ``max_bytes`` if need be (:meth:`DistrictDetection.encode`): a changelog
-    record over the broker's limit would fail the write and stop the worker."""
+    ``encode`` gives the value's bytes and what was dropped to keep it within
+    ``max_bytes`` (reported as degraded, :class:`~streams.alerting.lifecycle.DegradeLog`):
+    a changelog record over the broker's limit would fail the write and stop the worker.
+    ``durable`` keeps the bytes of each district's last value written or restored, for a
+    failed batch to put back (:class:`DurableValues`).
+    """
 
     max_bytes = STATE_MAX_BYTES  # create_app sets CITYVITALS_STATE_MAX_BYTES
 
+    def __init__(
+        self,
+        children: tuple[codecs.CodecT, ...] | None = None,
+        *,
+        table: str,
+        encode: Callable[[Any, int], tuple[bytes, list[str]]],
+        decode: Callable[[bytes], Any],
+        durable: DurableValues | None = None,
+    ) -> None:
+        # as keyword arguments, so that Faust's clone() keeps them
+        super().__init__(children, table=table, encode=encode, decode=decode, durable=durable)
+        self.table, self._encode, self._decode, self._durable = table, encode, decode, durable
+
     def _dumps(self, obj: Any) -> bytes:
-        state = cast(DistrictDetection, obj)
-        data, dropped = state.encode(self.max_bytes)
+        data, dropped = self._encode(obj, self.max_bytes)
         if dropped:
-            DEGRADED.report(DETECTION_TABLE, state.district, dropped)
-        metrics.observe_table_value(DETECTION_TABLE, len(data))
-        DETECTION_DURABLE.keep(state.district, data)
+            DEGRADED.report(self.table, obj.district, dropped)
+        metrics.observe_table_value(self.table, len(data))
+        if self._durable is not None:
+            self._durable.keep(obj.district, data)
         return data
 
     def _loads(self, s: bytes) -> Any:
-        value = restored(DETECTION_TABLE, DistrictDetection.loads, s)
-        if not isinstance(value, Unrestorable):
-            DETECTION_DURABLE.keep(value.district, s)
+        value = restored(self.table, self._decode, s)
+        if self._durable is not None and not isinstance(value, Unrestorable):
+            self._durable.keep(value.district, s)
         return value
 
 
-DETECTION_CODEC = DetectionCodec()
+def _windows_json(value: DistrictWindows, max_bytes: int) -> tuple[bytes, list[str]]:
+    # compact JSON (read on every recovery); the windows bound their own size
+    return orjson.dumps(value.to_dict()), []
+
+
+WINDOWS_CODEC = StateTableCodec(
+    table=TABLE_NAME, encode=_windows_json, decode=_windows_from_json, durable=WINDOWS_DURABLE
+)
+DETECTION_CODEC = StateTableCodec(
+    table=DETECTION_TABLE,
+    encode=DistrictDetection.encode,
+    decode=DistrictDetection.loads,
+    durable=DETECTION_DURABLE,
+)
+NOTIFY_CODEC = StateTableCodec(
+    table=NOTIFY_TABLE, encode=DistrictNotify.encode, decode=DistrictNotify.loads
+)
+codecs.register("district_windows", WINDOWS_CODEC)
 codecs.register("district_detection", DETECTION_CODEC)
-
-
-class NotifyCodec(codecs.Codec):
-    """A district's notification groups and escalations as a state document, shrunk to
-    at most ``max_bytes`` if need be (:meth:`DistrictNotify.encode`)."""
-
-    max_bytes = STATE_MAX_BYTES  # create_app sets CITYVITALS_STATE_MAX_BYTES
-
-    def _dumps(self, obj: Any) -> bytes:
-        state = cast(DistrictNotify, obj)
-        data, dropped = state.encode(self.max_bytes)
-        if dropped:
-            DEGRADED.report(NOTIFY_TABLE, state.district, dropped)
-        metrics.observe_table_value(NOTIFY_TABLE, len(data))
-        return data
-
-    def _loads(self, s: bytes) -> Any:
-        return restored(NOTIFY_TABLE, DistrictNotify.loads, s)
-
-
-NOTIFY_CODEC = NotifyCodec()
 codecs.register("district_notify", NOTIFY_CODEC)
 
 
