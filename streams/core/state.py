@@ -646,11 +646,16 @@ class StateCodec(Generic[T]):
 
     def check_registered(self) -> list[str]:
         """What is wrong with the registered classes (empty when nothing): a class that is
-        a dataclass needs no registering; every other needs annotated attributes."""
+        a dataclass needs no registering; every other needs annotated attributes, unless
+        it writes its own state (``__state__``) or is a message model."""
         problems = []
         for name, cls in self._classes.items():
             if dataclasses.is_dataclass(cls):
                 problems.append(f"{name} is a dataclass: msgspec writes it without registering")
-            elif not issubclass(cls, BaseModel) and not self._hints_of(cls):
+            elif (
+                not issubclass(cls, BaseModel)
+                and not hasattr(cls, "__state__")
+                and not self._hints_of(cls)
+            ):
                 problems.append(f"{name} annotates no attributes")
         return problems
