@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
@@ -189,6 +189,10 @@ def _digest(rule: Rule, fields: Mapping[str, Any]) -> str:
     ]
 
 
+#: Stops loading with the config error at a place in the file (a pydantic location).
+_Fail = Callable[[tuple[str | int, ...], str], NoReturn]
+
+
 def load_thresholds(cfg: CityConfig, path: Path | str | None = None) -> ThresholdRules:
     """Load and check ``thresholds.yaml`` (by default from the city's config directory)."""
     file = Path(path) if path is not None else cfg.directory / "thresholds.yaml"
@@ -205,73 +209,88 @@ def load_thresholds(cfg: CityConfig, path: Path | str | None = None) -> Threshol
 
     street_district = cfg.city.street_district
     nonnegative = frozenset(code for code, ind in cfg.indicators.items() if ind.range[0] >= 0)
+    rules = ThresholdRules(data.defaults, tuple(data.rules), street_district, nonnegative)
     seen: set[str] = set()
     for i, rule in enumerate(data.rules):
         if rule.id in seen:
             fail(("rules", i, "id"), f"duplicate rule id {rule.id!r}")
         seen.add(rule.id)
-        indicator = cfg.indicators.get(rule.indicator)
-        if indicator is None:
-            fail(("rules", i, "indicator"), f"unknown indicator {rule.indicator!r}")
-        if rule.department not in cfg.catalogue.departments:
-            fail(
-                ("rules", i, "department"),
-                f"unknown department {rule.department!r}; known: {sorted(cfg.catalogue.departments)}",
+        _check_rule(cfg, i, rule, fail)
+        _check_overrides(cfg, i, rule, fail)
+        _check_specs(rules, i, rule, fail)
+    return rules
+
+
+def _check_rule(cfg: CityConfig, i: int, rule: Rule, fail: _Fail) -> None:
+    """The rule's indicator and department are known, the department has a say in the
+    indicator, and its aggregate, window and grades make sense together."""
+    indicator = cfg.indicators.get(rule.indicator)
+    if indicator is None:
+        fail(("rules", i, "indicator"), f"unknown indicator {rule.indicator!r}")
+    if rule.department not in cfg.catalogue.departments:
+        fail(
+            ("rules", i, "department"),
+            f"unknown department {rule.department!r}; known: {sorted(cfg.catalogue.departments)}",
+        )
+    owners = {indicator.department, *indicator.co_departments}
+    if rule.department not in owners:
+        fail(
+            ("rules", i, "department"),
+            f"department {rule.department!r} does not own {rule.indicator!r} "
+            f"(owned by {indicator.department!r}"
+            + (
+                f", co-handled by {sorted(indicator.co_departments)}"
+                if indicator.co_departments
+                else ""
             )
-        owners = {indicator.department, *indicator.co_departments}
-        if rule.department not in owners:
+            + ")",
+        )
+    if rule.aggregate is not Aggregate.READING and rule.window <= 0:
+        fail(
+            ("rules", i, "window"),
+            f"aggregate {rule.aggregate.value!r} needs a window, e.g. '15m'",
+        )
+    if rule.aggregate is Aggregate.READING and rule.window:
+        fail(("rules", i, "window"), "a rule on each reading has no window; use an aggregate")
+    if not rule.grades:
+        fail(("rules", i, "grades"), "at least one grade boundary (IV, III, II or I) is needed")
+
+
+def _check_overrides(cfg: CityConfig, i: int, rule: Rule, fail: _Fail) -> None:
+    """Each override names one known place, and a street only for a street-scoped rule."""
+    for j, o in enumerate(rule.overrides):
+        if (o.district is None) == (o.street is None):
             fail(
-                ("rules", i, "department"),
-                f"department {rule.department!r} does not own {rule.indicator!r} "
-                f"(owned by {indicator.department!r}"
-                + (
-                    f", co-handled by {sorted(indicator.co_departments)}"
-                    if indicator.co_departments
-                    else ""
-                )
-                + ")",
+                ("rules", i, "overrides", j),
+                "an override names exactly one district or one street",
             )
-        if rule.aggregate is not Aggregate.READING and rule.window <= 0:
-            fail(
-                ("rules", i, "window"),
-                f"aggregate {rule.aggregate.value!r} needs a window, e.g. '15m'",
-            )
-        if rule.aggregate is Aggregate.READING and rule.window:
-            fail(("rules", i, "window"), "a rule on each reading has no window; use an aggregate")
-        if not rule.grades:
-            fail(("rules", i, "grades"), "at least one grade boundary (IV, III, II or I) is needed")
-        for j, o in enumerate(rule.overrides):
-            if (o.district is None) == (o.street is None):
+        if o.district is not None and o.district not in cfg.districts:
+            fail(("rules", i, "overrides", j, "district"), f"unknown district {o.district!r}")
+        if o.street is not None:
+            if o.street not in cfg.city.street_district:
+                fail(("rules", i, "overrides", j, "street"), f"unknown street {o.street!r}")
+            if rule.scope != "street":
                 fail(
-                    ("rules", i, "overrides", j),
-                    "an override names exactly one district or one street",
+                    ("rules", i, "overrides", j, "street"),
+                    "a street override needs a street-scoped rule (scope: street)",
                 )
-            if o.district is not None and o.district not in cfg.districts:
-                fail(("rules", i, "overrides", j, "district"), f"unknown district {o.district!r}")
-            if o.street is not None:
-                if o.street not in street_district:
-                    fail(("rules", i, "overrides", j, "street"), f"unknown street {o.street!r}")
-                if rule.scope != "street":
-                    fail(
-                        ("rules", i, "overrides", j, "street"),
-                        "a street override needs a street-scoped rule (scope: street)",
-                    )
-        rules = ThresholdRules(data.defaults, tuple(data.rules), street_district, nonnegative)
-        # the rule and each override must make a valid spec
-        places: list[tuple[tuple[str | int, ...], str, str | None]] = [
-            (("rules", i, "grades"), "", None)  # the rule alone: no override matches ""
-        ]
-        for j, o in enumerate(rule.overrides):
-            if o.district is not None:
-                places.append((("rules", i, "overrides", j), o.district, None))
-            elif o.street is not None:
-                places.append((("rules", i, "overrides", j), street_district[o.street], o.street))
-        for loc, district, street in places:
-            try:
-                rules.spec(rule, district, street)
-            except ValueError as exc:
-                fail(loc, str(exc))
-    return ThresholdRules(data.defaults, tuple(data.rules), street_district, nonnegative)
+
+
+def _check_specs(rules: ThresholdRules, i: int, rule: Rule, fail: _Fail) -> None:
+    """The rule and each override must make a valid spec."""
+    places: list[tuple[tuple[str | int, ...], str, str | None]] = [
+        (("rules", i, "grades"), "", None)  # the rule alone: no override matches ""
+    ]
+    for j, o in enumerate(rule.overrides):
+        if o.district is not None:
+            places.append((("rules", i, "overrides", j), o.district, None))
+        elif o.street is not None:
+            places.append((("rules", i, "overrides", j), rules.street_district[o.street], o.street))
+    for loc, district, street in places:
+        try:
+            rules.spec(rule, district, street)
+        except ValueError as exc:
+            fail(loc, str(exc))
 
 
 # --- maintenance windows: config/silences.yaml ------------------------------------
