@@ -53,7 +53,7 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 
@@ -203,6 +203,22 @@ class ThresholdSpec:
     def bound_of(self, grade: int) -> float | None:
         return self.bounds[GRADES.index(grade)]
 
+    def level_of(self, count: float, total: float, low: float, high: float) -> float | None:
+        """The rule's aggregate of a window's readings, given their count, sum, minimum
+        and maximum; None for a mean, maximum or minimum of no readings (unknown)."""
+        agg = self.aggregate
+        if agg is Aggregate.COUNT:
+            return float(count)
+        if agg is Aggregate.SUM:
+            return total
+        if agg is Aggregate.RATE:
+            return total / (self.window_s / 60.0)
+        if count == 0:
+            return None
+        if agg is Aggregate.MEAN:
+            return total / count
+        return high if agg is Aggregate.MAX else low
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -234,6 +250,12 @@ class _Bucket:
     total: float = 0.0
     low: float = math.inf
     high: float = -math.inf
+
+    def add(self, count: int, total: float, low: float, high: float) -> None:
+        self.count += count
+        self.total += total
+        self.low = min(self.low, low)
+        self.high = max(self.high, high)
 
 
 @dataclass
@@ -298,23 +320,7 @@ class ThresholdDetector:
             self.level = high if self.spec.direction is Direction.ABOVE else low
             return self._evaluate(end, self.level, settle)
         if start > self.latest - self.spec.window_s:
-            width = self._bucket_s()
-            bucket_start = start - (start % width)
-            buckets = self._buckets
-            if not buckets or buckets[-1].start < bucket_start:  # the usual case: the next minute
-                bucket = _Bucket(bucket_start)
-                buckets.append(bucket)
-            else:
-                found = next((b for b in buckets if b.start == bucket_start), None)
-                if found is None:
-                    found = _Bucket(bucket_start)
-                    buckets.append(found)
-                    self._buckets = deque(sorted(buckets, key=lambda b: b.start))
-                bucket = found
-            bucket.count += count
-            bucket.total += total
-            bucket.low = min(bucket.low, low)
-            bucket.high = max(bucket.high, high)
+            self._bucket(start).add(count, total, low, high)
         self.latest = max(self.latest, end)
         level = self._aggregate(self.latest)
         self.level = level
@@ -373,19 +379,8 @@ class ThresholdDetector:
     def _early(
         self, kind: str, at: float, value: float, reading_at: float, reason: str
     ) -> Transition:
-        assert self.grade is not None
-        return Transition(
-            kind=kind,
-            rule_id=self.spec.rule_id,
-            grade=self.grade,
-            level=value,
-            threshold=self.spec.bound_of(self.grade),
-            at=at,
-            since=self.since,
-            reason=f"{reason} by a reading",
-            decided="reading",
-            reading_at=reading_at,
-        )
+        transition = self._transition(kind, at, f"{reason} by a reading")
+        return replace(transition, level=value, decided="reading", reading_at=reading_at)
 
     def running_total(
         self, partials: Sequence[tuple[float, float, float]], minute: float, window_s: float
@@ -417,12 +412,8 @@ class ThresholdDetector:
                 if low < start < end:
                     count += c
                     total += t
-            if spec.aggregate is Aggregate.COUNT:
-                value = count
-            elif spec.aggregate is Aggregate.RATE:
-                value = total / (spec.window_s / 60.0)
-            else:
-                value = total
+            value = spec.level_of(count, total, math.inf, -math.inf)
+            assert value is not None  # a count, sum or rate is known even of nothing
             best = max(best, value)
         return best
 
@@ -433,25 +424,23 @@ class ThresholdDetector:
     def _add(self, t: float, value: float) -> None:
         if t <= self.latest - self.spec.window_s:
             return  # older than the window: already out of every aggregate
+        self._bucket(t).add(1, value, value, value)
+
+    def _bucket(self, t: float) -> _Bucket:
+        """The bucket of event time ``t``; a new one is put in time order."""
         width = self._bucket_s()
         start = t - (t % width)
-        bucket = None
         for b in reversed(self._buckets):
             if b.start == start:
-                bucket = b
-                break
+                return b
             if b.start < start:
                 break
-        if bucket is None:
-            bucket = _Bucket(start)
-            self._buckets.append(bucket)
-            if len(self._buckets) > 1 and self._buckets[-2].start > start:
-                # a late reading: keep the buckets in time order
-                self._buckets = deque(sorted(self._buckets, key=lambda b: b.start))
-        bucket.count += 1
-        bucket.total += value
-        bucket.low = min(bucket.low, value)
-        bucket.high = max(bucket.high, value)
+        bucket = _Bucket(start)
+        self._buckets.append(bucket)
+        if len(self._buckets) > 1 and self._buckets[-2].start > start:
+            # a late reading or window: keep the buckets in time order
+            self._buckets = deque(sorted(self._buckets, key=lambda b: b.start))
+        return bucket
 
     def _aggregate(self, now: float) -> float | None:
         horizon = now - self.spec.window_s
@@ -466,18 +455,7 @@ class ThresholdDetector:
                 low = b.low
             if b.high > high:
                 high = b.high
-        agg = self.spec.aggregate
-        if agg is Aggregate.COUNT:
-            return float(count)
-        if agg is Aggregate.SUM:
-            return total
-        if agg is Aggregate.RATE:
-            return total / (self.spec.window_s / 60.0)
-        if count == 0:
-            return None  # no data: a mean, max or min of nothing is unknown
-        if agg is Aggregate.MEAN:
-            return total / count
-        return high if agg is Aggregate.MAX else low
+        return self.spec.level_of(count, total, low, high)
 
     # -- the phases ------------------------------------------------------------------
     def _transition(self, kind: str, at: float, reason: str) -> Transition:
