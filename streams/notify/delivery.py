@@ -155,6 +155,77 @@ def _snippet(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}" + (f": {text[:200]}" if text else "")
 
 
+def _signed_request(
+    url: str,
+    body: bytes,
+    content_type: str,
+    *,
+    secret: bytes,
+    idempotency_key: str,
+    dialect: Dialect,
+    clock: Callable[[], float],
+) -> tuple[httpx.URL, dict[str, str]]:
+    """Where one attempt posts ``body`` and with which headers: signed afresh for every
+    attempt, since receivers refuse old timestamps."""
+    stamp = int(clock())
+    headers = {
+        "Content-Type": content_type,
+        SIGNATURE_HEADER: signature(secret, stamp, body),
+        IDEMPOTENCY_HEADER: idempotency_key,
+        "User-Agent": "cityvitals-notifier/1",
+    }
+    target = httpx.URL(url)
+    if dialect == "dingtalk" and secret:
+        ms = int(clock() * 1000)
+        target = target.copy_merge_params({"timestamp": str(ms), "sign": dingtalk_sign(secret, ms)})
+    return target, headers
+
+
+def _judge(response: httpx.Response, dialect: Dialect, clock: Callable[[], float]) -> int:
+    """The status of an answer that delivered the notification; raises :class:`_Retryable`
+    for an answer worth another attempt and :class:`_Permanent` for the rest."""
+    if response.is_success:
+        refused = _robot_error(response) if dialect != "webhook" else None
+        if refused is None:
+            return response.status_code
+        code, message = refused
+        detail = f"HTTP {response.status_code}, {dialect} errcode {code}: {message}"
+        if code in ROBOT_RATE_LIMITED:
+            raise _Retryable(detail, response.status_code)
+        raise _Permanent(detail, response.status_code)
+    if response.status_code in RETRYABLE_STATUS:
+        raise _Retryable(
+            _snippet(response),
+            response.status_code,
+            retry_after_seconds(response.headers.get("retry-after"), clock()),
+        )
+    raise _Permanent(_snippet(response), response.status_code)
+
+
+def _retrying(policy: DeliveryPolicy, sleep: Callable[[float], Awaitable[None]]) -> AsyncRetrying:
+    """The attempts' schedule: exponential backoff with jitter, or the receiver's
+    ``Retry-After`` (capped), until ``max_attempts`` or ``give_up_after_s``."""
+    backoff = wait_exponential_jitter(
+        multiplier=policy.initial_backoff_s,
+        max=policy.max_backoff_s,
+        jitter=policy.initial_backoff_s,
+    )
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, policy.max_retry_after_s)
+        return float(backoff(state))
+
+    return AsyncRetrying(
+        stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.give_up_after_s),
+        wait=wait,
+        retry=retry_if_exception_type(_Retryable),
+        sleep=sleep,
+        reraise=True,
+    )
+
+
 async def deliver(
     client: httpx.AsyncClient,
     url: str,
@@ -176,19 +247,15 @@ async def deliver(
     async def attempt() -> int:
         nonlocal attempts, last_status
         attempts += 1
-        stamp = int(clock())
-        headers = {
-            "Content-Type": content_type,
-            SIGNATURE_HEADER: signature(secret, stamp, body),
-            IDEMPOTENCY_HEADER: idempotency_key,
-            "User-Agent": "cityvitals-notifier/1",
-        }
-        target = httpx.URL(url)
-        if dialect == "dingtalk" and secret:
-            ms = int(clock() * 1000)
-            target = target.copy_merge_params(
-                {"timestamp": str(ms), "sign": dingtalk_sign(secret, ms)}
-            )
+        target, headers = _signed_request(
+            url,
+            body,
+            content_type,
+            secret=secret,
+            idempotency_key=idempotency_key,
+            dialect=dialect,
+            clock=clock,
+        )
         try:
             response = await client.post(
                 target, content=body, headers=headers, timeout=policy.timeout_s
@@ -200,44 +267,10 @@ async def deliver(
             last_status = None
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         last_status = response.status_code
-        if response.is_success:
-            refused = _robot_error(response) if dialect != "webhook" else None
-            if refused is None:
-                return response.status_code
-            code, message = refused
-            detail = f"HTTP {response.status_code}, {dialect} errcode {code}: {message}"
-            if code in ROBOT_RATE_LIMITED:
-                raise _Retryable(detail, response.status_code)
-            raise _Permanent(detail, response.status_code)
-        if response.status_code in RETRYABLE_STATUS:
-            raise _Retryable(
-                _snippet(response),
-                response.status_code,
-                retry_after_seconds(response.headers.get("retry-after"), clock()),
-            )
-        raise _Permanent(_snippet(response), response.status_code)
+        return _judge(response, dialect, clock)
 
-    backoff = wait_exponential_jitter(
-        multiplier=policy.initial_backoff_s,
-        max=policy.max_backoff_s,
-        jitter=policy.initial_backoff_s,
-    )
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return min(exc.retry_after, policy.max_retry_after_s)
-        return float(backoff(state))
-
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.give_up_after_s),
-        wait=wait,
-        retry=retry_if_exception_type(_Retryable),
-        sleep=sleep,
-        reraise=True,
-    )
     try:
-        status: int = await retrying(attempt)
+        status: int = await _retrying(policy, sleep)(attempt)
     except (_Retryable, _Permanent) as exc:
         return DeliveryResult("dead", attempts, last_status, str(exc), time.monotonic() - started)
     return DeliveryResult("delivered", attempts, status, None, time.monotonic() - started)
