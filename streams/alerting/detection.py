@@ -12,7 +12,7 @@ and hold timers and missing-data rules run in event time. Transitions become
 This module holds the district's state and the order in which a closed minute
 reaches each detector family; what a family makes of its part of the state is in
 its own module: :mod:`streams.alerting.rule_alerts` (threshold rules' alerts),
-:mod:`streams.alerting.early_detection` (rules decided on the reading),
+:mod:`streams.alerting.early_rules` (rules decided on the reading),
 :mod:`streams.alerting.forecasts` (trend forecasts), :mod:`streams.alerting.anomalies`
 (anomaly models), :mod:`streams.alerting.data_quality` (gauges gone quiet),
 :mod:`streams.alerting.weak_signals` (composite alerts) and
@@ -54,7 +54,7 @@ from detectors.ensemble import Ensemble
 from detectors.forecast import CrossingWatch
 from detectors.site import SiteModel
 from detectors.thresholds import SilenceWatch, ThresholdDetector, ThresholdSpec
-from streams.alerting import early_detection
+from streams.alerting import early_rules
 from streams.alerting.anomalies import ANOMALY_RULE, LEGACY_RULE, anomalies
 from streams.alerting.data_quality import SILENCE_RULE, silences
 from streams.alerting.early import EarlySeries
@@ -272,9 +272,7 @@ class DistrictDetection:
         started = clock()
         self.fed_until = window.end
         remember(self.recent, window, ctx)
-        events: list[AlertEvent] = (
-            early_detection.settle_early(self, window, ctx) if self.early else []
-        )
+        events: list[AlertEvent] = early_rules.settle_early(self, window, ctx) if self.early else []
         fed: set[str] = set()
         forecasting = ctx.forecast_horizon_s > 0
         forecast_s = 0.0
@@ -335,12 +333,12 @@ class DistrictDetection:
         return det
 
     # -- early decisions ---------------------------------------------------------------
-    # streams.alerting.early_detection's functions, bound here rather than wrapped: the
+    # streams.alerting.early_rules's functions, bound here rather than wrapped: the
     # pipeline asks crossings of every reading that may be past a bound, and a wrapper
     # would add a call to each.
-    crossings = early_detection.crossings
-    on_reading = early_detection.on_reading
-    catch_up = early_detection.catch_up
+    crossings = early_rules.crossings
+    on_reading = early_rules.on_reading
+    catch_up = early_rules.catch_up
 
     def act(self, action: AlertAction, ctx: DetectionContext) -> list[AlertEvent]:
         return self.book.act(action, ctx.names, ctx.silences)
