@@ -65,22 +65,39 @@ from grafana_foundation_sdk.models.dashboard import (
 from grafana_foundation_sdk.models.prometheus import Dataquery as PrometheusQuery
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from streams.core.messages import GRADE_COLOURS, Grade
+
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAGS = ["cityvitals"]
 
-# Grade colours of the public warning levels: IV blue, III yellow, II orange, I red.
-GRADE_COLOURS = {"IV": "blue", "III": "yellow", "II": "orange", "I": "red"}
-# district:cityvitals_alerts_open_severity:max encodes the most serious open grade.
+# The public warning levels, the least serious first; their colours (the product's one
+# table of labels) are also Grafana colour names.
+GRADES = sorted(Grade, reverse=True)
+
+
+def severity(grade: Grade) -> int:
+    """How district:cityvitals_alerts_open_severity:max encodes a district's most serious
+    open grade: 1 for IV up to 4 for I (0: none open)."""
+    return len(Grade) + 1 - grade
+
+
+def grade_label(grade: Grade) -> str:
+    return f"{grade.roman} {GRADE_COLOURS[grade]}"
+
+
 SEVERITY_MAPPING = ValueMap(
     options={
         "0": ValueMappingResult(text="none", color="green", index=0),
-        "1": ValueMappingResult(text="IV blue", color="blue", index=1),
-        "2": ValueMappingResult(text="III yellow", color="yellow", index=2),
-        "3": ValueMappingResult(text="II orange", color="orange", index=3),
-        "4": ValueMappingResult(text="I red", color="red", index=4),
+        **{
+            str(severity(g)): ValueMappingResult(
+                text=grade_label(g), color=GRADE_COLOURS[g], index=severity(g)
+            )
+            for g in GRADES
+        },
     }
 )
+SEVERITY_TEXT = "0 none, then " + ", ".join(grade_label(g) for g in GRADES) + "."
 
 
 # --- small helpers over the SDK's builders -----------------------------------------
@@ -120,11 +137,9 @@ def plain_thresholds(*steps: tuple[float, str]) -> ThresholdsConfig:
 
 
 def grade_colour_overrides(panel: timeseries.Panel | stat.Panel) -> None:
-    for grade, colour in GRADE_COLOURS.items():
-        panel.override_by_name(
-            grade,
-            [DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": colour})],
-        )
+    for grade in GRADES:  # the alert metrics' grade label is the Roman numeral
+        colour = {"mode": "fixed", "fixedColor": GRADE_COLOURS[grade]}
+        panel.override_by_name(grade.roman, [DynamicConfigValue(id_val="color", value=colour)])
 
 
 def graph(
@@ -412,7 +427,7 @@ def city_vital_signs() -> Dashboard:
     d.with_panel(
         statetimeline.Panel()
         .title("Most serious open grade per district over time")
-        .description("0 none, then IV blue, III yellow, II orange, I red.")
+        .description(SEVERITY_TEXT)
         .datasource(DATASOURCE)
         .span(24)
         .height(8)

@@ -35,6 +35,7 @@ from streams.api import alerts, city
 from streams.api import links as link_routes
 from streams.api.auth import Authenticator, AuthError
 from streams.api.common import ApiContext, Problem, Publisher, json_response
+from streams.api.labels import LABELS_PATH, labels_module
 from streams.api.store import AlertStore
 from streams.core import metrics
 from streams.core.config import CityConfig
@@ -129,9 +130,16 @@ def _operations(api: FastAPI, ready: Callable[[], bool]) -> None:
 
 
 def _console(api: FastAPI) -> None:
-    """The console's files at ``/`` and ``/console``, and the responder's page."""
+    """The console's files at ``/`` and ``/console`` with the product's labels
+    (:mod:`streams.api.labels`), and the responder's page."""
     if not CONSOLE_DIR.is_dir():
         return
+
+    # before the mount, which would otherwise answer for every path under /console
+    @api.get(LABELS_PATH, include_in_schema=False)
+    async def console_labels() -> Response:
+        return Response(labels_module(), media_type="text/javascript")
+
     api.mount("/console", StaticFiles(directory=CONSOLE_DIR), name="console")
 
     @api.get("/", include_in_schema=False)

@@ -1,6 +1,10 @@
 // Every string the console shows, in Chinese and English. Place, indicator,
 // department and domain names come from /api/v1/catalogue; alert headlines
-// from the alert itself (headline_zh / headline_en).
+// from the alert itself (headline_zh / headline_en); grade colours and alert
+// kinds from the product's one table of labels (labels.js, served by the API),
+// so the console names them as notifications and headlines do.
+
+import { LABELS } from "./labels.js";
 
 export const LANGS = ["zh", "en"];
 
@@ -71,19 +75,10 @@ const zh = {
   "feed.inhibited": "被上级预警抑制",
   "feed.refresh": "刷新",
 
-  "grade.1": "红色",
-  "grade.2": "橙色",
-  "grade.3": "黄色",
-  "grade.4": "蓝色",
   "grade.word": "{colour}预警",
   "grade.level": "{roman}级",
   "grade.badge": "{roman}级 {colour}",
   "grade.full": "{colour}预警（{roman}级）",
-
-  "kind.warning": "预警",
-  "kind.alarm": "告警",
-  "kind.composite": "综合预警",
-  "kind.data_quality": "数据质量",
 
   "status.firing": "触发",
   "status.updated": "已更新",
@@ -327,19 +322,10 @@ const en = {
   "feed.inhibited": "inhibited by a red alert",
   "feed.refresh": "Refresh",
 
-  "grade.1": "Red",
-  "grade.2": "Orange",
-  "grade.3": "Yellow",
-  "grade.4": "Blue",
   "grade.word": "{colour} warning",
   "grade.level": "Grade {roman}",
   "grade.badge": "{roman} {colour}",
   "grade.full": "{colour} alert (grade {roman})",
-
-  "kind.warning": "warning",
-  "kind.alarm": "alarm",
-  "kind.composite": "composite",
-  "kind.data_quality": "data quality",
 
   "status.firing": "firing",
   "status.updated": "updated",
@@ -517,6 +503,11 @@ const en = {
 };
 
 export const STRINGS = { zh, en };
+
+for (const lang of LANGS) {
+  for (const [grade, label] of Object.entries(LABELS.grades)) STRINGS[lang][`grade.${grade}`] = label[lang];
+  for (const [kind, label] of Object.entries(LABELS.kinds)) STRINGS[lang][`kind.${kind}`] = label[lang];
+}
 
 export function pickLang(stored, navigatorLanguage) {
   if (LANGS.includes(stored)) return stored;

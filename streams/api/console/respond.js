@@ -1,13 +1,13 @@
 // The page a responder opens from a notification: the link's token is the credential.
+import { LABELS } from "./labels.js";
+
 const token = decodeURIComponent(location.pathname.split("/respond/")[1] || "");
 const api = `/api/v1/respond/${encodeURIComponent(token)}`;
 const $ = (id) => document.getElementById(id);
-const GRADES = {
-  1: "I级 · 红色 / Grade I red",
-  2: "II级 · 橙色 / Grade II orange",
-  3: "III级 · 黄色 / Grade III yellow",
-  4: "IV级 · 蓝色 / Grade IV blue",
-};
+// "<roman>级 · <colour> / Grade <roman> <colour>", in the words of the product's one table
+const GRADES = Object.fromEntries(
+  Object.entries(LABELS.grades).map(([g, l]) => [g, `${l.roman}级 · ${l.zh} / Grade ${l.roman} ${l.en}`]),
+);
 const WORKFLOW = {
   open: "待处置 / open",
   acknowledged: "已确认 / acknowledged",
