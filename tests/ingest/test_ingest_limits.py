@@ -13,8 +13,9 @@ import pytest
 
 from streams.core.config import load_config
 from streams.core.messages import DeadLetter, DeadLetterReason, DeadLetterStage, Origin, Reading
+from streams.ingest.decoding import nests_deeper
 from streams.ingest.deid import Deidentifier
-from streams.ingest.ingestor import Accepted, Ingestor, nests_deeper
+from streams.ingest.ingestor import Accepted, Ingestor
 from streams.ingest.sealing import Sealer, SealError
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
