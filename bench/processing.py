@@ -9,7 +9,7 @@ run on a shared 2-core machine (the broker, the worker and the producer compete,
 worker's batch sizes follow the timing), and so does the worker's CPU time, since
 smaller batches cost more per event. Here the work is fixed: the same simulated events
 (``generate_events`` of the throughput bench, same seed) go through a real
-:class:`~streams.kafka.worker.VitalsProcessor` with in-memory tables, in batches of
+:class:`~streams.kafka.processor.VitalsProcessor` with in-memory tables, in batches of
 ``--batch`` records in event-time order, with the outputs (readings, vitals, alerts, dead
 letters and the table changelogs, encoded as the worker encodes them) collected instead
 of sent; after the last batch the state is flushed (``flush_state``). Only
@@ -44,7 +44,8 @@ from streams.alerting.rules import load_silences, load_thresholds
 from streams.core.config import load_config
 from streams.core.settings import Settings
 from streams.kafka.feed import InputRecord, key_partition
-from streams.kafka.worker import MemoryTable, VitalsProcessor
+from streams.kafka.processor import VitalsProcessor
+from streams.kafka.tables import MemoryTable
 
 
 class _Outputs:

@@ -252,6 +252,7 @@ _NUMERIC_DTYPE = frozenset("biufc?")
 _NEWOBJ = copyreg.__dict__["__newobj__"]  # what protocol 2 rebuilds objects with
 
 
+# Long on purpose, as tagged is: one branch per tag, in tagged's order.
 def untagged(node: Any, memo: dict[int, Any] | None = None) -> Any:
     """The value :func:`tagged` wrote; raises StateError for a malformed or foreign tree."""
     if not isinstance(node, list):

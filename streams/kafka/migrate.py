@@ -3,7 +3,7 @@ rewritten as versioned state documents.
 
 Releases before versioned state wrote the ``district-detection`` and ``notify-groups``
 table values as pickles; a worker of this release never unpickles and stops on such a
-value (:func:`streams.kafka.worker.restored`). With every worker stopped, this command
+value (:func:`streams.kafka.tables.restored`). With every worker stopped, this command
 reads each of the two changelog topics from its start to its end, keeps the latest
 value of each district, and for every one that is a pickle writes the same state as a
 document (:data:`~streams.alerting.detection.DETECTION_STATE`,

@@ -375,11 +375,11 @@ def test_deciding_on_the_reading_reaches_the_grades_the_closed_windows_reach(
 def test_only_a_reading_past_a_bound_writes_the_district_detection_state() -> None:
     """Most readings are far from every bound: the worker's batch then writes no detection
     state (one write per district and batch would cost throughput and recovery time)."""
-    from streams.kafka.worker import DETECTION_TABLE
+    from streams.kafka.tables import DETECTION_TABLE
     from tests.kafka.test_source_wait import Feed
 
     feed = Feed(Settings(partitions=4))
-    table = feed.processor._changelogs[1]
+    table = feed.processor.writer.changelogs[1]
     assert DETECTION_TABLE in table
 
     def temperature(seconds: float, celsius: float) -> list[str]:
@@ -421,7 +421,7 @@ def test_the_latency_metric_counts_from_the_deciding_reading_by_rule_class(
     ctx: DetectionContext,
 ) -> None:
     from streams.core import metrics
-    from streams.kafka.worker import count_alert_event, rule_class_of
+    from streams.kafka.raising import count_alert_event, rule_class_of
 
     run = Run(ctx)
     run.batch([("iot", T0 + s, 50.0) for s in range(0, 120, 15)])

@@ -22,14 +22,9 @@ from streams.core.config import load_config
 from streams.core.settings import Settings
 from streams.kafka import sensors
 from streams.kafka.feed import InputFeed, Outputs, key_partition
-from streams.kafka.worker import (
-    DETECTION_TABLE,
-    NOTIFY_TABLE,
-    TABLE_NAME,
-    Readiness,
-    VitalsProcessor,
-    create_app,
-)
+from streams.kafka.processor import VitalsProcessor
+from streams.kafka.tables import DETECTION_TABLE, NOTIFY_TABLE, TABLE_NAME
+from streams.kafka.worker import Readiness, create_app
 from streams.state.windows import ClosedWindow, DistrictWindows
 from tests.test_deploy import ensure_tool
 
@@ -160,7 +155,7 @@ def test_owned_keys_counts_only_the_keys_of_the_given_partitions() -> None:
     stray = key_partition(b"not-a-district", PARTITIONS)
     for owned in ({0}, {1, 2}, set(range(PARTITIONS)), set()):
         expected = sum(len(parts.get(p, [])) for p in owned) + (stray in owned)
-        assert proc.owned_keys(table, frozenset(owned)) == expected
+        assert proc.reports.owned_keys(table, frozenset(owned)) == expected
 
 
 # --- scoring time ----------------------------------------------------------------------
@@ -223,12 +218,12 @@ def test_released_districts_disappear_and_only_the_kept_ones_come_back() -> None
         metrics.watermark_lag.labels(district).set(180.0)
         metrics.open_alerts.labels(district, "IV").set(2)
 
-    proc.release_districts()
+    proc.reports.release()
     for gauge in (metrics.composite_index, metrics.vital_index, metrics.watermark_lag):
         assert series(gauge) == {}
     assert series(metrics.open_alerts) == {}
 
-    proc.take_districts(frozenset({kept_partition}))
+    proc.reports.take(frozenset({kept_partition}))
     assert series(metrics.composite_index) == {(kept,): 71.5}
     assert series(metrics.vital_index) == {(kept, "air"): 70.5}
     assert series(metrics.watermark_lag) == {(kept,): 180.0}
@@ -237,8 +232,8 @@ def test_released_districts_disappear_and_only_the_kept_ones_come_back() -> None
         (kept, g): float(g == alert.grade.roman) for g in ("I", "II", "III", "IV")
     }
     # a later rebalance that keeps nothing restores nothing
-    proc.release_districts()
-    proc.take_districts(frozenset())
+    proc.reports.release()
+    proc.reports.take(frozenset())
     assert series(metrics.composite_index) == {} and series(metrics.open_alerts) == {}
 
 

@@ -4,7 +4,7 @@ dead-lettered, and nothing raised.
 One fuzz input is a batch. It is cut into records at ``SEPARATOR``; each record's
 first byte picks its input topic and its key (a district, another district, garbage
 or none), the rest is its value. :func:`check_batch` runs them through a real
-:class:`~streams.kafka.worker.VitalsProcessor` (in-memory tables, outputs collected
+:class:`~streams.kafka.processor.VitalsProcessor` (in-memory tables, outputs collected
 instead of sent) and checks what a user relies on:
 
 - the handler returns: no record makes it raise;
@@ -34,7 +34,8 @@ from streams.core.messages import (
 )
 from streams.core.settings import Settings
 from streams.kafka.feed import InputRecord
-from streams.kafka.worker import DETECTION_TABLE, TABLE_NAME, MemoryTable, VitalsProcessor
+from streams.kafka.processor import VitalsProcessor
+from streams.kafka.tables import DETECTION_TABLE, TABLE_NAME, MemoryTable
 
 SEPARATOR = b"\n\x00\n"
 CHANGELOG_CODECS = {

@@ -19,7 +19,8 @@ from streams.core import metrics
 from streams.core.messages import VITALS_TOPIC, DistrictVitals
 from streams.core.settings import Settings
 from streams.kafka.feed import InputRecord
-from streams.kafka.worker import MemoryTable, VitalsProcessor
+from streams.kafka.processor import VitalsProcessor
+from streams.kafka.tables import MemoryTable
 from tests.fuzz.batch import CFG, CTX, _Outputs
 
 DISTRICT = "339901"

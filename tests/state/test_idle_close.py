@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from streams.core.messages import VITALS_TOPIC, DistrictVitals
 from streams.core.settings import Settings
 from streams.kafka.feed import key_partition
-from streams.kafka.worker import MemoryTable, VitalsProcessor
+from streams.kafka.processor import VitalsProcessor
+from streams.kafka.tables import MemoryTable
 from streams.state.windows import DistrictWindows
 from tests.fuzz.batch import CFG, CTX, _Outputs
 

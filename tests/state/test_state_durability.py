@@ -14,7 +14,8 @@ from aiokafka.errors import KafkaTimeoutError
 
 from streams.core.settings import Settings
 from streams.kafka.feed import Fenced, InputRecord
-from streams.kafka.worker import MemoryTable, VitalsProcessor
+from streams.kafka.processor import VitalsProcessor
+from streams.kafka.tables import MemoryTable
 from streams.sim.simulator import CitySimulator
 from streams.state.windows import DistrictWindows
 from tests.fuzz.batch import CFG, CTX
