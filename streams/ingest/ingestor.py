@@ -151,10 +151,6 @@ class Ingestor:
         self.deid = deid
         self.decoder = EventDecoder(max_event_bytes, max_depth)
         self.catalogue = CatalogueCheck(cfg, max_future_s=max_future_s, max_age_s=max_age_s)
-        # the stages' entry points as attributes: the hot path calls them without a
-        # further hop through the objects that hold them
-        self.decode = self.decoder.decode
-        self.check = self.catalogue.check
         self.max_attributes_bytes = max_attributes_bytes
         # without a configured key, dead letters of this process are sealed under a
         # random one: nobody can open them, and nothing leaks
@@ -175,9 +171,9 @@ class Ingestor:
         """
         stage = DeadLetterStage.DECODE
         try:
-            event = self.decode(value, fast=fast)
+            event = self.decoder.decode(value, fast=fast)
             stage = DeadLetterStage.VALIDATE
-            canonical, t = self.check(topic, key, event, now)
+            canonical, t = self.catalogue.check(topic, key, event, now)
         except Rejected:
             raise
         except Exception as exc:
@@ -266,9 +262,9 @@ class Ingestor:
         # ``stage`` says where an unforeseen failure happened
         stage = _DECODE
         try:
-            event = self.decode(value)
+            event = self.decoder.decode(value)
             stage = _VALIDATE
-            canonical, t = self.check(topic, key, event, now)
+            canonical, t = self.catalogue.check(topic, key, event, now)
             stage = _DEIDENTIFY
             indicator = self._indicators[event.indicator]
             deid = self.deid
