@@ -10,17 +10,12 @@ an event on two cores, several times the work the handler does; reading
 partitions in bulk removes that cost while the state still lives in a Faust
 table and moves with its partition.
 
-Time for the idle rules is :class:`LiveClock` time: wall seconds during which
-the process actually ran. A pause (a VM freeze, SIGSTOP, a long GC, a blocked
-event loop) counts for at most a couple of seconds, so a worker that wakes up
-does not take its own absence for the city's silence. A pause longer than half
-the session timeout also makes the feed stop handling input until the consumer
-group has had time to say whether this worker still owns its partitions (a
-rebalance moves them, or the session turns out to have survived): another
-worker may have taken them over meanwhile, and writing stale state after it
-would be a zombie's write. Whether the input is read to its end is asked of
-the broker (:meth:`InputFeed.caught_up`): a fetch answered after the question
-was put, with nothing beyond what was handled.
+Time for the idle rules is :class:`~streams.kafka.pause.LiveClock` time, and a
+pause longer than half the session timeout makes the feed stop handling input
+until the consumer group has had time to say whether this worker still owns its
+partitions (:class:`~streams.kafka.pause.PauseFence`). Whether the input is read
+to its end is asked of the broker (:meth:`InputFeed.caught_up`): a fetch
+answered after the question was put, with nothing beyond what was handled.
 
 Progress is committed as Kafka consumer offsets of a group of its own,
 ``<app id>-input``, which never has members (manual assignment), so it works
@@ -38,8 +33,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -49,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from streams.core import metrics
+from streams.kafka.pause import LiveClock, PauseFence
 
 log = logging.getLogger(__name__)
 
@@ -93,59 +87,6 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError | asyncio.TimeoutError | ConnectionError)
 
 
-class LiveClock:
-    """Seconds during which this process ran: a pause counts for at most ``cap_s``.
-
-    A thread of its own ticks four times a second and records every gap longer
-    than ``pause_s``. A thread, not a task: a batch that keeps the event loop
-    busy for seconds is work, not a pause (the consumer group's heartbeats run
-    in Faust's consumer thread meanwhile), while a stopped or frozen process
-    stops every thread.
-    """
-
-    def __init__(self, cap_s: float = 2.0, pause_s: float = 3.0, step_s: float = 0.25) -> None:
-        self.cap_s = cap_s
-        self.pause_s = pause_s
-        self.step_s = step_s
-        self._last = time.monotonic()
-        self._live = 0.0
-        self.pauses = 0
-        self.last_pause_end = -math.inf  # monotonic time the last pause ended
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def tick(self) -> float:
-        now = time.monotonic()
-        gap = now - self._last
-        if gap > self.pause_s:
-            self.pauses += 1
-            self.last_pause_end = now
-            log.warning("the worker was paused for %.1f s", gap)
-        self._live += min(gap, self.cap_s)
-        self._last = now
-        return self._live
-
-    def now(self) -> float:
-        return self._live + min(time.monotonic() - self._last, self.cap_s)
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._last = time.monotonic()
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._ticker, name="live-clock", daemon=True)
-            self._thread.start()
-
-    async def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join(timeout=2)
-            self._thread = None
-
-    def _ticker(self) -> None:
-        while not self._stop.wait(self.step_s):
-            self.tick()
-
-
 class InputFeed:
     """Consumes the input topics' partitions this worker owns; commits after each batch.
 
@@ -175,8 +116,7 @@ class InputFeed:
         self.topics = tuple(topics)
         self.clock = clock or LiveClock(pause_s=max(1.0, session_timeout_s / 2))
         # after a pause, how long the group may take to say whether we lost our partitions
-        self.fence_s = 2 * session_timeout_s
-        self._fenced_pause = 0  # pauses settled: a rebalance or no rebalance followed them
+        self.fence = PauseFence(self.clock, fence_s=2 * session_timeout_s)
         # False: a record counts as done only when the handler's owner says so
         # (:meth:`advance`), e.g. once a delivery it started has finished
         self.advance_on_handle = advance_on_handle
@@ -269,9 +209,7 @@ class InputFeed:
                 return
             await self._try_commit(force=True)
             self._generation += 1
-            # a reassignment restarts from committed offsets and recovered state: whatever
-            # a pause before it put in doubt is settled
-            self._fenced_pause = self.clock.pauses
+            self.fence.settle()
             self.partitions = parts
             # a partition moved to another worker is that worker's to report: a last
             # value left here would be summed with the new owner's
@@ -322,21 +260,9 @@ class InputFeed:
             raise
 
     def fenced(self) -> bool:
-        """Whether a recent pause leaves it open if this worker still owns its partitions.
-
-        A pause longer than half the session timeout may have cost the worker its
-        group membership, and another worker its partitions. Until ``fence_s``
-        seconds have passed without a rebalance (the group kept us), or a rebalance
-        has reassigned the partitions, nothing is handled or written.
-        """
-        clock = self.clock
-        if clock.pauses == self._fenced_pause:
-            return False
-        if time.monotonic() - clock.last_pause_end < self.fence_s:
-            return True
-        self._fenced_pause = clock.pauses
-        log.info("no rebalance followed the pause: this worker kept its partitions")
-        return False
+        """Whether a recent pause leaves it open if this worker still owns its partitions:
+        while it does, nothing is handled or written."""
+        return self.fence.up()
 
     def caught_up(self, partitions: Iterable[int], since: float) -> bool:
         """Whether the broker, answering after ``since`` (wall seconds), holds nothing

@@ -1,0 +1,105 @@
+"""Pauses of the worker process: the running-time clock and the fence a long pause raises.
+
+Time for the idle rules is :class:`LiveClock` time: wall seconds during which
+the process actually ran. A pause (a VM freeze, SIGSTOP, a long GC, a blocked
+event loop) counts for at most a couple of seconds, so a worker that wakes up
+does not take its own absence for the city's silence.
+
+A pause longer than half the session timeout may have cost the worker its
+group membership, and another worker its partitions. :class:`PauseFence` says
+whether such a pause is still in doubt: until the consumer group has had time
+to say whether this worker still owns its partitions (a rebalance moves them,
+or the session turns out to have survived), the input feed handles and commits
+nothing, since writing stale state after the new owner would be a zombie's write.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+
+class LiveClock:
+    """Seconds during which this process ran: a pause counts for at most ``cap_s``.
+
+    A thread of its own ticks four times a second and records every gap longer
+    than ``pause_s``. A thread, not a task: a batch that keeps the event loop
+    busy for seconds is work, not a pause (the consumer group's heartbeats run
+    in Faust's consumer thread meanwhile), while a stopped or frozen process
+    stops every thread.
+    """
+
+    def __init__(self, cap_s: float = 2.0, pause_s: float = 3.0, step_s: float = 0.25) -> None:
+        self.cap_s = cap_s
+        self.pause_s = pause_s
+        self.step_s = step_s
+        self._last = time.monotonic()
+        self._live = 0.0
+        self.pauses = 0
+        self.last_pause_end = -math.inf  # monotonic time the last pause ended
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> float:
+        now = time.monotonic()
+        gap = now - self._last
+        if gap > self.pause_s:
+            self.pauses += 1
+            self.last_pause_end = now
+            log.warning("the worker was paused for %.1f s", gap)
+        self._live += min(gap, self.cap_s)
+        self._last = now
+        return self._live
+
+    def now(self) -> float:
+        return self._live + min(time.monotonic() - self._last, self.cap_s)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._last = time.monotonic()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._ticker, name="live-clock", daemon=True)
+            self._thread.start()
+
+    async def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=2)
+            self._thread = None
+
+    def _ticker(self) -> None:
+        while not self._stop.wait(self.step_s):
+            self.tick()
+
+
+class PauseFence:
+    """Whether a recent pause of ``clock`` leaves it open if this worker owns its partitions.
+
+    The fence is up from the end of a pause the clock noticed until ``fence_s``
+    seconds have passed without a rebalance (the group kept us), or until a
+    rebalance has reassigned the partitions (:meth:`settle`).
+    """
+
+    def __init__(self, clock: LiveClock, fence_s: float) -> None:
+        self.clock = clock
+        self.fence_s = fence_s
+        self._settled = 0  # pauses settled: a rebalance or no rebalance followed them
+
+    def up(self) -> bool:
+        clock = self.clock
+        if clock.pauses == self._settled:
+            return False
+        if time.monotonic() - clock.last_pause_end < self.fence_s:
+            return True
+        self._settled = clock.pauses
+        log.info("no rebalance followed the pause: this worker kept its partitions")
+        return False
+
+    def settle(self) -> None:
+        """A reassignment restarts from committed offsets and recovered state: whatever
+        the pauses before it put in doubt is settled."""
+        self._settled = self.clock.pauses
