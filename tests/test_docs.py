@@ -19,3 +19,53 @@ def test_vital_index_worked_example_prints_exactly_the_documented_output() -> No
     with contextlib.redirect_stdout(out):
         exec(compile(script, "docs/vital-index.md", "exec"), {"__name__": "docs_example"})
     assert out.getvalue() == documented.group(1)
+
+
+ROOT = DOCS.parent
+
+
+def _layout_tree() -> dict[str, str]:
+    """The README's project layout: each path it lists, with its one-line description."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tree = readme.split("## Project layout", 1)[1].split("```")[1]
+    listed: dict[str, str] = {}
+    parents: list[tuple[int, str]] = []
+    for line in tree.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        name, _, description = line.strip().partition(" ")
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        path = "".join(p for _, p in parents) + name
+        listed[path] = description.strip()
+        if name.endswith("/"):
+            parents.append((indent, name))
+    return listed
+
+
+def _modules() -> list[str]:
+    return sorted(
+        str(p.relative_to(ROOT))
+        for package in ("streams", "detectors")
+        for p in (ROOT / package).rglob("*.py")
+        if p.name != "__init__.py"
+    )
+
+
+def test_the_readme_layout_names_every_module_where_it_is_with_what_it_holds() -> None:
+    """A newcomer finds every module in the README's tree, under its package, with one
+    line on what it holds; and nothing the tree names is missing."""
+    listed = _layout_tree()
+    unlisted = [m for m in _modules() if not listed.get(m)]
+    assert not unlisted, f"modules missing from the README's project layout: {unlisted}"
+    gone = [
+        p for p in listed if p.startswith(("streams/", "detectors/")) and not (ROOT / p).exists()
+    ]
+    assert not gone, f"the README's project layout names what does not exist: {gone}"
+
+
+def test_the_architecture_describes_every_module() -> None:
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    undescribed = [m for m in _modules() if m not in text]
+    assert not undescribed, f"modules docs/architecture.md does not describe: {undescribed}"

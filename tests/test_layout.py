@@ -148,3 +148,49 @@ def test_state_pickled_under_the_old_module_names_migrates() -> None:
         assert f"c{back[cls.__module__]}\n".encode() in data  # the old name, not the new
         restored = convert(data)
         assert restored.dumps() == value.dumps()
+
+
+#: The most lines a function, and a class, may take without saying why.
+MAX_FUNCTION_LINES, MAX_CLASS_LINES = 80, 300
+#: How a long function or class says why: a comment with these words, just above its
+#: ``def`` or ``class`` or among its first lines, followed by the reason.
+LONG_ON_PURPOSE = "long on purpose"
+
+
+def oversized(path: Path) -> list[str]:
+    """The functions and classes of ``path`` over their limit that do not say why."""
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source, str(path))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
+        assert node.end_lineno is not None
+        size = node.end_lineno - node.lineno + 1
+        if size <= limit:
+            continue
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        near = "\n".join(lines[max(0, first - 4) : node.body[0].lineno + 6]).lower()
+        if LONG_ON_PURPOSE not in near:
+            found.append(f"{node.name} (line {node.lineno}, {size} lines, limit {limit})")
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted([*STREAMS.rglob("*.py"), *(ROOT / "detectors").rglob("*.py")]),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_no_long_function_or_class_without_a_reason(path: Path) -> None:
+    """A function over 80 lines or a class over 300 is split, or says why it is not."""
+    assert not oversized(path), f"{path.relative_to(ROOT)}: " + "; ".join(oversized(path))
+
+
+def test_the_size_rule_sees_a_long_function(tmp_path: Path) -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    long = tmp_path / "long.py"
+    long.write_text(f"def f():\n{body}\n")
+    assert oversized(long) == [f"f (line 1, {MAX_FUNCTION_LINES + 1} lines, limit 80)"]
+    long.write_text(f"def f():\n    # Long on purpose: one table.\n{body}\n")
+    assert oversized(long) == []
