@@ -11,6 +11,34 @@ import pytest
 
 from streams.kafka.broker import EmbeddedBroker
 from tests.harness import ApiWorker, Worker
+from tests.quiet_run import QuietRun
+
+_QUIET_RUN = pytest.StashKey[QuietRun]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``long_run`` go last, and the run they judge starts now
+    (:mod:`tests.quiet_run`)."""
+    long = [item for item in items if item.get_closest_marker("long_run")]
+    if not long:
+        return
+    items[:] = [item for item in items if item not in long] + long
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="cityvitals-quiet-run-"))
+    config.stash[_QUIET_RUN] = QuietRun(workdir).start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(_QUIET_RUN, None)
+    if run is not None:
+        run.stop()
+
+
+@pytest.fixture(scope="session")
+def quiet_run(request: pytest.FixtureRequest) -> QuietRun:
+    """The worker left running since collection (:mod:`tests.quiet_run`)."""
+    return request.config.stash[_QUIET_RUN]
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from streams.core.config import load_config
 from streams.core.logs import records
 from streams.sim.simulator import CitySimulator
 from tests.harness import NOISY, Worker, produce, run, wait_for
+from tests.quiet_run import QUIET_RUN_S, QuietRun
 
 STALL_S = 5.0  # Faust's stream_processing_timeout, 300 s by default
 # Faust checks every held partition every 2.5 commit intervals (2.8 s by default)
@@ -56,5 +59,34 @@ def test_a_healthy_worker_logs_no_error_or_warning_past_the_stall_checks(
     # every line is one structured record (JSON: the log is a file, not a terminal)
     assert len(logged) == len(lines) and len(logged) > 10, lines[:5]
     assert all({"timestamp", "level", "logger", "event", "pid"} <= set(r) for r in logged)
+    noisy = [r for r in logged if r["level"] in NOISY]
+    assert not noisy, noisy[:10]
+
+
+@pytest.mark.long_run
+@pytest.mark.timeout(QUIET_RUN_S + 120)
+def test_a_worker_running_ten_minutes_beside_the_suite_logs_no_error_or_warning(
+    quiet_run: QuietRun,
+) -> None:
+    """The worker left running since collection, fed the simulated city in real time with
+    Faust's own stall timeout (300 s), logs nothing an operator must look at in its
+    first ten minutes, and nothing but structured records."""
+    assert quiet_run.error is None, f"the run did not start: {quiet_run.error!r}"
+    worker = quiet_run.worker
+    assert worker is not None
+    wait_for(lambda: quiet_run.elapsed() >= QUIET_RUN_S, QUIET_RUN_S + 60, "ten minutes of running")
+    assert worker.proc is not None and worker.proc.poll() is None, worker.log_tail()
+    assert quiet_run.simulate is not None and quiet_run.simulate.poll() is None, (
+        quiet_run.simulate_log()
+    )
+    # the city was flowing through it: readings counted, windows closed, state written
+    read = worker.metric("cityvitals_ingest_readings_total")
+    assert read > 1000, f"only {read} readings in ten minutes"
+    assert worker.metric("cityvitals_vitals_windows_closed_total") > 0
+    assert worker.metric("cityvitals_pipeline_table_value_max_bytes") > 0
+    text = quiet_run.worker_log()
+    lines = [line for line in text.splitlines() if line.strip()]
+    logged = records(text)
+    assert len(logged) == len(lines), [line for line in lines if not line.startswith("{")][:5]
     noisy = [r for r in logged if r["level"] in NOISY]
     assert not noisy, noisy[:10]
