@@ -69,3 +69,18 @@ def test_the_architecture_describes_every_module() -> None:
     text = (DOCS / "architecture.md").read_text(encoding="utf-8")
     undescribed = [m for m in _modules() if m not in text]
     assert not undescribed, f"modules docs/architecture.md does not describe: {undescribed}"
+
+
+def test_the_readme_names_every_topic_the_worker_creates() -> None:
+    from streams.kafka.tables import DETECTION_TABLE, NOTIFY_TABLE, TABLE_NAME
+    from streams.kafka.topics import CITY_TOPICS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    topics = readme.split("- **Topics.**", 1)[1].split("\n- **", 1)[0]
+    missing = [
+        t for t in CITY_TOPICS if f"`{t}`" not in topics and not t.startswith("city.events.")
+    ]
+    missing += [
+        t for t in (TABLE_NAME, DETECTION_TABLE, NOTIFY_TABLE) if f"-{t}-changelog`" not in topics
+    ]
+    assert "`city.events.*`" in topics and not missing, missing
