@@ -38,6 +38,10 @@ def test_no_console_file_names_a_grade_colour_or_a_kind_of_its_own(page: str) ->
     colours = [*GRADE_COLOURS_ZH.values(), *(f'"{c}' for c in GRADE_COLOURS.values())]
     assert not [c for c in colours if c in text]
     assert not re.findall(r'"(?:grade\.\d|kind\.\w+)":', text)
+    # nor lists the grades' numerals or the kinds itself
+    assert not re.findall(r'"(?:I|II|III|IV)"', text)
+    kind = "|".join(k.value for k in KIND_EN)
+    assert not re.findall(rf'"(?:{kind})"\s*,\s*"(?:{kind})"', text)
 
 
 def test_the_labels_are_not_in_the_openapi_document() -> None:

@@ -4,13 +4,15 @@
 import { AlertStream, ApiError, createClient } from "./api.js";
 import { lineChart, mergeSeries } from "./chart.js";
 import { HTML_LANG, LOCALE, pickLang, translate } from "./i18n.js";
+import { LABELS } from "./labels.js";
 
 const TOKEN_KEY = "cityvitals.token";
 const LANG_KEY = "cityvitals.lang";
 const FILTER_KEY = "cityvitals.filters";
-const ROMAN = { 1: "I", 2: "II", 3: "III", 4: "IV" };
-const GRADES = [1, 2, 3, 4];
-const KINDS = ["warning", "alarm", "composite", "data_quality"];
+// grades and kinds as the product names them (streams/core/messages.py)
+const ROMAN = Object.fromEntries(Object.entries(LABELS.grades).map(([g, l]) => [g, l.roman]));
+const GRADES = Object.keys(LABELS.grades).map(Number).sort((a, b) => a - b);
+const KINDS = Object.keys(LABELS.kinds);
 const ACTIONS = ["acknowledge", "dispatch", "note", "resolve", "false_positive", "silence", "field_report"];
 const ACTION_KEYS = { acknowledge: "a", resolve: "r", note: "n", dispatch: "d", false_positive: "f", silence: "s" };
 const SILENCE_CHOICES = [
