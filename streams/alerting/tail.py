@@ -2,8 +2,9 @@
 
 Reads the API's live stream (``/api/v1/stream``) with the caller's token, so
 the scopes are the server's; prints one line per alert event in the grade's
-colour, and reconnects with ``Last-Event-ID`` after a dropped connection or a
-worker restart, so no event is missed or shown twice. An operator's note is
+colour, and reconnects with ``Last-Event-ID`` after a dropped connection, a
+worker restart or the server's ``overflow`` (it fell behind), so no event is
+missed or shown twice. An operator's note is
 shown with the event its action caused, the only event that carries it, so
 every note appears once (its first line, cut to :data:`NOTE_CHARS`).
 """
@@ -101,11 +102,19 @@ class Tail:
                     raise TailRefused(response.status_code, response.text[:300])
                 # once connected, the stream resumes from the last id, not from the start
                 self.params.pop("from_start", None)
-                event_id = None
+                event_id, kind = None, "message"
                 for line in response.iter_lines():
                     if line.startswith("id: "):
                         event_id = line[4:]
-                    elif line.startswith("data: "):
+                    elif line.startswith("event: "):
+                        kind = line[7:]
+                    elif not line:
+                        kind = "message"
+                    elif line.startswith("data: ") and kind == "overflow":
+                        # this client fell behind and the server ends the stream: the
+                        # id is where to resume, at once
+                        self.last_event_id = event_id or self.last_event_id
+                    elif line.startswith("data: ") and kind in ("alert", "message"):
                         event = AlertEvent.model_validate(orjson.loads(line[6:]))
                         self.last_event_id = event_id or self.last_event_id
                         yield event

@@ -10,7 +10,6 @@ once the broker has acknowledged the action.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -277,6 +276,19 @@ def _sse(cursor: str, event: AlertEvent) -> bytes:
     return b"id: " + cursor.encode() + b"\nevent: alert\ndata: " + event.to_json() + b"\n\n"
 
 
+def _overflow(cursor: str, bound: int) -> bytes:
+    """The last words to a client that fell behind: why, and the cursor to resume from."""
+    data = orjson.dumps(
+        {
+            "reason": "fell_behind",
+            "detail": f"more than {bound} alert events waited for this client; "
+            "reconnect with Last-Event-ID to resume where it stopped",
+            "resume": cursor,
+        }
+    )
+    return b"id: " + cursor.encode() + b"\nevent: overflow\ndata: " + data + b"\n\n"
+
+
 async def events(
     store: AlertStore,
     who: Principal,
@@ -290,8 +302,13 @@ async def events(
     client's cursor advances over it whether or not it is shown, and an event
     is shown when it matches the filters and the caller may see it, or may see
     its previous state (so that a responder learns that its alert closed).
+
+    A client that falls more than the store's ``stream_queue`` events behind is
+    sent an ``overflow`` event, whose id is the cursor of everything it was given
+    or passed over, and the stream ends: it resumes from that ``Last-Event-ID``
+    with nothing lost and nothing repeated.
     """
-    queue = store.listen()
+    listener = store.listen()
     sent = dict(start)
 
     def shown(entry: Entry) -> bytes | None:
@@ -312,15 +329,19 @@ async def events(
     try:
         yield b": connected\n\n"
         for entry in list(store.entries_from(start)):
+            if listener.overflowed:
+                break
             if (chunk := shown(entry)) is not None:
                 yield chunk
-        while not await disconnected():
-            try:
-                entry = await asyncio.wait_for(queue.get(), KEEP_ALIVE_S)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
+        while not listener.overflowed and not await disconnected():
+            arrived = await listener.next(KEEP_ALIVE_S)
+            if arrived is None:
+                if not listener.overflowed:
+                    yield b": keep-alive\n\n"
                 continue
-            if (chunk := shown(entry)) is not None:
+            if (chunk := shown(arrived)) is not None:
                 yield chunk
+        if listener.overflowed:
+            yield _overflow(format_cursor(sent, store.partitions), listener.bound)
     finally:
-        store.unlisten(queue)
+        store.unlisten(listener)

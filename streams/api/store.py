@@ -18,6 +18,10 @@ partitions it processes.
   offsets do not depend on which worker answers or on the order in which a
   worker read the partitions, so a cursor stays valid across reconnects,
   restarts and workers. ``v1.<o0>.<o1>...`` names the offsets in partition order.
+- **Live listeners.** Each live-stream client has a :class:`Listener`: the events read
+  since it last took one, at most ``stream_queue`` of them. A client that falls further
+  behind is cut off: its waiting events are dropped (the log keeps them), so one stalled
+  client costs the worker no more than that bound, and it resumes from its cursor.
 - **Vital signs.** The latest ``city.vitals`` document of each district.
 - **Audit.** Every :class:`~streams.core.messages.AuditRecord`, newest last.
 """
@@ -25,6 +29,7 @@ partitions it processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from streams.core import metrics
 from streams.core.messages import (
     ActionRecord,
     AlertEvent,
@@ -125,18 +131,60 @@ def is_open(alert: AlertEvent) -> bool:
     return alert.status is not AlertStatus.RESOLVED and alert.workflow not in CLOSED_WORKFLOWS
 
 
+class Listener:
+    """One live-stream client's events read but not yet taken, at most ``bound``.
+
+    The event past the bound marks the client as fallen behind: what waited is
+    dropped at once (the store's log keeps it) and the client, told so, resumes
+    from its cursor on a new connection.
+    """
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.overflowed = False
+        self._entries: deque[Entry] = deque()
+        self._arrived = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def offer(self, entry: Entry) -> bool:
+        """Queue ``entry``; False once the client has fallen behind."""
+        if self.overflowed:
+            return False
+        if len(self._entries) >= self.bound:
+            self.overflowed = True
+            self._entries.clear()
+            self._arrived.set()
+            return False
+        self._entries.append(entry)
+        self._arrived.set()
+        return True
+
+    async def next(self, timeout: float) -> Entry | None:
+        """The next entry; None after ``timeout`` seconds without one, or once overflowed."""
+        if not self._entries and not self.overflowed:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+        if self.overflowed or not self._entries:
+            return None
+        return self._entries.popleft()
+
+
 @dataclass
 class AlertStore:
     """In-memory view of the alert, vitals and audit topics (see the module docstring)."""
 
     partitions: int
     max_entries: int = 200_000
+    stream_queue: int = 10_000  # events waiting for one live-stream client, at most
     alerts: dict[str, dict[int, AlertEvent]] = field(default_factory=dict)
     log: deque[Entry] = field(default_factory=deque)
     positions: dict[int, int] = field(default_factory=dict)  # next offset read, per partition
     vitals: dict[str, dict[str, Any]] = field(default_factory=dict)
     audit: deque[AuditRecord] = field(default_factory=lambda: deque(maxlen=100_000))
-    _listeners: set[asyncio.Queue[Entry]] = field(default_factory=set)
+    _listeners: set[Listener] = field(default_factory=set)
     _changed: asyncio.Event | None = None
 
     # --- reading the topics ---------------------------------------------------------
@@ -152,8 +200,10 @@ class AlertStore:
         self.log.append(entry)
         while len(self.log) > self.max_entries:
             self.log.popleft()
-        for queue in self._listeners:
-            queue.put_nowait(entry)
+        behind = [listener for listener in self._listeners if not listener.offer(entry)]
+        for listener in behind:
+            self._listeners.discard(listener)
+            metrics.stream_overflows.inc()
         return True
 
     def add_vitals(self, document: bytes) -> None:
@@ -237,13 +287,17 @@ class AlertStore:
                 yield entry
 
     # --- live listeners ---------------------------------------------------------------
-    def listen(self) -> asyncio.Queue[Entry]:
-        queue: asyncio.Queue[Entry] = asyncio.Queue()
-        self._listeners.add(queue)
-        return queue
+    def listen(self) -> Listener:
+        listener = Listener(self.stream_queue)
+        self._listeners.add(listener)
+        return listener
 
-    def unlisten(self, queue: asyncio.Queue[Entry]) -> None:
-        self._listeners.discard(queue)
+    def unlisten(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
+
+    def waiting(self) -> list[int]:
+        """Events waiting for each live-stream client still listening."""
+        return [len(listener) for listener in self._listeners]
 
     # --- department performance ----------------------------------------------------------
     def performance(self, alerts: Iterable[AlertEvent] | None = None) -> list[dict[str, Any]]:

@@ -231,6 +231,14 @@ api_refusals = Counter(
     subsystem="api",
     registry=REGISTRY,
 )
+stream_overflows = Counter(
+    "stream_overflows",
+    "Live-stream clients disconnected because they fell more than CITYVITALS_STREAM_QUEUE "
+    "events behind (each is told so and resumes from its Last-Event-ID).",
+    namespace=NAMESPACE,
+    subsystem="api",
+    registry=REGISTRY,
+)
 notify_planned = Counter(
     "planned",
     "Notifications written to the outbox, by receiver and reason (group_wait, "

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     datadir: Path = Path("var/worker")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
+    stream_queue: int = Field(
+        10_000,
+        ge=1,
+        description="alert events waiting for one live-stream client, at most; a client "
+        "further behind is disconnected and resumes from its Last-Event-ID",
+    )
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: lines for a terminal on one, JSON lines elsewhere"

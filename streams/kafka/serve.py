@@ -99,7 +99,7 @@ class ApiService:
         links: LinkSigner | None = None,
     ) -> None:
         self.settings = settings
-        self.store = AlertStore(partitions=settings.partitions)
+        self.store = AlertStore(partitions=settings.partitions, stream_queue=settings.stream_queue)
         self.publisher = KafkaPublisher(settings.bootstrap, settings.kafka_client_options())
         self.caught_up = asyncio.Event()
         self._config_files = config_files
