@@ -15,6 +15,7 @@ import orjson
 import pytest
 import uvicorn
 
+from streams.alerting.tail import Tail
 from streams.api.alerts import events
 from streams.api.app import create_api
 from streams.api.store import AlertFilter, AlertStore, parse_cursor
@@ -271,3 +272,41 @@ def test_a_stalled_connection_is_cut_off_at_its_bound_and_resumes_from_its_last_
                 if len(given) + len(rest) >= len(log):
                     break
     assert given + rest == log
+
+
+def test_the_terminal_feed_resumes_at_once_from_the_id_an_overflow_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = numbered(0), numbered(1)
+    answers = [
+        [
+            *("id: v1.1", "event: alert", f"data: {first.to_json().decode()}", ""),
+            *("id: v1.5", "event: overflow", 'data: {"reason": "fell_behind"}', ""),
+        ],
+        ["id: v1.6", "event: alert", f"data: {second.to_json().decode()}", ""],
+    ]
+    asked: list[str | None] = []
+
+    class Answer:
+        status_code = 200
+
+        def __init__(self, lines: list[str]) -> None:
+            self.lines = lines
+
+        def __enter__(self) -> Answer:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def iter_lines(self) -> Iterator[str]:
+            return iter(self.lines)
+
+    def stream(method: str, url: str, *, headers: dict[str, str], **kw: Any) -> Answer:
+        asked.append(headers.get("Last-Event-ID"))
+        return Answer(answers[len(asked) - 1])
+
+    monkeypatch.setattr(httpx, "stream", stream)
+    feed = Tail("http://api", "token").events()
+    assert [next(feed), next(feed)] == [first, second]
+    assert asked == [None, "v1.5"]
