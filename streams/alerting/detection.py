@@ -60,7 +60,14 @@ from streams.alerting.data_quality import SILENCE_RULE, silences
 from streams.alerting.early import EarlySeries
 from streams.alerting.evidence import remember
 from streams.alerting.forecasts import forecast
-from streams.alerting.lifecycle import STATE_MAX_BYTES, AlertBook, Names, Silence, fit
+from streams.alerting.lifecycle import (
+    MAX_NOTES_PER_ALERT,
+    STATE_MAX_BYTES,
+    AlertBook,
+    Names,
+    Silence,
+    fit,
+)
 from streams.alerting.models import AnomalyModels, SiteChoice, load_anomaly_models
 from streams.alerting.rule_alerts import window_signal
 from streams.alerting.rules import ThresholdRules
@@ -108,6 +115,7 @@ class DetectionContext:
     forecast_horizon_s: float = 1800.0  # 0: no trend forecasts
     early: bool = True  # early rules decide on the reading (:mod:`streams.alerting.early`)
     models: AnomalyModels | None = None
+    max_notes: int = MAX_NOTES_PER_ALERT  # CITYVITALS_MAX_NOTES_PER_ALERT
 
     def __post_init__(self) -> None:
         if self.models is None and self.anomaly is not None:
@@ -341,7 +349,7 @@ class DistrictDetection:
     catch_up = early_rules.catch_up
 
     def act(self, action: AlertAction, ctx: DetectionContext) -> list[AlertEvent]:
-        return self.book.act(action, ctx.names, ctx.silences)
+        return self.book.act(action, ctx.names, ctx.silences, ctx.max_notes)
 
     # -- the table's codec ---------------------------------------------------------
     def dumps(self) -> bytes:

@@ -28,6 +28,12 @@ keyed by district, next to that district's detectors.
   ("silence similar for 2 h") mark matching alerts ``silenced_by``. A book
   keeps at most :data:`MAX_SILENCES` operator silences (the oldest set goes
   first), each comment cut to :data:`SILENCE_COMMENT_CHARS` characters.
+- **Notes per alert.** An action's note is bounded (4000 characters), and so is the
+  number of actions with a note one alert takes (:data:`MAX_NOTES_PER_ALERT`,
+  ``CITYVITALS_MAX_NOTES_PER_ALERT``): past it :meth:`AlertBook.act` refuses the
+  action with :class:`NoteLimitError` (the worker dead-letters it) and the API answers
+  409, so no caller can grow an alert's timeline of notes without bound. Actions
+  without a note (resolve, acknowledge) are still taken.
 - **Actions and notes.** An alert keeps a compact history of its operator
   actions: at most :data:`MAX_ACTIONS` records, none with its note (see
   :func:`action_history`). Only the event an action causes carries that
@@ -85,10 +91,17 @@ RECENTLY_CLOSED = 64  # closed alerts kept per district, for late operator actio
 MAX_ACTIONS = 50  # action records kept on an alert (city.emergency-command keeps them all)
 MAX_SILENCES = 32  # operator silences kept per district; the oldest set goes first
 SILENCE_COMMENT_CHARS = 200  # of the operator's note, kept as a silence's comment
+# notes one alert takes, whoever writes them (notes, field reports, silence reasons): each
+# is bounded too, so an alert's free text is; default of CITYVITALS_MAX_NOTES_PER_ALERT
+MAX_NOTES_PER_ALERT = 200
 STATE_MAX_BYTES = 256 * 1024  # default bound of one table value (Kafka's limit is 1 MiB)
 # actions that acknowledge an alert: the first one is kept through any trimming, because
 # time-to-acknowledge (metrics, department performance) is read from the history
 ACKNOWLEDGING = frozenset({AlertActionType.ACKNOWLEDGE.value, AlertActionType.DISPATCH.value})
+
+
+class NoteLimitError(ValueError):
+    """An action whose note would take its alert past the notes one alert takes."""
 
 
 def fingerprint(district: str, street: str | None, key: str, rule: str) -> str:
@@ -382,6 +395,22 @@ class Names:
         return zh, en
 
 
+def _count_note(book: AlertBook, alert_id: str, max_notes: int) -> dict[str, int]:
+    """The book's note counts with one more for ``alert_id``, of kept alerts only;
+    :class:`NoteLimitError` if the alert already holds ``max_notes``."""
+    taken = book.notes.get(alert_id, 0)
+    if taken >= max_notes:
+        raise NoteLimitError(
+            f"alert {alert_id} already holds {taken} notes, the most one alert takes "
+            "(CITYVITALS_MAX_NOTES_PER_ALERT); act without a note"
+        )
+    notes = {**book.notes, alert_id: taken + 1}
+    if len(notes) > len(book.open) + len(book.closed):
+        kept = {a.alert_id for a in (*book.open.values(), *book.closed)}
+        notes = {k: n for k, n in notes.items() if k in kept}
+    return notes
+
+
 @dataclass
 class AlertBook:
     """One district's alerts: open ones by fingerprint, and the recently closed.
@@ -398,6 +427,7 @@ class AlertBook:
     closed: deque[AlertEvent] = field(default_factory=lambda: deque(maxlen=RECENTLY_CLOSED))
     silences: list[Silence] = field(default_factory=list)  # set by operators, oldest first
     applied_actions: RecentIds = field(default_factory=RecentIds)  # redeliveries apply once
+    notes: dict[str, int] = field(default_factory=dict)  # notes taken, per kept alert's id
 
     # -- signals ---------------------------------------------------------------
     def apply(
@@ -497,18 +527,26 @@ class AlertBook:
         return next((a for a in reversed(self.closed) if a.alert_id == alert_id), None)
 
     def act(
-        self, action: AlertAction, names: Names, config_silences: tuple[Silence, ...] = ()
+        self,
+        action: AlertAction,
+        names: Names,
+        config_silences: tuple[Silence, ...] = (),
+        max_notes: int = MAX_NOTES_PER_ALERT,
     ) -> list[AlertEvent]:
         """Apply an operator action; a repeated action (same id) changes nothing.
 
         The event returned carries the action's note on its last action record;
-        the book keeps the alert without it (see :func:`action_history`).
+        the book keeps the alert without it (see :func:`action_history`). An action
+        with a note on an alert that holds ``max_notes`` raises :class:`NoteLimitError`
+        and changes nothing.
         """
         if action.action_id in self.applied_actions:
             return []
         alert = self.find(action.alert_id)
         if alert is None:
             return []
+        if action.note:
+            self.notes = _count_note(self, alert.alert_id, max_notes)
         self.applied_actions.add(action.action_id)
         record = ActionRecord(
             action_id=action.action_id,
@@ -540,21 +578,7 @@ class AlertBook:
             if is_open:
                 update["status"] = AlertStatus.RESOLVED
         elif kind is AlertActionType.SILENCE and action.silence_s is not None:
-            start = action.at.timestamp()
-            self.silences = [s for s in self.silences if s.end > start]
-            self.silences.append(
-                Silence(
-                    silence_id=f"silence-{action.action_id}",
-                    start=start,
-                    end=start + action.silence_s,
-                    district=alert.district,
-                    street=alert.street,
-                    rule=alert.evidence.rule,
-                    comment=(action.note or "")[:SILENCE_COMMENT_CHARS],
-                )
-            )
-            # the newest decisions win: a flood of silences cannot grow the book
-            del self.silences[:-MAX_SILENCES]
+            self._silence(action, action.silence_s, alert)
         event = alert.model_copy(update=update)
         if event.status is AlertStatus.RESOLVED or not is_open:
             zh, en = names.headlines(event)
@@ -574,6 +598,24 @@ class AlertBook:
                 maxlen=RECENTLY_CLOSED,
             )
         return [event]
+
+    def _silence(self, action: AlertAction, seconds: float, alert: AlertEvent) -> None:
+        """Silence what is like ``alert`` for ``seconds``; the newest decisions win, so a
+        flood of silences cannot grow the book."""
+        start = action.at.timestamp()
+        self.silences = [s for s in self.silences if s.end > start]
+        self.silences.append(
+            Silence(
+                silence_id=f"silence-{action.action_id}",
+                start=start,
+                end=start + seconds,
+                district=alert.district,
+                street=alert.street,
+                rule=alert.evidence.rule,
+                comment=(action.note or "")[:SILENCE_COMMENT_CHARS],
+            )
+        )
+        del self.silences[:-MAX_SILENCES]
 
     # -- bounds ---------------------------------------------------------------------------
     def upgrade(self) -> int:

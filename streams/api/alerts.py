@@ -22,7 +22,17 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from streams.api.auth import Principal, Role
-from streams.api.common import Ctx, Who, alert_doc, bad_request, json_response, not_found, source_ip
+from streams.api.common import (
+    Ctx,
+    Problem,
+    Who,
+    alert_doc,
+    bad_request,
+    echo,
+    json_response,
+    not_found,
+    source_ip,
+)
 from streams.api.store import (
     AlertFilter,
     AlertStore,
@@ -32,6 +42,7 @@ from streams.api.store import (
     parse_cursor,
 )
 from streams.core.messages import (
+    ActionRecord,
     AlertAction,
     AlertActionType,
     AlertEvent,
@@ -53,10 +64,45 @@ class ActionRequest(BaseModel):
 
     action: AlertActionType
     note: Annotated[str, Field(max_length=4000)] | None = None
-    department: str | None = Field(None, description="dispatch: the department to send it to")
+    department: Annotated[str, Field(max_length=64)] | None = Field(
+        None, description="dispatch: the department to send it to"
+    )
     silence_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = Field(
         None, description="silence: for how long, seconds"
     )
+
+
+#: One event of the live stream, as the OpenAPI document describes it.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "the cursor after this event"},
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+    "required": ["event", "data"],
+}
+
+
+class AlertList(BaseModel):
+    """The alerts a query found, as the caller may see them."""
+
+    alerts: list[AlertEvent]
+    count: int
+
+
+class AlertDetail(BaseModel):
+    """One alert: its latest event with every note, its timeline and its actions."""
+
+    alert: AlertEvent
+    timeline: list[AlertEvent]
+    actions: list[ActionRecord]
+
+
+class ActionAccepted(BaseModel):
+    """An action as published on ``city.alert-actions``."""
+
+    action: AlertAction
 
 
 def alert_filter(
@@ -81,7 +127,7 @@ def alert_filter(
                 Grade(int(text)) if text in ("1", "2", "3", "4") else None
             )
             if g is None:
-                raise bad_request(f"grade {text!r} is not one of I, II, III, IV (or 1-4)")
+                raise bad_request(f"grade {echo(text)} is not one of I, II, III, IV (or 1-4)")
             chosen.add(g)
         grades = frozenset(chosen)
     for name, value in (("since", since), ("until", until)):
@@ -122,7 +168,11 @@ async def scoped_filter(
     return where
 
 
-@router.get("/api/v1/alerts", summary="List alerts (the latest event of each)")
+@router.get(
+    "/api/v1/alerts",
+    summary="List alerts (the latest event of each)",
+    responses={200: {"model": AlertList}, 400: {"model": Problem}},
+)
 async def list_alerts(
     request: Request,
     ctx: Ctx,
@@ -148,7 +198,11 @@ async def list_alerts(
     return json_response({"alerts": [alert_doc(a) for a in found], "count": len(found)})
 
 
-@router.get("/api/v1/alerts/{alert_id}", summary="One alert with its evidence and full timeline")
+@router.get(
+    "/api/v1/alerts/{alert_id}",
+    summary="One alert with its evidence and full timeline",
+    responses={200: {"model": AlertDetail}, 404: {"model": Problem}},
+)
 async def alert_detail(request: Request, ctx: Ctx, who: Who, alert_id: str) -> Response:
     """``alert``: the latest event, its action history with every note;
     ``timeline``: every event as published (each carries the note of the action
@@ -180,7 +234,9 @@ def check_action(body: ActionRequest, departments: Collection[str]) -> None:
         if body.department is None:
             raise bad_request("dispatch needs a department")
         if body.department not in departments:
-            raise bad_request(f"department {body.department!r} is not one of {sorted(departments)}")
+            raise bad_request(
+                f"department {echo(body.department)} is not one of {sorted(departments)}"
+            )
     elif body.department is not None:
         raise bad_request(f"{body.action.value} takes no department")
     if body.action is AlertActionType.SILENCE and body.silence_s is None:
@@ -195,6 +251,12 @@ def check_action(body: ActionRequest, departments: Collection[str]) -> None:
     "/api/v1/alerts/{alert_id}/actions",
     status_code=202,
     summary="Act on an alert; answers once the action is durable on city.alert-actions",
+    responses={
+        202: {"model": ActionAccepted},
+        400: {"model": Problem},
+        404: {"model": Problem},
+        409: {"model": Problem, "description": "the alert holds the most notes it takes"},
+    },
 )
 async def act(request: Request, ctx: Ctx, who: Who, alert_id: str, body: ActionRequest) -> Response:
     alert = ctx.store.latest(alert_id)
@@ -212,6 +274,8 @@ async def act(request: Request, ctx: Ctx, who: Who, alert_id: str, body: ActionR
             alert_id,
         )
     check_action(body, ctx.cfg.catalogue.departments)
+    if (full := ctx.notes_full(alert_id, body.note)) is not None:
+        return full
     action = AlertAction(
         action_id=uuid.uuid4().hex,
         alert_id=alert_id,
@@ -235,6 +299,14 @@ async def act(request: Request, ctx: Ctx, who: Who, alert_id: str, body: ActionR
     "/api/v1/stream",
     summary="Live alert events (Server-Sent Events); resumes from Last-Event-ID",
     response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+            "description": "events `alert` (`data`: an alert event as JSON; `id`: the cursor "
+            "to resume after it), and comments that keep the connection open",
+        },
+        400: {"model": Problem},
+    },
 )
 async def stream(
     request: Request,

@@ -25,16 +25,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
+from streams.alerting.lifecycle import MAX_NOTES_PER_ALERT
 from streams.api import alerts, city
 from streams.api import links as link_routes
 from streams.api.auth import Authenticator, AuthError
-from streams.api.common import ApiContext, Problem, Publisher, json_response
+from streams.api.common import ECHO_CHARS, ApiContext, Problem, Publisher, json_response, problem
 from streams.api.labels import LABELS_PATH, labels_module
 from streams.api.store import AlertStore
 from streams.core import metrics
@@ -56,8 +58,10 @@ def create_api(
     ready: Callable[[], bool],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     links: LinkSigner | None = None,
+    max_notes: int = MAX_NOTES_PER_ALERT,
 ) -> FastAPI:
-    """The FastAPI application of one worker; ``links`` checks responder links."""
+    """The FastAPI application of one worker; ``links`` checks responder links,
+    ``max_notes`` is ``CITYVITALS_MAX_NOTES_PER_ALERT``."""
     api = FastAPI(
         title="cityvitals command-centre API",
         version="1",
@@ -68,10 +72,14 @@ def create_api(
         ),
         docs_url=None,  # Swagger UI loads from a CDN; the document itself is /openapi.json
         redoc_url=None,
-        responses={401: {"model": Problem}, 403: {"model": Problem}},
+        responses={
+            401: {"model": Problem, "description": "no valid token"},
+            403: {"model": Problem, "description": "outside the caller's role or scope"},
+            422: {"model": Problem, "description": "a parameter or body that does not fit"},
+        },
     )
     api.state.auth = auth
-    api.state.ctx = ApiContext(store, cfg, publisher, clock, ready, links)
+    api.state.ctx = ApiContext(store, cfg, publisher, clock, ready, links, max_notes)
     _answer_errors(api)
     _operations(api, ready)
     _console(api)
@@ -85,29 +93,22 @@ def _answer_errors(api: FastAPI) -> None:
 
     @api.exception_handler(HTTPException)
     async def http_problem(request: Request, exc: HTTPException) -> Response:
-        return JSONResponse(
-            {"error": "bad_request" if exc.status_code == 400 else "error", "detail": exc.detail},
-            status_code=exc.status_code,
-        )
+        error = "bad_request" if exc.status_code == 400 else "error"
+        return problem(error, str(exc.detail), exc.status_code, exc.headers)
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(
-            {"error": "invalid_request", "detail": f"{where}: {first.get('msg', 'invalid')}"},
-            status_code=422,
-        )
+        # a location may name a key of the caller's body: cut like any echoed value
+        where = ".".join(str(p)[:ECHO_CHARS] for p in first.get("loc", ()))
+        return problem("invalid_request", f"{where}: {first.get('msg', 'invalid')}", 422)
 
     @api.exception_handler(AuthError)
     async def refused(request: Request, exc: AuthError) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="cityvitals"'} if exc.status == 401 else {}
         metrics.api_refusals.labels(str(exc.status)).inc()
-        return JSONResponse(
-            {"error": "unauthorized" if exc.status == 401 else "forbidden", "detail": exc.reason},
-            status_code=exc.status,
-            headers=headers,
-        )
+        error = "unauthorized" if exc.status == 401 else "forbidden"
+        return problem(error, exc.reason, exc.status, headers)
 
 
 def _operations(api: FastAPI, ready: Callable[[], bool]) -> None:

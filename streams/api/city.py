@@ -10,11 +10,48 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from streams.api.auth import Role
 from streams.api.common import Ctx, Who, json_response
+from streams.core.messages import AuditRecord
 
 router = APIRouter()
+
+
+class DistrictView(BaseModel):
+    """A district's latest vital signs (a ``city.vitals`` document cut to what the
+    caller may see), or none yet."""
+
+    code: str
+    vitals: dict[str, Any] | None
+
+
+class Districts(BaseModel):
+    districts: list[DistrictView]
+
+
+class PerformanceRow(BaseModel):
+    """One department at one grade (:meth:`~streams.api.store.AlertStore.performance`)."""
+
+    department: str
+    grade: str
+    alerts: int
+    acknowledged: int
+    resolved: int
+    false_positives: int
+    median_ack_s: float | None
+    median_resolve_s: float | None
+    closure_rate: float
+    false_positive_rate: float | None
+
+
+class Performance(BaseModel):
+    rows: list[PerformanceRow]
+
+
+class AuditTrail(BaseModel):
+    records: list[AuditRecord]
 
 
 @router.get("/api/v1/me", summary="The caller's identity and scope")
@@ -81,6 +118,7 @@ async def catalogue_names(ctx: Ctx, who: Who) -> dict[str, Any]:
 @router.get(
     "/api/v1/districts",
     summary="Each district's latest vital signs, as the caller may see them",
+    responses={200: {"model": Districts}},
 )
 async def districts(ctx: Ctx, who: Who) -> Response:
     out = []
@@ -97,7 +135,11 @@ async def districts(ctx: Ctx, who: Who) -> Response:
     return json_response({"districts": out})
 
 
-@router.get("/api/v1/performance", summary="Department performance per grade")
+@router.get(
+    "/api/v1/performance",
+    summary="Department performance per grade",
+    responses={200: {"model": Performance}},
+)
 async def performance(request: Request, ctx: Ctx, who: Who) -> Response:
     if who.role not in (Role.OPERATOR, Role.DEPARTMENT):
         await ctx.forbid(request, who, f"role {who.role} sees no department performance", None)
@@ -110,7 +152,11 @@ async def performance(request: Request, ctx: Ctx, who: Who) -> Response:
     return json_response({"rows": store.performance(alerts)})
 
 
-@router.get("/api/v1/audit", summary="The audit trail (operators only)")
+@router.get(
+    "/api/v1/audit",
+    summary="The audit trail (operators only)",
+    responses={200: {"model": AuditTrail}},
+)
 async def audit_trail(
     request: Request,
     ctx: Ctx,

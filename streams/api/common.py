@@ -9,7 +9,7 @@ way, as ``who: Who``, authenticated and scoped by :mod:`streams.api.auth`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Protocol, cast
@@ -19,6 +19,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from streams.alerting.lifecycle import MAX_NOTES_PER_ALERT
 from streams.api.auth import AuthError, Principal, bearer_token
 from streams.api.store import AlertStore
 from streams.core.config import CityConfig
@@ -35,8 +36,34 @@ class Publisher(Protocol):
 
 
 class Problem(BaseModel):
+    """Every error answer: what went wrong in a word, and why in a sentence."""
+
     error: str
     detail: str
+
+
+#: The most characters of one value from the caller that an error answer repeats.
+ECHO_CHARS = 64
+#: The most characters of an error answer's ``detail``, whatever it quotes.
+DETAIL_CHARS = 1024
+
+
+def echo(value: object) -> str:
+    """A value from the request, quoted for an error answer and cut to :data:`ECHO_CHARS`
+    characters with an ellipsis: an unknown id or a bad parameter is shown, not a megabyte."""
+    text = str(value)
+    return repr(text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "…")
+
+
+def problem(
+    error: str, detail: str, status: int, headers: Mapping[str, str] | None = None
+) -> Response:
+    """An error answer (:class:`Problem`), its detail cut to :data:`DETAIL_CHARS` characters."""
+    if len(detail) > DETAIL_CHARS:
+        detail = detail[:DETAIL_CHARS] + "…"
+    response = json_response({"error": error, "detail": detail}, status)
+    response.headers.update(headers or {})
+    return response
 
 
 @dataclass
@@ -49,6 +76,7 @@ class ApiContext:
     clock: Callable[[], datetime]
     ready: Callable[[], bool]
     links: LinkSigner | None = None
+    max_notes: int = MAX_NOTES_PER_ALERT  # CITYVITALS_MAX_NOTES_PER_ALERT
 
     async def audit(
         self,
@@ -69,6 +97,21 @@ class ApiContext:
                 source_ip=source_ip(request),
                 detail=detail,
             )
+        )
+
+    def notes_full(self, alert_id: str, note: str | None) -> Response | None:
+        """409 when ``note`` would take the alert past the notes one alert takes (the
+        alert lifecycle would refuse the action too), else None."""
+        if not note:
+            return None
+        taken = sum(1 for r in self.store.actions(alert_id) if r.note)
+        if taken < self.max_notes:
+            return None
+        return problem(
+            "too_many_notes",
+            f"alert {alert_id} already holds {taken} notes, the most one alert takes "
+            "(CITYVITALS_MAX_NOTES_PER_ALERT); act without a note",
+            409,
         )
 
     async def forbid(
@@ -117,4 +160,4 @@ def bad_request(detail: str) -> Exception:
 
 
 def not_found(alert_id: str) -> Response:
-    return json_response({"error": "not_found", "detail": f"no alert {alert_id!r}"}, 404)
+    return problem("not_found", f"no alert {echo(alert_id)}", 404)

@@ -9,6 +9,7 @@ notification.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal
 
 import orjson
@@ -49,6 +50,24 @@ class RespondRequest(BaseModel):
     )
 
 
+class LinkView(BaseModel):
+    """What a responder link shows: its alert, where, for whom, until when, and what
+    it allows now (nothing once the alert is closed)."""
+
+    alert: AlertEvent
+    place_zh: str
+    place_en: str
+    receiver: str
+    expires_at: datetime
+    actions: list[str]
+
+
+class LinkAction(BaseModel):
+    """The action a responder link published on ``city.alert-actions``."""
+
+    action: AlertAction
+
+
 async def granted(ctx: Ctx, request: Request, token: str) -> Grant:
     """What the link grants; a refusal is audited and answered 401."""
     if ctx.links is None:
@@ -76,7 +95,7 @@ def link_alert(ctx: Ctx, grant: Grant) -> AlertEvent | None:
 @router.get(
     "/api/v1/respond/{token}",
     summary="The alert a responder link is for, and what the link allows now",
-    responses={401: {"model": Problem}, 404: {"model": Problem}},
+    responses={200: {"model": LinkView}, 401: {"model": Problem}, 404: {"model": Problem}},
 )
 async def respond_view(request: Request, ctx: Ctx, token: str) -> Response:
     grant = await granted(ctx, request, token)
@@ -103,7 +122,13 @@ async def respond_view(request: Request, ctx: Ctx, token: str) -> Response:
     "/api/v1/respond/{token}",
     status_code=202,
     summary="Acknowledge the link's alert or add a field report; answers once durable",
-    responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}},
+    responses={
+        202: {"model": LinkAction},
+        400: {"model": Problem},
+        401: {"model": Problem},
+        404: {"model": Problem},
+        409: {"model": Problem},
+    },
 )
 async def respond_act(request: Request, ctx: Ctx, token: str, body: RespondRequest) -> Response:
     grant = await granted(ctx, request, token)
@@ -121,6 +146,8 @@ async def respond_act(request: Request, ctx: Ctx, token: str, body: RespondReque
         )
     if body.action is AlertActionType.FIELD_REPORT and not body.note:
         raise bad_request("field_report needs a note")
+    if (full := ctx.notes_full(grant.alert_id, body.note)) is not None:
+        return full
     who = link_user(grant, body.responder)
     action = AlertAction(
         action_id=uuid.uuid4().hex,

@@ -64,16 +64,17 @@ def format_cursor(positions: dict[int, int], partitions: int) -> str:
 def parse_cursor(text: str, partitions: int) -> dict[int, int]:
     """The next offset per partition named by a cursor (see the module docstring)."""
     parts = text.strip().split(".")
+    shown = repr(text if len(text) <= 64 else text[:64] + "…")  # it comes from the client
     if parts[0] != CURSOR_PREFIX or len(parts) != partitions + 1:
         raise CursorError(
-            f"cursor {text!r} is not {CURSOR_PREFIX}.<offset> for each of {partitions} partitions"
+            f"cursor {shown} is not {CURSOR_PREFIX}.<offset> for each of {partitions} partitions"
         )
     try:
         offsets = [int(p) for p in parts[1:]]
     except ValueError:
-        raise CursorError(f"cursor {text!r} holds a part that is not an offset") from None
+        raise CursorError(f"cursor {shown} holds a part that is not an offset") from None
     if any(o < 0 for o in offsets):
-        raise CursorError(f"cursor {text!r} holds a negative offset")
+        raise CursorError(f"cursor {shown} holds a negative offset")
     return dict(enumerate(offsets))
 
 

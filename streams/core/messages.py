@@ -121,7 +121,9 @@ class DeadLetterReason(StrEnum):
     SCHEMA = "schema"
     WRONG_TYPE = "wrong_type"
     NOT_FINITE = "not_finite"
-    TOO_LARGE = "too_large"  # over CITYVITALS_MAX_EVENT_BYTES or CITYVITALS_MAX_ATTRIBUTES_BYTES
+    # over CITYVITALS_MAX_EVENT_BYTES or CITYVITALS_MAX_ATTRIBUTES_BYTES, or a note past
+    # CITYVITALS_MAX_NOTES_PER_ALERT
+    TOO_LARGE = "too_large"
     TOO_DEEP = "too_deep"  # nested deeper than CITYVITALS_MAX_DEPTH
     DUPLICATE_KEY = "duplicate_key"  # a JSON object names one key twice
     UNKNOWN_DISTRICT = "unknown_district"

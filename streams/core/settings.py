@@ -146,6 +146,13 @@ class Settings(BaseSettings):
         16 * 1024, ge=64, description="bytes of an event's attributes as published"
     )
     max_depth: int = Field(8, ge=3, le=64, description="JSON nesting depth of one input record")
+    max_notes_per_alert: int = Field(
+        200,
+        ge=1,
+        description="notes one alert takes (each at most 4000 characters; field reports and "
+        "silence reasons are notes too); past it an action with a note is refused: 409 at the "
+        "API, dead-lettered on city.alert-actions",
+    )
 
     # --- privacy -------------------------------------------------------------------
     deid_key: SecretStr = Field(

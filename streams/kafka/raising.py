@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from streams.alerting.detection import DetectionContext, DistrictDetection
+from streams.alerting.lifecycle import NoteLimitError
 from streams.core import metrics
 from streams.core.config import CityConfig
 from streams.core.messages import (
@@ -234,6 +235,19 @@ class AlertRaiser:
             events = state.act(action, self.context)
             for event in events:
                 out.add(ALERTS_TOPIC, district, event.to_json())
+        except NoteLimitError as exc:  # refused before it changed anything
+            letter = self._dead_letters.make(
+                origin,
+                key,
+                value,
+                DeadLetterReason.TOO_LARGE,
+                str(exc),
+                now,
+                DeadLetterStage.ACTION,
+            )
+            self._dead_letter(out, district, letter)
+            await out.send()
+            return
         except Exception as exc:  # an action no check foresaw: it alone is set aside
             self._writer.restore_detection(action.district)
             out = self._outputs()

@@ -111,6 +111,7 @@ class ApiService:
             self.publisher,
             ready=lambda: ready() and self.caught_up.is_set(),
             links=links,
+            max_notes=settings.max_notes_per_alert,
         )
         self._server: _Server | None = None
         self._tasks: list[asyncio.Task[None]] = []

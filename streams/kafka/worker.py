@@ -321,7 +321,12 @@ def _services(
     """The input feed, the batch handler it calls, and the notification service."""
     partitions = settings.partitions
     rules = load_thresholds(cfg)
-    detection = DetectionContext(cfg, rules, silences=load_silences(cfg, rules))
+    detection = DetectionContext(
+        cfg,
+        rules,
+        silences=load_silences(cfg, rules),
+        max_notes=settings.max_notes_per_alert,
+    )
 
     async def crash(exc: BaseException) -> None:
         await app.crash(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import pickle
 from collections import deque
@@ -15,12 +16,14 @@ from legacy.pickled_state import detection_from_pickle
 from streams.alerting.detection import DETECTION_STATE, DetectionContext, DistrictDetection
 from streams.alerting.lifecycle import (
     MAX_ACTIONS,
+    MAX_NOTES_PER_ALERT,
     MAX_SILENCES,
     RECENTLY_CLOSED,
     SILENCE_COMMENT_CHARS,
     STATE_MAX_BYTES,
     AlertBook,
     Names,
+    NoteLimitError,
     RecentIds,
     Signal,
     Silence,
@@ -39,6 +42,7 @@ from streams.core.messages import (
     Grade,
     Workflow,
 )
+from streams.core.settings import Settings
 
 CFG = load_config()
 NAMES = Names(CFG)
@@ -409,8 +413,9 @@ def test_a_thousand_longest_notes_leave_the_book_and_each_event_bounded() -> Non
     (alert,) = det.book.apply(signal(grade=Grade.I), NAMES)
     sizes: dict[int, tuple[int, int]] = {}
     biggest_event = 0
+    ctx = dataclasses.replace(CTX, max_notes=1000)  # above CITYVITALS_MAX_NOTES_PER_ALERT
     for n in range(1, 1001):
-        (event,) = det.act(note(alert, n), CTX)
+        (event,) = det.act(note(alert, n), ctx)
         assert event.actions[-1].note == LONGEST_NOTE
         biggest_event = max(biggest_event, len(event.to_json()))
         if n in (100, 1000):
@@ -427,6 +432,46 @@ def test_a_thousand_longest_notes_leave_the_book_and_each_event_bounded() -> Non
     assert document_1000 - document_100 <= 8
     # an event holds one note and a history without notes
     assert biggest_event < len(LONGEST_NOTE.encode()) + 16 * 1024
+
+
+def test_an_alert_takes_at_most_max_notes_and_still_every_action_without_one() -> None:
+    book = AlertBook("339901")
+    (alert,) = book.apply(signal(), NAMES)
+    (other,) = book.apply(signal(key="water.pressure"), NAMES)
+    for n in range(3):
+        assert book.act(note(alert, n, "crew on site"), NAMES, max_notes=3)
+    before = (dict(book.notes), book.open[alert.fingerprint])
+    over = note(alert, 3, "one more")
+    with pytest.raises(NoteLimitError, match=r"already holds 3 notes.*MAX_NOTES_PER_ALERT"):
+        book.act(over, NAMES, max_notes=3)
+    assert (dict(book.notes), book.open[alert.fingerprint]) == before  # nothing changed
+    assert over.action_id not in book.applied_actions  # not taken as applied either
+    # free text of any kind counts: an acknowledgement's or a silence's note too
+    with pytest.raises(NoteLimitError):
+        book.act(action(AlertActionType.ACKNOWLEDGE, alert, 4, note="on it"), NAMES, max_notes=3)
+    (ack,) = book.act(action(AlertActionType.ACKNOWLEDGE, alert, 5), NAMES, max_notes=3)
+    assert ack.workflow is Workflow.ACKNOWLEDGED
+    assert book.act(note(other, 6, "another alert"), NAMES, max_notes=3)  # its own count
+    (closed,) = book.act(action(AlertActionType.RESOLVE, alert, 7), NAMES, max_notes=3)
+    assert closed.workflow is Workflow.RESOLVED
+    assert book.notes == {alert.alert_id: 3, other.alert_id: 1}
+
+
+def test_the_note_counts_are_kept_only_for_alerts_the_book_keeps() -> None:
+    book = AlertBook("339901")
+    first = None
+    for n in range(RECENTLY_CLOSED * 3):
+        (alert,) = book.apply(signal(at=T0 + 60 * n), NAMES)
+        first = first or alert.alert_id
+        book.act(note(alert, 2 * n, "looked at it"), NAMES)
+        book.act(action(AlertActionType.RESOLVE, alert, 2 * n + 1), NAMES)
+        assert len(book.notes) <= len(book.open) + len(book.closed) + 1  # + the one just closed
+    assert first not in book.notes and len(book.notes) <= RECENTLY_CLOSED + 1
+
+
+def test_the_worker_s_default_bound_of_notes_is_the_lifecycle_s() -> None:
+    field = Settings.model_fields["max_notes_per_alert"]
+    assert field.default == MAX_NOTES_PER_ALERT == DetectionContext.max_notes
 
 
 def test_operator_silences_are_bounded_and_their_comments_cut() -> None:

@@ -26,6 +26,7 @@ from streams.core.messages import (
     Grade,
     Workflow,
 )
+from streams.notify.respond import LinkSigner
 from tests.api.test_auth import alert
 
 CFG = load_config()
@@ -414,6 +415,7 @@ def test_every_note_of_a_thousand_is_in_the_alert_detail() -> None:
                 note=text,
             ),
             Names(CFG),
+            max_notes=len(notes),  # above the default, CITYVITALS_MAX_NOTES_PER_ALERT's
         )
         store.add_alert(0, n + 1, event)
     api, recorder = client(store)
@@ -428,6 +430,64 @@ def test_every_note_of_a_thousand_is_in_the_alert_detail() -> None:
     assert [e["actions"][-1].get("note") for e in body["timeline"][1:]] == notes
     assert all("note" not in a for e in body["timeline"] for a in e["actions"][:-1])
     assert [(a.action, a.target) for a in recorder.audits] == [("read_alert", first.alert_id)]
+
+
+def test_an_alert_holding_the_most_notes_refuses_another_with_409_but_not_an_action() -> None:
+    """Free text is bounded per alert, not only per request: past CITYVITALS_MAX_NOTES_PER_ALERT
+    a note is refused by the API (and by the lifecycle, tests/alerting/test_lifecycle.py),
+    through the console's route and a responder link alike, and nothing is published."""
+    book = AlertBook("339901")
+    first = alert(grade=Grade.I, colour="red")
+    book.open[first.fingerprint] = first
+    store = stored(first)
+    for n in range(3):
+        (event,) = book.act(
+            AlertAction(
+                action_id=f"{n:032x}",
+                alert_id=first.alert_id,
+                district="339901",
+                action="note" if n else "field_report",
+                actor="cc.duty",
+                role="operator",
+                at=NOW + timedelta(seconds=n),
+                note=f"note {n}",
+            ),
+            Names(CFG),
+        )
+        store.add_alert(0, n + 1, event)
+    signer = LinkSigner(b"k" * 32, ttl_s=3600)
+    recorder = Recorder()
+    api = TestClient(
+        create_api(
+            store,
+            BOOK,
+            CFG,
+            recorder,
+            ready=lambda: True,
+            clock=lambda: NOW,
+            links=signer,
+            max_notes=3,
+        )
+    )
+    link = signer.token(signer.grant(first.alert_id, "339901", "fire-desk", NOW))
+    for path, body in (
+        (f"/api/v1/alerts/{first.alert_id}/actions", {"action": "note", "note": "one more"}),
+        (f"/api/v1/alerts/{first.alert_id}/actions", {"action": "resolve", "note": "done"}),
+        (f"/api/v1/respond/{link}", {"action": "field_report", "note": "on site"}),
+        (f"/api/v1/respond/{link}", {"action": "acknowledge", "note": "coming"}),
+    ):
+        r = api.post(path, headers=auth("cc.duty"), json=body)
+        assert r.status_code == 409, (path, body)
+        assert r.json()["error"] == "too_many_notes"
+        assert "already holds 3 notes" in r.json()["detail"]
+        assert "CITYVITALS_MAX_NOTES_PER_ALERT" in r.json()["detail"]
+    assert recorder.actions == []
+    for path, body in (
+        (f"/api/v1/alerts/{first.alert_id}/actions", {"action": "acknowledge"}),
+        (f"/api/v1/respond/{link}", {"action": "acknowledge"}),
+    ):
+        assert api.post(path, headers=auth("cc.duty"), json=body).status_code == 202
+    assert [a.note for a in recorder.actions] == [None, None]
 
 
 def test_the_terminal_feed_shows_each_note_with_the_event_it_caused() -> None:
