@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, BrowserContext
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -121,3 +121,18 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+#: Logged by every page of a context given to :func:`report_csp_violations`.
+CSP_VIOLATION = "Content-Security-Policy violation"
+
+
+def report_csp_violations(context: BrowserContext) -> None:
+    """Have every page of ``context`` log each Content-Security-Policy violation as a
+    console error (``CSP_VIOLATION: <directive> <blocked>``), so a test that fails on
+    console errors fails on a script, style or connection the console's policy blocks.
+    Init scripts come from the driver, not the page, so the policy does not block this."""
+    context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => console.error("
+        f"'{CSP_VIOLATION}: ' + e.violatedDirective + ' ' + e.blockedURI));"
+    )

@@ -31,6 +31,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streams.alerting.lifecycle import MAX_NOTES_PER_ALERT
 from streams.api import alerts, city
@@ -46,7 +47,7 @@ from streams.notify.respond import LinkSigner
 CONSOLE_DIR = Path(__file__).parent / "console"
 log = logging.getLogger(__name__)
 
-__all__ = ["CONSOLE_DIR", "Publisher", "config_digests", "create_api"]
+__all__ = ["CONSOLE_DIR", "SECURITY_HEADERS", "Publisher", "config_digests", "create_api"]
 
 
 def create_api(
@@ -80,12 +81,69 @@ def create_api(
     )
     api.state.auth = auth
     api.state.ctx = ApiContext(store, cfg, publisher, clock, ready, links, max_notes)
+    api.add_middleware(SecurityHeaders)
     _answer_errors(api)
     _operations(api, ready)
     _console(api)
     for router in (city.router, alerts.router, link_routes.router):
         api.include_router(router)
     return api
+
+
+#: Headers of every answer: the console runs only its own files (no inline script, no
+#: plugin, no framing by another site) and talks only to its own origin.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "manifest-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+#: Answers of the API carry alerts, notes, names and audit records: kept by no cache.
+API_CACHE = (b"cache-control", b"no-store")
+
+
+class SecurityHeaders:
+    """ASGI middleware: :data:`SECURITY_HEADERS` on every answer, and ``Cache-Control:
+    no-store`` on every ``/api/`` answer that does not set its own (the live stream's
+    ``no-cache`` stays). Plain ASGI, so the live stream passes through unbuffered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        private = str(scope.get("path", "")).startswith("/api/")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers += [h for h in self.headers if h[0] not in names]
+                if private and API_CACHE[0] not in names:
+                    headers.append(API_CACHE)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def _answer_errors(api: FastAPI) -> None:

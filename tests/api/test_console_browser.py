@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.browser import chromium
+from tests.browser import chromium, report_csp_violations
 from tests.harness import ApiWorker
 
 if TYPE_CHECKING:
@@ -134,6 +134,7 @@ def _new_page(browser: Browser, locale: str = "en-GB") -> tuple[Page, list[str]]
     context = browser.new_context(
         viewport={"width": 1440, "height": 900}, locale=locale, timezone_id="Asia/Shanghai"
     )
+    report_csp_violations(context)  # a console error each, so `errors` holds them
     page = context.new_page()
     # bounds on waits for conditions, generous for a loaded machine (expect's own
     # default is 5 s)

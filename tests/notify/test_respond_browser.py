@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from streams.api.app import create_api
+from streams.api.app import SECURITY_HEADERS, create_api
 from streams.core.messages import AlertActionType
 from tests.api.test_api import BOOK, CFG, Recorder, stored
 from tests.api.test_auth import alert
-from tests.browser import chromium
+from tests.browser import CSP_VIOLATION, chromium, report_csp_violations
 from tests.harness import free_port
 from tests.notify.test_respond import SIGNER
 
@@ -62,13 +62,28 @@ def test_a_responder_opens_the_link_acknowledges_and_sends_a_field_report(
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with chromium() as browser:
-        page = browser.new_context(
+        context = browser.new_context(
             viewport={"width": 412, "height": 915}, locale="zh-CN", timezone_id="Asia/Shanghai"
-        ).new_page()  # a phone in the field
+        )
+        report_csp_violations(context)
+        page = context.new_page()  # a phone in the field
         page.set_default_timeout(15_000)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(server.link(datetime.now(UTC)))
+        # every console error but the browser's note of a refused request (the expired link)
+        page.on(
+            "console",
+            lambda msg: (
+                errors.append(msg.text)
+                if msg.type == "error" and "responded with a status of" not in msg.text
+                else None
+            ),
+        )
+        opened = page.goto(server.link(datetime.now(UTC)))
+        assert opened is not None
+        assert (
+            opened.headers["content-security-policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+        )
         expect(page.locator("#headline-zh")).to_have_text(ALERT.headline_zh)
         expect(page.locator("#grade")).to_have_text("II级 · 橙色 / Grade II orange")
         expect(page.locator("#place")).to_have_text("江滨区 滨江街道 / Binjiang, Jiangbin")
@@ -98,5 +113,17 @@ def test_a_responder_opens_the_link_acknowledges_and_sends_a_field_report(
         expect(page.locator("#status")).to_contain_text("responder link expired at")
         assert page.locator("#respond").is_hidden()
         page.screenshot(path=str(ARTIFACTS / "link-expired.png"), full_page=True)
-        assert errors == []
+        assert errors == []  # the page works whole under its policy: nothing was blocked
+
+        # and the browser does enforce it: a script written into the page does not run
+        ran = page.evaluate(
+            """() => { const s = document.createElement("script");
+                       s.textContent = "window.injected = true"; document.body.append(s);
+                       return window.injected === true; }"""
+        )
+        assert ran is False
+        page.wait_for_timeout(200)  # the violation is reported as an event
+        # reported twice: by the browser itself, and as the event the console tests watch
+        assert f"{CSP_VIOLATION}: script-src-elem inline" in errors, errors
+        assert all("Content Security Policy" in e or CSP_VIOLATION in e for e in errors)
     assert len(server.recorder.actions) == 2
