@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Annotated, Any, Protocol, cast
 
 import orjson
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.responses import Response
+from fastapi.security import APIKeyQuery, HTTPBearer
 from pydantic import BaseModel
 
 from streams.alerting.lifecycle import MAX_NOTES_PER_ALERT
@@ -126,7 +127,22 @@ def _context(request: Request) -> ApiContext:
     return cast(ApiContext, request.app.state.ctx)
 
 
-def _principal(request: Request) -> Principal:
+# declared so that the OpenAPI document says how each route is authenticated; the
+# token itself is read below, so that a missing one is our 401, not FastAPI's 403
+_BEARER = HTTPBearer(scheme_name="bearer", auto_error=False, description="a token of roles.yaml")
+_ACCESS_TOKEN = APIKeyQuery(
+    name="access_token",
+    scheme_name="access_token",
+    auto_error=False,
+    description="the same token, for EventSource",
+)
+
+
+def _principal(
+    request: Request,
+    _bearer: Annotated[object, Security(_BEARER)] = None,
+    _query: Annotated[object, Security(_ACCESS_TOKEN)] = None,
+) -> Principal:
     """The caller, from ``Authorization: Bearer`` or ``?access_token=`` (EventSource)."""
     token = bearer_token(request.headers.get("authorization")) or request.query_params.get(
         "access_token"

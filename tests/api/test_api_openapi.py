@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -173,6 +174,7 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    ignored_auth,  # asks again without the token, and with a wrong one: refused
 ]
 #: What the scope checks looked at: (role, what) -> how many items with data.
 CHECKED: Counter[tuple[str, str]] = Counter()
@@ -290,7 +292,7 @@ def check_error(case: Any, status: int, body: bytes) -> None:
 @pytest.mark.parametrize("caller", CALLERS)
 @SCHEMA.parametrize()
 @settings(
-    max_examples=25,
+    max_examples=20,
     derandomize=True,
     deadline=None,
     database=None,
