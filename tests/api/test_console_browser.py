@@ -8,18 +8,31 @@ Screenshots go to ``test-artifacts/console/``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from streams.core.messages import (
+    ALERTS_TOPIC,
+    GRADE_COLOURS,
+    AlertEvent,
+    AlertKind,
+    AlertStatus,
+    Grade,
+    Workflow,
+)
+from tests.api.test_auth import alert
 from tests.browser import chromium, report_csp_violations
-from tests.harness import ApiWorker
+from tests.harness import ApiWorker, wait_for
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page
@@ -310,7 +323,7 @@ def test_a_filter_changed_while_the_list_is_loading_is_applied(
     api_worker: ApiWorker, browser: Browser
 ) -> None:
     """The operator picks "all" before the first list (open alerts) has arrived: the
-    console asks again, with the new filter, once that list is in."""
+    console asks again with the new filter, and the first list, late, is not applied."""
     page, errors = _new_page(browser)
     requests: list[str] = []
     held: list[Any] = []
@@ -333,6 +346,296 @@ def test_a_filter_changed_while_the_list_is_loading_is_applied(
     held[0].continue_()
     _pump_until(page, lambda: len(requests) >= 2, "a list request with the new filter")
     assert "open=true" not in requests[-1], requests
+    assert not errors, errors
+
+
+class AlertFeed:
+    """Alert events written straight onto ``city.emergency-command`` from a thread of its
+    own, a few every ``pause_s``: new alerts of every grade, kind and district, and
+    later events that acknowledge, dispatch, resolve or dismiss them, so that each of
+    the console's filters keeps gaining and losing alerts while the test runs."""
+
+    DISTRICTS = ("339901", "339902", "339903")
+    LATER = (
+        {"workflow": Workflow.ACKNOWLEDGED},
+        {"workflow": Workflow.DISPATCHED},
+        {"status": AlertStatus.RESOLVED, "workflow": Workflow.RESOLVED},
+        {"workflow": Workflow.FALSE_POSITIVE},
+    )
+
+    def __init__(self, bootstrap: str, most: int = 120, pause_s: float = 0.3) -> None:
+        self.bootstrap = bootstrap
+        self.most = most  # alerts in all, under the console's list limit of 200
+        self.pause_s = pause_s
+        self.sent = 0
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._clock = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+        self._latest: dict[int, AlertEvent] = {}
+
+    def _next_time(self) -> datetime:
+        self._clock += timedelta(seconds=1)  # each event newer than the last, to the second
+        return self._clock
+
+    def _new(self, n: int) -> AlertEvent:
+        grade = Grade(1 + n % 4)
+        at = self._next_time()
+        return alert(
+            alert_id=f"feed{n:04d}-1",
+            fingerprint=f"feed{n:04d}",
+            grade=grade,
+            colour=GRADE_COLOURS[grade],
+            kind=list(AlertKind)[n // 2 % len(AlertKind)],
+            district=self.DISTRICTS[n % len(self.DISTRICTS)],
+            street=None,
+            first_seen=at,
+            last_update=at,
+            event_time=at,
+        )
+
+    def _burst(self, n: int) -> list[AlertEvent]:
+        out = [self._new(n)] if n < self.most else []
+        for k in (n - 3, n - 7):  # the alerts raised a few bursts ago move on
+            prev = self._latest.get(k)
+            if prev is None or prev.sequence > len(self.LATER) // 2:
+                continue
+            change = self.LATER[(k + prev.sequence) % len(self.LATER)]
+            at = self._next_time()
+            out.append(
+                prev.model_copy(update={"sequence": prev.sequence + 1, "last_update": at, **change})
+            )
+        for e in out:
+            self._latest[int(e.fingerprint[4:])] = e
+        return out
+
+    def _run(self) -> None:
+        async def feed() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await producer.start()
+            try:
+                n = 0
+                while not self._stop.is_set() and n < self.most + 8:
+                    for e in self._burst(n):
+                        await producer.send_and_wait(
+                            ALERTS_TOPIC, e.to_json(), key=e.district.encode()
+                        )
+                        self.sent += 1
+                    n += 1
+                    await asyncio.sleep(self.pause_s)
+            finally:
+                await producer.stop()
+
+        try:
+            asyncio.run(feed())
+        except BaseException as exc:
+            self.failure = exc
+
+    def __enter__(self) -> AlertFeed:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        assert self.failure is None, self.failure
+
+
+# The console's filter choices as the API's query: the contract the list must keep.
+STATE_QUERY: dict[str, dict[str, str]] = {
+    "open": {"open": "true"},
+    "wf_open": {"workflow": "open", "open": "true"},
+    "acknowledged": {"workflow": "acknowledged"},
+    "dispatched": {"workflow": "dispatched"},
+    "resolved": {"status": "resolved"},
+    "false_positive": {"workflow": "false_positive"},
+    "all": {},
+}
+ROMAN = {"1": "I", "2": "II", "3": "III", "4": "IV"}
+
+
+def _choose(page: Page, choice: dict[str, Any]) -> None:
+    """Set the filters one control at a time, each change on its own (no waiting)."""
+    for field in ("f-state", "f-district", "f-kind"):
+        if field in choice:
+            page.locator(f"#{field}").select_option(choice[field])
+    for g in ROMAN:
+        if "grades" in choice:
+            box = page.locator(f'#filters input[name=grade][value="{g}"]')
+            box.set_checked(g in choice["grades"])
+
+
+def _shown_filters(page: Page) -> dict[str, Any]:
+    return dict(
+        page.evaluate(
+            """() => ({
+              state: document.querySelector('#f-state').value,
+              district: document.querySelector('#f-district').value,
+              kind: document.querySelector('#f-kind').value,
+              grades: [...document.querySelectorAll('#filters input[name=grade]:checked')]
+                .map((i) => i.value),
+            })"""
+        )
+    )
+
+
+def _api_list(api: ApiWorker, shown: dict[str, Any]) -> list[str]:
+    params: list[tuple[str, str]] = [("limit", "200"), *STATE_QUERY[shown["state"]].items()]
+    params += [(k, shown[k]) for k in ("district", "kind") if shown[k]]
+    params += [("grade", ROMAN[g]) for g in shown["grades"]]
+    r = httpx.get(
+        f"{api.url}/api/v1/alerts", headers=api.headers(OPERATOR), params=params, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    return [a["alert_id"] for a in r.json()["alerts"]]
+
+
+def _console_list(page: Page) -> tuple[bool, list[str], str]:
+    """Whether a list request is on its way, the alerts listed, and the count shown."""
+    busy, ids, count = page.evaluate(
+        """() => [document.querySelector('#feed').getAttribute('aria-busy') === 'true',
+                  [...document.querySelectorAll('#feed [data-alert-id]')]
+                    .map((li) => li.dataset.alertId),
+                  document.querySelector('#feed-count').textContent]"""
+    )
+    return bool(busy), list(ids), str(count)
+
+
+def _agrees_with_the_api(page: Page, api: ApiWorker, step: str, timeout: float = 90.0) -> int:
+    """Wait until the console, settled, lists what the API lists for the filters on
+    screen (alerts keep arriving, so equal at some moment, not at every one); the
+    number of alerts listed."""
+    deadline = time.monotonic() + timeout
+    last: tuple[Any, ...] = ()
+    while True:
+        shown = _shown_filters(page)
+        busy, before, count = _console_list(page)
+        if not busy:
+            wanted = _api_list(api, shown)
+            busy, after, count = _console_list(page)
+            if not busy and before == wanted == after and count.startswith(f"{len(wanted)} "):
+                return len(wanted)
+            last = (shown, wanted, after, count)
+        assert time.monotonic() < deadline, (
+            f"after {step}, the console never agreed with the API: "
+            f"(filters, API, console, count) = {last}"
+        )
+        page.wait_for_timeout(200)  # a poll's interval, not a wait for an outcome
+
+
+# Counts, in the page, the alert-list requests made and the answers received; and
+# turns off the console's once-a-minute list refresh (FEED_RESYNC_MS in app.js), which
+# would otherwise hide a list left out of step for up to a minute: here only each
+# round's own requests and the live events may bring the list in step.
+LIST_REQUESTS_SCRIPT = """
+const every = window.setInterval;
+window.setInterval = (fn, ms, ...rest) => (ms === 60000 ? 0 : every(fn, ms, ...rest));
+window.__lists = { asked: 0, answered: 0 };
+const listFetch = window.fetch;
+window.fetch = async (...args) => {
+  const listing = String(args[0]).startsWith("/api/v1/alerts?");
+  if (listing) window.__lists.asked += 1;
+  try {
+    const response = await listFetch(...args);
+    if (listing) await response.clone().arrayBuffer();
+    return response;
+  } finally {
+    if (listing) window.__lists.answered += 1;
+  }
+};
+"""
+
+
+def _is_list(url: str) -> bool:
+    return "/api/v1/alerts?" in url
+
+
+def _answered_newest_first(page: Page, changes: list[dict[str, Any]]) -> None:
+    """Make the filter changes while every list request is held, then let the held
+    requests answer newest first, each once the one before is in: the oldest list
+    arrives last, as it may from a loaded server."""
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    page.route(_is_list, hold)
+    try:
+        for choice in changes:
+            _choose(page, choice)
+        while True:
+            waiting = page.evaluate("window.__lists.asked - window.__lists.answered")
+            _pump_until(page, lambda n=waiting: len(held) >= n, "the held list requests")
+            if not held:
+                break
+            newest_first = held[::-1]
+            held.clear()
+            for route in newest_first:
+                before = page.evaluate("window.__lists.answered")
+                route.continue_()
+                _pump_until(
+                    page,
+                    lambda n=before: page.evaluate("window.__lists.answered") > n,
+                    "a held list's answer",
+                )
+    finally:
+        page.unroute(_is_list, hold)
+
+
+ROUNDS: list[tuple[str, list[dict[str, Any]]]] = [
+    ("all, then open, then all", [{"f-state": "all"}, {"f-state": "open"}, {"f-state": "all"}]),
+    ("a district and two grades", [{"f-district": "339902"}, {"grades": ["1", "3"]}]),
+    (
+        "every state in turn",
+        [{"f-state": s} for s in ("wf_open", "acknowledged", "dispatched", "resolved")],
+    ),
+    ("a kind, then no district", [{"f-kind": "alarm"}, {"f-district": "", "grades": []}]),
+    (
+        "three states answered newest first",
+        [{"newest_first": True}, {"f-state": "resolved"}, {"f-state": "all"}, {"f-state": "open"}],
+    ),
+    ("a reload, then all", [{"reload": True}, {"f-state": "all"}]),
+    ("dismissed, then open, one grade", [{"f-state": "false_positive"}, {"f-state": "open"}]),
+    ("any kind, grade II", [{"f-kind": "", "grades": ["2"]}]),
+    (
+        "grades answered newest first",
+        [{"newest_first": True}, {"grades": ["1"]}, {"grades": ["1", "4"]}, {"f-state": "all"}],
+    ),
+    ("a reload, then all again", [{"reload": True}, {"f-state": "resolved"}, {"f-state": "all"}]),
+    ("no filter at all", [{"grades": [], "f-district": "", "f-kind": ""}]),
+]
+
+
+def test_rapid_filter_changes_and_reloads_while_alerts_stream_leave_the_list_as_the_api_s(
+    api_worker: ApiWorker, browser: Browser
+) -> None:
+    """After each burst of filter changes (and after reloads), once the console has
+    settled, the list it shows is the API's list for the filters it shows: an older
+    list answering after a newer one, or a live event merged into the wrong list,
+    would leave it out of step for good."""
+    page, errors = _new_page(browser)
+    page.add_init_script(script=LIST_REQUESTS_SCRIPT)
+    _sign_in(page, api_worker, OPERATOR)
+    with AlertFeed(api_worker.bootstrap) as feed:
+        wait_for(lambda: feed.sent > 30, 120, "the first alerts on the topic")
+        sent_before = feed.sent
+        counts = []
+        for step, changes in ROUNDS:
+            if changes[0].get("newest_first"):
+                _answered_newest_first(page, changes[1:])
+            for choice in changes:
+                if choice.get("reload"):
+                    page.reload()
+                    page.locator("#f-state").wait_for()
+                elif not changes[0].get("newest_first"):
+                    _choose(page, choice)
+            counts.append(_agrees_with_the_api(page, api_worker, step))
+        sent_during = feed.sent - sent_before
+    # and once no more alerts arrive, the last filters once more
+    counts.append(_agrees_with_the_api(page, api_worker, "the feed's end"))
+    print(f"alerts listed after each round: {counts}; {sent_during} events sent meanwhile")
+    assert sent_during > 0, "no alert arrived while the filters changed"
+    assert any(counts) and len(set(counts)) > 2, counts  # the rounds listed different lists
     assert not errors, errors
 
 

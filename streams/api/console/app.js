@@ -38,10 +38,9 @@ const state = {
   view: null,
   filters: loadFilters(),
   alerts: new Map(),
+  listFilters: null, // the filters of the list in state.alerts, as asked of the API
   feedLoaded: false,
-  feedLoading: false,
-  feedReload: false, // the filters changed while a list was loading
-  buffered: [],
+  pending: null, // the latest list request on its way: { filters, buffered }; only its answer is applied
   fresh: new Set(),
   selectedId: null,
   detail: null,
@@ -352,8 +351,9 @@ function signOut(message) {
     token: "",
     me: null,
     alerts: new Map(),
+    listFilters: null,
     feedLoaded: false,
-    buffered: [],
+    pending: null, // a list still on its way is not applied
     selectedId: null,
     detail: null,
     vitals: null,
@@ -547,8 +547,7 @@ function readFilters() {
   saveFilters();
 }
 
-function filterParams() {
-  const f = state.filters;
+function filterParams(f = state.filters) {
   const p = new URLSearchParams();
   for (const k of ["district", "domain", "kind", "department"]) if (f[k]) p.set(k, f[k]);
   for (const g of f.grades) p.append("grade", ROMAN[g]);
@@ -592,8 +591,7 @@ function inhibitorOf(a) {
   return red ? red.alert_id : null;
 }
 
-function matchesFilters(a) {
-  const f = state.filters;
+function matchesFilters(a, f = state.filters) {
   if (f.district && a.district !== f.district) return false;
   if (f.domain && a.domain !== f.domain) return false;
   if (f.kind && a.kind !== f.kind) return false;
@@ -623,39 +621,43 @@ function compareAlerts(a, b) {
   return a.grade - b.grade || Date.parse(b.last_update) - Date.parse(a.last_update) || (a.alert_id < b.alert_id ? -1 : 1);
 }
 
+// Every load asks anew with the filters as they are at that moment, and only the
+// answer to the latest request is applied: an older list answering late (a slow
+// request under load, a filter changed twice, a resync racing a reload) cannot
+// replace a newer one. Live events arriving meanwhile are kept for the list on its
+// way and merged into it once it is in; the list shown takes only those that match
+// its own filters, never the filters of a list not yet arrived.
 async function loadFeed() {
   if (!state.me?.may_see_alerts) return;
-  if (state.feedLoading) {
-    // the filters changed while a list was on its way: load again once it is here,
-    // with the filters as they are then (the list on its way is for the old ones)
-    state.feedReload = true;
-    return;
-  }
-  state.feedLoading = true;
-  state.feedReload = false;
-  state.buffered = [];
+  const filters = { ...state.filters, grades: [...state.filters.grades] };
+  const pending = { filters, buffered: [] };
+  state.pending = pending;
+  $("feed").setAttribute("aria-busy", "true");
+  const latest = () => state.pending === pending;
   try {
-    const body = await api.alerts(filterParams());
+    const body = await api.alerts(filterParams(filters));
+    if (!latest()) return;
     const next = new Map();
     for (const a of body.alerts ?? []) next.set(a.alert_id, a);
-    const buffered = state.buffered;
-    state.buffered = [];
     state.alerts = next;
+    state.listFilters = filters;
     state.feedLoaded = true;
-    state.feedLoading = false;
-    for (const a of buffered) upsert(a, false);
+    state.pending = null;
+    for (const a of pending.buffered) upsert(a, false);
     renderFeedNow(false);
   } catch (err) {
-    state.feedLoading = false;
+    if (!latest()) return;
+    state.pending = null;
     handleError(err);
+  } finally {
+    if (state.pending === null) $("feed").setAttribute("aria-busy", "false");
   }
-  if (state.feedReload) loadFeed();
 }
 
 function upsert(alert, live) {
   const prev = state.alerts.get(alert.alert_id);
   if (prev && prev.sequence > alert.sequence) return false;
-  if (matchesFilters(alert)) {
+  if (matchesFilters(alert, state.listFilters ?? state.filters)) {
     state.alerts.set(alert.alert_id, alert);
     if (live && !prev && alert.status !== "resolved") {
       queueNewAlertAnnouncement(alert);
@@ -674,7 +676,7 @@ function upsert(alert, live) {
 }
 
 function receive(alert) {
-  if (state.feedLoading) state.buffered.push(alert);
+  if (state.pending) state.pending.buffered.push(alert);
   if (state.feedLoaded) upsert(alert, true);
   scheduleFeedRender();
   const d = state.detail;
