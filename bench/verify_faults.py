@@ -31,7 +31,7 @@ import httpx
 from promtext import sums
 
 from streams.core.messages import EVENT_TOPICS
-from streams.kafka.child import WorkerProcess, free_port
+from streams.kafka.child import WorkerProcess, free_port, generated_secrets, needed_secrets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0
@@ -116,10 +116,11 @@ class Cluster:
             "CITYVITALS_PARTITIONS": str(partitions),
             "CITYVITALS_IDLE_CLOSE_S": "10",
             "CITYVITALS_EMBEDDED_BROKER": "1",
-            "CITYVITALS_DEID_KEY": os.urandom(24).hex(),
             "CITYVITALS_ROUTES_FILE": str(routes),
             "CITYVITALS_LOG_LEVEL": "info",
         }
+        # fresh secrets for this run, one set for all its workers (the environment's win)
+        self.env.update(generated_secrets(workdir / "secrets", needed_secrets(self.env)))
         self.slots = [Slot(i, workdir) for i in range(size)]
         self.target: set[int] = set()  # the slots that should run
         self.lock = asyncio.Lock()

@@ -2,7 +2,10 @@
 
 Run it, then point a route's receiver at it::
 
-    CITYVITALS_WEBHOOK_SECRET=demo-secret-change-me python examples/receiver.py --port 9901
+    CITYVITALS_WEBHOOK_SECRET=<the receiver's secret> python examples/receiver.py --port 9901
+
+or ``CITYVITALS_WEBHOOK_SECRET_FILE=<a file holding it>``, e.g. one of the secrets
+``cityvitals demo`` generates (it prints their directory).
 
 Only the standard library is used, so it can be copied into any service. For
 every POST it:
@@ -82,8 +85,15 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=9901)
     args = parser.parse_args()
     secret = os.environ.get("CITYVITALS_WEBHOOK_SECRET", "")
+    if not secret and os.environ.get("CITYVITALS_WEBHOOK_SECRET_FILE"):
+        with open(os.environ["CITYVITALS_WEBHOOK_SECRET_FILE"], encoding="utf-8") as held:
+            secret = held.read().rstrip("\r\n")
     if not secret:
-        print("set CITYVITALS_WEBHOOK_SECRET to the receiver's secret", file=sys.stderr)
+        print(
+            "set CITYVITALS_WEBHOOK_SECRET (or CITYVITALS_WEBHOOK_SECRET_FILE) to the "
+            "receiver's secret",
+            file=sys.stderr,
+        )
         return 2
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(secret.encode()))
     print(f"listening on http://127.0.0.1:{args.port}/", flush=True)

@@ -69,6 +69,23 @@ def load_all_or_exit(
         raise typer.Exit(2) from None
 
 
+def secrets_or_exit(settings: Settings, routes: RoutingTree | None) -> None:
+    """Stop (exit 2) when a secret the worker needs is unset, short or a placeholder,
+    naming each and what sets it, never its value."""
+    problems = [*settings.secret_problems(), *(routes.secret_problems if routes else ())]
+    if not problems:
+        return
+    err.print(
+        f"[bold red]unsafe secrets[/]: the worker does not start with these "
+        f'({len(problems)}; docs/operations.md, "Secrets"):',
+        highlight=False,
+        soft_wrap=True,
+    )
+    for problem in problems:
+        err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
 def load_config_or_exit(
     directory: Path, roles: Path | None = None, routes: Path | None = None
 ) -> CityConfig:
@@ -104,13 +121,14 @@ def unreachable_exit(settings: Settings, exc: BaseException) -> NoReturn:
 
 @cli.command("check-config")
 def check_config(config_dir: ConfigOpt = None) -> None:
-    """Validate the config directory and print a summary."""
+    """Validate the config directory and the worker's secrets, and print a summary."""
     settings = make_settings(config_dir=config_dir)
     # every file the worker loads: the city, its rules, silences and models, the API's
     # roles and the notification routes
     loaded = load_all_or_exit(settings.config_dir, settings.roles_path, settings.routes_path)
     cfg, rules, roles, routes = loaded.cfg, loaded.rules, loaded.roles, loaded.routes
     assert roles is not None and routes is not None
+    secrets_or_exit(settings, routes)
     streets = sum(len(d.streets) for d in cfg.city.districts)
     chosen = {loaded.models.choice(code).name for code in cfg.indicators}
     Console().print(
@@ -162,9 +180,10 @@ def worker(
         datadir=datadir,
         app_id=app_id,
     )
-    cfg = load_config_or_exit(settings.config_dir, settings.roles_path, settings.routes_path)
+    loaded = load_all_or_exit(settings.config_dir, settings.roles_path, settings.routes_path)
+    secrets_or_exit(settings, loaded.routes)
     prepare_topics_or_exit(settings)
-    app = create_app(settings, cfg)
+    app = create_app(settings, loaded.cfg)
     tune_gc(settings)
     run(app, settings)
 

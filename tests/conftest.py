@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.child import generated_secrets, needed_secrets
 from tests.harness import ApiWorker, Worker
 from tests.quiet_run import QuietRun
 
 _QUIET_RUN = pytest.StashKey[QuietRun]()
+_SECRETS = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Fresh random secrets for this session's workers, which do not start without them:
+    files in a directory of their own, named by ``CITYVITALS_<NAME>_FILE`` in this
+    process's environment, so that workers in this process and in every child (all
+    of one session share them: pseudonyms, sealed dead letters and responder links
+    agree across workers and restarts) read the same ones."""
+    directory = Path(tempfile.mkdtemp(prefix="cityvitals-test-secrets-"))
+    config.stash[_SECRETS] = directory
+    os.environ.update(generated_secrets(directory, needed_secrets(dict(os.environ))))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -33,6 +48,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(_QUIET_RUN, None)
     if run is not None:
         run.stop()
+    secrets = config.stash.get(_SECRETS, None)
+    if secrets is not None:
+        shutil.rmtree(secrets, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

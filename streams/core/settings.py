@@ -1,7 +1,10 @@
 """Worker settings: one typed model, read from ``CITYVITALS_*`` environment variables.
 
 The same worker runs on the embedded broker and on an Apache Kafka cluster; only
-these settings change (see README, "Running on Apache Kafka").
+these settings change (see README, "Running on Apache Kafka"). Each secret setting
+(:data:`SECRET_SETTINGS`) may instead come from a file named by
+``CITYVITALS_<NAME>_FILE``, as Kubernetes and Docker mount secrets; pydantic-settings'
+``secrets_dir`` would want every file in one directory under the variable's name.
 """
 
 from __future__ import annotations
@@ -9,10 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.core.config import DEFAULT_CONFIG_DIR
+from streams.core.secrets import FILE_SUFFIX, SecretProblem, read_file, variable_or_file, weakness
+
+SECRET_SETTINGS: dict[str, str] = {
+    "deid_key": "the de-identification key",
+    "deadletter_key": "the dead-letter sealing key",
+    "sasl_password": "the Kafka SASL password",
+}
+"""The settings that hold secrets: each may instead be read from the file that
+``CITYVITALS_<NAME>_FILE`` names."""
 
 
 class Settings(BaseSettings):
@@ -24,6 +36,7 @@ class Settings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
     app_id: str = Field(
         "cityvitals", description="Faust app id: the consumer group and table prefix"
     )
@@ -155,15 +168,63 @@ class Settings(BaseSettings):
     )
 
     # --- privacy -------------------------------------------------------------------
-    deid_key: SecretStr = Field(
-        SecretStr("cityvitals-demo-key-change-me"),
-        description="HMAC key for pseudonyms of personal identifiers; set your own in production",
+    deid_key: SecretStr | None = Field(
+        None,
+        description="HMAC key for pseudonyms of personal identifiers, 32 bytes or more; the "
+        "worker does not start without one",
     )
+    deid_key_file: Path | None = None
     deadletter_key: SecretStr | None = Field(
         None,
-        description="key that seals dead letters' original records; default: derived from the "
-        "de-identification key",
+        description="key that seals dead letters' original records, 32 bytes or more; default: "
+        "derived from the de-identification key",
     )
+    deadletter_key_file: Path | None = None
+    # what went wrong reading the secrets' files, named with the other problems
+    _secret_errors: list[SecretProblem] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Settings:
+        for name, what in SECRET_SETTINGS.items():
+            path: Path | None = getattr(self, name + "_file")
+            if path is None:
+                continue
+            variable = f"CITYVITALS_{name.upper()}"
+            if getattr(self, name) is not None:
+                reason = f"is set twice ({variable} and {variable}{FILE_SUFFIX})"
+                self._secret_errors.append(SecretProblem(what, reason, "one of them"))
+                continue
+            found = read_file(path, variable + FILE_SUFFIX)
+            if found.value is None:
+                reason = f"cannot be read ({found.error})"
+                self._secret_errors.append(SecretProblem(what, reason, variable_or_file(variable)))
+            else:
+                setattr(self, name, SecretStr(found.value))
+        return self
+
+    def secret_problems(self) -> list[SecretProblem]:
+        """Every secret setting the worker cannot run with: the de-identification key
+        unset, short or a placeholder; the dead-letter key short or a placeholder (unset,
+        it is derived from the de-identification key); a file that cannot be read."""
+        problems = list(self._secret_errors)
+        failed = {p.secret for p in problems}
+        for name in ("deid_key", "deadletter_key"):
+            what, value = SECRET_SETTINGS[name], getattr(self, name)
+            if what in failed or (value is None and name == "deadletter_key"):
+                continue
+            why = weakness(None if value is None else value.get_secret_value())
+            if why is not None:
+                problems.append(
+                    SecretProblem(what, why, variable_or_file(f"CITYVITALS_{name.upper()}"))
+                )
+        return problems
+
+    def deid_secret(self) -> bytes:
+        """The de-identification key; ValueError when there is none (the worker checks
+        :meth:`secret_problems` first)."""
+        if self.deid_key is None:
+            raise ValueError(f"{variable_or_file('CITYVITALS_DEID_KEY')} is not set")
+        return self.deid_key.get_secret_value().encode()
 
     @model_validator(mode="after")
     def _known_sources(self) -> Settings:

@@ -5,12 +5,18 @@ The child runs ``python -m streams.cli worker`` with the settings in its environ
 (:func:`worker_environment`), writes its log to a file, dies with this process (a
 parent-death signal on Linux, :func:`~streams.kafka.broker.parent_death_preexec`), and
 is ready when its ``/readyz`` answers 200: partitions assigned, tables restored.
+
+A worker does not start without secrets of its own; the demo, the benches and the tests
+have none, so :func:`generated_secrets` makes fresh random ones for each run, kept in
+files the child reads through ``<VARIABLE>_FILE``. The worker itself knows nothing of
+demos.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,7 +27,12 @@ from pathlib import Path
 
 import httpx
 
+from streams.core.config import DEFAULT_CONFIG_DIR
+from streams.core.secrets import FILE_SUFFIX
 from streams.kafka.broker import parent_death_preexec
+from streams.notify.routing import ROUTES_FILE, secret_variables
+
+DEID_KEY = "CITYVITALS_DEID_KEY"
 
 
 def free_port() -> int:
@@ -31,11 +42,48 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def generated_secrets(directory: Path, names: list[str]) -> dict[str, str]:
+    """A random secret for each variable in ``names``, each in a file of ``directory``
+    named after it (readable by its owner only), as the ``<VARIABLE>_FILE`` variables
+    that name the files. A file already there is kept: a restarted worker keeps its keys."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = {}
+    for name in names:
+        path = directory / name
+        if not path.exists():
+            # 256 bits; hex, so the value is printable wherever it must be pasted
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(secrets.token_hex(32) + "\n")
+        env[name + FILE_SUFFIX] = str(path)
+    return env
+
+
+def needed_secrets(env: dict[str, str]) -> list[str]:
+    """The secret variables a worker with this environment needs and that it leaves unset
+    (neither ``NAME`` nor ``NAME_FILE``): the de-identification key and what its routes
+    file reads from variables."""
+    routes = env.get("CITYVITALS_ROUTES_FILE") or (
+        Path(env.get("CITYVITALS_CONFIG_DIR") or DEFAULT_CONFIG_DIR) / ROUTES_FILE
+    )
+    names = [DEID_KEY, *secret_variables(routes)]
+    return [n for n in names if not env.get(n) and not env.get(n + FILE_SUFFIX)]
+
+
 def worker_environment(
-    bootstrap: str, app_id: str, web_port: int, datadir: Path, **settings: object
+    bootstrap: str,
+    app_id: str,
+    web_port: int,
+    datadir: Path,
+    *,
+    secrets_dir: Path | None = None,
+    **settings: object,
 ) -> dict[str, str]:
     """This process's environment with a worker's settings: ``CITYVITALS_<NAME>`` for each
-    keyword (``idle_close_s=10`` sets ``CITYVITALS_IDLE_CLOSE_S``)."""
+    keyword (``idle_close_s=10`` sets ``CITYVITALS_IDLE_CLOSE_S``), and random secrets
+    (:func:`generated_secrets`, in ``secrets_dir``, default ``<datadir>/secrets``) for
+    those the environment does not set. Workers that share an app id must share their
+    secrets: give them one ``secrets_dir``."""
     env = {
         **os.environ,
         "CITYVITALS_BOOTSTRAP": bootstrap,
@@ -45,6 +93,9 @@ def worker_environment(
     }
     for name, value in settings.items():
         env[f"CITYVITALS_{name.upper()}"] = value if isinstance(value, str) else f"{value:g}"
+    missing = needed_secrets(env)
+    if missing:
+        env.update(generated_secrets(secrets_dir or datadir / "secrets", missing))
     return env
 
 

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 def ingestor_of(cfg: CityConfig, settings: Settings) -> Ingestor:
     """The worker's ingest stage, with its limits and keys from ``settings``."""
-    deid_key = settings.deid_key.get_secret_value().encode()
+    deid_key = settings.deid_secret()
     deadletter_key = settings.deadletter_key
     return Ingestor(
         cfg,

@@ -32,6 +32,7 @@ from streams.core import metrics
 from streams.core.config import CityConfig, load_config
 from streams.core.logs import logging_config
 from streams.core.messages import ACTIONS_TOPIC, EVENT_TOPICS
+from streams.core.secrets import refuse_unsafe
 from streams.core.settings import Settings
 from streams.kafka import sensors
 from streams.kafka.feed import InputFeed, key_partition
@@ -327,6 +328,9 @@ def _services(
         silences=load_silences(cfg, rules),
         max_notes=settings.max_notes_per_alert,
     )
+    routes = load_routes(settings.routes_path, cfg, rules=rules)
+    # `cityvitals worker` has said which and exited 2 before; this guards other callers
+    refuse_unsafe([*settings.secret_problems(), *routes.secret_problems])
 
     async def crash(exc: BaseException) -> None:
         await app.crash(exc)
@@ -359,7 +363,7 @@ def _services(
     app.cityvitals = processor  # type: ignore[attr-defined]
     app.input_feed = feed
     notifier = app.notifier = NotifyService(
-        load_routes(settings.routes_path, cfg, rules=rules),
+        routes,
         cfg,
         app_id=settings.app_id,
         bootstrap=settings.bootstrap,

@@ -84,9 +84,14 @@ Receivers
 ``dingtalk``, ``wecom``, ``slack``; see :mod:`streams.notify.payloads`), ``max_alerts``
 (0 = all; more are counted as truncated), and an optional signing secret. A URL
 or a secret may come from the environment: ``url_env: NAME`` / ``secret_env:
-NAME`` win when the variable is set and not empty; otherwise the literal ``url``
-/ ``secret`` applies, and if there is none the file is rejected. Secrets are kept
-as :class:`pydantic.SecretStr` and never printed; URLs are printed with their
+NAME`` win when the variable, or the file ``NAME_FILE`` names, is set and not
+empty; a secret may also come from a file, ``secret_file: PATH`` (relative to
+this file's directory), as Kubernetes mounts secrets; otherwise the literal
+``url`` / ``secret`` applies. A receiver without a url is rejected; a secret
+that is named but not set, shorter than 32 bytes, or a known placeholder, and a
+URL holding a placeholder, are listed in :attr:`RoutingTree.secret_problems`,
+with which the worker refuses to start. Secrets are kept as
+:class:`pydantic.SecretStr` and never printed; URLs are printed with their
 query values hidden. The secret signs each request (:mod:`streams.notify.delivery`):
 with the ``X-Cityvitals-Signature`` header, or for ``dingtalk`` receivers the way
 DingTalk's robots check it (加签: ``timestamp`` and ``sign`` query parameters).
@@ -127,7 +132,8 @@ Responder links
 ===============
 
 With ``responder_links`` (``ttl``, default ``12h``, at least ``1m``; the signing
-key from ``key_env: NAME``, or a literal ``key``, at least 32 bytes), every
+key, at least 32 bytes, from ``key_env: NAME`` as secrets above, ``key_file:
+PATH``, or a literal ``key``), every
 firing alert in a notification carries a signed link that lets whoever holds it
 acknowledge that alert or add a field report to it until the link expires
 (:mod:`streams.notify.respond`). Without the section, notifications carry no such link.
@@ -149,6 +155,7 @@ from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml
 from pydantic import (
     BeforeValidator,
     ConfigDict,
@@ -173,7 +180,16 @@ from streams.core.config import (
     nearest_line,
 )
 from streams.core.messages import AlertEvent, AlertKind, Grade
-from streams.notify.respond import MIN_KEY_BYTES, LinkSigner
+from streams.core.secrets import (
+    FILE_SUFFIX,
+    Found,
+    SecretProblem,
+    from_variable,
+    is_placeholder,
+    read_file,
+    weakness,
+)
+from streams.notify.respond import LinkSigner
 
 ROUTES_FILE = "routes.yaml"
 
@@ -530,6 +546,7 @@ class ReceiverEntry(_Strict):
     format: PayloadFormat
     secret: Annotated[str, Field(min_length=1)] | None = None
     secret_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    secret_file: Annotated[str, Field(min_length=1)] | None = None
     max_alerts: int = Field(0, ge=0)
     responder_links: bool = True
 
@@ -568,7 +585,7 @@ class Receiver:
     format: PayloadFormat
     secret: SecretStr | None = None
     url_source: str = "literal"  # "literal" or "env:<NAME>"
-    secret_source: str = "none"  # "none", "literal" or "env:<NAME>"
+    secret_source: str = "none"  # "none", "literal", "env:<NAME>" or "file:<PATH>"
     max_alerts: int = 0
     responder_links: bool = True  # firing alerts carry a responder link (when links are on)
 
@@ -627,6 +644,7 @@ class ResponderLinksEntry(_Strict):
     ttl: Duration = 12 * 3600.0
     key: Annotated[str, Field(min_length=1)] | None = None
     key_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    key_file: Annotated[str, Field(min_length=1)] | None = None
 
 
 class RoutesFile(_Strict):
@@ -787,6 +805,8 @@ class RoutingTree:
     timezone: str
     file: Path
     responder_links: LinkSigner | None = None  # signs the responder links in notifications
+    # secrets the worker cannot run with (missing, short, placeholders): it refuses to start
+    secret_problems: tuple[SecretProblem, ...] = ()
 
     def match(self, labels: Mapping[str, str]) -> list[RouteResult]:
         """The routes an alert with these labels reaches, in tree order (at least the root)."""
@@ -808,13 +828,23 @@ class RoutingTree:
 
 
 def _from_env(
-    env_name: str | None, literal: str | None, environ: Mapping[str, str]
-) -> tuple[str | None, str]:
-    if env_name is not None and environ.get(env_name):
-        return environ[env_name], f"env:{env_name}"
-    if literal is not None:
-        return literal, "literal"
-    return None, "none"
+    env_name: str | None, file: Path | None, literal: str | None, environ: Mapping[str, str]
+) -> Found:
+    """A value from the variable (or its ``_FILE``), else the file, else the literal."""
+    if env_name is not None:
+        found = from_variable(env_name, environ)
+        if found.value is not None or found.error is not None:
+            return found
+    if file is not None:
+        return read_file(file, "a file the routes file names")
+    return Found(literal, "none" if literal is None else "literal")
+
+
+def _set_by(env_name: str | None, file: Path | None, literal: str | None) -> str:
+    """Where a routes file says a secret comes from, for messages."""
+    ways = [f"{env_name} or {env_name}{FILE_SUFFIX}"] if env_name is not None else []
+    ways += [f"the file {file}"] if file is not None else []
+    return " or ".join(ways) if ways else "a literal in the routes file"
 
 
 def _known_values(cfg: CityConfig, rules: ThresholdRules | None) -> dict[str, frozenset[str]]:
@@ -861,6 +891,22 @@ def _matcher_problem(m: Matcher, known: Mapping[str, frozenset[str]]) -> str | N
     return None
 
 
+def secret_variables(path: Path | str) -> list[str]:
+    """The variables a routes file reads its secrets from (``secret_env``, ``key_env``),
+    in file order: what a demo or a test run must set; empty when the file cannot be read
+    or parsed (loading it says why)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    entries = [r for r in data.get("receivers") or [] if isinstance(r, dict)]
+    entries.append(data.get("responder_links") or {})
+    names = [e.get("secret_env", e.get("key_env")) for e in entries if isinstance(e, dict)]
+    return list(dict.fromkeys(n for n in names if isinstance(n, str)))
+
+
 def load_routes(
     path: Path | str,
     cfg: CityConfig,
@@ -872,7 +918,9 @@ def load_routes(
 
     With ``rules``, ``rule`` matchers are checked against the threshold rules and
     the models' rule names. ``environ`` (default :data:`os.environ`) supplies
-    ``url_env`` and ``secret_env`` variables.
+    ``url_env``, ``secret_env`` and ``key_env`` variables. Secrets that are missing,
+    short or placeholders do not stop the loading: they are listed in the tree's
+    ``secret_problems``.
     """
     file = Path(path)
     data, lines = load_model(file, RoutesFile)
@@ -882,6 +930,73 @@ def load_routes(
 
 
 Loc = tuple[str | int, ...]
+
+
+class _RouteSecrets:
+    """The secrets a routes file names, read where it says; unfit ones become problems."""
+
+    def __init__(self, file: Path, env: Mapping[str, str]) -> None:
+        self.file, self.env = file, env
+        self.problems: list[SecretProblem] = []
+
+    def read(
+        self, what: str, env_name: str | None, file: str | None, literal: str | None, loc: Loc
+    ) -> Found:
+        """A secret from where the entry at ``loc`` says (a file relative to the routes
+        file's directory)."""
+        path = None if file is None else self.file.parent / file
+        found = _from_env(env_name, path, literal, self.env)
+        set_by = _set_by(env_name, path, literal)
+        if found.error is not None:
+            self.problems.append(SecretProblem(what, f"cannot be read ({found.error})", set_by))
+        elif (why := weakness(found.value)) is not None:
+            if found.source == "literal":
+                set_by = f"{format_path(loc)} in {self.file}, or a variable or file named there"
+            self.problems.append(SecretProblem(what, why, set_by))
+        if found.value is None and env_name is not None:
+            return Found(None, f"env:{env_name}")  # where it is to come from, for explain()
+        return found
+
+    def of_receiver(self, r: ReceiverEntry, loc: Loc) -> Found:
+        """A receiver's signing secret, if it has one."""
+        if r.secret is None and r.secret_env is None and r.secret_file is None:
+            return Found(None)
+        what = f"the signing secret of receiver {r.name}"
+        return self.read(what, r.secret_env, r.secret_file, r.secret, (*loc, "secret"))
+
+    def check_url(self, r: ReceiverEntry, url: Found, loc: Loc) -> None:
+        """A robot's key often lives in its URL: a placeholder there is a problem too."""
+        if url.value is None or not is_placeholder(url.value):
+            return
+        where = (
+            _set_by(r.url_env, None, None)
+            if url.source != "literal"
+            else f"{format_path((*loc, 'url'))} in {self.file}, or url_env there"
+        )
+        what = f"the url of receiver {r.name}"
+        self.problems.append(SecretProblem(what, "holds a known placeholder", where))
+
+
+def _responder_links(
+    entry: ResponderLinksEntry | None,
+    secrets: _RouteSecrets,
+    fail: Callable[[Loc, str], NoReturn],
+) -> LinkSigner | None:
+    """The signer of responder links; None without the section or with an unfit key
+    (then a secret problem)."""
+    if entry is None:
+        return None
+    loc: Loc = ("responder_links",)
+    if entry.key is None and entry.key_env is None and entry.key_file is None:
+        fail(loc, "responder links need a signing key: key_env, key_file or key")
+    if entry.ttl < 60:
+        fail((*loc, "ttl"), f"a responder link must live at least 60s, got {entry.ttl:g}s")
+    before = len(secrets.problems)
+    what = "the responder-link signing key"
+    key = secrets.read(what, entry.key_env, entry.key_file, entry.key, (*loc, "key"))
+    if len(secrets.problems) > before or key.value is None:
+        return None
+    return LinkSigner(key.value.encode(), entry.ttl)
 
 
 class _RoutesLoader:
@@ -899,6 +1014,7 @@ class _RoutesLoader:
         self.known = _known_values(cfg, rules)
         self.receivers: dict[str, Receiver] = {}
         self.intervals: dict[str, TimeInterval] = {}
+        self.secrets = _RouteSecrets(file, env)
 
     def fail(self, loc: Loc, reason: str) -> NoReturn:
         raise ConfigError(self.file, format_path(loc), reason, nearest_line(self.lines, loc))
@@ -910,7 +1026,7 @@ class _RoutesLoader:
         self.intervals = self._intervals(data.time_intervals)
         root = self._route(data.route, ("route",), None, data.route.name or "root", ())
         return RoutingTree(
-            responder_links=_responder_links(data.responder_links, self.env, self.fail),
+            responder_links=_responder_links(data.responder_links, self.secrets, self.fail),
             root=root,
             receivers=self.receivers,
             time_intervals=self.intervals,
@@ -918,6 +1034,7 @@ class _RoutesLoader:
             console_url=data.console_url.rstrip("/"),
             timezone=self.cfg.city.city.timezone,
             file=self.file,
+            secret_problems=tuple(self.secrets.problems),
         )
 
     # -- receivers and time intervals --------------------------------------------------------
@@ -932,28 +1049,26 @@ class _RoutesLoader:
                 )
             if r.url is None and r.url_env is None:
                 self.fail(loc, "a receiver needs a url (or url_env naming an environment variable)")
-            url, url_source = _from_env(r.url_env, r.url, self.env)
+            url_found = _from_env(r.url_env, None, r.url, self.env)
+            url = url_found.value
             if url is None:
                 self.fail(
                     (*loc, "url_env"),
-                    f"environment variable {r.url_env} is not set and no url is given",
+                    url_found.error
+                    or f"environment variable {r.url_env} is not set and no url is given",
                 )
             if (why := _check_url(url)) is not None:
-                where = "url" if url_source == "literal" else "url_env"
+                where = "url" if url_found.source == "literal" else "url_env"
                 self.fail((*loc, where), why if where == "url" else f"${r.url_env}: {why}")
-            secret, secret_source = _from_env(r.secret_env, r.secret, self.env)
-            if secret is None and r.secret_env is not None:
-                self.fail(
-                    (*loc, "secret_env"),
-                    f"environment variable {r.secret_env} is not set and no literal secret is given",
-                )
+            self.secrets.check_url(r, url_found, loc)
+            secret = self.secrets.of_receiver(r, loc)
             receivers[r.name] = Receiver(
                 name=r.name,
                 url=url,
                 format=r.format,
-                secret=None if secret is None else SecretStr(secret),
-                url_source=url_source,
-                secret_source=secret_source,
+                secret=None if secret.value is None else SecretStr(secret.value),
+                url_source=url_found.source,
+                secret_source=secret.source,
                 max_alerts=r.max_alerts,
                 responder_links=r.responder_links,
             )
@@ -1176,33 +1291,6 @@ class _RoutesLoader:
                 )
 
 
-def _responder_links(
-    entry: ResponderLinksEntry | None,
-    env: Mapping[str, str],
-    fail: Callable[[tuple[str | int, ...], str], NoReturn],
-) -> LinkSigner | None:
-    if entry is None:
-        return None
-    loc: tuple[str | int, ...] = ("responder_links",)
-    if entry.key is None and entry.key_env is None:
-        fail(loc, "responder links need a signing key: key_env (or a literal key)")
-    key, source = _from_env(entry.key_env, entry.key, env)
-    if key is None:
-        fail(
-            (*loc, "key_env"),
-            f"environment variable {entry.key_env} is not set and no literal key is given",
-        )
-    where = "key" if source == "literal" else "key_env"
-    if len(key.encode()) < MIN_KEY_BYTES:
-        fail(
-            (*loc, where),
-            f"the key must be at least {MIN_KEY_BYTES} bytes, got {len(key.encode())}",
-        )
-    if entry.ttl < 60:
-        fail((*loc, "ttl"), f"a responder link must live at least 60s, got {entry.ttl:g}s")
-    return LinkSigner(key.encode(), entry.ttl)
-
-
 def _check_timers(
     entry: RouteEntry,
     route: Route,
@@ -1326,9 +1414,13 @@ def explain(tree: RoutingTree, labels: Mapping[str, str], *, at: datetime | None
         rc = r.receiver
         mute = r.muted_by(now)
         mutes = ", ".join(m.name for m in r.mute_intervals) or "none"
+        source = rc.secret_source
         secret = {"none": "no secret", "literal": "literal secret"}.get(
-            rc.secret_source, f"secret from ${rc.secret_source.removeprefix('env:')}"
-        )
+            source,
+            f"secret from the file {source.removeprefix('file:')}"
+            if source.startswith("file:")
+            else f"secret from ${source.removeprefix('env:')}",
+        ) + (" (not set)" if rc.secret is None and source != "none" else "")
         out += [
             f"  {i}. {r.path} -> {rc.name} ({rc.format.value}, {rc.display_url}, {secret})",
             f"     group_by [{', '.join(r.group_by)}]  group_wait {_human(r.group_wait_s)}  "

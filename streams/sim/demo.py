@@ -361,12 +361,17 @@ def run_demo(
             "cityvitals-demo",
             settings.web_port,
             workdir / "worker",
+            secrets_dir=workdir / "secrets",
             roles_file=str(workdir / "roles.yaml"),
             embedded_broker="1",
             config_dir=str(settings.config_dir),
             # the simulated city runs `speed` times faster than the clock
             idle_close_s=max(2.0, 120.0 / speed),
         )
+        if (workdir / "secrets").exists():
+            # the demo's own: the notification receivers' secrets are there, for
+            # examples/receiver.py, and the key that opens its dead letters
+            console.print(f"secrets generated for this demo in {workdir / 'secrets'}")
         worker = WorkerProcess(env, settings.web_port, workdir / "worker.log", new_session=True)
         worker.start()
         view = DemoView(cfg, settings.web_port, workdir / "incidents.jsonl")

@@ -31,9 +31,9 @@ CFG = load_config()
 
 
 def worker_sealer() -> Sealer:
-    """The key test workers seal dead letters with (derived from the default deid key)."""
+    """The key test workers seal dead letters with (derived from the session's deid key)."""
     settings = Settings()
-    return Sealer.from_secrets(None, settings.deid_key.get_secret_value().encode())
+    return Sealer.from_secrets(None, settings.deid_secret())
 
 
 def sim_events(n: int, malformed: float, seed: int) -> list:

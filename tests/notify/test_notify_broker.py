@@ -34,7 +34,7 @@ from tests.harness import (
 )
 
 pytestmark = pytest.mark.broker
-SECRET = "loopback-secret"
+SECRET = "loopback-receiver-signing-secret-0123456789"  # 32 bytes or more, as the worker needs
 CFG = load_config()
 
 

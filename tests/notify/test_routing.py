@@ -33,6 +33,7 @@ from streams.notify.routing import (
     next_level,
     parse_labels,
     routes_test_command,
+    secret_variables,
     start_level,
 )
 
@@ -126,8 +127,11 @@ def receivers(tree: RoutingTree, **labels: str) -> list[str]:
 # --- the shipped file ---------------------------------------------------------------------
 
 
+SHIPPED = DEFAULT_CONFIG_DIR / "routes.yaml"
+
+
 def shipped() -> RoutingTree:
-    return load_routes(DEFAULT_CONFIG_DIR / "routes.yaml", CFG, rules=RULES, environ={})
+    return load_routes(SHIPPED, CFG, rules=RULES, environ={})
 
 
 def test_shipped_routes_send_each_department_to_its_desk() -> None:
@@ -197,17 +201,52 @@ def test_shipped_escalation() -> None:
     assert tree.escalation_receiver("street", "water").name == "street-duty"
 
 
-def test_shipped_secrets_prefer_the_environment() -> None:
+def test_shipped_routes_hold_no_secret_and_name_each_variable() -> None:
     tree = shipped()
     command = tree.receivers["command-centre"]
-    assert command.secret_value() == "demo-secret-change-me" and command.secret_source == "literal"
-    assert "demo-secret" not in repr(command)  # a SecretStr
-    env = {"CITYVITALS_NOTIFY_SECRET_COMMAND": "from-env"}
-    tree = load_routes(DEFAULT_CONFIG_DIR / "routes.yaml", CFG, environ=env)
-    command = tree.receivers["command-centre"]
-    assert command.secret_value() == "from-env"
+    assert command.secret_value() is None
     assert command.secret_source == "env:CITYVITALS_NOTIFY_SECRET_COMMAND"
+    assert [str(p) for p in tree.secret_problems] == [
+        f"{what} is not set; set it with {name} or {name}_FILE"
+        for what, name in [
+            ("the signing secret of receiver command-centre", "CITYVITALS_NOTIFY_SECRET_COMMAND"),
+            ("the signing secret of receiver fire-duty-dingtalk", "CITYVITALS_NOTIFY_SECRET_FIRE"),
+            ("the signing secret of receiver data-owners", "CITYVITALS_NOTIFY_SECRET_DATA"),
+            ("the signing secret of receiver street-duty", "CITYVITALS_NOTIFY_SECRET_STREET"),
+            (
+                "the signing secret of receiver district-duty-dingtalk",
+                "CITYVITALS_NOTIFY_SECRET_DISTRICT",
+            ),
+            ("the responder-link signing key", "CITYVITALS_RESPONDER_KEY"),
+        ]
+    ]
+    assert tree.responder_links is None  # no key, no links (and no worker)
+    assert secret_variables(DEFAULT_CONFIG_DIR / "routes.yaml") == [
+        "CITYVITALS_NOTIFY_SECRET_COMMAND",
+        "CITYVITALS_NOTIFY_SECRET_FIRE",
+        "CITYVITALS_NOTIFY_SECRET_DATA",
+        "CITYVITALS_NOTIFY_SECRET_STREET",
+        "CITYVITALS_NOTIFY_SECRET_DISTRICT",
+        "CITYVITALS_RESPONDER_KEY",
+    ]
+
+
+def test_shipped_secrets_come_from_the_environment_or_files(tmp_path: Path) -> None:
+    env = {name: f"{name}-{'s' * 32}" for name in secret_variables(SHIPPED)}
+    (tmp_path / "fire").write_text("fire-secret-from-a-mounted-file-0123456789\n")
+    del env["CITYVITALS_NOTIFY_SECRET_FIRE"]
+    env["CITYVITALS_NOTIFY_SECRET_FIRE_FILE"] = str(tmp_path / "fire")
+    tree = load_routes(SHIPPED, CFG, environ=env)
+    assert tree.secret_problems == ()
+    command = tree.receivers["command-centre"]
+    assert command.secret_value() == env["CITYVITALS_NOTIFY_SECRET_COMMAND"]
+    assert command.secret_source == "env:CITYVITALS_NOTIFY_SECRET_COMMAND"
+    assert "sssss" not in repr(command)  # a SecretStr
+    fire = tree.receivers["fire-duty-dingtalk"]
+    assert fire.secret_value() == "fire-secret-from-a-mounted-file-0123456789"  # no line break
+    assert fire.secret_source == "env:CITYVITALS_NOTIFY_SECRET_FIRE_FILE"
     assert tree.receivers["environment-slack"].secret_value() is None
+    assert tree.responder_links is not None
 
 
 # --- matching -----------------------------------------------------------------------------
@@ -607,13 +646,6 @@ ERRORS = [
     ),
     (
         "    format: wecom\n",
-        "    format: wecom\n    secret_env: CV_TEST_UNSET_SECRET\n",
-        "receivers[2].secret_env",
-        "environment variable CV_TEST_UNSET_SECRET is not set and no literal secret is given",
-        "secret_env",
-    ),
-    (
-        "    format: wecom\n",
         "    format: pagerduty\n",
         "receivers[2].format",
         "Input should be 'native', 'alertmanager', 'cap', 'dingtalk', 'wecom' or 'slack'",
@@ -920,15 +952,15 @@ def test_routes_test_prints_routes_receivers_timers_and_mutes() -> None:
     assert "district (district-duty-dingtalk) -> city (city-emergency-wecom)" in out
 
 
-def test_routes_test_hides_secrets_and_url_keys() -> None:
+def test_routes_test_names_where_secrets_come_from_but_never_prints_them() -> None:
     code, out, _ = run_test_command(
         DEFAULT_CONFIG_DIR, ["grade=I", "department=fire", "district=339901", "kind=alarm"]
     )
     assert code == 0
     assert "reaches 3 routes" in out
-    assert "demo-secret-change-me" not in out and "demo-key-change-me" not in out
-    assert "key=***" in out
-    assert "literal secret" in out
+    assert "secret from $CITYVITALS_NOTIFY_SECRET_FIRE" in out
+    fire = load_routes(SHIPPED, CFG).receivers["fire-duty-dingtalk"].secret_value()
+    assert fire and fire not in out  # the session's generated secret (tests/conftest.py)
 
 
 @pytest.mark.parametrize(
@@ -1146,7 +1178,8 @@ def test_responder_links_take_their_key_from_the_environment(routes_file: Path) 
 
 def test_without_the_section_there_are_no_responder_links(routes_file: Path) -> None:
     assert load_routes(routes_file, CFG, environ={}).responder_links is None
-    assert shipped().responder_links is not None  # the shipped file turns them on
+    # the shipped file turns them on, with the key the session generated
+    assert load_routes(SHIPPED, CFG).responder_links is not None
 
 
 def test_a_receiver_may_opt_out_of_responder_links(routes_file: Path) -> None:
@@ -1159,6 +1192,101 @@ def test_a_receiver_may_opt_out_of_responder_links(routes_file: Path) -> None:
     assert tree.receivers["fire"].responder_links
 
 
+FIT = "x" * 32
+UNSET = "is not set"
+SHORT = "is 6 bytes, shorter than 32"
+PLACEHOLDER = "is a known placeholder"
+
+
+@pytest.mark.parametrize(
+    ("entry", "environ", "reason", "set_by"),
+    [
+        ("secret_env: CV_FIRE", {}, UNSET, "CV_FIRE or CV_FIRE_FILE"),
+        ("secret_env: CV_FIRE", {"CV_FIRE": "s3cret"}, SHORT, "CV_FIRE or CV_FIRE_FILE"),
+        ("secret: s3cret", {}, SHORT, "receivers[1].secret in "),
+        ("secret: demo-secret-change-me", {}, PLACEHOLDER, "receivers[1].secret in "),
+        ("secret: " + "REPLACE-WITH-A-RANDOM-SECRET" * 2, {}, PLACEHOLDER, "receivers[1].secret"),
+        ("secret_file: missing.key", {}, "cannot be read (", "the file "),
+        ("secret_file: short.key", {}, SHORT, "the file "),
+        ("secret_env: CV_FIRE", {"CV_FIRE_FILE": "/nonexistent/x"}, "cannot be read (", "CV_FIRE"),
+        ("secret_env: CV_FIRE", {"CV_FIRE": FIT, "CV_FIRE_FILE": "x"}, "cannot be read (", "CV_"),
+    ],
+    ids=[
+        "env-unset",
+        "env-short",
+        "literal-short",
+        "literal-placeholder",
+        "example-placeholder",
+        "file-missing",
+        "file-short",
+        "env-file-missing",
+        "env-set-twice",
+    ],
+)
+def test_unfit_receiver_secrets_are_named_for_the_worker_to_refuse(
+    routes_file: Path, entry: str, environ: dict[str, str], reason: str, set_by: str
+) -> None:
+    (routes_file.parent / "short.key").write_text("s3cret\n", encoding="utf-8")
+    text = routes_file.read_text(encoding="utf-8")
+    routes_file.write_text(text.replace("    secret: s3cret\n", f"    {entry}\n"), encoding="utf-8")
+    tree = load_routes(routes_file, CFG, environ=environ)  # loads: only the worker refuses
+    [problem] = tree.secret_problems
+    assert problem.secret == "the signing secret of receiver fire"
+    assert problem.reason.startswith(reason) and problem.set_by.startswith(set_by)
+    for value in ("s3cret", "change-me", "REPLACE", FIT):
+        assert value not in str(problem)
+
+
+def test_a_secret_file_is_read_relative_to_the_routes_file(routes_file: Path) -> None:
+    (routes_file.parent / "fire.key").write_text(FIT + "\n", encoding="utf-8")
+    text = routes_file.read_text(encoding="utf-8")
+    routes_file.write_text(text.replace("secret: s3cret", "secret_file: fire.key"), "utf-8")
+    tree = load_routes(routes_file, CFG, environ={})
+    assert tree.secret_problems == ()
+    assert tree.receivers["fire"].secret_value() == FIT
+    assert tree.receivers["fire"].secret_source == f"file:{routes_file.parent / 'fire.key'}"
+
+
+def test_a_placeholder_in_a_receiver_url_is_named(routes_file: Path) -> None:
+    text = routes_file.read_text(encoding="utf-8").replace("key=abc", "key=change-me")
+    routes_file.write_text(text.replace("secret: s3cret", f"secret: {FIT}"), "utf-8")
+    [problem] = load_routes(routes_file, CFG, environ={}).secret_problems
+    assert str(problem).startswith("the url of receiver red holds a known placeholder")
+
+
+@pytest.mark.parametrize(
+    ("section", "environ", "reason"),
+    [
+        (LINKS, {}, UNSET),
+        (LINKS, {"CV_LINK_KEY": "s3cret"}, SHORT),
+        (LINKS, {"CV_LINK_KEY": "demo-responder-link-key-change-me-0000"}, PLACEHOLDER),
+        ("responder_links:\n  key_file: link.key\n", {}, "cannot be read ("),
+    ],
+    ids=["env-unset", "short", "placeholder", "file-missing"],
+)
+def test_an_unfit_responder_link_key_is_named_and_signs_nothing(
+    routes_file: Path, section: str, environ: dict[str, str], reason: str
+) -> None:
+    text = routes_file.read_text(encoding="utf-8").replace("secret: s3cret", f"secret: {FIT}")
+    routes_file.write_text(text, encoding="utf-8")
+    tree = load_routes(with_links(routes_file, section), CFG, environ=environ)
+    [problem] = tree.secret_problems
+    assert problem.secret == "the responder-link signing key"
+    assert problem.reason.startswith(reason)
+    assert tree.responder_links is None
+
+
+def test_a_responder_link_key_from_a_file(routes_file: Path) -> None:
+    (routes_file.parent / "link.key").write_text("k" * 40 + "\n", encoding="utf-8")
+    with_links(routes_file, "responder_links:\n  key_file: link.key\n")
+    tree = load_routes(routes_file, CFG, environ={})
+    signer = tree.responder_links
+    assert signer is not None
+    at = datetime(2026, 11, 24, tzinfo=UTC)
+    token = signer.token(signer.grant("a-1", "339901", "fire", at))
+    assert LinkSigner(b"k" * 40, 3600).verify(token, at)
+
+
 @pytest.mark.parametrize(
     ("section", "environ", "message"),
     [
@@ -1168,22 +1296,12 @@ def test_a_receiver_may_opt_out_of_responder_links(routes_file: Path) -> None:
             r"routes\.yaml:[34]: responder_links: responder links need a signing key",
         ),
         (
-            LINKS,
-            {},
-            r"responder_links\.key_env: environment variable CV_LINK_KEY is not set",
-        ),
-        (
-            LINKS,
-            {"CV_LINK_KEY": "too-short"},
-            r"responder_links\.key_env: the key must be at least 32 bytes, got 9",
-        ),
-        (
             "responder_links:\n  ttl: 10s\n  key: " + "k" * 32 + "\n",
             {},
             r"responder_links\.ttl: a responder link must live at least 60s, got 10s",
         ),
     ],
-    ids=["no-key", "env-unset", "short-key", "short-ttl"],
+    ids=["no-key", "short-ttl"],
 )
 def test_invalid_responder_links_stop_start_up(
     routes_file: Path, section: str, environ: dict[str, str], message: str
