@@ -26,6 +26,8 @@ import pytest
 import yaml
 
 from streams.core import metrics
+from streams.core.secrets import FILE_SUFFIX, PLACEHOLDERS, is_placeholder
+from streams.notify.routing import secret_variables
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -34,6 +36,8 @@ RULE_FILES = (PROM / "rules" / "cityvitals-recording.yml", PROM / "rules" / "cit
 K8S = DEPLOY / "k8s"
 GRAFANA = DEPLOY / "grafana"
 COMPOSE = DEPLOY / "compose.yaml"
+# what a worker on the shipped configuration cannot start without
+WORKER_SECRETS = ["CITYVITALS_DEID_KEY", *secret_variables(REPO / "config" / "routes.yaml")]
 
 # Series used in rules or dashboards that streams/core/metrics.py does not define, and why.
 EXTERNAL_METRICS = {
@@ -350,9 +354,10 @@ def test_compose_workers_use_the_brokers_and_agree_on_the_topic_layout() -> None
         env = service_env(s)
         assert set(env["CITYVITALS_BOOTSTRAP"].split(",")) == internal, name
         assert env["CITYVITALS_WEB_HOST"] == "0.0.0.0", f"{name}: Prometheus must reach /metrics"
-        assert env["CITYVITALS_DEID_KEY"].startswith("${CITYVITALS_DEID_KEY:?"), (
-            f"{name}: the de-identification key must be given, not defaulted"
-        )
+        for secret in WORKER_SECRETS:
+            assert env[secret].startswith(f"${{{secret}:?"), (
+                f"{name}: {secret} must be given, not defaulted"
+            )
         assert set(s["depends_on"]) == set(brokers), name
         assert env.get("CITYVITALS_EMBEDDED_BROKER", "false").lower() in ("false", "0")
     for key in ("CITYVITALS_APP_ID", "CITYVITALS_PARTITIONS", "CITYVITALS_REPLICATION_FACTOR"):
@@ -431,7 +436,7 @@ def test_compose_file_is_valid() -> None:
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "CITYVITALS_DEID_KEY": "test-key"},
+            env={**os.environ, **{secret: "k" * 32 for secret in WORKER_SECRETS}},
         )
         assert proc.returncode == 0, proc.stderr
     doc = compose()
@@ -500,21 +505,73 @@ def test_k8s_worker_probes_ports_resources_and_settings() -> None:
     assert quantity(resources["requests"]["cpu"]) <= quantity(resources["limits"]["cpu"])
     assert deployment["spec"]["replicas"] <= int(env["CITYVITALS_PARTITIONS"])
     assert env.get("CITYVITALS_EMBEDDED_BROKER", "false") == "false"
-    # secrets come from the Secret, whose example names every key used
+    # secrets are files of the Secret, whose example names every key used
     example = load_yaml(K8S / "secret.example.yaml")
-    refs = [v["secretKeyRef"] for v in env.values() if isinstance(v, dict)]
-    assert {r["name"] for r in refs} == {example["metadata"]["name"]}
-    assert {r["key"] for r in refs} | {"roles.yaml"} == set(example["stringData"])
+    assert not any(isinstance(v, dict) and "secretKeyRef" in v for v in env.values())
     assert "secret.example.yaml" not in load_yaml(K8S / "kustomization.yaml")["resources"]
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert volumes[mounts[env["CITYVITALS_CONFIG_DIR"]]]["configMap"]["name"] == "cityvitals-config"
-    roles = Path(env["CITYVITALS_ROLES_FILE"])
-    assert volumes[mounts[str(roles.parent)]]["secret"]["secretName"] == example["metadata"]["name"]
+    files = [Path(env["CITYVITALS_ROLES_FILE"])]
+    files += [Path(env[f"{n}{FILE_SUFFIX}"]) for n in [*WORKER_SECRETS, "CITYVITALS_SASL_PASSWORD"]]
+    for file in files:
+        secret = volumes[mounts[str(file.parent)]]["secret"]
+        assert secret["secretName"] == example["metadata"]["name"], file
+        keys = {i["path"]: i["key"] for i in secret["items"]}
+        assert keys[file.name] in example["stringData"], file
+    assert not {n for n in WORKER_SECRETS if n in env}, "a secret's value in the manifest"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert any(Path(env["CITYVITALS_DATADIR"]).is_relative_to(p) for p in mounts), (
         "datadir writable"
     )
+
+
+def kustomized_files(directory: Path = K8S) -> list[Path]:
+    """The kustomization and every file it includes: its resources (a directory: its
+    own kustomization, recursively), patches, and the files and env files of its
+    ConfigMap and Secret generators."""
+    kustomization = directory / "kustomization.yaml"
+    doc = load_yaml(kustomization)
+    files = [kustomization]
+    patches = [p["path"] for p in doc.get("patches", []) if "path" in p]
+    for entry in [*doc.get("resources", []), *patches, *doc.get("patchesStrategicMerge", [])]:
+        path = (directory / entry).resolve()
+        files += kustomized_files(path) if path.is_dir() else [path]
+    for generator in [*doc.get("configMapGenerator", []), *doc.get("secretGenerator", [])]:
+        named = [f.split("=", 1)[-1] for f in generator.get("files", [])]
+        files += [(directory / f).resolve() for f in [*named, *generator.get("envs", [])]]
+    return files
+
+
+def placeholders_in(path: Path) -> list[str]:
+    return [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if is_placeholder(line)
+    ]
+
+
+def test_no_placeholder_secret_is_reachable_from_the_k8s_manifests() -> None:
+    files = kustomized_files()
+    assert (REPO / "config" / "routes.yaml").resolve() in files  # the ConfigMap's files too
+    assert K8S / "deployment.yaml" in files
+    found = [hit for path in files for hit in placeholders_in(path)]
+    assert not found, "placeholder secrets reach the cluster:\n" + "\n".join(found)
+    # the check sees the placeholders the example Secret (applied by hand, with
+    # values replaced) holds: every value of it
+    example = K8S / "secret.example.yaml"
+    assert example.resolve() not in files
+    values = load_yaml(example)["stringData"]
+    assert all(is_placeholder(v) for k, v in values.items() if k != "roles.yaml"), PLACEHOLDERS
+    assert len(placeholders_in(example)) >= len(values)
+
+
+def test_the_shipped_routes_name_their_secrets_and_hold_none() -> None:
+    routes = load_yaml(REPO / "config" / "routes.yaml")
+    for receiver in routes["receivers"]:
+        assert "secret" not in receiver, receiver["name"]
+        assert "?" not in receiver.get("url", ""), f"{receiver['name']}: a key in the url"
+    assert "key" not in routes["responder_links"]
 
 
 def quantity(value: str | int) -> float:
