@@ -193,11 +193,19 @@ def broker(
     port: Annotated[
         int | None, typer.Option(help="port to listen on (default: a free one)")
     ] = None,
+    storage: Annotated[
+        str,
+        typer.Option(
+            help="memory (default), local-s3 (a private S3 store: the log survives a "
+            "restart, kill -HUP restarts the broker), or a Tansu storage URL (s3://BUCKET/ "
+            "with the AWS_* variables)"
+        ),
+    ] = "memory",
 ) -> None:
     """Run the embedded Kafka-protocol broker on loopback until Ctrl-C."""
     from streams.kafka.broker import serve_forever
 
-    serve_forever(port)
+    serve_forever(port, storage)
 
 
 def _parse_start(start: str | None) -> datetime | None:

