@@ -5,8 +5,16 @@ Run from the repository root::
 
     .venv/bin/python bench/verify.py --quick [--seed 7] [--workdir DIR] [--report FILE]
     .venv/bin/python bench/verify.py            # the long run
+    .venv/bin/python bench/verify.py --broker-restarts [--quick]
 
 In the manner of Kafka Streams' EOS system tests.
+
+**Broker restarts** (``--broker-restarts``, ``verify_broker.py``): the broker keeps
+its log in a local S3 store instead of memory, two workers run untouched, and the
+broker is restarted three times while the city streams in (SIGKILL 5 s down,
+SIGTERM during the back-fill, SIGKILL 15 s down); the same oracle then checks that
+nothing was lost or counted twice, and the summary gives each restart's recovery
+times. A worker crash or a restart not caught up within 180 s fails the run.
 
 **The driver** (this file, ``verify_input.py``, ``verify_faults.py``) starts an
 embedded broker and the city's topics, and one to three ``cityvitals worker``
@@ -81,6 +89,7 @@ import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.markup import escape
+from verify_broker import retried_inputs, run_restarts
 from verify_faults import Cluster, run_faults
 from verify_input import CityStream, Control, FeedPlan, feed
 from verify_oracle import OUTPUT_TOPICS, OutputRecord, Produced, verify
@@ -212,6 +221,11 @@ class Committed:
                 out[(tp.topic, tp.partition)] = offset
         return out
 
+    async def ends(self) -> dict[tuple[str, int], int]:
+        """The input's end offsets, as the broker reports them."""
+        ends = await self._consumer.end_offsets(self._tps)
+        return {(tp.topic, tp.partition): n for tp, n in ends.items()}
+
     async def stop(self) -> None:
         await self._consumer.stop()
 
@@ -325,14 +339,18 @@ async def _drain(
         result.why = f"timed out after {timeout:g} s"
 
 
-async def run(mode: Mode, seed: int, workdir: Path, partitions: int, say: Say) -> dict[str, Any]:
+async def run(
+    mode: Mode, seed: int, workdir: Path, partitions: int, say: Say, broker_restarts: bool = False
+) -> dict[str, Any]:
     t_start = time.monotonic()
     cfg = load_config()
     rng = random.Random(f"cityvitals-verify-{seed}")
     deadline = t_start + mode.timeout_s
     timings: dict[str, float] = {}
-    broker = EmbeddedBroker(log_path=workdir / "broker.log")
+    storage = "local-s3" if broker_restarts else "memory"
+    broker = EmbeddedBroker(log_path=workdir / "broker.log", storage=storage)
     broker.start()
+    recoveries: list[dict[str, Any]] = []
     say(f"broker at {broker.bootstrap}; logs in {workdir}")
     cluster: Cluster | None = None
     tail: Tail | None = None
@@ -351,7 +369,7 @@ async def run(mode: Mode, seed: int, workdir: Path, partitions: int, say: Say) -
             size=3,
             say=say,
         )
-        await cluster.scale(1)
+        await cluster.scale(2 if broker_restarts else 1)
         supervisor = asyncio.create_task(cluster.supervise())
         tasks.append(supervisor)
         timings["startup_s"] = time.monotonic() - t_start
@@ -382,9 +400,26 @@ async def run(mode: Mode, seed: int, workdir: Path, partitions: int, say: Say) -
 
         async def faults() -> None:
             try:
-                await run_faults(
-                    cluster, rng, cycles=mode.cycles, burst=control.burst_started, burst_cycle=0
-                )
+                if not broker_restarts:
+                    await run_faults(
+                        cluster, rng, cycles=mode.cycles, burst=control.burst_started, burst_cycle=0
+                    )
+                    return
+                committed = Committed(broker.bootstrap, f"{cluster.app_id}-input", partitions)
+                await committed.start()
+                try:
+                    recoveries[:] = await run_restarts(
+                        broker,
+                        control,
+                        start,
+                        planned,
+                        committed.read,
+                        committed.ends,
+                        lambda: tail.last_new,
+                        cluster.note,
+                    )
+                finally:
+                    await committed.stop()
             finally:
                 control.faults_done.set()
                 say("faults done")
@@ -417,6 +452,10 @@ async def run(mode: Mode, seed: int, workdir: Path, partitions: int, say: Say) -
         )
         timings["drain_s"] = drained.seconds
         say(f"drain: {drained.why}")
+        if broker_restarts:
+            retried = await retried_inputs(broker.bootstrap, produced, partitions, FETCH_MAX)
+            produced.extend(retried)
+            say(f"{len(retried)} input records stored twice by the producer's retries")
     finally:
         for t in tasks:
             t.cancel()
@@ -443,6 +482,10 @@ async def run(mode: Mode, seed: int, workdir: Path, partitions: int, say: Say) -
             "pauses": counts["pauses"],
             "rebalances": counts["rebalances"],
             "backfills": 1 if control.burst_started.is_set() else 0,
+            "storage": storage,
+            "broker_restarts": len(recoveries),
+            "input_retried": len(retried) if broker_restarts else 0,
+            "recovery": recoveries,
             "differences": len(verdict.differences),
             "repeats": sum(verdict.repeats.values()),
             "repeats_by_topic": dict(sorted(verdict.repeats.items())),
@@ -482,6 +525,13 @@ def main(
         Path | None, typer.Option(help="every difference as a JSON line (default: stderr)")
     ] = None,
     partitions: Annotated[int, typer.Option(help="partitions of every city topic")] = 4,
+    broker_restarts: Annotated[
+        bool,
+        typer.Option(
+            "--broker-restarts",
+            help="restart the broker (log kept in a local S3 store) instead of the workers",
+        ),
+    ] = False,
 ) -> None:
     """Kill, pause and rebalance workers while they run; diff their outputs with an oracle."""
     mode = QUICK if quick else LONG
@@ -489,7 +539,7 @@ def main(
         workdir = Path("/tmp") / f"cityvitals-verify-{datetime.now(UTC):%Y%m%dT%H%M%S}-{seed}"
     workdir.mkdir(parents=True, exist_ok=True)
     say = Say()
-    result = asyncio.run(run(mode, seed, workdir, partitions, say))
+    result = asyncio.run(run(mode, seed, workdir, partitions, say, broker_restarts))
     verdict, summary = result["verdict"], result["summary"]
     (workdir / "timeline.json").write_bytes(
         orjson.dumps(
@@ -507,7 +557,12 @@ def main(
     for name, n in Counter(summary["classes"]).most_common():
         say(f"{n:7d}  {name}")
     print(orjson.dumps(summary, default=str).decode(), flush=True)
-    raise typer.Exit(1 if verdict.differences else 0)
+    unrecovered = broker_restarts and (
+        summary["crashes"] > 0
+        or len(summary["recovery"]) < 3
+        or any(r["caught_up_s"] is None for r in summary["recovery"])
+    )
+    raise typer.Exit(1 if verdict.differences or unrecovered else 0)
 
 
 if __name__ == "__main__":
