@@ -6,6 +6,8 @@ there, and a running worker reconnects by itself and counts every event once.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,6 +16,12 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.kafka.broker import BrokerStartError, EmbeddedBroker
 from tests.harness import Worker, produce, run, wait_for
+from tests.kafka.test_embedded_broker import (
+    child_pids,
+    process_is_gone,
+    python_subprocess,
+    read_line,
+)
 from tests.kafka.test_pipeline_broker import (
     all_windows_published,
     expected_window_sums,
@@ -68,6 +76,31 @@ def test_local_s3_broker_keeps_records_and_committed_offsets_across_a_restart(
         rest, committed = _consume(bootstrap, "kept", "readers", None)
     assert committed == 600
     assert first + rest == list(range(1000))
+
+
+def test_cityvitals_broker_on_local_s3_restarts_on_sighup_with_its_data() -> None:
+    server = python_subprocess(
+        "from streams.cli import cli; cli()",
+        "broker",
+        "--storage",
+        "local-s3",
+        stderr=subprocess.PIPE,
+    )
+    try:
+        bootstrap = read_line(server, "bootstrap: ")
+        children = child_pids(server.pid)  # the broker and its store
+        _produce_numbers(bootstrap, "kept", 10)
+        server.send_signal(signal.SIGHUP)
+        assert server.stderr is not None
+        assert any("restarted (local-s3 storage)" in line for line in server.stderr)
+        # (any() stops reading stderr at that line, the server goes on)
+        assert _consume(bootstrap, "kept", "readers", None) == (list(range(10)), None)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=15) == 0
+        assert all(process_is_gone(pid) for pid in children)
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_memory_broker_forgets_everything_when_it_restarts(tmp_path: Path) -> None:
