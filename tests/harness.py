@@ -20,7 +20,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.core.logs import records
-from streams.core.messages import ALERTS_TOPIC, AlertEvent
+from streams.core.messages import ALERTS_TOPIC, AlertAction, AlertEvent
+from streams.core.settings import Settings
+from streams.core.signing import ActionSigner
 from streams.kafka.child import WorkerProcess, free_port, worker_environment
 from streams.kafka.topics import ensure_topics
 from streams.sim.simulator import SimEvent
@@ -178,6 +180,12 @@ async def recreate_city_topics(bootstrap: str, partitions: int = PARTITIONS) -> 
     finally:
         await admin.close()
     await ensure_topics(bootstrap, partitions)
+
+
+def signed(action: AlertAction) -> AlertAction:
+    """The action as a writer holding the action key publishes it: the session's key
+    (tests/conftest.py), which every worker of the session holds."""
+    return ActionSigner(*Settings().action_keys()).sign(action)
 
 
 def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.5) -> None:

@@ -37,7 +37,11 @@ K8S = DEPLOY / "k8s"
 GRAFANA = DEPLOY / "grafana"
 COMPOSE = DEPLOY / "compose.yaml"
 # what a worker on the shipped configuration cannot start without
-WORKER_SECRETS = ["CITYVITALS_DEID_KEY", *secret_variables(REPO / "config" / "routes.yaml")]
+WORKER_SECRETS = [
+    "CITYVITALS_DEID_KEY",
+    "CITYVITALS_ACTION_KEY",
+    *secret_variables(REPO / "config" / "routes.yaml"),
+]
 
 # Series used in rules or dashboards that streams/core/metrics.py does not define, and why.
 EXTERNAL_METRICS = {

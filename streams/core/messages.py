@@ -137,6 +137,8 @@ class DeadLetterReason(StrEnum):
     TOO_OLD = "too_old"  # older than CITYVITALS_MAX_AGE_S
     LATE = "late"
     UNPROCESSABLE = "unprocessable"  # failed in a way no check foresaw; ``stage`` says where
+    # an action on city.alert-actions without a valid signature (streams.core.signing)
+    UNAUTHENTICATED = "unauthenticated"
 
 
 class DeadLetterStage(StrEnum):
@@ -181,6 +183,7 @@ REASON_STAGE: dict[DeadLetterReason, DeadLetterStage] = {
     },
     DeadLetterReason.LATE: DeadLetterStage.WINDOW,
     DeadLetterReason.UNPROCESSABLE: DeadLetterStage.BATCH,
+    DeadLetterReason.UNAUTHENTICATED: DeadLetterStage.ACTION,
 }
 
 
@@ -445,7 +448,9 @@ class AlertAction(_Message):
     """An operator's action on an alert, published on ``city.alert-actions`` (keyed by district).
 
     The alert lifecycle applies it, so actions survive restarts and work when
-    several workers share the partitions.
+    several workers share the partitions. It applies only actions signed with the
+    action key (``signature``, :mod:`streams.core.signing`): those of the API and of
+    the notifier's escalations, not whatever else can write to the topic.
     """
 
     # the strings an alert keeps in its history are bounded, like the note
@@ -461,6 +466,18 @@ class AlertAction(_Message):
     silence_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None  # silence: how long
     source_ip: str | None = None
     kind: Literal["operator", "responder", "system"] = "operator"
+    # set by the writer; the lifecycle applies no action without a valid one
+    signature: (
+        Annotated[
+            str,
+            Field(
+                max_length=128,
+                description="HMAC-SHA256, in hex, under the action key, of every other "
+                "field (docs/architecture.md, 'Who may act on an alert')",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class AuditRecord(_Message):
@@ -538,6 +555,8 @@ TOPIC_MESSAGES: dict[str, type[_Message]] = {
 #: Topics that department systems write to (their schema is what the worker accepts);
 #: the worker writes the others (their schema is what it writes).
 WRITTEN_BY_OTHERS = frozenset({*EVENT_TOPICS.values(), ACTIONS_TOPIC})
+#: who writes a topic, where it is not department systems or the worker alone
+WRITERS = {ACTIONS_TOPIC: "the cityvitals API and notifier, each action signed with the action key"}
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -554,7 +573,9 @@ def json_schemas() -> dict[str, dict[str, Any]]:
             "validation" if topic in WRITTEN_BY_OTHERS else "serialization"
         )
         schema = model.model_json_schema(mode=mode)
-        writer = "department systems" if topic in WRITTEN_BY_OTHERS else "the cityvitals worker"
+        writer = WRITERS.get(topic) or (
+            "department systems" if topic in WRITTEN_BY_OTHERS else "the cityvitals worker"
+        )
         out[f"{topic}.schema.json"] = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://cityvitals.example/schemas/{topic}.schema.json",

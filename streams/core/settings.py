@@ -20,11 +20,22 @@ from streams.core.secrets import FILE_SUFFIX, SecretProblem, read_file, variable
 
 SECRET_SETTINGS: dict[str, str] = {
     "deid_key": "the de-identification key",
+    "action_key": "the action signing key",
+    "action_key_previous": "the previous action signing keys",
     "deadletter_key": "the dead-letter sealing key",
     "sasl_password": "the Kafka SASL password",
 }
 """The settings that hold secrets: each may instead be read from the file that
 ``CITYVITALS_<NAME>_FILE`` names."""
+
+REQUIRED_SECRETS = ("deid_key", "action_key")
+"""The secret settings the worker does not start without."""
+
+
+def split_keys(text: str) -> list[str]:
+    """The keys of a list setting: separated by commas or line breaks (a file may hold one
+    a line), blanks around them dropped."""
+    return [k.strip() for k in text.replace("\n", ",").split(",") if k.strip()]
 
 
 class Settings(BaseSettings):
@@ -180,6 +191,20 @@ class Settings(BaseSettings):
         "derived from the de-identification key",
     )
     deadletter_key_file: Path | None = None
+
+    # --- control topic -------------------------------------------------------------
+    action_key: SecretStr | None = Field(
+        None,
+        description="HMAC key that signs operator actions on city.alert-actions, 32 bytes or "
+        "more; the worker applies only actions signed with it (or a previous key) and does not "
+        "start without one",
+    )
+    action_key_file: Path | None = None
+    action_key_previous: SecretStr | None = Field(
+        None,
+        description="earlier action keys still accepted (comma-separated), for rotation",
+    )
+    action_key_previous_file: Path | None = None
     # what went wrong reading the secrets' files, named with the other problems
     _secret_errors: list[SecretProblem] = PrivateAttr(default_factory=list)
 
@@ -203,20 +228,29 @@ class Settings(BaseSettings):
         return self
 
     def secret_problems(self) -> list[SecretProblem]:
-        """Every secret setting the worker cannot run with: the de-identification key
-        unset, short or a placeholder; the dead-letter key short or a placeholder (unset,
-        it is derived from the de-identification key); a file that cannot be read."""
+        """Every secret setting the worker cannot run with: the de-identification key or the
+        action key unset, short or a placeholder; the dead-letter key or a previous action
+        key short or a placeholder (unset, the dead-letter key is derived from the
+        de-identification key); a file that cannot be read."""
         problems = list(self._secret_errors)
         failed = {p.secret for p in problems}
-        for name in ("deid_key", "deadletter_key"):
+        for name in (*REQUIRED_SECRETS, "deadletter_key"):
             what, value = SECRET_SETTINGS[name], getattr(self, name)
-            if what in failed or (value is None and name == "deadletter_key"):
+            if what in failed or (value is None and name not in REQUIRED_SECRETS):
                 continue
             why = weakness(None if value is None else value.get_secret_value())
             if why is not None:
                 problems.append(
                     SecretProblem(what, why, variable_or_file(f"CITYVITALS_{name.upper()}"))
                 )
+        previous = self.action_key_previous
+        what = SECRET_SETTINGS["action_key_previous"]
+        if previous is not None and what not in failed:
+            whys = [weakness(k) for k in split_keys(previous.get_secret_value())]
+            why = next((w for w in whys if w is not None), None)
+            if why is not None:
+                by = variable_or_file("CITYVITALS_ACTION_KEY_PREVIOUS")
+                problems.append(SecretProblem(what, f"include one that {why}", by))
         return problems
 
     def deid_secret(self) -> bytes:
@@ -225,6 +259,15 @@ class Settings(BaseSettings):
         if self.deid_key is None:
             raise ValueError(f"{variable_or_file('CITYVITALS_DEID_KEY')} is not set")
         return self.deid_key.get_secret_value().encode()
+
+    def action_keys(self) -> tuple[bytes, list[bytes]]:
+        """The action key actions are signed with, and the previous keys also accepted;
+        ValueError when there is none (the worker checks :meth:`secret_problems` first)."""
+        if self.action_key is None:
+            raise ValueError(f"{variable_or_file('CITYVITALS_ACTION_KEY')} is not set")
+        previous = self.action_key_previous
+        others = split_keys(previous.get_secret_value()) if previous is not None else []
+        return self.action_key.get_secret_value().encode(), [k.encode() for k in others]
 
     @model_validator(mode="after")
     def _known_sources(self) -> Settings:

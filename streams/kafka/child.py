@@ -33,6 +33,7 @@ from streams.kafka.broker import parent_death_preexec
 from streams.notify.routing import ROUTES_FILE, secret_variables
 
 DEID_KEY = "CITYVITALS_DEID_KEY"
+ACTION_KEY = "CITYVITALS_ACTION_KEY"
 
 
 def free_port() -> int:
@@ -61,12 +62,12 @@ def generated_secrets(directory: Path, names: list[str]) -> dict[str, str]:
 
 def needed_secrets(env: dict[str, str]) -> list[str]:
     """The secret variables a worker with this environment needs and that it leaves unset
-    (neither ``NAME`` nor ``NAME_FILE``): the de-identification key and what its routes
-    file reads from variables."""
+    (neither ``NAME`` nor ``NAME_FILE``): the de-identification key, the action key and
+    what its routes file reads from variables."""
     routes = env.get("CITYVITALS_ROUTES_FILE") or (
         Path(env.get("CITYVITALS_CONFIG_DIR") or DEFAULT_CONFIG_DIR) / ROUTES_FILE
     )
-    names = [DEID_KEY, *secret_variables(routes)]
+    names = [DEID_KEY, ACTION_KEY, *secret_variables(routes)]
     return [n for n in names if not env.get(n) and not env.get(n + FILE_SUFFIX)]
 
 

@@ -36,6 +36,7 @@ from streams.core.messages import (
     Notification,
     NotificationOutcome,
 )
+from streams.core.signing import ActionSigner
 from streams.kafka.feed import InputFeed, Outputs, Record
 from streams.notify.delivery import DEFAULT_POLICY, DeliveryPolicy, deliver
 from streams.notify.payloads import render_all
@@ -238,12 +239,15 @@ class NotifyService:
         flush_state: Callable[[], Any],
         on_crash: Callable[[BaseException], Any],
         partition_of: Callable[[str], int],
+        signer: ActionSigner,
         policy: DeliveryPolicy = DEFAULT_POLICY,
         clock: Callable[[], float] = time.time,
         changelog: str | None = None,
         encode_state: Callable[[DistrictNotify], bytes] | None = None,
     ) -> None:
         self.planner = Planner(tree)
+        # escalations are actions the lifecycle must trust: signed like the API's
+        self.signer = signer
         self.table = table
         # the table's changelog, written through our producer and awaited (Faust's own
         # table writes are buffered, and its flush may return before they are sent)
@@ -345,7 +349,7 @@ class NotifyService:
                 out.add(OUTBOX_TOPIC, district.encode(), note.to_json())
                 metrics.notify_planned.labels(note.receiver, note.reason.split(":")[0]).inc()
             for action in actions:
-                out.add(ACTIONS_TOPIC, district.encode(), action.to_json())
+                out.add(ACTIONS_TOPIC, district.encode(), self.signer.sign(action).to_json())
             if (
                 not only_changed
                 or notes

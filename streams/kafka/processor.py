@@ -36,6 +36,7 @@ from streams.core.messages import (
     Origin,
 )
 from streams.core.settings import Settings
+from streams.core.signing import ActionSigner
 from streams.ingest.deid import Deidentifier
 from streams.ingest.ingestor import Ingestor, _failure
 from streams.ingest.sealing import Sealer
@@ -93,8 +94,7 @@ class VitalsProcessor:
         self.cfg, self.settings = cfg, settings
         self._outputs = outputs
         # running time (a pause counts for little): what idleness is measured in
-        self._clock = clock
-        self._fenced = fenced
+        self._clock, self._fenced = clock, fenced
         self.ingestor = ingestor_of(cfg, settings)
         self.dead_letters = self.ingestor.dead_letters
         self._districts = set(cfg.districts)
@@ -122,6 +122,7 @@ class VitalsProcessor:
             writer=self.writer,
             dead_letters=self.dead_letters,
             dead_letter=self._dead_letter,
+            signer=ActionSigner(*settings.action_keys()),
         )
         self.closer = WindowCloser(
             table, cfg, settings, self.raiser, clock=clock, progress=progress, caught_up=caught_up

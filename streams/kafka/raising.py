@@ -8,6 +8,7 @@ lives in the ``district-detection`` table; a batch marks the districts it change
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,12 +35,14 @@ from streams.core.messages import (
     Origin,
     Workflow,
 )
+from streams.core.signing import ActionSigner
 from streams.ingest.ingestor import DeadLetters, _failure, quoted
 from streams.kafka.counting import Batch
 from streams.kafka.feed import Outputs, Record
 from streams.kafka.tables import TableWriter
 from streams.state.windows import ClosedWindow, DistrictWindows
 
+log = logging.getLogger(__name__)
 _ACKNOWLEDGING = (AlertActionType.ACKNOWLEDGE.value, AlertActionType.DISPATCH.value)
 
 
@@ -108,8 +111,10 @@ class AlertRaiser:
         writer: TableWriter,
         dead_letters: DeadLetters,
         dead_letter: Callable[[Outputs, bytes | None, DeadLetter], None],
+        signer: ActionSigner,
     ) -> None:
         self.table, self.context = table, context
+        self._signer = signer
         self._window_s = window_s
         self._max_action_bytes = max_action_bytes
         self._outputs, self._writer = outputs, writer
@@ -197,6 +202,9 @@ class AlertRaiser:
             err = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in err["loc"]) or "(document)"
             return None, (DeadLetterReason.SCHEMA, f"{where}: {err['msg']}")
+        forged = self._signer.problem(action)
+        if forged is not None:
+            return None, (DeadLetterReason.UNAUTHENTICATED, forged)
         shown = None if key is None else key.decode("utf-8", "replace")
         if action.district not in self._districts:
             return action, (
@@ -213,8 +221,9 @@ class AlertRaiser:
     async def apply_action(self, msg: Record) -> None:
         """Apply one operator action from ``city.alert-actions`` (caller holds the state lock).
 
-        An invalid action goes to the dead-letter topic; a repeated one (same
-        action id) changes nothing.
+        An invalid action goes to the dead-letter topic, and so does one without a valid
+        signature (``unauthenticated``: not from the API or the notifier), before it
+        can change anything; a repeated one (same action id) changes nothing.
         """
         now = datetime.now(UTC)
         key, value = msg.key, msg.value if msg.value is not None else b""
@@ -223,6 +232,14 @@ class AlertRaiser:
         action, problem = self._action_problem(key, value)
         if problem is not None or action is None:
             reason, detail = problem or (DeadLetterReason.SCHEMA, "not an action")
+            if reason is DeadLetterReason.UNAUTHENTICATED:
+                log.warning(
+                    "refused the action at %s:%d@%d: %s",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    detail,
+                )
             letter = self._dead_letters.make(
                 origin, key, value, reason, detail, now, DeadLetterStage.ACTION
             )

@@ -7,7 +7,8 @@ stops:
 - a consumer with no group reads ``city.emergency-command``, ``city.vitals``
   and ``city.audit`` from their beginning, every partition, into the
   :class:`~streams.api.store.AlertStore`;
-- a producer with ``acks=all`` publishes operator actions and audit records;
+- a producer with ``acks=all`` publishes operator actions, signed with the action key
+  (:mod:`streams.core.signing`), and audit records;
 - uvicorn serves :func:`streams.api.app.create_api` on the worker's web port,
   without signal handlers of its own (the worker's handle Ctrl-C and SIGTERM).
 """
@@ -40,17 +41,24 @@ from streams.core.messages import (
     AuditRecord,
 )
 from streams.core.settings import Settings
+from streams.core.signing import ActionSigner
 from streams.notify.respond import LinkSigner
 
 log = logging.getLogger(__name__)
 
 
 class KafkaPublisher:
-    """Actions and audit records, each awaited until the broker acknowledged it."""
+    """Actions and audit records, each awaited until the broker acknowledged it.
 
-    def __init__(self, bootstrap: str, client_options: dict[str, Any]) -> None:
+    Every action is signed here, the one way the API's actions (operators' and responder
+    links') reach ``city.alert-actions``: the lifecycle applies no unsigned action."""
+
+    def __init__(
+        self, bootstrap: str, client_options: dict[str, Any], signer: ActionSigner
+    ) -> None:
         self._bootstrap = bootstrap
         self._options = client_options
+        self._signer = signer
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -70,7 +78,9 @@ class KafkaPublisher:
 
     async def action(self, action: AlertAction) -> None:
         await self._started().send_and_wait(
-            ACTIONS_TOPIC, key=action.district.encode(), value=action.to_json()
+            ACTIONS_TOPIC,
+            key=action.district.encode(),
+            value=self._signer.sign(action).to_json(),
         )
 
     async def audit(self, record: AuditRecord) -> None:
@@ -100,7 +110,11 @@ class ApiService:
     ) -> None:
         self.settings = settings
         self.store = AlertStore(partitions=settings.partitions, stream_queue=settings.stream_queue)
-        self.publisher = KafkaPublisher(settings.bootstrap, settings.kafka_client_options())
+        self.publisher = KafkaPublisher(
+            settings.bootstrap,
+            settings.kafka_client_options(),
+            ActionSigner(*settings.action_keys()),
+        )
         self.caught_up = asyncio.Event()
         self._config_files = config_files
         self._ready = ready

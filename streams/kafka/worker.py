@@ -34,6 +34,7 @@ from streams.core.logs import logging_config
 from streams.core.messages import ACTIONS_TOPIC, EVENT_TOPICS
 from streams.core.secrets import refuse_unsafe
 from streams.core.settings import Settings
+from streams.core.signing import ActionSigner
 from streams.kafka import sensors
 from streams.kafka.feed import InputFeed, key_partition
 from streams.kafka.notifier import NotifyService
@@ -374,6 +375,7 @@ def _services(
         encode_state=NOTIFY_CODEC.dumps,
         on_crash=crash,
         partition_of=lambda district: key_partition(district.encode(), partitions),
+        signer=ActionSigner(*settings.action_keys()),
         policy=DeliveryPolicy(
             timeout_s=settings.notify_timeout_s,
             max_attempts=settings.notify_max_attempts,

@@ -18,7 +18,17 @@ from streams.core.messages import (
     Workflow,
 )
 from streams.sim.simulator import SimEvent
-from tests.harness import Worker, produce, published, replayed, run, smog, summary, wait_for
+from tests.harness import (
+    Worker,
+    produce,
+    published,
+    replayed,
+    run,
+    signed,
+    smog,
+    summary,
+    wait_for,
+)
 
 CFG = load_config()
 DISTRICT = "339901"
@@ -95,7 +105,7 @@ def test_an_incident_raises_one_alert_through_a_crash_and_takes_operator_actions
     run(
         produce(
             broker_bootstrap,
-            [SimEvent(ACTIONS_TOPIC, DISTRICT.encode(), action.to_json(), action.at)],
+            [SimEvent(ACTIONS_TOPIC, DISTRICT.encode(), signed(action).to_json(), action.at)],
         )
     )
     wait_for(lambda: len(published(broker_bootstrap)) > len(got), 60, "the action to be applied")

@@ -19,14 +19,23 @@ from streams.core.settings import Settings
 from streams.notify.routing import secret_variables
 
 REPO = Path(__file__).resolve().parents[2]
-SECRETS = ["CITYVITALS_DEID_KEY", *secret_variables(DEFAULT_CONFIG_DIR / "routes.yaml")]
+SECRETS = [
+    "CITYVITALS_DEID_KEY",
+    "CITYVITALS_ACTION_KEY",
+    *secret_variables(DEFAULT_CONFIG_DIR / "routes.yaml"),
+]
 UNFIT = {
     "unset": "",
     "short": "31-bytes-of-a-secret-0123456789",
     "placeholder": "demo-secret-change-me-0123456789-0123456789",
     "old-default": "cityvitals-demo-key-change-me",
 }
-ALL_SECRETS = [*SECRETS, "CITYVITALS_DEADLETTER_KEY", "CITYVITALS_SASL_PASSWORD"]
+ALL_SECRETS = [
+    *SECRETS,
+    "CITYVITALS_DEADLETTER_KEY",
+    "CITYVITALS_ACTION_KEY_PREVIOUS",
+    "CITYVITALS_SASL_PASSWORD",
+]
 
 
 def fit(name: str) -> str:
@@ -93,6 +102,47 @@ def test_a_dead_letter_key_of_its_own_must_be_fit_too(clean_env: pytest.MonkeyPa
     assert "CITYVITALS_DEADLETTER_KEY or CITYVITALS_DEADLETTER_KEY_FILE" in out
 
 
+def test_previous_action_keys_are_optional_but_each_must_be_fit(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    for name in SECRETS:
+        clean_env.setenv(name, fit(name))
+    current = fit("CITYVITALS_ACTION_KEY").encode()
+    assert Settings().action_keys() == (current, [])
+    clean_env.setenv("CITYVITALS_ACTION_KEY_PREVIOUS", f" {fit('old')} ,{fit('older')},")
+    assert Settings().secret_problems() == []
+    assert Settings().action_keys() == (current, [fit("old").encode(), fit("older").encode()])
+    for unfit, why in (
+        ("short-key", "is 9 bytes, shorter than 32"),
+        (UNFIT["placeholder"], "is a known placeholder"),
+    ):
+        clean_env.setenv("CITYVITALS_ACTION_KEY_PREVIOUS", f"{fit('old')},{unfit}")
+        code, out = worker()
+        assert code == 2, out
+        assert "the previous action signing keys include one that" in out
+        assert why in out
+        assert "CITYVITALS_ACTION_KEY_PREVIOUS or CITYVITALS_ACTION_KEY_PREVIOUS_FILE" in out
+        assert unfit not in out and fit("old") not in out
+    clean_env.setenv("CITYVITALS_ACTION_KEY_PREVIOUS", "")  # compose's empty default: none
+    assert Settings().secret_problems() == [] and Settings().action_keys()[1] == []
+
+
+def test_an_action_key_holding_the_example_secret_s_placeholder_is_refused(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    for name in SECRETS:
+        clean_env.setenv(name, fit(name))
+    clean_env.setenv("CITYVITALS_ACTION_KEY", "REPLACE-WITH-A-RANDOM-SECRET")
+    problems = [str(p) for p in Settings().secret_problems()]
+    assert problems == [
+        "the action signing key is a known placeholder; set it with "
+        "CITYVITALS_ACTION_KEY or CITYVITALS_ACTION_KEY_FILE"
+    ]
+    with pytest.raises(ValueError, match="CITYVITALS_ACTION_KEY or CITYVITALS_ACTION_KEY_FILE"):
+        clean_env.delenv("CITYVITALS_ACTION_KEY")
+        Settings().action_keys()
+
+
 def test_check_config_reports_the_same_problems(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("CITYVITALS_NOTIFY_SECRET_FIRE", UNFIT["placeholder"])
     result = CliRunner().invoke(cli, ["check-config"])
@@ -122,6 +172,9 @@ def test_the_worker_process_exits_2_without_secrets(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "CITYVITALS_DEID_KEY or CITYVITALS_DEID_KEY_FILE" in proc.stderr
     assert "CITYVITALS_RESPONDER_KEY or CITYVITALS_RESPONDER_KEY_FILE" in proc.stderr
+    assert "the action signing key is not set; set it with CITYVITALS_ACTION_KEY or" in (
+        " ".join(proc.stderr.split())
+    )
 
 
 def test_every_secret_may_come_from_a_file(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -129,9 +182,16 @@ def test_every_secret_may_come_from_a_file(clean_env: pytest.MonkeyPatch, tmp_pa
         path = tmp_path / name.lower()
         path.write_text(fit(name) + "\n", encoding="utf-8")  # as `echo` leaves it
         clean_env.setenv(name + FILE_SUFFIX, str(path))
+    previous = tmp_path / "action-key-previous"  # one key a line
+    previous.write_text(f"{fit('old')}\n{fit('older')}\n", encoding="utf-8")
+    clean_env.setenv("CITYVITALS_ACTION_KEY_PREVIOUS_FILE", str(previous))
     settings = Settings(security_protocol="SASL_SSL")
     assert settings.secret_problems() == []
     assert settings.deid_secret() == fit("CITYVITALS_DEID_KEY").encode()
+    assert settings.action_keys() == (
+        fit("CITYVITALS_ACTION_KEY").encode(),
+        [fit("old").encode(), fit("older").encode()],
+    )
     assert settings.deadletter_key is not None
     assert settings.deadletter_key.get_secret_value() == fit("CITYVITALS_DEADLETTER_KEY")
     options = settings.kafka_client_options()
@@ -144,6 +204,7 @@ def test_a_secret_file_that_cannot_be_read_or_a_secret_set_twice_is_named(
     clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     clean_env.setenv("CITYVITALS_DEID_KEY_FILE", str(tmp_path / "missing"))
+    clean_env.setenv("CITYVITALS_ACTION_KEY", fit("CITYVITALS_ACTION_KEY"))
     clean_env.setenv("CITYVITALS_DEADLETTER_KEY", fit("dead"))
     clean_env.setenv("CITYVITALS_DEADLETTER_KEY_FILE", str(tmp_path / "missing"))
     problems = [str(p) for p in Settings().secret_problems()]

@@ -13,7 +13,11 @@ from streams.core.secrets import FILE_SUFFIX, from_variable, weakness
 from streams.kafka.child import generated_secrets, needed_secrets, worker_environment
 from streams.notify.routing import load_routes, secret_variables
 
-SECRETS = ["CITYVITALS_DEID_KEY", *secret_variables(DEFAULT_CONFIG_DIR / "routes.yaml")]
+SECRETS = [
+    "CITYVITALS_DEID_KEY",
+    "CITYVITALS_ACTION_KEY",
+    *secret_variables(DEFAULT_CONFIG_DIR / "routes.yaml"),
+]
 
 
 def values(env: dict[str, str]) -> dict[str, str | None]:

@@ -41,7 +41,16 @@ from streams.core.messages import (
 )
 from streams.kafka.topics import CITY_TOPICS, EVENT_TOPICS, ensure_topics
 from streams.sim.simulator import CitySimulator, SimEvent
-from tests.harness import PARTITIONS, Worker, free_port, produce, read_topic, run, wait_for
+from tests.harness import (
+    PARTITIONS,
+    Worker,
+    free_port,
+    produce,
+    read_topic,
+    run,
+    signed,
+    wait_for,
+)
 from tests.test_deploy import GRAFANA, RULE_FILES, dashboards, ensure_tool, panels
 
 pytestmark = pytest.mark.broker
@@ -201,7 +210,8 @@ def act(bootstrap: str, stack: Stack, alert: AlertEvent, action: AlertActionType
         role="operator",
         at=datetime.now(UTC),
     )
-    run(produce(bootstrap, [SimEvent(ACTIONS_TOPIC, alert.district.encode(), a.to_json(), a.at)]))
+    record = SimEvent(ACTIONS_TOPIC, alert.district.encode(), signed(a).to_json(), a.at)
+    run(produce(bootstrap, [record]))
     stack.acted[a.action_id] = alert
 
 

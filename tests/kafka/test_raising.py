@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,11 +17,13 @@ from streams.core.messages import (
     ACTIONS_TOPIC,
     ALERTS_TOPIC,
     AlertAction,
+    AlertActionType,
     AlertEvent,
     DeadLetter,
     DeadLetterReason,
     DeadLetterStage,
 )
+from streams.core.signing import ActionSigner
 from streams.ingest.deid import Deidentifier
 from streams.ingest.ingestor import DeadLetters
 from streams.ingest.sealing import Sealer
@@ -29,6 +32,7 @@ from tests.api.test_auth import alert
 
 CFG = load_config()
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+SIGNER = ActionSigner(b"a" * 32)
 
 
 @dataclass
@@ -85,22 +89,28 @@ def raiser(state: DistrictDetection, max_notes: int) -> tuple[AlertRaiser, Sent]
         writer=Writer(sent),  # type: ignore[arg-type]
         dead_letters=DeadLetters(Deidentifier(b"d" * 32), Sealer(b"s" * 32)),
         dead_letter=lambda _out, _key, letter: sent.letters.append(letter),
+        signer=SIGNER,
     )
     return raising, sent
 
 
-def action_record(target: AlertEvent, n: int, note: str | None) -> Msg:
+def action_record(
+    target: AlertEvent,
+    n: int,
+    note: str | None,
+    sign: Callable[[AlertAction], AlertAction] = SIGNER.sign,
+    **fields: Any,
+) -> Msg:
     action = AlertAction(
         action_id=uuid.UUID(int=n).hex,
         alert_id=target.alert_id,
         district=target.district,
         action="note" if note else "acknowledge",
-        actor="someone",
-        role="operator",
         at=NOW + timedelta(seconds=n),
         note=note,
+        **{"actor": "someone", "role": "operator", **fields},
     )
-    return Msg(target.district.encode(), action.to_json(), offset=n)
+    return Msg(target.district.encode(), sign(action).to_json(), offset=n)
 
 
 def test_a_note_past_the_alert_s_bound_on_the_actions_topic_is_dead_lettered() -> None:
@@ -123,3 +133,41 @@ def test_a_note_past_the_alert_s_bound_on_the_actions_topic_is_dead_lettered() -
     assert letter.stage is DeadLetterStage.ACTION
     assert "already holds 2 notes" in letter.detail
     assert state.book.notes == {target.alert_id: 2}
+
+
+def test_an_action_without_a_valid_signature_changes_nothing_and_is_dead_lettered() -> None:
+    state = DistrictDetection("339901")
+    target = alert()
+    state.book.open[target.fingerprint] = target
+    raising, sent = raiser(state, max_notes=10)
+    wrong_key = ActionSigner(b"w" * 32).sign
+
+    def altered(action: AlertAction) -> AlertAction:  # signed as a note, then made a resolve
+        return SIGNER.sign(action).model_copy(update={"action": AlertActionType.RESOLVE})
+
+    forged = [
+        action_record(target, 1, None, sign=lambda a: a, actor="cc.duty"),
+        action_record(target, 2, None, sign=wrong_key, actor="cc.duty"),
+        action_record(target, 3, "quietly", sign=altered),
+        action_record(target, 4, None, sign=lambda a: a.model_copy(update={"signature": "0" * 64})),
+    ]
+
+    async def run() -> None:
+        for record in forged:
+            await raising.apply_action(record)
+
+    asyncio.run(run())
+    assert sent.records == [] and sent.written == []
+    assert state.book.open[target.fingerprint] is target  # the alert as it was
+    assert [letter.origin.offset for letter in sent.letters] == [1, 2, 3, 4]
+    for letter in sent.letters:
+        assert letter.reason is DeadLetterReason.UNAUTHENTICATED
+        assert letter.stage is DeadLetterStage.ACTION
+        assert "cc.duty" not in letter.detail and "quietly" not in letter.detail
+    assert "carries no signature" in sent.letters[0].detail
+    assert all("does not match" in letter.detail for letter in sent.letters[1:])
+    # the same action, signed with the worker's key, is applied
+    asyncio.run(raising.apply_action(action_record(target, 5, None, actor="cc.duty")))
+    (event,) = [AlertEvent.model_validate_json(v) for t, v in sent.records if t == ALERTS_TOPIC]
+    assert event.workflow == "acknowledged" and event.actions[-1].actor == "cc.duty"
+    assert sent.written == ["339901"]

@@ -1,5 +1,5 @@
 """A worker restoring its tables from the changelogs: a value it cannot restore stops its
-start with the reason, and a pickle planted on a changelog runs nothing."""
+start with the reason, and a pickle planted on any table's changelog runs nothing."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from aiokafka import AIOKafkaProducer
 from streams.alerting.detection import DETECTION_STATE, DistrictDetection
 from streams.core.config import load_config
 from streams.core.state import StateCodec
+from streams.kafka.feed import key_partition
+from streams.kafka.tables import NOTIFY_TABLE, TABLE_NAME, changelog_topic
 from streams.sim.simulator import CitySimulator
 from tests.core.test_state import Plant
-from tests.harness import Worker, produce, read_records, run, wait_for
+from tests.harness import PARTITIONS, Worker, produce, read_records, run, wait_for
 
 
 async def overwrite(bootstrap: str, topic: str, partition: int, key: bytes, value: bytes) -> None:
@@ -85,6 +87,35 @@ def test_a_changelog_value_the_worker_cannot_restore_stops_its_start_with_the_re
         assert "cityvitals migrate-state" in log
         assert not marker.exists()
     assert "cannot restore table district-detection from its changelog" in log
+
+
+@pytest.mark.parametrize(
+    ("table", "refusal"),
+    [
+        (TABLE_NAME, "table district-windows: the value is not JSON"),
+        (NOTIFY_TABLE, "convert the changelog once with `cityvitals migrate-state`"),
+    ],
+)
+def test_a_pickle_planted_on_the_windows_or_notification_changelog_runs_nothing(
+    broker_bootstrap: str, tmp_path: Path, table: str, refusal: str
+) -> None:
+    """Written under a district's key, on the partition its state lives on, by anyone who
+    can write to the topic: the worker neither runs it nor starts on it."""
+    worker = with_state(broker_bootstrap, tmp_path, seed=5)
+    marker = tmp_path / "planted"
+    key = b"339901"
+    changelog = changelog_topic(worker.app_id, table)
+    partition = key_partition(key, PARTITIONS)
+    run(overwrite(broker_bootstrap, changelog, partition, key, pickle.dumps(Plant(marker))))
+    worker.forget_group()
+    with pytest.raises(RuntimeError) as failed:
+        worker.start(timeout=120)
+    assert worker.proc is not None and worker.proc.returncode == 2
+    log = str(failed.value)
+    assert not marker.exists()
+    assert "Traceback" not in log
+    assert f"cannot restore table {table} from its changelog (district 339901)" in log
+    assert refusal in " ".join(log.split())
 
 
 def latest(bootstrap: str, topic: str) -> dict[tuple[int, bytes], bytes]:
