@@ -762,6 +762,7 @@ async def offsets_by_time(
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=4096,  # a probe needs one record; the broker sends a batch
+        fetch_max_bytes=4096,
         fetch_max_wait_ms=50,
         **options,
     )
