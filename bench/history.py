@@ -27,7 +27,9 @@ alert events at the rate given above (docs/operations.md, "Sizing the API's memo
 
 Then, for each ``--code-dir`` (default: this checkout; another checkout of the project,
 such as an earlier commit, measures that code on the same topics), ``--runs`` times: start
-a worker (``cityvitals worker`` with a fresh app id, through
+a worker as a restart of one that ran through the history (``cityvitals worker`` with a
+fresh app id whose notification planner's offsets are committed at the end of the alert
+topic, so it does not plan notifications for years of alerts), through
 :class:`streams.kafka.child.WorkerProcess`), time it from process start to ``/readyz`` 200
 (the API store caught up with the topics), read its ``VmRSS`` and ``VmHWM`` from
 ``/proc/PID/status``, stop it. Output: a table (median of the runs) and, with ``--report``,
@@ -49,13 +51,13 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from streams.core.messages import ALERTS_TOPIC, AUDIT_TOPIC, VITALS_TOPIC
-from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.broker import EmbeddedBroker, corrected_end_offsets
 from streams.kafka.child import WorkerProcess, free_port, worker_environment
 from streams.kafka.topics import ensure_topics
 
@@ -215,6 +217,23 @@ def _status_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+async def commit_ends(bootstrap: str, app_id: str, partitions: int) -> None:
+    """The app's notification planner has already planned every alert on the topic, as a
+    worker that ran through the history would have: its group's offsets at the end.
+    (A fresh app id would otherwise plan notifications for years of alerts at start.)"""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=f"{app_id}-notify", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(ALERTS_TOPIC, p) for p in range(partitions)]
+        consumer.assign(parts)
+        ends = await corrected_end_offsets(bootstrap, await consumer.end_offsets(parts))
+        await consumer.commit({tp: ends[tp] for tp in parts if ends[tp] > 0})
+    finally:
+        await consumer.stop()
+
+
 def start_worker(
     bootstrap: str, code: Path, partitions: int, workdir: Path
 ) -> tuple[float, float, float]:
@@ -225,6 +244,7 @@ def start_worker(
         bootstrap, app_id, port, workdir / app_id, partitions=str(partitions), embedded_broker="1"
     )
     env["PYTHONPATH"] = str(code)
+    asyncio.run(commit_ends(bootstrap, app_id, partitions))
     worker = WorkerProcess(env, port, workdir / f"{app_id}.log", cwd=code)
     started = time.monotonic()
     worker.start()

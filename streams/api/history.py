@@ -16,9 +16,12 @@ always works, a wider one never half-works.
 :func:`alert_head` decodes the few fields that decide whether an alert event is kept
 (identity, sequence, state, last update) without building the whole
 :class:`~streams.core.messages.AlertEvent`: msgspec skips the evidence and the actions.
-Measured on one core here on an alert event of 2.4 KB: 3.1 µs against 41 µs for the
-pydantic model, so reading years of the alert topic at start-up costs the head of each
-event, and only what is kept is decoded in full.
+Measured here on the demo city's 43 alert events (1.4 KB on average): 1.0 µs for the
+head against 10.3 µs for the pydantic model (3.7 µs for ``orjson.loads``), and a decoded
+event held in memory costs 10 KB against its 1.4 KB of JSON. Ten simulated years of the
+demo city's alert topic (310,253 events) go through
+:meth:`~streams.api.store.AlertStore.add_record` in 0.8 s (2.6 µs each) and leave 201
+alerts held; decoding and keeping them all, as the store used to, held 3.7 GB.
 """
 
 from __future__ import annotations
