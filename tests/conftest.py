@@ -96,12 +96,5 @@ def fresh_topics(broker_bootstrap: str) -> Iterator[None]:
 def api_worker(broker_bootstrap: str, tmp_path: Path, fresh_topics: None) -> Iterator[ApiWorker]:
     """A started worker on empty city topics, with a token for every user of
     config/roles.yaml (``.tokens``); its API and console at ``.url``."""
-    from streams.api.auth import write_roles_with_tokens
-    from streams.core.config import DEFAULT_CONFIG_DIR
-
-    roles = tmp_path / "roles.yaml"
-    tokens = write_roles_with_tokens(DEFAULT_CONFIG_DIR / "roles.yaml", roles)
-    w = Worker(broker_bootstrap, tmp_path, env={"CITYVITALS_ROLES_FILE": str(roles)})
-    w.start()
-    yield ApiWorker(w, tokens)
-    w.stop(signal.SIGKILL)
+    with ApiWorker.started(broker_bootstrap, tmp_path) as api:
+        yield api

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -240,6 +241,23 @@ class ApiWorker:
 
     worker: Worker
     tokens: dict[str, str]
+
+    @classmethod
+    @contextlib.contextmanager
+    def started(cls, bootstrap: str, workdir: Path) -> Iterator[ApiWorker]:
+        """A worker started on ``bootstrap`` with a token for every user of
+        config/roles.yaml; killed when the block ends."""
+        from streams.api.auth import write_roles_with_tokens
+        from streams.core.config import DEFAULT_CONFIG_DIR
+
+        roles = workdir / "roles.yaml"
+        tokens = write_roles_with_tokens(DEFAULT_CONFIG_DIR / "roles.yaml", roles)
+        w = Worker(bootstrap, workdir, env={"CITYVITALS_ROLES_FILE": str(roles)})
+        w.start()
+        try:
+            yield cls(w, tokens)
+        finally:
+            w.stop(signal.SIGKILL)
 
     @property
     def url(self) -> str:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from streams.api.auth import Principal, Role
 from streams.api.common import (
+    ApiContext,
     Ctx,
     Problem,
     Who,
@@ -33,13 +34,16 @@ from streams.api.common import (
     not_found,
     source_ip,
 )
+from streams.api.history import RECORD_TIME_SLACK, first_seen_of, latest_by_alert
 from streams.api.store import (
     AlertFilter,
     AlertStore,
     CursorError,
     Entry,
+    actions_of,
     format_cursor,
     parse_cursor,
+    with_notes,
 )
 from streams.core.messages import (
     ActionRecord,
@@ -89,6 +93,12 @@ class AlertList(BaseModel):
 
     alerts: list[AlertEvent]
     count: int
+    history_from: datetime | None = Field(
+        None,
+        description="closed alerts last updated before this time are not in the answer: the "
+        "worker keeps CITYVITALS_API_HISTORY_DAYS of them; a since before it reads them from "
+        "Kafka. null: nothing the query asks for was left out",
+    )
 
 
 class AlertDetail(BaseModel):
@@ -171,7 +181,7 @@ async def scoped_filter(
 @router.get(
     "/api/v1/alerts",
     summary="List alerts (the latest event of each)",
-    responses={200: {"model": AlertList}, 400: {"model": Problem}},
+    responses={200: {"model": AlertList}, 400: {"model": Problem}, 503: {"model": Problem}},
 )
 async def list_alerts(
     request: Request,
@@ -194,26 +204,59 @@ async def list_alerts(
         district, street, domain, grade, kind, status, workflow, department, open, since, until
     )
     where = await scoped_filter(ctx, request, who, where)
-    found = ctx.store.query(where, who.can_see, limit)
-    return json_response({"alerts": [alert_doc(a) for a in found], "count": len(found)})
+    start = ctx.store.alerts_start()
+    older: list[AlertEvent] = []
+    left_out = start
+    if start is None or where.open is True or (where.since is not None and where.since >= start):
+        left_out = None
+    elif where.since is not None:
+        older = await older_alerts(ctx, where.since, start)
+        left_out = None
+    found = ctx.store.query(where, who.can_see, limit, older)
+    return json_response(
+        {"alerts": [alert_doc(a) for a in found], "count": len(found), "history_from": left_out}
+    )
+
+
+async def older_alerts(ctx: ApiContext, since: datetime, start: datetime) -> list[AlertEvent]:
+    """The latest event of each alert the store no longer holds that was last updated
+    between ``since`` and the store's history ``start``, read on demand."""
+    events = await ctx.history.alert_events(since - RECORD_TIME_SLACK, start + RECORD_TIME_SLACK)
+    held = ctx.store.alerts
+    return list(latest_by_alert(events, skip=held.__contains__).values())
+
+
+async def older_timeline(ctx: ApiContext, alert_id: str) -> list[AlertEvent]:
+    """The events of an alert that closed before the store's history, read on demand
+    from when it first fired (its id says when); empty when there is no such alert."""
+    start, first = ctx.store.alerts_start(), first_seen_of(alert_id)
+    if start is None or first is None or first >= start:
+        return []
+    events = await ctx.history.alert_events(
+        first - RECORD_TIME_SLACK, start + RECORD_TIME_SLACK, alert_id
+    )
+    by_sequence = {e.sequence: e for e in events if e.alert_id == alert_id}
+    return [by_sequence[s] for s in sorted(by_sequence)]
 
 
 @router.get(
     "/api/v1/alerts/{alert_id}",
     summary="One alert with its evidence and full timeline",
-    responses={200: {"model": AlertDetail}, 404: {"model": Problem}},
+    responses={200: {"model": AlertDetail}, 404: {"model": Problem}, 503: {"model": Problem}},
 )
 async def alert_detail(request: Request, ctx: Ctx, who: Who, alert_id: str) -> Response:
     """``alert``: the latest event, its action history with every note;
     ``timeline``: every event as published (each carries the note of the action
     that caused it); ``actions``: every action on the alert in the order applied,
-    each with its note, including those older than the event's bounded history."""
+    each with its note, including those older than the event's bounded history. An alert
+    that closed before the worker's history (CITYVITALS_API_HISTORY_DAYS) is read from
+    Kafka."""
     if not who.may_see_alerts:
         await ctx.forbid(request, who, f"role {who.role} sees no alerts", alert_id)
-    store = ctx.store
-    alert = store.latest(alert_id)
-    if alert is None:
+    timeline = ctx.store.timeline(alert_id) or await older_timeline(ctx, alert_id)
+    if not timeline:
         return not_found(alert_id)
+    alert = timeline[-1]
     if not who.can_see(alert):
         await ctx.forbid(
             request, who, f"alert {alert_id} is outside the scope of {who.user}", alert_id
@@ -221,9 +264,9 @@ async def alert_detail(request: Request, ctx: Ctx, who: Who, alert_id: str) -> R
     await ctx.audit(request, who, "read_alert", alert_id)
     return json_response(
         {
-            "alert": alert_doc(store.with_notes(alert)),
-            "timeline": [alert_doc(e) for e in store.timeline(alert_id)],
-            "actions": [orjson.loads(r.to_json()) for r in store.actions(alert_id)],
+            "alert": alert_doc(with_notes(alert, timeline)),
+            "timeline": [alert_doc(e) for e in timeline],
+            "actions": [orjson.loads(r.to_json()) for r in actions_of(timeline)],
         }
     )
 

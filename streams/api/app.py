@@ -38,6 +38,7 @@ from streams.api import alerts, city
 from streams.api import links as link_routes
 from streams.api.auth import Authenticator, AuthError
 from streams.api.common import ECHO_CHARS, ApiContext, Problem, Publisher, json_response, problem
+from streams.api.history import HistoryReader, HistoryTooLarge, HistoryUnavailable, NoHistory
 from streams.api.labels import LABELS_PATH, labels_module
 from streams.api.store import AlertStore
 from streams.core import metrics
@@ -60,9 +61,11 @@ def create_api(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     links: LinkSigner | None = None,
     max_notes: int = MAX_NOTES_PER_ALERT,
+    history: HistoryReader | None = None,
 ) -> FastAPI:
     """The FastAPI application of one worker; ``links`` checks responder links,
-    ``max_notes`` is ``CITYVITALS_MAX_NOTES_PER_ALERT``."""
+    ``max_notes`` is ``CITYVITALS_MAX_NOTES_PER_ALERT``, ``history`` reads what the
+    store no longer holds (:mod:`streams.api.history`)."""
     api = FastAPI(
         title="cityvitals command-centre API",
         version="1",
@@ -76,11 +79,17 @@ def create_api(
         responses={
             401: {"model": Problem, "description": "no valid token"},
             403: {"model": Problem, "description": "outside the caller's role or scope"},
-            422: {"model": Problem, "description": "a parameter or body that does not fit"},
+            422: {
+                "model": Problem,
+                "description": "a parameter or body that does not fit, or a time range of "
+                "older history larger than one query may read (`history_too_large`)",
+            },
         },
     )
     api.state.auth = auth
-    api.state.ctx = ApiContext(store, cfg, publisher, clock, ready, links, max_notes)
+    api.state.ctx = ApiContext(
+        store, cfg, publisher, clock, ready, links, max_notes, history or NoHistory()
+    )
     api.add_middleware(SecurityHeaders)
     _answer_errors(api)
     _operations(api, ready)
@@ -160,6 +169,14 @@ def _answer_errors(api: FastAPI) -> None:
         # a location may name a key of the caller's body: cut like any echoed value
         where = ".".join(str(p)[:ECHO_CHARS] for p in first.get("loc", ()))
         return problem("invalid_request", f"{where}: {first.get('msg', 'invalid')}", 422)
+
+    @api.exception_handler(HistoryTooLarge)
+    async def history_too_large(request: Request, exc: HistoryTooLarge) -> Response:
+        return problem("history_too_large", str(exc), 422)
+
+    @api.exception_handler(HistoryUnavailable)
+    async def history_unavailable(request: Request, exc: HistoryUnavailable) -> Response:
+        return problem("history_unavailable", str(exc), 503)
 
     @api.exception_handler(AuthError)
     async def refused(request: Request, exc: AuthError) -> Response:

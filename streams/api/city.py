@@ -13,7 +13,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from streams.api.auth import Role
-from streams.api.common import Ctx, Who, json_response
+from streams.api.common import ApiContext, Ctx, Problem, Who, json_response
+from streams.api.history import RECORD_TIME_SLACK
 from streams.core.messages import AuditRecord
 
 router = APIRouter()
@@ -155,7 +156,7 @@ async def performance(request: Request, ctx: Ctx, who: Who) -> Response:
 @router.get(
     "/api/v1/audit",
     summary="The audit trail (operators only)",
-    responses={200: {"model": AuditTrail}},
+    responses={200: {"model": AuditTrail}, 503: {"model": Problem}},
 )
 async def audit_trail(
     request: Request,
@@ -170,12 +171,27 @@ async def audit_trail(
     if not who.may_read_audit:
         await ctx.forbid(request, who, f"role {who.role} may not read the audit trail", None)
     await ctx.audit(request, who, "read_audit", None)
+    records = list(reversed(ctx.store.audit))
+    start = ctx.store.audit_start()
+    if since is not None and start is not None and since < start:
+        records = await with_older_audit(ctx, records, since, start)
     rows = [
         r
-        for r in reversed(ctx.store.audit)
+        for r in records
         if (user is None or r.user == user)
         and (action is None or r.action == action)
         and (target is None or r.target == target)
         and (since is None or r.at >= since)
     ][:limit]
     return json_response({"records": [orjson.loads(r.to_json()) for r in rows]})
+
+
+async def with_older_audit(
+    ctx: ApiContext, held: list[AuditRecord], since: datetime, start: datetime
+) -> list[AuditRecord]:
+    """``held`` (newest first) and the records from ``since`` up to the store's history
+    ``start``, read on demand, newest first."""
+    older = await ctx.history.audit_records(since - RECORD_TIME_SLACK, start + RECORD_TIME_SLACK)
+    seen = {r.to_json() for r in held if r.at < start}
+    extra = [r for r in older if r.at < start and r.to_json() not in seen]
+    return sorted([*held, *extra], key=lambda r: r.at, reverse=True)

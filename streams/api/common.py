@@ -1,8 +1,8 @@
 """What every router of the API shares: the caller, the worker's state, the audit trail.
 
 :class:`ApiContext` is the one object the routers reach the worker through (its alert
-store, the city's configuration, the publisher of actions and audit records, the clock
-and the responder-link signer); :func:`create_api <streams.api.app.create_api>` puts it
+store, the city's configuration, the publisher of actions and audit records, the clock,
+the responder-link signer and the reader of history older than the store's); :func:`create_api <streams.api.app.create_api>` puts it
 on ``app.state`` and each handler receives it as ``ctx: Ctx``. The caller comes the same
 way, as ``who: Who``, authenticated and scoped by :mod:`streams.api.auth`.
 """
@@ -10,7 +10,7 @@ way, as ``who: Who``, authenticated and scoped by :mod:`streams.api.auth`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Protocol, cast
 
@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from streams.alerting.lifecycle import MAX_NOTES_PER_ALERT
 from streams.api.auth import AuthError, Principal, bearer_token
+from streams.api.history import HistoryReader, NoHistory
 from streams.api.store import AlertStore
 from streams.core.config import CityConfig
 from streams.core.messages import AlertAction, AlertEvent, AuditRecord
@@ -78,6 +79,7 @@ class ApiContext:
     ready: Callable[[], bool]
     links: LinkSigner | None = None
     max_notes: int = MAX_NOTES_PER_ALERT  # CITYVITALS_MAX_NOTES_PER_ALERT
+    history: HistoryReader = field(default_factory=NoHistory)  # what memory no longer holds
 
     async def audit(
         self,

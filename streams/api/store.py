@@ -1,10 +1,25 @@
-"""What the command-centre API serves: every alert's events, the latest vital signs, the audit trail.
+"""What the command-centre API serves: open alerts and recent history, the latest vital
+signs, the recent audit trail.
 
-Every worker keeps its own copy, read from the beginning of
-``city.emergency-command``, ``city.vitals`` and ``city.audit`` (all partitions,
-no consumer group), so any worker answers for the whole city whichever
-partitions it processes.
+Every worker keeps its own copy, read from ``city.emergency-command``, ``city.vitals``
+and ``city.audit`` (all partitions, no consumer group), so any worker answers for the
+whole city whichever partitions it processes.
 
+- **Bounded by the present, not the age of the system.** It holds every open alert
+  (whatever its age), closed alerts whose last event is within the history
+  (``history_s``, ``CITYVITALS_API_HISTORY_DAYS``) and the audit records of that time,
+  each at most ``history_max`` records (``CITYVITALS_API_HISTORY_MAX``), and one vitals
+  document per district. Older history is read on demand (:mod:`streams.api.history`).
+  Eviction walks queues in the order read: each closing event, audit record and log
+  entry is queued once and dropped once, amortised O(1) per record, with no scan of
+  what is held. Kept alerts are indexed by id; a list scans the held alerts (a few
+  thousand at most at the demo city's rates), which costs less than keeping sorted
+  indexes up to date on every event.
+- **Start-up.** An alert that fired years ago may still be open, so the alert topic is
+  read from its beginning; :meth:`AlertStore.add_record` decodes each record's head
+  only (:func:`~streams.api.history.alert_head`) and holds events older than the
+  history raw until their alert closes; :meth:`AlertStore.settle` decodes the ones
+  still open once reading has caught up.
 - **Alerts.** The events of each alert, by sequence. Reprocessing after a crash
   repeats an event with the same ``(alert_id, sequence)``: the repeat replaces
   the first copy and is not an event of its own.
@@ -23,7 +38,7 @@ partitions it processes.
   behind is cut off: its waiting events are dropped (the log keeps them), so one stalled
   client costs the worker no more than that bound, and it resumes from its cursor.
 - **Vital signs.** The latest ``city.vitals`` document of each district.
-- **Audit.** Every :class:`~streams.core.messages.AuditRecord`, newest last.
+- **Audit.** The audit records of the history (:class:`~streams.core.messages.AuditRecord`), newest last.
 """
 
 from __future__ import annotations
@@ -34,11 +49,13 @@ import statistics
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import orjson
 
+from streams.api.history import alert_head
 from streams.core import metrics
 from streams.core.messages import (
     ActionRecord,
@@ -178,34 +195,81 @@ class AlertStore:
     """In-memory view of the alert, vitals and audit topics (see the module docstring)."""
 
     partitions: int
-    max_entries: int = 200_000
+    history_s: float = float("inf")  # CITYVITALS_API_HISTORY_DAYS, in seconds
+    history_max: int = 100_000  # CITYVITALS_API_HISTORY_MAX
     stream_queue: int = 10_000  # events waiting for one live-stream client, at most
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     alerts: dict[str, dict[int, AlertEvent]] = field(default_factory=dict)
     log: deque[Entry] = field(default_factory=deque)
     positions: dict[int, int] = field(default_factory=dict)  # next offset read, per partition
     vitals: dict[str, dict[str, Any]] = field(default_factory=dict)
-    audit: deque[AuditRecord] = field(default_factory=lambda: deque(maxlen=100_000))
+    audit: deque[AuditRecord] = field(default_factory=deque)
+    # (last update, alert id) of each closing event, in the order read: eviction's queue
+    _closed: deque[tuple[float, str]] = field(default_factory=deque)
+    _closed_events: int = 0  # events held by closed alerts
+    _evicted_alerts: float = float("-inf")  # last update of the newest closed alert evicted
+    _evicted_audit: float = float("-inf")  # time of the newest audit record evicted
+    # events of alerts older than the history, read raw at start-up until they close
+    _held: dict[str, list[tuple[int, int, bytes]]] = field(default_factory=dict)
     _listeners: set[Listener] = field(default_factory=set)
-    _changed: asyncio.Event | None = None
 
     # --- reading the topics ---------------------------------------------------------
+    def add_record(self, partition: int, offset: int, value: bytes) -> bool:
+        """Take one record of the alert topic as read; ValueError for one that is no event.
+
+        An event older than the history, of an alert not held, is kept raw (not decoded)
+        until its alert closes, then dropped with its alert's other events; what is
+        still open when reading catches up is decoded by :meth:`settle`. So reading
+        years of the topic holds only the open alerts, and decodes in full only what
+        is kept (:func:`~streams.api.history.alert_head`).
+        """
+        head = alert_head(value)
+        if head.alert_id not in self.alerts and head.last_update.timestamp() < self._start():
+            self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
+            if head.closed:
+                self._held.pop(head.alert_id, None)
+            else:
+                self._held.setdefault(head.alert_id, []).append((partition, offset, value))
+            return False
+        self._release(head.alert_id)
+        return self.add_alert(partition, offset, AlertEvent.model_validate_json(value))
+
+    def _release(self, alert_id: str) -> None:
+        for partition, offset, raw in self._held.pop(alert_id, ()):
+            self._keep(partition, offset, AlertEvent.model_validate_json(raw))
+
+    def settle(self) -> None:
+        """Decode the open alerts older than the history, once reading has caught up."""
+        for alert_id in list(self._held):
+            self._release(alert_id)
+
     def add_alert(self, partition: int, offset: int, event: AlertEvent) -> bool:
-        """Take one record of the alert topic; False when it repeats a known event."""
+        """Take one alert event; False when it repeats a known event."""
         self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
-        events = self.alerts.setdefault(event.alert_id, {})
-        repeat = event.sequence in events
-        events[event.sequence] = event
-        if repeat:
+        if not self._keep(partition, offset, event):
             return False
         entry = Entry(partition, offset, event)
         self.log.append(entry)
-        while len(self.log) > self.max_entries:
-            self.log.popleft()
         behind = [listener for listener in self._listeners if not listener.offer(entry)]
         for listener in behind:
             self._listeners.discard(listener)
             metrics.stream_overflows.inc()
+        self.evict()
         return True
+
+    def _keep(self, partition: int, offset: int, event: AlertEvent) -> bool:
+        """Hold ``event`` with its alert's others and queue a closed alert for eviction."""
+        events = self.alerts.setdefault(event.alert_id, {})
+        was_closed = bool(events) and not is_open(events[max(events)])
+        repeat = event.sequence in events
+        events[event.sequence] = event
+        now_closed = not is_open(events[max(events)])
+        if was_closed:
+            self._closed_events -= len(events) - (0 if repeat else 1)
+        if now_closed:
+            self._closed_events += len(events)
+            self._closed.append((events[max(events)].last_update.timestamp(), event.alert_id))
+        return not repeat
 
     def add_vitals(self, document: bytes) -> None:
         doc = orjson.loads(document)
@@ -217,6 +281,43 @@ class AlertStore:
 
     def add_audit(self, record: AuditRecord) -> None:
         self.audit.append(record)
+        self.evict()
+
+    # --- what is held ---------------------------------------------------------------------
+    def _start(self) -> float:
+        return self.clock().timestamp() - self.history_s
+
+    def alerts_start(self) -> datetime | None:
+        """Every alert closed since this time is held (and every open one, whatever its
+        age); None when nothing has been left out."""
+        return _moment(max(self._start(), self._evicted_alerts))
+
+    def audit_start(self) -> datetime | None:
+        """Every audit record since this time is held; None when nothing has been left out."""
+        return _moment(max(self._start(), self._evicted_audit))
+
+    def evict(self) -> None:
+        """Drop closed alerts, log entries and audit records older than the history or
+        past its size, oldest read first: each is queued once and dropped once."""
+        start = self._start()
+        closed, alerts = self._closed, self.alerts
+        while closed and (closed[0][0] < start or self._closed_events > self.history_max):
+            at, alert_id = closed.popleft()
+            events = alerts.get(alert_id)
+            if events is None:
+                continue
+            latest = events[max(events)]
+            if is_open(latest) or latest.last_update.timestamp() != at:
+                continue  # a later event of the alert is queued behind this one
+            del alerts[alert_id]
+            self._closed_events -= len(events)
+            self._evicted_alerts = max(self._evicted_alerts, at)
+        log = self.log
+        while log and (len(log) > self.history_max or log[0].event.last_update.timestamp() < start):
+            log.popleft()
+        audit = self.audit
+        while audit and (len(audit) > self.history_max or audit[0].at.timestamp() < start):
+            self._evicted_audit = max(self._evicted_audit, audit.popleft().at.timestamp())
 
     # --- queries ------------------------------------------------------------------------
     def latest(self, alert_id: str) -> AlertEvent | None:
@@ -228,51 +329,26 @@ class AlertStore:
         return [events[s] for s in sorted(events)]
 
     def actions(self, alert_id: str) -> list[ActionRecord]:
-        """Every action on the alert, in the order it was applied, each with its note.
-
-        An action first appears on the event it caused, which alone carries its
-        note; later events repeat it without the note, and the oldest fall out of
-        their bounded history. So the timeline, not the latest event, has them all.
-        """
-        found: dict[str, ActionRecord] = {}
-        for event in self.timeline(alert_id):
-            for record in event.actions:
-                known = found.get(record.action_id)
-                if known is None or (known.note is None and record.note is not None):
-                    found[record.action_id] = record  # keeps its first place in the order
-        return list(found.values())
+        """Every action on the alert, in the order it was applied, each with its note."""
+        return actions_of(self.timeline(alert_id))
 
     def with_notes(self, event: AlertEvent) -> AlertEvent:
         """The event with each record of its action history holding its note again."""
-        if all(r.note is not None for r in event.actions):
-            return event
-        notes = {r.action_id: r.note for r in self.actions(event.alert_id) if r.note is not None}
-        if not any(r.note is None and r.action_id in notes for r in event.actions):
-            return event
-        return event.model_copy(
-            update={
-                "actions": [
-                    r
-                    if r.note is not None or r.action_id not in notes
-                    else r.model_copy(update={"note": notes[r.action_id]})
-                    for r in event.actions
-                ]
-            }
-        )
+        return with_notes(event, self.timeline(event.alert_id))
 
     def query(
         self,
         where: AlertFilter,
         visible: Callable[[AlertEvent], bool],
         limit: int = 200,
+        older: Iterable[AlertEvent] = (),
     ) -> list[AlertEvent]:
-        """The latest event of each matching alert: most serious grade first, then newest."""
+        """The latest event of each matching alert, with ``older`` ones (read on demand):
+        most serious grade first, then newest."""
         found = [
             latest
-            for events in self.alerts.values()
-            if (latest := events[max(events)]) is not None
-            and where.matches(latest)
-            and visible(latest)
+            for latest in chain((events[max(events)] for events in self.alerts.values()), older)
+            if where.matches(latest) and visible(latest)
         ]
         found.sort(key=lambda a: (a.grade.value, -a.last_update.timestamp(), a.alert_id))
         return found[:limit]
@@ -302,60 +378,103 @@ class AlertStore:
 
     # --- department performance ----------------------------------------------------------
     def performance(self, alerts: Iterable[AlertEvent] | None = None) -> list[dict[str, Any]]:
-        """Per department and grade: counts, median times to acknowledge and resolve, rates.
-
-        An alert counts for its owning department at its highest grade. Time to
-        acknowledge: from its first event to the first acknowledge or dispatch;
-        time to resolve: to its resolution (by an operator or by the condition
-        clearing). Closure rate: closed alerts over all; false-positive rate:
-        alerts marked false positive over closed ones.
-        """
-        rows: dict[tuple[str, int], dict[str, Any]] = {}
         if alerts is None:
             alerts = [a for a in map(self.latest, list(self.alerts)) if a is not None]
-        for alert in alerts:
-            timeline = self.timeline(alert.alert_id)
-            grade = min((e.grade for e in timeline), default=alert.grade)
-            row = rows.setdefault(
-                (alert.department, grade.value),
-                {
-                    "alerts": 0,
-                    "acknowledged": 0,
-                    "closed": 0,
-                    "false_positives": 0,
-                    "ack": [],
-                    "res": [],
-                },
-            )
-            row["alerts"] += 1
-            start = alert.first_seen
-            ack = next(
-                (a.at for a in alert.actions if a.action in ("acknowledge", "dispatch")), None
-            )
-            if ack is not None:
-                row["acknowledged"] += 1
-                row["ack"].append(max(0.0, (ack - start).total_seconds()))
-            if not is_open(alert):
-                row["closed"] += 1
-                if alert.workflow is Workflow.FALSE_POSITIVE:
-                    row["false_positives"] += 1
-                row["res"].append(max(0.0, (alert.last_update - start).total_seconds()))
-        out = []
-        for (department, level), row in sorted(rows.items()):
-            out.append(
-                {
-                    "department": department,
-                    "grade": Grade(level).roman,
-                    "alerts": row["alerts"],
-                    "acknowledged": row["acknowledged"],
-                    "resolved": row["closed"],
-                    "false_positives": row["false_positives"],
-                    "median_ack_s": statistics.median(row["ack"]) if row["ack"] else None,
-                    "median_resolve_s": statistics.median(row["res"]) if row["res"] else None,
-                    "closure_rate": row["closed"] / row["alerts"],
-                    "false_positive_rate": row["false_positives"] / row["closed"]
-                    if row["closed"]
-                    else None,
-                }
-            )
-        return out
+        return performance(alerts, self.timeline)
+
+
+def _moment(timestamp: float) -> datetime | None:
+    return None if timestamp == float("-inf") else datetime.fromtimestamp(timestamp, UTC)
+
+
+def actions_of(timeline: Iterable[AlertEvent]) -> list[ActionRecord]:
+    """Every action of a timeline, in the order it was applied, each with its note.
+
+    An action first appears on the event it caused, which alone carries its
+    note; later events repeat it without the note, and the oldest fall out of
+    their bounded history. So the timeline, not the latest event, has them all.
+    """
+    found: dict[str, ActionRecord] = {}
+    for event in timeline:
+        for record in event.actions:
+            known = found.get(record.action_id)
+            if known is None or (known.note is None and record.note is not None):
+                found[record.action_id] = record  # keeps its first place in the order
+    return list(found.values())
+
+
+def with_notes(event: AlertEvent, timeline: Iterable[AlertEvent]) -> AlertEvent:
+    """The event with each record of its action history holding its note again."""
+    if all(r.note is not None for r in event.actions):
+        return event
+    notes = {r.action_id: r.note for r in actions_of(timeline) if r.note is not None}
+    if not any(r.note is None and r.action_id in notes for r in event.actions):
+        return event
+    return event.model_copy(
+        update={
+            "actions": [
+                r
+                if r.note is not None or r.action_id not in notes
+                else r.model_copy(update={"note": notes[r.action_id]})
+                for r in event.actions
+            ]
+        }
+    )
+
+
+def performance(
+    alerts: Iterable[AlertEvent], timeline_of: Callable[[str], list[AlertEvent]]
+) -> list[dict[str, Any]]:
+    """Per department and grade: counts, median times to acknowledge and resolve, rates.
+
+    An alert counts for its owning department at its highest grade. Time to
+    acknowledge: from its first event to the first acknowledge or dispatch;
+    time to resolve: to its resolution (by an operator or by the condition
+    clearing). Closure rate: closed alerts over all; false-positive rate:
+    alerts marked false positive over closed ones.
+    """
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for alert in alerts:
+        timeline = timeline_of(alert.alert_id)
+        grade = min((e.grade for e in timeline), default=alert.grade)
+        row = rows.setdefault(
+            (alert.department, grade.value),
+            {
+                "alerts": 0,
+                "acknowledged": 0,
+                "closed": 0,
+                "false_positives": 0,
+                "ack": [],
+                "res": [],
+            },
+        )
+        row["alerts"] += 1
+        start = alert.first_seen
+        ack = next((a.at for a in alert.actions if a.action in ("acknowledge", "dispatch")), None)
+        if ack is not None:
+            row["acknowledged"] += 1
+            row["ack"].append(max(0.0, (ack - start).total_seconds()))
+        if not is_open(alert):
+            row["closed"] += 1
+            if alert.workflow is Workflow.FALSE_POSITIVE:
+                row["false_positives"] += 1
+            row["res"].append(max(0.0, (alert.last_update - start).total_seconds()))
+    out = []
+    for (department, level), row in sorted(rows.items()):
+        out.append(
+            {
+                "department": department,
+                "grade": Grade(level).roman,
+                "alerts": row["alerts"],
+                "acknowledged": row["acknowledged"],
+                "resolved": row["closed"],
+                "false_positives": row["false_positives"],
+                "median_ack_s": statistics.median(row["ack"]) if row["ack"] else None,
+                "median_resolve_s": statistics.median(row["res"]) if row["res"] else None,
+                "closure_rate": row["closed"] / row["alerts"],
+                "false_positive_rate": row["false_positives"] / row["closed"]
+                if row["closed"]
+                else None,
+            }
+        )
+    return out

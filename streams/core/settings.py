@@ -108,6 +108,31 @@ class Settings(BaseSettings):
         description="alert events waiting for one live-stream client, at most; a client "
         "further behind is disconnected and resumes from its Last-Event-ID",
     )
+    api_history_days: float = Field(
+        7.0,
+        gt=0,
+        description="days of closed alerts and audit records the API keeps in memory (open "
+        "alerts are kept whatever their age); older ones are read from Kafka when a query's "
+        "since reaches before them",
+    )
+    api_history_max: int = Field(
+        100_000,
+        ge=100,
+        description="events of closed alerts, and audit records, the API keeps in memory, at "
+        "most each; past it the oldest go first, even inside CITYVITALS_API_HISTORY_DAYS",
+    )
+    api_history_read_max: int = Field(
+        500_000,
+        ge=1,
+        description="records one query for older history may read from Kafka; a query whose "
+        "time range holds more is answered 422 naming the limit",
+    )
+    api_history_read_s: float = Field(
+        10.0,
+        gt=0,
+        description="seconds one query for older history may spend reading Kafka; past it "
+        "the query is answered 422 naming the limit",
+    )
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: lines for a terminal on one, JSON lines elsewhere"

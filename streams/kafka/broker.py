@@ -739,3 +739,63 @@ def apply_faust_workarounds() -> None:
 
     AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
     _WORKAROUNDS_APPLIED = True
+
+
+async def offsets_by_time(
+    bootstrap: str, options: dict[str, Any], parts: list[Any], timestamp_ms: int
+) -> dict[Any, int]:
+    """Per partition, the first offset whose record time is at or after ``timestamp_ms``
+    (the log's end offset when there is none), found by bisecting the log.
+
+    The embedded broker answers ``ListOffsets`` by timestamp with the log's start
+    whatever the time, so Kafka's time index is not there to ask. Record times
+    follow offsets (records are stamped when produced), so a binary search over
+    offsets finds the same answer with about log2(records) fetches of one batch
+    each: 23 for 5 million records, 0.6 s for the 8 partitions of 0.1 years of the
+    demo city's vitals. The end it searches to is the high watermark
+    (:func:`corrected_end_offsets`), not the end offset the broker reports, which
+    falls short by the log's last batch. Each probe asks for 4 KB in all: the broker
+    ignores the per-partition limit but keeps to the request's, and with the default
+    (50 MB) the probes raised a worker's resident memory by 75 MB.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4096,  # a probe needs one record; the broker sends a batch
+        fetch_max_bytes=4096,
+        fetch_max_wait_ms=50,
+        **options,
+    )
+    await consumer.start()
+    try:
+        begins = await consumer.beginning_offsets(parts)
+        ends = await corrected_end_offsets(bootstrap, await consumer.end_offsets(parts))
+        found = {}
+        for tp in parts:
+            consumer.assign([tp])
+            lo, hi = begins[tp], ends[tp]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                at = await _record_time(consumer, tp, mid)
+                if at is not None and at < timestamp_ms:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            found[tp] = lo
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _record_time(consumer: Any, tp: Any, offset: int) -> int | None:
+    """The time of the first record at or after ``offset`` (None: none came in 2 s)."""
+    consumer.seek(tp, offset)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        batch = await consumer.getmany(tp, timeout_ms=200, max_records=1)
+        for record in batch.get(tp, ()):
+            return int(record.timestamp)
+    return None

@@ -4,9 +4,15 @@
 worker starts (so ``/healthz`` and ``/metrics`` answer during recovery) until it
 stops:
 
-- a consumer with no group reads ``city.emergency-command``, ``city.vitals``
-  and ``city.audit`` from their beginning, every partition, into the
-  :class:`~streams.api.store.AlertStore`;
+- a consumer with no group reads every partition of ``city.emergency-command`` from
+  its beginning, of ``city.audit`` from the start of the history
+  (``CITYVITALS_API_HISTORY_DAYS``) and of ``city.vitals`` from
+  :data:`VITALS_LOOKBACK_WINDOWS` windows back (at least its last
+  :data:`VITALS_TAIL` records), positioned by record time
+  (:func:`streams.kafka.history.offsets_at`), into the
+  :class:`~streams.api.store.AlertStore`, which keeps open alerts and the history;
+- :class:`~streams.kafka.history.KafkaHistory` answers the API's queries for older
+  history;
 - a producer with ``acks=all`` publishes operator actions, signed with the action key
   (:mod:`streams.core.signing`), and audit records;
 - uvicorn serves :func:`streams.api.app.create_api` on the worker's web port,
@@ -19,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Generator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +43,21 @@ from streams.core.messages import (
     AUDIT_TOPIC,
     VITALS_TOPIC,
     AlertAction,
-    AlertEvent,
     AuditRecord,
 )
 from streams.core.settings import Settings
 from streams.core.signing import ActionSigner
+from streams.kafka.history import KafkaHistory, offsets_at
 from streams.notify.respond import LinkSigner
 
 log = logging.getLogger(__name__)
+
+#: Vital-sign windows of ``city.vitals`` read back at start-up: only each district's
+#: latest document is kept, and every district publishes one per closed window.
+VITALS_LOOKBACK_WINDOWS = 30
+#: Records per partition of ``city.vitals`` read at start-up at least, so a district
+#: silent for longer than the look-back still shows its last vital signs.
+VITALS_TAIL = 256
 
 
 class KafkaPublisher:
@@ -109,7 +122,12 @@ class ApiService:
         links: LinkSigner | None = None,
     ) -> None:
         self.settings = settings
-        self.store = AlertStore(partitions=settings.partitions, stream_queue=settings.stream_queue)
+        self.store = AlertStore(
+            partitions=settings.partitions,
+            history_s=settings.api_history_days * 86400.0,
+            history_max=settings.api_history_max,
+            stream_queue=settings.stream_queue,
+        )
         self.publisher = KafkaPublisher(
             settings.bootstrap,
             settings.kafka_client_options(),
@@ -126,6 +144,7 @@ class ApiService:
             ready=lambda: ready() and self.caught_up.is_set(),
             links=links,
             max_notes=settings.max_notes_per_alert,
+            history=KafkaHistory(settings),
         )
         self._server: _Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -159,8 +178,10 @@ class ApiService:
             for topic in (ALERTS_TOPIC, VITALS_TOPIC, AUDIT_TOPIC)
             for p in range(self.settings.partitions)
         ]
+        positions = await self._positions(self._consumer)
         self._consumer.assign(parts)
-        await self._consumer.seek_to_beginning(*parts)
+        for tp, offset in positions.items():
+            self._consumer.seek(tp, offset)
         config = uvicorn.Config(
             self.api,
             host=self.settings.web_host,
@@ -174,6 +195,30 @@ class ApiService:
             asyncio.create_task(self._read(self._consumer, parts), name="api-store-feed"),
             asyncio.create_task(self._server.serve(), name="api-server"),
         ]
+
+    async def _positions(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+        """Alerts from the beginning, audit from the history's start, vitals near their end.
+
+        Found before the consumer is assigned its partitions: once assigned, it starts
+        fetching from the beginning at once, and on the embedded broker that first
+        answer (up to 50 MB, whatever was asked per partition) raised a worker's resident
+        memory by some 60 MB over 0.1 years of vitals before the seek discarded it.
+        """
+        n = self.settings.partitions
+        alerts = [TopicPartition(ALERTS_TOPIC, p) for p in range(n)]
+        audit = [TopicPartition(AUDIT_TOPIC, p) for p in range(n)]
+        vitals = [TopicPartition(VITALS_TOPIC, p) for p in range(n)]
+        now = datetime.now(UTC)
+        history = timedelta(days=self.settings.api_history_days)
+        positions = dict(await consumer.beginning_offsets(alerts))
+        positions.update(await offsets_at(consumer, audit, now - history, self.settings))
+        lookback = timedelta(seconds=VITALS_LOOKBACK_WINDOWS * self.settings.window_s)
+        recent = await offsets_at(consumer, vitals, now - lookback, self.settings)
+        begins = await consumer.beginning_offsets(vitals)
+        ends = await consumer.end_offsets(vitals)
+        for tp in vitals:
+            positions[tp] = max(begins[tp], min(recent[tp], ends[tp] - VITALS_TAIL))
+        return positions
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -199,11 +244,7 @@ class ApiService:
                         continue
                     try:
                         if tp.topic == ALERTS_TOPIC:
-                            store.add_alert(
-                                tp.partition,
-                                record.offset,
-                                AlertEvent.model_validate_json(record.value),
-                            )
+                            store.add_record(tp.partition, record.offset, record.value)
                         elif tp.topic == VITALS_TOPIC:
                             store.add_vitals(record.value)
                         else:
@@ -216,7 +257,9 @@ class ApiService:
                             record.offset,
                             exc,
                         )
+            store.evict()
             if not self.caught_up.is_set() and await self._at_end(consumer, parts):
+                store.settle()
                 self.caught_up.set()
                 await self._audit_config_change()
 
