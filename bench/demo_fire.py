@@ -45,6 +45,7 @@ from streams.core.config import load_config
 from streams.core.messages import AlertEvent
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.topics import ensure_topics
+from streams.sim.demo import DEMO_HISTORY_DAYS
 from streams.sim.simulator import CitySimulator, SimEvent, default_incidents, publish
 
 PARTITIONS = 8
@@ -134,6 +135,7 @@ def measure(workdir: Path, fire_after: float, seed: int) -> dict[str, Any]:
         worker = BenchWorker(broker.bootstrap, PARTITIONS, workdir)
         worker.env["CITYVITALS_ROLES_FILE"] = str(workdir / "roles.yaml")
         worker.env["CITYVITALS_IDLE_CLOSE_S"] = "120"  # as the demo at --speed 1
+        worker.env["CITYVITALS_API_HISTORY_DAYS"] = f"{DEMO_HISTORY_DAYS}"  # as the demo
         worker.start()
         url = f"http://127.0.0.1:{worker.web_port}"
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -211,6 +211,7 @@ class AlertStore:
     _evicted_audit: float = float("-inf")  # time of the newest audit record evicted
     # events of alerts older than the history, read raw at start-up until they close
     _held: dict[str, list[tuple[int, int, bytes]]] = field(default_factory=dict)
+    _settled: bool = False  # reading has caught up once: every event read is live
     _listeners: set[Listener] = field(default_factory=set)
 
     # --- reading the topics ---------------------------------------------------------
@@ -221,10 +222,17 @@ class AlertStore:
         until its alert closes, then dropped with its alert's other events; what is
         still open when reading catches up is decoded by :meth:`settle`. So reading
         years of the topic holds only the open alerts, and decodes in full only what
-        is kept (:func:`~streams.api.history.alert_head`).
+        is kept (:func:`~streams.api.history.alert_head`). After that every event is
+        taken and offered to the live listeners, however old its event time: a city
+        whose event time runs behind the clock (a backlog, the demo a week back) is
+        still shown live.
         """
         head = alert_head(value)
-        if head.alert_id not in self.alerts and head.last_update.timestamp() < self._start():
+        if (
+            not self._settled
+            and head.alert_id not in self.alerts
+            and head.last_update.timestamp() < self._start()
+        ):
             self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
             if head.closed:
                 self._held.pop(head.alert_id, None)
@@ -242,6 +250,7 @@ class AlertStore:
         """Decode the open alerts older than the history, once reading has caught up."""
         for alert_id in list(self._held):
             self._release(alert_id)
+        self._settled = True
 
     def add_alert(self, partition: int, offset: int, event: AlertEvent) -> bool:
         """Take one alert event; False when it repeats a known event."""

@@ -45,6 +45,11 @@ from streams.kafka.follow import follow
 from streams.kafka.topics import ensure_topics
 from streams.sim.simulator import CitySimulator, publish
 
+#: Days of closed alerts and audit the demo's API keeps (``CITYVITALS_API_HISTORY_DAYS``):
+#: the simulated city starts a week back in event time, and the history is measured
+#: from the clock, so a week would drop every alert the moment it closes.
+DEMO_HISTORY_DAYS = 30
+
 
 def index_style(value: float | None) -> str:
     """Colour of a 0–100 index, echoing the warning colours: red is worst."""
@@ -367,6 +372,9 @@ def run_demo(
             config_dir=str(settings.config_dir),
             # the simulated city runs `speed` times faster than the clock
             idle_close_s=max(2.0, 120.0 / speed),
+            # and its event time starts a week back: the API's history (measured
+            # from the clock) covers the city's present
+            api_history_days=DEMO_HISTORY_DAYS,
         )
         if (workdir / "secrets").exists():
             # the demo's own: the notification receivers' secrets are there, for

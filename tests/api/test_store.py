@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams.api.store import AlertStore
+from streams.api.store import AlertStore, Entry
 from streams.core.messages import AlertEvent, AlertStatus, AuditRecord, Workflow
 from tests.api.test_auth import alert
 
@@ -133,6 +134,27 @@ def test_start_up_keeps_open_alerts_of_any_age_and_only_recent_closed_ones() -> 
         (5, recent),
         (7, month),
     ]
+
+
+def test_once_caught_up_an_event_older_than_the_history_is_live_and_held_while_open() -> None:
+    """A city whose event time runs behind the clock (a backlog; the demo runs a week
+    back) still reaches the live stream: only start-up reading holds old events raw."""
+    s = store(Clock())
+    s.settle()
+    listener = s.listen()
+    old = NOW - timedelta(days=8)
+    assert s.add_record(0, 0, event(1, old).to_json())
+    assert s.add_record(0, 1, event(1, old, sequence=2).to_json())
+
+    async def taken() -> list[Entry]:
+        entries = []
+        while (entry := await listener.next(0)) is not None:
+            entries.append(entry)
+        return entries
+
+    assert [(e.offset, e.event.sequence) for e in asyncio.run(taken())] == [(0, 1), (1, 2)]
+    assert [e.sequence for e in s.timeline(event(1, old).alert_id)] == [1, 2]
+    assert s.positions == {0: 2}
 
 
 def test_audit_records_are_kept_for_the_history_and_up_to_the_cap() -> None:
