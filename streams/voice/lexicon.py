@@ -98,7 +98,7 @@ APPEAL_WORDS: Mapping[str, str] = MappingProxyType(
         **dict.fromkeys(
             _words(
                 "谢谢 感谢 点赞 好评 满意 表扬 暖心 温暖 给力 耐心 热情 专业 负责 贴心 感动 "
-                "称赞 致谢 五星"
+                "称赞 致谢 五星 好样的"
             ),
             "joy",
         ),
