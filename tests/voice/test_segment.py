@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,18 @@ def test_the_scorer_loads_only_local_files(tmp_path: Path, monkeypatch: pytest.M
     assert scorer.score("楼下太吵了").intensity > 0
     assert [p.name for p in cache.iterdir()] == ["jieba.cache"]
     assert cache.stat().st_mode & 0o777 == 0o700
+
+
+def test_the_scorer_needs_none_of_the_packages_only_the_bench_compares() -> None:
+    """zhconv (GPL), hanziconv and snownlp serve bench/emotion.py alone."""
+    script = (
+        "import sys\n"
+        "for name in ('zhconv', 'hanziconv', 'snownlp'):\n"
+        "    sys.modules[name] = None  # importing it now fails\n"
+        "from streams.voice.emotion import score\n"
+        "print(score('樓下太吵了！').category)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "disgust"
