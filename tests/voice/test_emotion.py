@@ -179,3 +179,11 @@ def test_the_shipped_threshold_is_the_one_the_tuning_part_chooses() -> None:
     weights = Weights()
     assert (best["scale"], best["escalation"]) == (weights.scale, weights.escalation)
     assert best["threshold"] == pytest.approx(weights.extreme, abs=1e-4)
+
+
+def test_the_example_in_docs_emotion_md_prints_what_it_says() -> None:
+    doc = (ROOT / "docs" / "emotion.md").read_text(encoding="utf-8")
+    example = re.search(r'score\("(.+?)"\)\n((?:# .*\n)+)```', doc)
+    assert example is not None
+    documented = " ".join(line[2:].strip() for line in example.group(2).splitlines())
+    assert repr(score(example.group(1))) == documented
