@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,18 @@ def test_the_cache_goes_to_the_users_own_directory(monkeypatch: pytest.MonkeyPat
     assert default_cache_dir() == Path.home() / ".cache" / "cityvitals"
 
 
-def test_an_unwritable_cache_directory_still_gives_a_segmenter(tmp_path: Path) -> None:
+def test_an_unwritable_cache_directory_still_gives_a_segmenter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache then goes to a fresh private temporary directory of its own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     cut = Segmenter(cache_dir=blocked / "cityvitals").cut("楼下太吵了")
     assert "".join(cut.words) == "楼下太吵了"
+    (private,) = tmp_path.glob("cityvitals-jieba-*")
+    assert private.stat().st_mode & 0o777 == 0o700
+    assert (private / "jieba.cache").is_file()
 
 
 def test_the_scorer_loads_only_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
