@@ -1,0 +1,1 @@
+"""Citizens' voice: appeals from every channel and the emotion in them."""
