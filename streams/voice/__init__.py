@@ -1,0 +1,1 @@
+"""Citizens' voice: appeals from every channel, their categories and emotion."""
