@@ -237,7 +237,7 @@ def wechat(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraft:
     form adds (WeChat's own names for its fields; ``CreateTime`` in seconds since the
     epoch)::
 
-        {"MsgId": 24568893311203, "CreateTime": 1795962000, "MsgType": "text",
+        {"MsgId": 24568893311203, "CreateTime": 1795536000, "MsgType": "text",
          "FromUserName": "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "Content": "……",
          "district": "339904", "street": "339904001", "category": "路灯"}
 
