@@ -10,7 +10,7 @@ and the span within which a second appeal about one place and category is a repe
 Anything wrong in it stops start-up with a :class:`~streams.core.config.ConfigError`
 naming the file, the line, the key path and the reason, e.g.::
 
-    config/appeals.yaml:40: categories.noise.department: unknown department 'noise_office'; ...
+    config/appeals.yaml:48: categories.noise.department: unknown department 'noise_office'; ...
 
 An appeal that does not fit raises :class:`AppealRejected`, naming the field and a
 reason worded as the dead letters' (``schema``, ``wrong_type``, ``too_large``,

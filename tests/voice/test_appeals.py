@@ -93,8 +93,20 @@ def test_the_old_hotline_categories_are_aliases_of_catalogue_categories(
     appeals: AppealsConfig,
 ) -> None:
     """The simulator's 12345 complaints name these; they map without a table of their own."""
-    for old in ("traffic", "noise", "environment", "sanitation", "water", "gas", "fire"):
-        assert appeals.category(old).code in appeals.categories
+    old = ("traffic", "noise", "environment", "sanitation", "water", "power", "gas", "fire")
+    old += ("public_security", "property")
+    assert [appeals.category(name).code for name in old] == [
+        "road_traffic",
+        "noise",
+        "odour",
+        "sanitation",
+        "water_supply",
+        "power",
+        "heating_gas",
+        "fire_safety",
+        "public_safety",
+        "property",
+    ]
 
 
 def test_an_unknown_category_is_refused_naming_it(appeals: AppealsConfig) -> None:

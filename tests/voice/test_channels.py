@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import re
 import shutil
+import sys
+import types
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -548,3 +550,40 @@ def test_no_identifier_leaves_any_adapter_intact(
     assert not re.search(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])", flat)
     assert not re.search(r"[0-9]{17}[0-9X]", flat)
     assert "@" not in appeal.text
+
+
+def test_the_documented_way_to_add_a_channel_works_as_written(tmp_path: Path) -> None:
+    doc = (DEFAULT_CONFIG_DIR.parent / "docs" / "appeals.md").read_text(encoding="utf-8")
+    section = doc.split("## Adding a channel", 1)[1]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    (entry,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    module = types.ModuleType("citypkg_appeals_example")
+    exec(compile(code, "docs/appeals.md", "exec"), module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        for name in ("city.yaml", "indicators.yaml"):
+            shutil.copy(DEFAULT_CONFIG_DIR / name, tmp_path / name)
+        data = yaml.safe_load((DEFAULT_CONFIG_DIR / "appeals.yaml").read_text(encoding="utf-8"))
+        data["channels"] |= yaml.safe_load(entry.replace("citypkg.appeals", module.__name__))[
+            "channels"
+        ]
+        (tmp_path / "appeals.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
+        intake = AppealIntake(load_appeals(load_config(tmp_path)), Deidentifier(KEY))
+        appeal = intake.accept(
+            "city_app",
+            {
+                "ticket": 9,
+                "kind": "垃圾",
+                "district": "339905",
+                "at": "2026-11-24T07:00+08:00",
+                "says": "垃圾三天没收了，联系人：陈静",
+            },
+        )
+    finally:
+        del sys.modules[module.__name__]
+    assert (appeal.appeal_id, appeal.category, appeal.department) == (
+        "city_app:app-9",
+        "sanitation",
+        "sanitation",
+    )
+    assert re.fullmatch(f"垃圾三天没收了，联系人：{TOKEN}", appeal.text)
