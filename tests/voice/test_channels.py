@@ -502,21 +502,43 @@ NAME_CUES = ("我叫{}，", "{}先生反映，", "{}女士说，", "联系人：
 
 
 @st.composite
+def landlines(draw: st.DrawFn) -> str:
+    area = draw(st.sampled_from(["010", "021", "0571", "0755", "0898"]))
+    local = draw(st.sampled_from("2345678")) + draw(st.text("0123456789", min_size=6, max_size=7))
+    form = draw(st.sampled_from(["{a}-{n}", "({a}){n}", "{a} {n}", "{a}-{n}转{x}"]))
+    return form.format(a=area, n=local, x=draw(st.integers(1, 9999)))
+
+
+@st.composite
+def addresses(draw: st.DrawFn) -> tuple[str, str]:
+    """An exact address, and its numbers (what must go: the place before them stays)."""
+    place = draw(st.sampled_from(["新华路", "解放街", "和平新村", "幸福里小区", "锦绣花园"]))
+    house, unit, room = draw(st.integers(1, 999)), draw(st.integers(1, 9)), draw(st.integers(1, 33))
+    room = room * 100 + draw(st.integers(1, 4))
+    form = draw(st.sampled_from(["{h}号{u}单元{r}", "{h}栋{r}", "{h}幢{u}单元{r}室", "{h}号楼{r}"]))
+    numbers = form.format(h=house, u=unit, r=room)
+    return place + numbers, numbers
+
+
+@st.composite
 def seeded_texts(draw: st.DrawFn) -> tuple[str, list[str], list[str]]:
-    """An appeal's text with identifiers in it, the identifiers, and the names."""
+    """An appeal's text with identifiers in it, what of them must vanish, and the names."""
+    address, numbers = draw(addresses())
     seeds = [
-        ("电话{}，", draw(mobiles())),
-        ("身份证号{}，", draw(resident_ids())),
-        ("车牌{}的车，", draw(plates())),
-        ("邮箱{} 。", draw(emails())),
+        ("电话{}，", draw(mobiles()), None),
+        ("身份证号{}，", draw(resident_ids()), None),
+        ("车牌{}的车，", draw(plates()), None),
+        ("邮箱{} 。", draw(emails()), None),
+        ("座机{}，", draw(landlines()), None),
+        ("住{}，", address, numbers),
     ]
     seeds = draw(st.lists(st.sampled_from(seeds), min_size=1, max_size=6))
     people = draw(st.lists(names(), min_size=1, max_size=2))
-    parts = [cue.format(value) for cue, value in seeds]
+    parts = [cue.format(value) for cue, value, _ in seeds]
     parts += [draw(st.sampled_from(NAME_CUES)).format(n) for n in people]
     parts += draw(st.lists(st.sampled_from(FILLERS), max_size=4))
     text = "".join(draw(st.permutations(parts)))
-    return text, [value for _, value in seeds], people
+    return text, [vanish or value for _, value, vanish in seeds], people
 
 
 @functools.cache
@@ -547,8 +569,8 @@ def test_no_identifier_leaves_any_adapter_intact(
         assert _flat(value) not in flat
     for name in people:
         assert name not in published
-    assert not re.search(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])", flat)
-    assert not re.search(r"[0-9]{17}[0-9X]", flat)
+    # no text around the seeds has digits: none of the seeds' digits may remain
+    assert not re.search("[0-9]", flat)
     assert "@" not in appeal.text
 
 
