@@ -48,7 +48,7 @@ APPEAL_VERSION: Literal[1] = 1
 #: An appeal's text beyond this many characters is refused (``too_large``): a long
 #: mailbox letter is about 3,000.
 MAX_TEXT_CHARS = 8000
-#: Raw channel wording of a rating -> the appeal's rating, unless a channel says otherwise.
+#: How a citizen rated a service, on the channels that rate one.
 Rating = Literal["good", "bad"]
 
 
