@@ -31,7 +31,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "core": frozenset(),
     "ingest": frozenset({"core"}),
     "state": frozenset({"core"}),
-    "voice": frozenset({"core"}),
+    "voice": frozenset({"core", "ingest"}),
     "alerting": frozenset({"core", "ingest", "state"}),
     "notify": frozenset({"core", "alerting"}),
     "api": frozenset({"core", "alerting", "notify"}),

@@ -30,6 +30,9 @@ and also replaces numbers whose digits are a phone or an ID number
 (``{"contact": 13812345678}``); :meth:`Deidentifier.scrub_identifier` is the same scrub
 with a cheap pre-filter for ``event_id`` and ``source`` on the hot path, and
 :meth:`Deidentifier.scrub_message` the uncounted one for messages.
+For what citizens write about themselves (appeals on any channel),
+:meth:`Deidentifier.scrub_narrative` also replaces landlines, exact addresses and names
+introduced as names (``我叫...``, ``...先生``), shapes that are everyday data elsewhere.
 
 Each identifier is replaced by a *keyed pseudonym* such as ``<phone:3f9a1c2b7d>``: the
 kind plus the first 10 hex digits of ``HMAC-SHA256(key, kind + ":" + normalised value)``.
@@ -55,7 +58,8 @@ tests assert no time): 64 KiB strings of digits and separators built to nearly m
 four times the text takes about four times as long.
 
 Limitations (recall is favoured over precision, but this is pattern matching, not NER):
-landline numbers, bank card numbers, names in free text, internationalised (non-ASCII)
+landline numbers and names (but see :meth:`Deidentifier.scrub_narrative`), bank card
+numbers, internationalised (non-ASCII)
 e-mail addresses, lowercase plates, ``。`` written for the dot of an e-mail address, and
 separators other than space, ``-`` and ``.`` (``/``, ``·``, ``_`` between digit groups)
 are not recognised in free text. A dot in only one of the two gaps is refused
@@ -76,11 +80,13 @@ from datetime import date
 from string import Template
 from typing import Any, Final
 
-__all__ = ["ATTRIBUTE_KEY_KINDS", "KINDS", "Deidentifier"]
+__all__ = ["ATTRIBUTE_KEY_KINDS", "KINDS", "NARRATIVE_KINDS", "Deidentifier"]
 
 #: Kinds of identifier recognised in free text. Where matches could overlap, e-mail wins
 #: over ID, ID over phone and phone over plate (see ``_DIGIT_KINDS_RE``).
 KINDS: Final = ("phone", "id", "email", "plate")
+#: Kinds :meth:`Deidentifier.scrub_narrative` also recognises (landlines are ``phone``).
+NARRATIVE_KINDS: Final = ("phone", "address", "name")
 
 #: Attribute keys (compared case-insensitively, ``-``/space treated as ``_``) whose values
 #: are pseudonymised wholesale, whatever they look like, and the kind used for them.
@@ -210,6 +216,83 @@ _GROUP_KIND: Final[Mapping[str, str]] = {
     "phone": "phone",
     "plate": "plate",
 }
+
+#: (start, end, kind, value to pseudonymise or None for the span's own characters)
+_Span = tuple[int, int, str, str | None]
+
+# --- what only narratives hold (scrub_narrative) ---------------------------------------
+_HAN: Final = "\u4e00-\u9fff"
+# Area code (0 + 2 or 3 digits, perhaps in parentheses), a local number of 7 or 8 digits
+# that does not start with 0 or 1, perhaps an extension. Bounded repetition throughout.
+_LANDLINE: Final = (
+    r"(?P<landline>(?<![0-9])(?:\(0[1-9][0-9]{1,2}\)|0[1-9][0-9]{1,2}) ?-? ?"
+    r"[2-9][0-9]{2,3}[ \-]?[0-9]{4}(?:(?:转|-|ext\.? ?)[0-9]{1,5})?(?![0-9]))"
+)
+_LOCAL_LANDLINE: Final = (
+    r"(?:电话|座机|固话|号码|联系方式)[:：]? ?"
+    r"(?P<local>(?<![0-9])[2-9][0-9]{2,3}[ \-]?[0-9]{4}(?![0-9]))"
+)
+# Address parts: a number and what it numbers; then perhaps a bare room number (3 to 5
+# digits: "5栋1201"; fewer is how times and counts are written: "3号5点").
+_ADDRESS: Final = (
+    r"(?P<address>(?<![0-9A-Za-z])(?:[0-9]{1,5}(?:-[0-9]{1,5})?"
+    r"(?:号楼|号院|号|栋|幢|座|单元|层|室|户|楼)){1,5}"
+    r"(?:[0-9]{3,5}(?![0-9])|[0-9]{1,5}[室房])?)"
+)
+_ADDRESS_PART: Final = re.compile(r"[0-9]+")
+_ROAD_ENDS: Final = "路街巷弄道里村"
+_ADDRESS_PREFIX: Final = 6  # Han characters before an address that are part of its value
+_HAN_RUN_END: Final = re.compile(f"[{_HAN}]{{1,{_ADDRESS_PREFIX}}}$")
+_DOUBLE_SURNAMES: Final = (
+    "欧阳|司马|上官|诸葛|东方|皇甫|尉迟|公孙|慕容|长孙|宇文|司徒|夏侯|令狐|端木|西门"
+)
+# The most common surnames (about 85 % of the population), without characters that are
+# mostly function words in running text (于, 和, 向, 那...): a false "王先生" is cheap,
+# a missed one is not.
+_SURNAMES: Final = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘"
+    "蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方邹熊孟秦邱侯江尹"
+    "薛闫段雷龙黎史陶贺顾毛郝龚邵万钱严覃武戴莫孔汤易常乔赖文庞樊兰殷施洪翟安"
+)
+_GIVEN_STOP: Final = "想要在是的和住家反投来打说电手就也还跟与"
+_NAME: Final = (
+    # after a cue that says a name follows
+    rf"(?:我叫|名叫|叫做|(?:姓名|联系人|投诉人|来电人|举报人|反映人)[:：] ?)"
+    rf"(?P<cued>(?:{_DOUBLE_SURNAMES}|[{_HAN}])[{_HAN}](?:(?![{_GIVEN_STOP}])[{_HAN}])?"
+    r"|[A-Z][a-z]{1,20}(?: [A-Z][a-z]{1,20})?)"
+    # a surname someone gives
+    rf"|(?:我|本人|免贵|他|她)姓(?P<surname>{_DOUBLE_SURNAMES}|[{_HAN}])"
+    # a surname and perhaps a given name before a form of address
+    rf"|(?P<titled>(?:{_DOUBLE_SURNAMES}|[{_SURNAMES}])[{_HAN}]{{0,2}}?)(?=先生|女士|小姐)"
+)
+_NARRATIVE_RE: Final = re.compile("|".join((_LANDLINE, _LOCAL_LANDLINE, _ADDRESS, _NAME)))
+_NARRATIVE_GROUPS: Final[Mapping[str, str]] = {
+    "landline": "phone",
+    "local": "phone",
+    "address": "address",
+    "cued": "name",
+    "surname": "name",
+    "titled": "name",
+}
+
+
+def _narrative_spans(work: str) -> list[_Span]:
+    """Landlines, exact addresses and introduced names in ``work`` (see scrub_narrative)."""
+    spans: list[_Span] = []
+    for match in _NARRATIVE_RE.finditer(work):
+        group = next(g for g in _NARRATIVE_GROUPS if match.group(g) is not None)
+        start, end = match.span(group)
+        value = None
+        if group == "address":
+            before = work[max(0, start - _ADDRESS_PREFIX) : start]
+            parts = len(_ADDRESS_PART.findall(match.group(group)))
+            if parts < 2 and not (before and before[-1] in _ROAD_ENDS):
+                continue
+            prefix = _HAN_RUN_END.search(before)
+            value = (prefix.group() if prefix else "") + match.group(group)
+        spans.append((start, end, _NARRATIVE_GROUPS[group], value))
+    return spans
+
 
 _NON_DIGITS: Final = re.compile(r"[^0-9]")
 _NON_ID_CHARS: Final = re.compile(r"[^0-9Xx]")
@@ -344,14 +427,66 @@ class Deidentifier:
         if _TRIGGER.search(text) is None:
             return text, 0
         work = text.translate(_FULLWIDTH_TABLE) if _HAS_FULLWIDTH.search(text) else text
-        found: list[tuple[int, int, str]] = []  # (start, end, kind) in ``work`` order
+        return self._replace(text, work, self._pattern_spans(work))
+
+    def scrub_narrative(self, text: str) -> tuple[str, int]:
+        """:meth:`scrub_text`, and also what only a citizen's own words hold.
+
+        For text a person wrote about themselves (a 12345 appeal, a mailbox letter, a
+        message-board post) this also replaces:
+
+        * landline numbers with an area code (``010-62345678``, ``(0571)8765 4321``,
+          ``0571-87654321转123``), and local numbers of 7 or 8 digits right after
+          ``电话``, ``座机``, ``固话``, ``号码`` or ``联系方式`` (kind ``phone``);
+        * exact addresses: a house number after a road, lane or village (``新华路88号``,
+          ``和平新村3幢``), or two address parts in a row anywhere (``3单元502``,
+          ``5栋1201``, ``12号3单元502室``) become ``<address:...>``; the road name before
+          them stays readable, so an operator still sees where (``新华路<address:...>``),
+          and is part of what is pseudonymised, so equal house numbers on two roads do
+          not correlate;
+        * personal names introduced as names: after ``我叫``, ``名叫``, ``叫做`` or
+          ``姓名：``, ``联系人：``, ``投诉人：``, ``来电人：``, ``举报人：`` (2-3 Chinese
+          characters or a capitalised Latin name); the surname after ``我姓``,
+          ``本人姓``, ``免贵姓``; and a common surname, with up to two given-name
+          characters, before ``先生``, ``女士`` or ``小姐`` (kind ``name``).
+
+        Not in :meth:`scrub_text` because these shapes are everyday data elsewhere: an
+        area-code number is a product code in attributes, ``3单元502`` a bin's location,
+        and a name cue needs prose around it. Identifiers :meth:`scrub_text` finds win
+        where matches overlap. Still pattern matching, not NER: a name without a cue
+        (``张三说``), a number written in Chinese numerals (``三单元五零二``) and a
+        house number without a road or a second part (``住在88号``) stay as written.
+
+        Linear in the text, as :meth:`scrub_text` is: every repetition in the patterns is
+        bounded, and overlaps are settled in one walk. Measured once by hand (CPython
+        3.11, the 2-core VM under load; the tests assert no time): 64 KiB of ``0571-8765 ``,
+        ``12号3单元``, ``我叫`` or a whole appeal repeated scrub in 25-51 ms each, four
+        times the text in about four times as long; an appeal of 50 characters with a
+        name, a mobile and an address in about 23 µs.
+        """
+        work = text.translate(_FULLWIDTH_TABLE) if _HAS_FULLWIDTH.search(text) else text
+        found = self._pattern_spans(work) if _TRIGGER.search(text) else []
+        # Both lists are sorted and free of overlaps within themselves, so one walk along
+        # both finds each narrative span's first possible overlap (linear, not quadratic).
+        extra: list[_Span] = []
+        i = 0
+        for span in _narrative_spans(work):
+            while i < len(found) and found[i][1] <= span[0]:
+                i += 1
+            if i == len(found) or span[1] <= found[i][0]:
+                extra.append(span)
+        return self._replace(text, work, sorted(found + extra) if extra else found)
+
+    def _pattern_spans(self, work: str) -> list[_Span]:
+        """E-mails, then IDs, phones and plates between them, in ``work`` order."""
+        found: list[_Span] = []
         gaps = [(0, len(work))]
         if "@" in work:
             gaps = []
             last = 0
             for match in _EMAIL_RE.finditer(work):
                 start, end = match.span()
-                found.append((start, end, "email"))
+                found.append((start, end, "email", None))
                 gaps.append((last, start))
                 last = end
             gaps.append((last, len(work)))
@@ -360,14 +495,18 @@ class Deidentifier:
                 span for lo, hi in gaps if hi > lo for span in self._digit_kinds(work, lo, hi)
             )
             found.sort()
+        return found
+
+    def _replace(self, text: str, work: str, found: list[_Span]) -> tuple[str, int]:
+        """``text`` with each span replaced by the pseudonym of its value (by default the
+        span's characters in ``work``, the full-width-folded text)."""
         if not found:
             return text, 0
-
         parts: list[str] = []
         last = 0
-        for start, end, kind in found:
+        for start, end, kind, value in found:
             parts.append(text[last:start])
-            parts.append(self.pseudonym(kind, work[start:end]))
+            parts.append(self.pseudonym(kind, work[start:end] if value is None else value))
             last = end
         parts.append(text[last:])
         return "".join(parts), len(found)
@@ -434,9 +573,9 @@ class Deidentifier:
         return self.scrub_text(text)[0]
 
     @staticmethod
-    def _digit_kinds(work: str, lo: int, hi: int) -> list[tuple[int, int, str]]:
+    def _digit_kinds(work: str, lo: int, hi: int) -> list[_Span]:
         """IDs, phones and plates in ``work[lo:hi]`` (lookbehinds may see before ``lo``)."""
-        spans: list[tuple[int, int, str]] = []
+        spans: list[_Span] = []
         for match in _DIGIT_KINDS_RE.finditer(work, lo, hi):
             group = match.lastgroup
             if group is None:  # pragma: no cover - every alternative is a named group
@@ -444,7 +583,7 @@ class Deidentifier:
             if group in ("id18", "id15") and not _plausible_id_date(group, match.group()):
                 continue
             start, end = match.span()
-            spans.append((start, end, _GROUP_KIND[group]))
+            spans.append((start, end, _GROUP_KIND[group], None))
         return spans
 
     def scrub_attributes(self, attrs: Mapping[str, Any]) -> tuple[dict[str, Any], int]:

@@ -1,1 +1,1 @@
-"""Citizens' voice: appeals from every channel and the emotion in them."""
+"""Citizens' voice: appeals from every channel, their categories and the emotion in them."""

@@ -1,0 +1,371 @@
+"""From a channel's payload to an appeal: one adapter per channel, the intake, repeats.
+
+Each channel's department system sends its own shape (a 12345 work order, a mailbox
+letter, a board post, a service rating, a WeChat message). Its adapter, named in
+``config/appeals.yaml``, reads what an appeal needs from it into an
+:class:`~streams.voice.appeals.AppealDraft`, and copies nothing else: callers' names,
+phone numbers, account ids and addresses sent in fields of their own never leave the
+adapter. :class:`AppealIntake` then de-identifies the draft's text
+(:meth:`~streams.ingest.deid.Deidentifier.scrub_narrative`: names, phones, landlines, ID
+numbers, plates, e-mail addresses, exact addresses) and id, resolves its category through
+the catalogue, and asks :class:`RepeatIndex` whether it repeats an earlier appeal.
+
+Adding a channel is a config entry and an adapter function ``(payload, context) ->
+AppealDraft`` anywhere importable; :func:`~streams.voice.appeals.adapter` declares the
+settings it takes. docs/appeals.md shows each payload.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from streams.core.config import Code
+from streams.ingest.deid import Deidentifier
+from streams.ingest.rejection import failure_detail
+from streams.voice.appeals import (
+    Appeal,
+    AppealDraft,
+    AppealReason,
+    AppealRejected,
+    AppealsConfig,
+    ChannelContext,
+    ChannelSettings,
+    adapter,
+)
+
+# --- reading payload fields ------------------------------------------------------------
+
+
+def text_field(payload: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
+    """The string under ``key``, stripped; missing or blank is ``schema`` when required."""
+    value = payload.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise AppealRejected(AppealReason.SCHEMA, key, "missing or empty")
+        return None
+    if not isinstance(value, str):
+        raise AppealRejected(
+            AppealReason.WRONG_TYPE, key, f"expected text, got {type(value).__name__}"
+        )
+    return value.strip()
+
+
+def required_text(payload: Mapping[str, Any], key: str) -> str:
+    value = text_field(payload, key)
+    assert value is not None  # required: text_field raised otherwise
+    return value
+
+
+def id_field(payload: Mapping[str, Any], key: str) -> str:
+    """An id sent as text or as a whole number (WeChat's MsgId, a board's post number)."""
+    value = payload.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return required_text(payload, key)
+
+
+def time_field(payload: Mapping[str, Any], key: str, local: ZoneInfo | None = None) -> datetime:
+    """An ISO 8601 time; one without a zone is in ``local`` if given, else refused."""
+    raw = required_text(payload, key)
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise AppealRejected(AppealReason.SCHEMA, key, f"'{raw}' is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        if local is None:
+            raise AppealRejected(AppealReason.SCHEMA, key, "a time needs its time zone")
+        when = when.replace(tzinfo=local)
+    return when
+
+
+def mapping_field(payload: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = payload.get(key)
+    if not isinstance(value, Mapping):
+        raise AppealRejected(AppealReason.SCHEMA, key, "missing, or not an object")
+    return value
+
+
+# --- the channels' adapters ------------------------------------------------------------
+
+
+class HotlineSettings(ChannelSettings):
+    #: the zone of the work orders' local times; None: the city's
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        try:
+            return None if v is None else str(ZoneInfo(v))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{v}'") from None
+
+
+@adapter(HotlineSettings)
+def hotline_12345(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraft:
+    """A 12345 work order (工单) as the hotline's system exports it::
+
+        {"order_no": "GD2026112400123",             工单编号
+         "accepted_at": "2026-11-24 23:15:03",       受理时间, local time
+         "category": "噪声扰民",                      诉求分类
+         "district_code": "339901", "street_code": "339901001",  所属区县, 街道
+         "content": "工地晚上十一点以后还在施工……",     诉求内容
+         "caller_name": "…", "caller_phone": "…", "address": "…"}  来电人, 号码, 事发地址
+
+    The caller's name, number and the address field are not copied.
+    """
+    zone = ctx.channel.settings_as(HotlineSettings).timezone
+    return AppealDraft(
+        appeal_id=id_field(payload, "order_no"),
+        category=required_text(payload, "category"),
+        district=required_text(payload, "district_code"),
+        street=text_field(payload, "street_code", required=False),
+        event_time=time_field(payload, "accepted_at", ZoneInfo(zone) if zone else ctx.timezone),
+        text=required_text(payload, "content"),
+    )
+
+
+class MailboxSettings(ChannelSettings):
+    #: whether the letter's subject leads its text ("subject：body")
+    subject_in_text: bool = True
+
+
+@adapter(MailboxSettings)
+def mayor_mailbox(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraft:
+    """A letter to the mayor's mailbox (市长信箱)::
+
+        {"letter_id": "SZXX-2026-004211", "submitted_at": "2026-11-24T09:02:00+08:00",
+         "kind": "投诉", "subject": "小区停水三天", "body": "……",
+         "category": "water_supply", "district": "339902", "street": "339902003",
+         "writer": {"name": "…", "phone": "…", "email": "…", "id_number": "…"}}
+
+    ``writer`` is not copied.
+    """
+    body = required_text(payload, "body")
+    subject = text_field(payload, "subject", required=False)
+    if subject and ctx.channel.settings_as(MailboxSettings).subject_in_text:
+        body = f"{subject}：{body}"
+    return AppealDraft(
+        appeal_id=id_field(payload, "letter_id"),
+        category=required_text(payload, "category"),
+        district=required_text(payload, "district"),
+        street=text_field(payload, "street", required=False),
+        event_time=time_field(payload, "submitted_at"),
+        text=body,
+    )
+
+
+def message_board(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraft:
+    """A post on the leaders' message board (领导留言板)::
+
+        {"post_id": 88231, "posted_at": "2026-11-24T21:40:00+08:00",
+         "title": "烧烤店油烟太大", "content": "……", "topic": "油烟",
+         "area": {"district": "339903", "street": "339903002"}, "nickname": "…"}
+
+    ``nickname`` is not copied.
+    """
+    area = mapping_field(payload, "area")
+    return AppealDraft(
+        appeal_id=id_field(payload, "post_id"),
+        category=required_text(payload, "topic"),
+        district=required_text(area, "district"),
+        street=text_field(area, "street", required=False),
+        event_time=time_field(payload, "posted_at"),
+        text=f"{required_text(payload, 'title')}：{required_text(payload, 'content')}",
+    )
+
+
+class ServiceRatingSettings(ChannelSettings):
+    #: the rating system's grades that count as good, and as bad
+    good: tuple[str, ...] = Field(min_length=1)
+    bad: tuple[str, ...] = Field(min_length=1)
+    #: the category of a rating that names none
+    category: Code = "government_service"
+
+    @model_validator(mode="after")
+    def _apart(self) -> ServiceRatingSettings:
+        both = sorted(set(self.good) & set(self.bad))
+        if both:
+            raise ValueError(f"grades both good and bad: {both}")
+        return self
+
+
+@adapter(ServiceRatingSettings)
+def service_rating(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraft:
+    """A good/bad rating of a government service (政务服务好差评)::
+
+        {"rating_id": "HCP-339901-000917", "rated_at": "2026-11-24T10:20:00+08:00",
+         "service": "不动产登记", "hall": "江滨区政务服务中心", "grade": "非常不满意",
+         "comment": "排队两个小时……", "district": "339901", "street": "339901003",
+         "applicant": {"name": "…", "phone": "…"}}
+
+    The text is the service, the grade and the comment; ``applicant`` is not copied.
+    """
+    settings = ctx.channel.settings_as(ServiceRatingSettings)
+    grade = required_text(payload, "grade")
+    rating: Literal["good", "bad"]
+    if grade in settings.good:
+        rating = "good"
+    elif grade in settings.bad:
+        rating = "bad"
+    else:
+        known = [*settings.good, *settings.bad]
+        raise AppealRejected(AppealReason.SCHEMA, "grade", f"'{grade}' is not one of {known}")
+    comment = text_field(payload, "comment", required=False)
+    text = f"{required_text(payload, 'service')}：{grade}" + (f"。{comment}" if comment else "")
+    return AppealDraft(
+        appeal_id=id_field(payload, "rating_id"),
+        category=text_field(payload, "category", required=False) or settings.category,
+        district=required_text(payload, "district"),
+        street=text_field(payload, "street", required=False),
+        event_time=time_field(payload, "rated_at"),
+        text=text,
+        rating=rating,
+    )
+
+
+def wechat(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraft:
+    """A text message to the city's WeChat official account, with the fields its appeal
+    form adds (WeChat's own names for its fields; ``CreateTime`` in seconds since the
+    epoch)::
+
+        {"MsgId": 24568893311203, "CreateTime": 1795536000, "MsgType": "text",
+         "FromUserName": "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "Content": "……",
+         "district": "339904", "street": "339904001", "category": "路灯"}
+
+    ``FromUserName`` (the citizen's account) is not copied.
+    """
+    kind = payload.get("MsgType")
+    if kind != "text":
+        raise AppealRejected(AppealReason.SCHEMA, "MsgType", f"'{kind}': only text is an appeal")
+    created = payload.get("CreateTime")
+    if not isinstance(created, int) or isinstance(created, bool):
+        raise AppealRejected(AppealReason.WRONG_TYPE, "CreateTime", "expected seconds since 1970")
+    try:
+        when = datetime.fromtimestamp(created, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise AppealRejected(AppealReason.SCHEMA, "CreateTime", "not a time") from None
+    return AppealDraft(
+        appeal_id=id_field(payload, "MsgId"),
+        category=required_text(payload, "category"),
+        district=required_text(payload, "district"),
+        street=text_field(payload, "street", required=False),
+        event_time=when,
+        text=required_text(payload, "Content"),
+    )
+
+
+# --- repeats and the intake ------------------------------------------------------------
+
+_Place = tuple[str, str, str]  # district, street ('' for none), category
+
+
+class RepeatIndex:
+    """Which appeal an appeal repeats: the first of a run about one place and category.
+
+    A run starts with an appeal about a place (district and street) and a category that
+    has no open run. Every later appeal about them within ``span`` of the run's first
+    appeal (event time; exactly ``span`` later still counts) repeats that first one; the
+    first after the span starts a new run. An appeal whose event time is before its
+    run's start repeats nothing (it cannot repeat a later one) and changes nothing.
+
+    Memory is bounded because a worker runs for months while appeals never stop: the
+    index keeps one entry per place and category with an open run, whatever the volume
+    of appeals about it, so at most (streets + districts) x categories of the catalogue,
+    and ``max_runs`` caps it for whatever else calls it. Entries expire by event time,
+    not by the wall clock: a run is forgotten once the newest event time seen is more
+    than ``span`` past its start, so replaying a month of appeals answers as the live
+    stream did. The price: an appeal more than ``span`` behind the newest one seen may
+    find its run already forgotten. Beyond ``max_runs`` the oldest run goes first.
+    """
+
+    def __init__(self, span: timedelta, *, max_runs: int = 100_000) -> None:
+        if span <= timedelta(0):
+            raise ValueError("span must be positive")
+        self.span_s = span.total_seconds()
+        self.max_runs = max_runs
+        self._runs: dict[_Place, tuple[float, str]] = {}  # place -> (start, first id)
+        self._starts: list[tuple[float, int, _Place]] = []  # one per run, oldest first
+        self._order = itertools.count()
+        self._newest = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def observe(
+        self, district: str, street: str | None, category: str, appeal_id: str, when: datetime
+    ) -> str | None:
+        """The id of the appeal this one repeats, or None (then it may start a run)."""
+        at = when.timestamp()
+        self._newest = max(self._newest, at)
+        while self._starts and (
+            self._starts[0][0] < self._newest - self.span_s or len(self._starts) > self.max_runs
+        ):
+            _, _, gone = heapq.heappop(self._starts)
+            del self._runs[gone]
+        place = (district, street or "", category)
+        run = self._runs.get(place)
+        if run is not None:
+            start, first = run
+            return first if start <= at <= start + self.span_s else None
+        if at >= self._newest - self.span_s:  # else it would be forgotten at once
+            self._runs[place] = (at, appeal_id)
+            heapq.heappush(self._starts, (at, next(self._order), place))
+            if len(self._starts) > self.max_runs:
+                _, _, gone = heapq.heappop(self._starts)
+                del self._runs[gone]
+        return None
+
+
+class AppealIntake:
+    """A channel's payload -> an :class:`Appeal`, de-identified, categorised, and
+    marked when it repeats an earlier one; or :class:`AppealRejected` saying why."""
+
+    def __init__(
+        self, appeals: AppealsConfig, deid: Deidentifier, repeats: RepeatIndex | None = None
+    ) -> None:
+        self.appeals, self.deid = appeals, deid
+        self.repeats = repeats if repeats is not None else RepeatIndex(appeals.repeat_span)
+
+    def accept(self, channel: str, payload: object) -> Appeal:
+        found = self.appeals.channels.get(channel)
+        if found is None:
+            raise AppealRejected(
+                AppealReason.UNKNOWN_CHANNEL,
+                "channel",
+                f"'{channel}' is not a channel of {self.appeals.file.name}",
+            )
+        if not isinstance(payload, Mapping):
+            raise AppealRejected(AppealReason.SCHEMA, "(payload)", "expected an object")
+        try:
+            draft = found.adapter(payload, ChannelContext(found, self.appeals))
+        except AppealRejected:
+            raise
+        except Exception as exc:  # an adapter's own failure: say so, never crash the caller
+            raise AppealRejected(
+                AppealReason.UNPROCESSABLE, "(payload)", failure_detail(exc)
+            ) from None
+        if not isinstance(draft, AppealDraft):
+            raise AppealRejected(
+                AppealReason.UNPROCESSABLE,
+                "(payload)",
+                f"adapter of {channel} returned {type(draft).__name__}, not an AppealDraft",
+            )
+        draft = replace(
+            draft,
+            appeal_id=self.deid.scrub_identifier(draft.appeal_id)[0],
+            text=self.deid.scrub_narrative(draft.text)[0],
+        )
+        appeal = self.appeals.appeal(found, draft)
+        repeat_of = self.repeats.observe(
+            appeal.district, appeal.street, appeal.category, appeal.appeal_id, appeal.event_time
+        )
+        return appeal if repeat_of is None else appeal.model_copy(update={"repeat_of": repeat_of})
