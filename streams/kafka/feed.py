@@ -10,7 +10,8 @@ an event on two cores, several times the work the handler does; reading
 partitions in bulk removes that cost while the state still lives in a Faust
 table and moves with its partition.
 
-Time for the idle rules is :class:`~streams.kafka.pause.LiveClock` time, and a
+Time for the idle rules is :class:`~streams.kafka.pause.HearingClock` time
+(running seconds while the broker answers: :attr:`InputFeed.hearing`), and a
 pause longer than half the session timeout makes the feed stop handling input
 until the consumer group has had time to say whether this worker still owns its
 partitions (:class:`~streams.kafka.pause.PauseFence`). Whether the input is read
@@ -42,7 +43,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from streams.core import metrics
-from streams.kafka.pause import LiveClock, PauseFence
+from streams.kafka.pause import HearingClock, LiveClock, PauseFence
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,9 @@ class InputFeed:
         self.clock = clock or LiveClock(pause_s=max(1.0, session_timeout_s / 2))
         # after a pause, how long the group may take to say whether we lost our partitions
         self.fence = PauseFence(self.clock, fence_s=2 * session_timeout_s)
+        # the clock silence is measured by: running time while the broker answers
+        self._heard: float | None = None  # wall time records were last handed over
+        self.hearing = HearingClock(self.clock.now, self._broker_sign)
         # False: a record counts as done only when the handler's owner says so
         # (:meth:`advance`), e.g. once a delivery it started has finished
         self.advance_on_handle = advance_on_handle
@@ -285,6 +289,9 @@ class InputFeed:
                 return False
         return True
 
+    def _broker_sign(self) -> float | None:
+        return broker_sign(self._consumer, self._done, self._heard)
+
     def _rewind(self) -> None:
         """Read again from the last handled offsets (a fetch was taken and not handled)."""
         for tp, done in self._done.items():
@@ -307,11 +314,13 @@ class InputFeed:
                 log.exception("fetch failed; retrying")
                 await asyncio.sleep(0.5)
                 continue
+            self.hearing.now()  # notices a gap in the broker's answers as it ends
             async with self.lock:
                 if generation != self._generation:
                     continue  # assigned anew meanwhile: positions were reset
                 records = [r for batch in fetched.values() for r in batch]
                 if records:
+                    self._heard = time.time()
                     if self.fenced():
                         self._rewind()
                         continue
@@ -341,12 +350,7 @@ class InputFeed:
                 await self._try_commit()
 
     def _report_lag(self) -> None:
-        for tp, done in self._done.items():
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, highwater - done)
-                )
+        report_lag(self.consumer, self._done)
 
     def advance(self, tp: TopicPartition, next_offset: int) -> None:
         """Everything before ``next_offset`` of an assigned partition is done: commit it."""
@@ -445,6 +449,27 @@ class Outputs:
                 counter = _EVENTS_OUT[topic] = metrics.events_out.labels(topic)
             counter.inc(n)
         return []
+
+
+def report_lag(consumer: AIOKafkaConsumer, done: dict[TopicPartition, int]) -> None:
+    """Set the input lag gauge of each partition: log end as of the last fetch minus done."""
+    for tp, offset in done.items():
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset))
+
+
+def broker_sign(
+    consumer: AIOKafkaConsumer | None, partitions: Iterable[TopicPartition], heard: float | None
+) -> float | None:
+    """The later of ``heard`` and the newest fetch answer (wall seconds) for ``partitions``."""
+    newest = heard
+    if consumer is not None:
+        for tp in partitions:
+            polled = consumer.last_poll_timestamp(tp)
+            if polled is not None and (newest is None or polled / 1000 > newest):
+                newest = polled / 1000
+    return newest
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,9 +1,13 @@
-"""Pauses of the worker process: the running-time clock and the fence a long pause raises.
+"""Pauses of the worker and its broker: the clocks of silence, and the fence a pause raises.
 
-Time for the idle rules is :class:`LiveClock` time: wall seconds during which
-the process actually ran. A pause (a VM freeze, SIGSTOP, a long GC, a blocked
-event loop) counts for at most a couple of seconds, so a worker that wakes up
-does not take its own absence for the city's silence.
+Time for the idle rules is :class:`HearingClock` time: :class:`LiveClock` seconds
+(wall seconds during which the process actually ran) during which the broker
+answered. A pause (a VM freeze, SIGSTOP, a long GC, a blocked event loop) counts
+for at most a couple of seconds, so a worker that wakes up does not take its own
+absence for the city's silence; nor does a worker whose broker was down or
+unreachable, since meanwhile no source could be heard, and the sources' own
+producers hold their records until the broker is back and then send them in no
+particular order across topics.
 
 A pause longer than half the session timeout may have cost the worker its
 group membership, and another worker its partitions. :class:`PauseFence` says
@@ -19,6 +23,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,52 @@ class LiveClock:
     def _ticker(self) -> None:
         while not self._stop.wait(self.step_s):
             self.tick()
+
+
+class HearingClock:
+    """Running seconds during which the broker answered: the clock silence is measured by.
+
+    ``answered`` gives the wall time (seconds) of the newest sign of the broker: a
+    fetch answered, or records handed over. A gap between two signs longer than
+    ``grace_s`` counts for ``grace_s``: the broker was down, restarting or
+    unreachable. The grace is well above the fetch wait of a quiet broker (0.5 s)
+    and above what :class:`LiveClock` counts for a pause of the worker (2 s), so
+    neither a quiet city nor a paused worker looks deaf. Before the first sign the
+    clock runs as ``live`` does; it never goes back.
+
+    Only the newest sign is known, so the clock must be read more often than the
+    grace (the input feed reads it after every fetch).
+    """
+
+    def __init__(
+        self,
+        live: Callable[[], float],
+        answered: Callable[[], float | None],
+        grace_s: float = 3.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._live, self._answered, self._wall = live, answered, wall
+        self.grace_s = grace_s
+        self.deaf_s = 0.0  # running seconds of the gaps behind us, beyond the grace
+        self.sign: float | None = None  # wall time of the newest sign seen
+        self._live_at_sign = 0.0  # running time of that sign
+        self._last = -math.inf
+
+    def now(self) -> float:
+        live = self._live()
+        sign = self._answered()
+        if sign is not None and sign != self.sign:
+            # the sign came (wall - sign) seconds ago, after the previous one
+            at = live - max(0.0, self._wall() - sign)
+            if self.sign is not None:
+                at = max(at, self._live_at_sign)
+                self.deaf_s += max(0.0, at - self._live_at_sign - self.grace_s)
+            self.sign, self._live_at_sign = sign, at
+        ongoing = 0.0
+        if self.sign is not None:
+            ongoing = max(0.0, live - self._live_at_sign - self.grace_s)
+        self._last = max(self._last, live - self.deaf_s - ongoing)
+        return self._last
 
 
 class PauseFence:

@@ -357,7 +357,7 @@ def _services(
         detection_table=tables[DETECTION_TABLE],
         detection=detection,
         changelogs=(_changelog(settings, TABLE_NAME), _changelog(settings, DETECTION_TABLE)),
-        clock=feed.clock.now,
+        clock=feed.hearing.now,
         caught_up=feed.caught_up,
         fenced=feed.fenced,
     )
