@@ -281,7 +281,9 @@ class AppealSource:
             category=self.appeals.categories[spot.category],
             at=at,
             local=local,
-            number=f"{local:%Y%m%d}{self._run_no}{seq:05d}",
+            # 17 digits up to a million appeals a run: never the length of a mobile
+            # (11) or an ID number (15, 18), so no intake takes an id for one
+            number=f"{local:%Y%m%d}{self._run_no}{seq:06d}",
             title=title,
             text=text,
             anger=anger,

@@ -30,7 +30,7 @@ class Draft:
     category: Category
     at: datetime  # UTC
     local: datetime  # the city's local time
-    number: str  # the date, three digits of the run tag and a counter: 16 digits
+    number: str  # the local date, three digits of the run tag and a 6-digit counter
     title: str
     text: str
     anger: int
