@@ -166,6 +166,10 @@ class AppealSource:
         self.start = start.astimezone(UTC)
         self.appeals = load_appeals(cfg) if appeals is None else appeals
         self.incidents = tuple(i for i in incidents if i.kind in CITIZEN_INCIDENTS)
+        for inc in self.incidents:
+            if inc.category not in self.appeals.categories:
+                known = sorted(self.appeals.categories)
+                raise ValueError(f"incident {inc.kind}: category {inc.category!r}; known: {known}")
         self._start_ms = round(self.start.timestamp() * 1000)
         self._tz = ZoneInfo(cfg.city.city.timezone)
         self._districts = list(cfg.city.districts)

@@ -147,8 +147,12 @@ def check_incident(cfg: CityConfig, inc: Incident) -> None:
     if inc.kind not in INCIDENT_INDICATORS and inc.kind not in CITIZEN_INCIDENTS:
         known = [*INCIDENT_INDICATORS, *sorted(CITIZEN_INCIDENTS)]
         raise ValueError(f"unknown incident kind {inc.kind!r}; known: {known}")
-    if inc.kind in CITIZEN_INCIDENTS and (inc.category is None or inc.indicators):
-        raise ValueError(f"incident {inc.kind}: needs an appeal category and moves no indicator")
+    if inc.kind in CITIZEN_INCIDENTS and (
+        inc.category is None or inc.street is None or inc.indicators
+    ):
+        raise ValueError(
+            f"incident {inc.kind}: needs a street and an appeal category, and moves no indicator"
+        )
     if d is None:
         raise ValueError(f"incident {inc.kind}: unknown district {inc.district!r}")
     if inc.street is not None and inc.street not in {s.code for s in d.streets}:

@@ -8,6 +8,7 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -332,27 +333,20 @@ def test_the_incidents_appeals_grow_angrier(day: list[SimAppeal], odour: Inciden
     assert bangs(late) > bangs(early)
 
 
-def test_a_citizen_only_incident_needs_a_category_and_moves_no_indicator(
+def test_a_citizen_only_incident_needs_a_street_and_a_category_and_moves_no_indicator(
     cfg: CityConfig, odour: Incident
 ) -> None:
     check_incident(cfg, odour)
-    with pytest.raises(ValueError, match="needs an appeal category"):
-        check_incident(
-            cfg, Incident("public_opinion", odour.district, None, odour.start, odour.end, ())
-        )
-    with pytest.raises(ValueError, match="moves no indicator"):
-        check_incident(
-            cfg,
-            Incident(
-                "public_opinion",
-                odour.district,
-                None,
-                odour.start,
-                odour.end,
-                ("iot.pm25",),
-                "odour",
-            ),
-        )
+    wrong = (
+        replace(odour, category=None),
+        replace(odour, street=None),
+        replace(odour, indicators=("iot.pm25",)),
+    )
+    for incident in wrong:
+        with pytest.raises(ValueError, match="needs a street and an appeal category"):
+            check_incident(cfg, incident)
+    with pytest.raises(ValueError, match="category 'smog'"):
+        CitySimulator(cfg, incidents=(replace(odour, category="smog"),), appeals=True)
 
 
 # --- determinism ----------------------------------------------------------------------
