@@ -36,7 +36,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "notify": frozenset({"core", "alerting"}),
     "api": frozenset({"core", "alerting", "notify"}),
     "kafka": frozenset({"core", "ingest", "state", "alerting", "notify", "api"}),
-    "sim": frozenset({"core", "alerting", "api", "kafka"}),
+    "sim": frozenset({"core", "voice", "alerting", "api", "kafka"}),
 }
 KAFKA_LIBRARIES = frozenset({"faust", "aiokafka", "kafka", "mode"})
 

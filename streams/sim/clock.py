@@ -1,6 +1,6 @@
 """The simulated city's time of day: its UTC offset, and the daily and weekly patterns
-(activity, rush hours, traffic, smog, water demand, evening power) that shape values
-and event rates at each local minute."""
+(activity, rush hours, traffic, smog, water demand, evening power, citizens' appeals)
+that shape values and event rates at each local minute."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class Clock:
     smog: float  # PM2.5 multiplier: stagnant night and morning air
     demand: float  # water demand peaks (morning and evening)
     evening: float  # evening power peak
+    appeals: float  # citizens' appeals: few at night, peaks late morning and evening; mean ~1
 
     @staticmethod
     def at(local_minute: int) -> Clock:
@@ -53,6 +54,13 @@ class Clock:
             smog=1.0 + 0.15 * math.cos(2 * math.pi * (h - 5.0) / 24.0),
             demand=_bump(h, 7.5, 1.2) + _bump(h, 19.5, 1.5),
             evening=_bump(h, 20.0, 2.0),
+            appeals=(
+                0.2
+                + 1.68 * _bump(h, 10.5, 2.0)
+                + 0.92 * _bump(h, 15.0, 2.0)
+                + 1.51 * _bump(h, 20.0, 1.6)
+            )
+            * (0.85 if weekend else 1.0),
         )
 
 

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from streams.core.config import District
+from streams.sim import people
 from streams.sim.clock import Clock
 
 #: Hotline complaint category -> the department the hotline office hands it to.
@@ -121,30 +122,18 @@ _PII = (
     "本人身份证号{rid}，希望跟进处理。",
 )
 _ANGRY = ("已经反映三次了，到底有没有人管？！", "实在忍无可忍了！", "再不处理我就向媒体反映！")
-_MAIL_USERS = ("zhangwei", "wangfang", "li.na", "liuyang", "chenjing", "zhaolei", "huang_min")
-_MAIL_DOMAINS = ("163.com", "126.com", "qq.com", "sina.com", "foxmail.com")
-_PLATE_CHARS = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-
-
-def _resident_id(rng: random.Random, region: str) -> str:
-    """An 18-digit resident ID with a valid GB 11643 check digit."""
-    born = f"{rng.randint(1950, 2005)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
-    body = f"{region[:6]:0<6}{born}{rng.randint(0, 999):03d}"
-    check = "10X98765432"[sum(int(c) * w for c, w in zip(body, _ID_WEIGHTS, strict=True)) % 11]
-    return body + check
 
 
 def _complaint_text(
     rng: random.Random, category: str, template: str, place: str, district: str
 ) -> str:
-    plate = "浙" + rng.choice("ABCDFGHJ") + "".join(rng.choice(_PLATE_CHARS) for _ in range(5))
-    text = template.format(p=place, plate=plate)
+    car = people.plate(rng)
+    text = template.format(p=place, plate=car)
     if rng.random() < 0.3:  # some callers leave personal data the ingest must remove
-        mobile = f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
-        email = f"{rng.choice(_MAIL_USERS)}{rng.randrange(100)}@{rng.choice(_MAIL_DOMAINS)}"
+        phone = people.mobile(rng)
+        mail = people.email(rng)
         text += rng.choice(_PII).format(
-            mobile=mobile, email=email, plate=plate, rid=_resident_id(rng, district)
+            mobile=phone, email=mail, plate=car, rid=people.resident_id(rng, district)
         )
     return text
 

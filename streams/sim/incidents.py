@@ -3,7 +3,10 @@ effect of an incident on each sensor and feed of its district.
 
 An incident moves a gauge's values (a fire heats its street, a burst main drops the
 pressure) or adds events to a department feed (smoke alarms, 119 calls, complaints),
-with an intensity that ramps in and out as the kind of incident does.
+with an intensity that ramps in and out as the kind of incident does. A citizen-only
+incident (``public_opinion``: a cluster of appeals about one place and category that no
+sensor shows) moves no indicator: only the simulated appeals
+(:mod:`streams.sim.appeals`) show it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ INCIDENT_INDICATORS: dict[str, tuple[str, ...]] = {
     "bin_overflow": ("sanitation.bin_fill_pct", "sanitation.overflow_reports"),
     "water_main_burst": ("iot.water_pressure_kpa", "hotline.complaints"),
 }
+#: Incidents only citizens report: they move no indicator, only appeals show them.
+CITIZEN_INCIDENTS = frozenset({"public_opinion"})
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ class Incident:
     start: datetime
     end: datetime
     indicators: tuple[str, ...]
+    #: a citizen-only incident's appeal category and the department that owns it
+    category: str | None = None
+    department: str | None = None
 
     @classmethod
     def of(
@@ -61,7 +69,7 @@ class Incident:
 
     def to_json(self) -> dict[str, Any]:
         """The ground-truth record written as one JSON line."""
-        return {
+        record: dict[str, Any] = {
             "incident": self.kind,
             "district": self.district,
             "street": self.street,
@@ -69,6 +77,9 @@ class Incident:
             "end": self.end.isoformat(),
             "indicators": list(self.indicators),
         }
+        if self.category is not None:
+            record |= {"category": self.category, "department": self.department}
+        return record
 
 
 def write_ground_truth(path: Path, incidents: Iterable[Incident]) -> int:
@@ -79,8 +90,11 @@ def write_ground_truth(path: Path, incidents: Iterable[Incident]) -> int:
     return len(lines)
 
 
-def default_incidents(cfg: CityConfig, start: datetime) -> tuple[Incident, ...]:
-    """The demo script: four incidents within the first 45 simulated minutes.
+def default_incidents(
+    cfg: CityConfig, start: datetime, *, appeals: bool = False
+) -> tuple[Incident, ...]:
+    """The demo script: four incidents within the first 45 simulated minutes; with
+    ``appeals``, a fifth that only citizens report (:func:`odour_complaints`).
 
     Districts are picked from their profiles (densest old town burns, the two
     dirtiest districts get the smog), and the affected street is always a
@@ -108,15 +122,37 @@ def default_incidents(cfg: CityConfig, start: datetime) -> tuple[Incident, ...]:
     out += [make("air_quality_episode", d, None, 10, 15) for d in smog]
     out.append(make("bin_overflow", bins_d, None, 18, 14))
     out.append(make("water_main_burst", water_d, water_d.streets[0].code, 30, 11))
+    if appeals:
+        out.append(odour_complaints(cfg, pick("complaints_h")[0], start + timedelta(minutes=15)))
     return tuple(out)
+
+
+def odour_complaints(cfg: CityConfig, district: District, start: datetime) -> Incident:
+    """A smell in one street of ``district`` that no sensor measures: for 30 minutes from
+    ``start`` citizens complain about it on several channels, more and angrier as it
+    goes on. It is in the district's last street, away from the other incidents' first
+    streets; its owner is the odour category's department in ``config/appeals.yaml``."""
+    from streams.voice.appeals import load_appeals  # read only when appeals are on
+
+    owner = load_appeals(cfg).categories["odour"].department
+    street = district.streets[-1].code
+    end = start + timedelta(minutes=30)
+    return Incident("public_opinion", district.code, street, start, end, (), "odour", owner)
 
 
 def check_incident(cfg: CityConfig, inc: Incident) -> None:
     """Raise ValueError unless ``inc`` is of a known kind, in a street of a district of
     the city, with an aware start before its end."""
     d = cfg.districts.get(inc.district)
-    if inc.kind not in INCIDENT_INDICATORS:
-        raise ValueError(f"unknown incident kind {inc.kind!r}; known: {list(INCIDENT_INDICATORS)}")
+    if inc.kind not in INCIDENT_INDICATORS and inc.kind not in CITIZEN_INCIDENTS:
+        known = [*INCIDENT_INDICATORS, *sorted(CITIZEN_INCIDENTS)]
+        raise ValueError(f"unknown incident kind {inc.kind!r}; known: {known}")
+    if inc.kind in CITIZEN_INCIDENTS and (
+        inc.category is None or inc.street is None or inc.indicators
+    ):
+        raise ValueError(
+            f"incident {inc.kind}: needs a street and an appeal category, and moves no indicator"
+        )
     if d is None:
         raise ValueError(f"incident {inc.kind}: unknown district {inc.district!r}")
     if inc.street is not None and inc.street not in {s.code for s in d.streets}:

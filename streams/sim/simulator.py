@@ -10,7 +10,10 @@ daily and weekly patterns and sensor noise, and stay inside their normal band
 in quiet times, so alerts come from the scripted incidents (the
 ground truth, see :func:`write_ground_truth`) and rarely from anything else.
 ``malformed_share`` mixes in events the ingest must dead-letter, each labelled
-with the reason it should get.
+with the reason it should get. With ``appeals=True`` citizens' appeals on every
+channel join the stream (topic ``city.events.appeals``, :mod:`streams.sim.appeals`),
+and the demo script gains an incident only citizens report; without it the stream is
+what it has always been.
 
 This module runs the city's clock and says which stream emits next; the rest is
 in :mod:`streams.sim.layout` (the sensors and feeds), :mod:`streams.sim.sources`
@@ -45,6 +48,7 @@ import orjson
 
 from streams.core.config import CityConfig
 from streams.kafka.publish import produce_events
+from streams.sim.appeals import APPEALS_TOPIC, AppealSource
 from streams.sim.clock import MS_PER_HOUR, MS_PER_MINUTE, Clock, LocalTime
 from streams.sim.complaints import COMPLAINT_DEPARTMENT
 from streams.sim.incidents import (
@@ -60,6 +64,7 @@ from streams.sim.sources import feed_event, gauge_reading
 
 #: What callers of the simulator import from here, wherever it is defined.
 __all__ = [
+    "APPEALS_TOPIC",
     "COMPLAINT_DEPARTMENT",
     "DEFAULT_START",
     "INCIDENT_INDICATORS",
@@ -157,6 +162,7 @@ class CitySimulator:
         dropout_share: float = 0.002,
         incidents: Sequence[Incident] | None = None,
         sensor_scale: float = 1.0,
+        appeals: bool = False,
     ) -> None:
         if not 0.0 <= malformed_share <= 1.0:
             raise ValueError(f"malformed_share must lie in [0, 1], got {malformed_share}")
@@ -174,7 +180,9 @@ class CitySimulator:
         self.dropout_share = dropout_share
         self.sensor_scale = sensor_scale
         self.incidents: tuple[Incident, ...] = (
-            default_incidents(cfg, self.start) if incidents is None else tuple(incidents)
+            default_incidents(cfg, self.start, appeals=appeals)
+            if incidents is None
+            else tuple(incidents)
         )
         for inc in self.incidents:
             check_incident(cfg, inc)
@@ -191,6 +199,13 @@ class CitySimulator:
             sensor_scale=sensor_scale,
             incidents=self.incidents,
             start_ms=self._start_ms,
+        )
+        # Appeals draw from randomness of their own: the city's other events stay as
+        # they are with appeals on or off.
+        self.appeals: AppealSource | None = (
+            AppealSource(cfg, seed=seed, start=self.start, run=self._run, incidents=self.incidents)
+            if appeals
+            else None
         )
 
     def take(self, n: int) -> list[SimEvent]:
@@ -212,6 +227,16 @@ class CitySimulator:
 
         Each call starts from scratch, so a shorter run is a prefix of a longer one.
         """
+        if self.appeals is None:
+            return self._city_events(duration)
+        appeals = (
+            SimEvent(APPEALS_TOPIC, a.district.encode(), a.record(), a.at)
+            for a in self.appeals.appeals_in(duration)
+        )
+        return heapq.merge(self._city_events(duration), appeals, key=_event_time)
+
+    def _city_events(self, duration: timedelta) -> Iterator[SimEvent]:
+        """The sensors' and feeds' events (all but the appeals), as :meth:`events`."""
         end_ms = round(duration.total_seconds() * 1000)
         rng = random.Random(f"cityvitals-values-{self.seed}")
         # Separate streams of randomness: changing the malformed or dropout share
@@ -252,6 +277,10 @@ class CitySimulator:
                 yield SimEvent(st.topic, key, value, utc, kind)
             else:
                 yield SimEvent(st.topic, key, dumps(body), utc, None)
+
+
+def _event_time(ev: SimEvent) -> datetime:
+    return ev.event_time
 
 
 # --- producing to Kafka -------------------------------------------------------
