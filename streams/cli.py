@@ -18,6 +18,7 @@ from streams.api.auth import TokenBook, load_roles
 from streams.core.config import CityConfig, ConfigError, load_config
 from streams.core.settings import Settings
 from streams.notify.routing import RoutingTree, load_routes
+from streams.voice.appeals import AppealsConfig, load_appeals
 
 cli = typer.Typer(
     add_completion=False, no_args_is_help=True, help="City operations monitoring and early warning."
@@ -43,6 +44,7 @@ class LoadedConfig:
     cfg: CityConfig
     rules: ThresholdRules
     models: AnomalyModels
+    appeals: AppealsConfig
     roles: TokenBook | None
     routes: RoutingTree | None
 
@@ -61,6 +63,7 @@ def load_all_or_exit(
             cfg,
             rules,
             load_anomaly_models(cfg),
+            load_appeals(cfg),
             load_roles(roles, cfg) if roles is not None else None,
             load_routes(routes, cfg, rules=rules) if routes is not None else None,
         )
@@ -124,7 +127,7 @@ def check_config(config_dir: ConfigOpt = None) -> None:
     """Validate the config directory and the worker's secrets, and print a summary."""
     settings = make_settings(config_dir=config_dir)
     # every file the worker loads: the city, its rules, silences and models, the API's
-    # roles and the notification routes
+    # roles, the notification routes and the appeals' catalogue
     loaded = load_all_or_exit(settings.config_dir, settings.roles_path, settings.routes_path)
     cfg, rules, roles, routes = loaded.cfg, loaded.rules, loaded.roles, loaded.routes
     assert roles is not None and routes is not None
@@ -136,7 +139,9 @@ def check_config(config_dir: ConfigOpt = None) -> None:
         f"{len(cfg.indicators)} indicators in {len(cfg.catalogue.domains)} domains, "
         f"{len(rules.rules)} threshold rules, anomaly models: {', '.join(sorted(chosen))}; "
         f"{len(roles.users)} API users ({settings.roles_path.name}), "
-        f"{len(routes.receivers)} notification receivers ({settings.routes_path.name})"
+        f"{len(routes.receivers)} notification receivers ({settings.routes_path.name}); "
+        f"{len(loaded.appeals.channels)} appeal channels, "
+        f"{len(loaded.appeals.categories)} appeal categories"
     )
 
 

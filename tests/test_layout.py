@@ -35,7 +35,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "alerting": frozenset({"core", "ingest", "state"}),
     "notify": frozenset({"core", "alerting"}),
     "api": frozenset({"core", "alerting", "notify"}),
-    "kafka": frozenset({"core", "ingest", "state", "alerting", "notify", "api"}),
+    "kafka": frozenset({"core", "ingest", "state", "voice", "alerting", "notify", "api"}),
     "sim": frozenset({"core", "voice", "alerting", "api", "kafka"}),
 }
 KAFKA_LIBRARIES = frozenset({"faust", "aiokafka", "kafka", "mode"})

@@ -56,6 +56,7 @@ class Source(StrEnum):
     FIRE = "fire"
     SANITATION = "sanitation"
     HOTLINE = "hotline"
+    APPEALS = "appeals"  # citizens' appeals from every channel (streams.voice)
 
 
 class _Strict(BaseModel):

@@ -33,7 +33,10 @@ EVENT_TOPICS: dict[str, str] = {
     "fire": "city.events.fire",
     "sanitation": "city.events.sanitation",
     "hotline": "city.events.hotline",
+    "appeals": "city.events.appeals",
 }
+#: The input topic of citizens' appeals (an :class:`AppealRecord` each, any channel).
+APPEALS_TOPIC = EVENT_TOPICS["appeals"]
 READINGS_TOPIC = "city.readings"
 DEADLETTER_TOPIC = "city.deadletter"
 VITALS_TOPIC = "city.vitals"
@@ -139,6 +142,9 @@ class DeadLetterReason(StrEnum):
     UNPROCESSABLE = "unprocessable"  # failed in a way no check foresaw; ``stage`` says where
     # an action on city.alert-actions without a valid signature (streams.core.signing)
     UNAUTHENTICATED = "unauthenticated"
+    # an appeal from a channel, or filed under a category, config/appeals.yaml does not name
+    UNKNOWN_CHANNEL = "unknown_channel"
+    UNKNOWN_CATEGORY = "unknown_category"
 
 
 class DeadLetterStage(StrEnum):
@@ -179,12 +185,34 @@ REASON_STAGE: dict[DeadLetterReason, DeadLetterStage] = {
             DeadLetterReason.OUT_OF_RANGE,
             DeadLetterReason.FUTURE_EVENT_TIME,
             DeadLetterReason.TOO_OLD,
+            DeadLetterReason.UNKNOWN_CHANNEL,
+            DeadLetterReason.UNKNOWN_CATEGORY,
         )
     },
     DeadLetterReason.LATE: DeadLetterStage.WINDOW,
     DeadLetterReason.UNPROCESSABLE: DeadLetterStage.BATCH,
     DeadLetterReason.UNAUTHENTICATED: DeadLetterStage.ACTION,
 }
+
+
+class AppealRecord(_Message):
+    """One citizen's appeal as a channel delivers it, on ``city.events.appeals``.
+
+    Keyed by the appeal's district. ``payload`` is the channel's own record, read by
+    the channel's adapter (``config/appeals.yaml``; each channel's payload is in
+    docs/appeals.md). The worker de-identifies it, files it under a category of the
+    catalogue and scores its emotion; the result is a reading of the ``citizen``
+    domain whose attributes carry the appeal.
+
+    Example::
+
+        {"channel": "hotline_12345",
+         "payload": {"order_no": "GD2026112400123", "accepted_at": "2026-11-24 23:15:03",
+                     "category": "噪声扰民", "district_code": "339901", ...}}
+    """
+
+    channel: Annotated[str, Field(min_length=1, max_length=64)]
+    payload: dict[str, Any]
 
 
 class DeadLetter(_Message):
@@ -540,9 +568,11 @@ class NotificationOutcome(_Message):
     finished_at: AwareDatetime
 
 
-#: The message on each topic (the five input topics all carry a :class:`CityEvent`).
+#: The message on each topic (the input topics of department systems carry a
+#: :class:`CityEvent`, that of appeals an :class:`AppealRecord`).
 TOPIC_MESSAGES: dict[str, type[_Message]] = {
     **dict.fromkeys(EVENT_TOPICS.values(), CityEvent),
+    APPEALS_TOPIC: AppealRecord,
     READINGS_TOPIC: Reading,
     DEADLETTER_TOPIC: DeadLetter,
     VITALS_TOPIC: DistrictVitals,

@@ -101,7 +101,7 @@ class CatalogueCheck:
             t = when.timestamp()
             if self._oldest <= t <= self._newest:
                 return canonical, t
-        return canonical, self._check_time(when, now)
+        return canonical, self.check_time(when, now)
 
     def _set_clock(self, now: datetime) -> None:
         """One clock reading per batch: the bounds of an acceptable event time."""
@@ -113,7 +113,7 @@ class CatalogueCheck:
             now.year + 1 + int(self.max_future_s // (365 * 86400)),
         )
 
-    def _check_time(self, when: datetime, now: datetime) -> float:
+    def check_time(self, when: datetime, now: datetime) -> float:
         """The event time in seconds since the epoch, if neither too far ahead of the
         clock nor too far behind it."""
         if now is not self._now:

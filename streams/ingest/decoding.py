@@ -99,7 +99,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def _duplicate_key(value: bytes) -> str | None:
+def duplicate_key(value: bytes) -> str | None:
     """The first key named twice in one object of a valid JSON document, if any."""
     try:
         json.loads(value, object_pairs_hook=_no_duplicates)
@@ -110,17 +110,17 @@ def _duplicate_key(value: bytes) -> str | None:
     return None
 
 
-def _strings_in(value: Any) -> int:
+def strings_in(value: Any) -> int:
     """Keys and string values in a decoded JSON value."""
     if isinstance(value, str):
         return 1
     if isinstance(value, dict):
-        return len(value) + sum(_strings_in(v) for v in value.values())
+        return len(value) + sum(strings_in(v) for v in value.values())
     if isinstance(value, list):
-        return sum(_strings_in(v) for v in value)
+        return sum(strings_in(v) for v in value)
     if isinstance(value, msgspec.Struct):
         present = [v for v in msgspec.structs.astuple(value) if v is not UNSET]
-        return len(present) + sum(_strings_in(v) for v in present)
+        return len(present) + sum(strings_in(v) for v in present)
     return 0
 
 
@@ -141,7 +141,7 @@ def _quote_counter(
                 elif present is not None:
                     quotes += present
                 else:
-                    quotes += 2 + 2 * _strings_in(value)
+                    quotes += 2 + 2 * strings_in(value)
         return quotes
 
     return quotes_if_unique
@@ -216,13 +216,13 @@ class EventDecoder:
                     raise self._too_deep() from None
                 raise rejected from None
             self._check_depth(event)
-            duplicate = _duplicate_key(value)
+            duplicate = duplicate_key(value)
         else:
             if event.attributes:  # (inline: most events have none)
                 self._check_depth(event)
             duplicate = None
             if value.count(b'"') != _quotes_if_unique(event):
-                duplicate = _duplicate_key(value)
+                duplicate = duplicate_key(value)
         if duplicate is not None:
             raise Rejected(
                 DeadLetterReason.DUPLICATE_KEY,

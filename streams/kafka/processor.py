@@ -27,6 +27,7 @@ from streams.alerting.detection import DetectionContext
 from streams.core import metrics
 from streams.core.config import CityConfig
 from streams.core.messages import (
+    APPEALS_TOPIC,
     DEADLETTER_TOPIC,
     EVENT_TOPICS,
     READINGS_TOPIC,
@@ -47,6 +48,8 @@ from streams.kafka.ownership import DistrictReports
 from streams.kafka.raising import AlertRaiser
 from streams.kafka.tables import DETECTION_TABLE, TABLE_NAME, TableWriter
 from streams.state.windows import STREET_SEP, DistrictWindows
+from streams.voice.appeals import AppealsConfig
+from streams.voice.ingest import AppealStage
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,16 @@ def ingestor_of(cfg: CityConfig, settings: Settings) -> Ingestor:
     )
 
 
+def street_keys(cfg: CityConfig, detection: DetectionContext) -> dict[tuple[str, str], str]:
+    """(indicator, street) -> the key of the street's own aggregate, for the indicators
+    a rule watches per street."""
+    return {
+        (ind, street): f"{ind}{STREET_SEP}{street}"
+        for ind in detection.street_indicators
+        for street in cfg.city.street_district
+    }
+
+
 class VitalsProcessor:
     """The per-batch work of the input feed's handler, and the one-second idle close."""
 
@@ -85,6 +98,7 @@ class VitalsProcessor:
         clock: Callable[[], float] = time.monotonic,
         caught_up: Callable[[frozenset[int], float], bool] | None = None,
         fenced: Callable[[], bool] = lambda: False,
+        appeals: AppealsConfig | None = None,
         changelogs: tuple[str, str] = (
             f"cityvitals-{TABLE_NAME}-changelog",
             f"cityvitals-{DETECTION_TABLE}-changelog",
@@ -97,19 +111,17 @@ class VitalsProcessor:
         self._clock, self._fenced = clock, fenced
         self.ingestor = ingestor_of(cfg, settings)
         self.dead_letters = self.ingestor.dead_letters
+        self.appeals = AppealStage(self.ingestor, appeals)
         self._districts = set(cfg.districts)
         self.writer = TableWriter(
             table, detection_table, outputs=outputs, fenced=fenced, changelogs=changelogs
         )
         self.counting = Counting(
             self.ingestor,
+            self.appeals.accept_any,
             settings,
             detection,
-            street_keys={
-                (ind, street): f"{ind}{STREET_SEP}{street}"
-                for ind in detection.street_indicators
-                for street in cfg.city.street_district
-            },
+            street_keys=street_keys(cfg, detection),
             districts=frozenset(d.encode() for d in cfg.districts),
         )
         self.raiser = AlertRaiser(
@@ -247,7 +259,7 @@ class VitalsProcessor:
         readings = batch.readings
         counting = self.counting
         street_keys = counting.street_keys
-        accept = self.ingestor.accept
+        accept, accepts = self.ingestor.accept, {APPEALS_TOPIC: self.appeals.accept_any}
         tp_names = self._tp_names
         max_ahead = self.settings.max_ahead_s
         early_indicators = counting.early_indicators
@@ -265,7 +277,8 @@ class VitalsProcessor:
                 duplicates += 1
                 continue
             try:
-                result = accept(msg.topic, msg.partition, msg.offset, key, value, now)
+                stage = accepts.get(msg.topic, accept)
+                result = stage(msg.topic, msg.partition, msg.offset, key, value, now)
                 if isinstance(result, DeadLetter):
                     dead.append((counting.dl_key(key), result))
                 else:

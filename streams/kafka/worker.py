@@ -51,6 +51,7 @@ from streams.kafka.tables import (
 )
 from streams.notify.delivery import DeliveryPolicy
 from streams.notify.routing import load_routes
+from streams.voice.appeals import load_appeals
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,8 @@ def create_app(
     readiness = _inputs_follow_rebalances(parts)
     _agents_and_timers(parts)
     config_files = [cfg.directory / n for n in ("city.yaml", "indicators.yaml", "thresholds.yaml")]
-    config_files += [cfg.directory / "silences.yaml", settings.roles_path]
+    config_files += [cfg.directory / "silences.yaml", cfg.directory / "appeals.yaml"]
+    config_files += [settings.roles_path]
     config_files += [f for f in (cfg.directory / "anomaly.yaml",) if f.exists()]
     app.api_service = ApiService(
         settings,
@@ -330,6 +332,7 @@ def _services(
         max_notes=settings.max_notes_per_alert,
     )
     routes = load_routes(settings.routes_path, cfg, rules=rules)
+    appeals = load_appeals(cfg)
     # `cityvitals worker` has said which and exited 2 before; this guards other callers
     refuse_unsafe([*settings.secret_problems(), *routes.secret_problems])
 
@@ -360,6 +363,7 @@ def _services(
         clock=feed.hearing.now,
         caught_up=feed.caught_up,
         fenced=feed.fenced,
+        appeals=appeals,
     )
     app.cityvitals = processor  # type: ignore[attr-defined]
     app.input_feed = feed

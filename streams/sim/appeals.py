@@ -37,9 +37,6 @@ from streams.sim.clock import MS_PER_HOUR, MS_PER_MINUTE, LocalTime
 from streams.sim.incidents import CITIZEN_INCIDENTS, Incident
 from streams.voice.appeals import AppealsConfig, Rating, load_appeals
 
-#: The topic the simulated appeals go to, keyed by district.
-APPEALS_TOPIC = "city.events.appeals"
-
 #: Background channel mix, of the channels ``config/appeals.yaml`` names.
 CHANNEL_WEIGHTS: dict[str, float] = {
     "hotline_12345": 0.45,

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from streams.core.config import CityConfig, District, Indicator
+from streams.core.config import CityConfig, District, Indicator, Source
 from streams.core.messages import EVENT_TOPICS
 from streams.sim.clock import MS_PER_MINUTE, Clock
 from streams.sim.incidents import Effect, Incident, effects
@@ -177,6 +177,8 @@ def city_layout(
             for s in d.streets
         }
         for ind in cfg.catalogue.indicators:
+            if ind.source is Source.APPEALS:  # appeals are texts, not department feeds
+                continue
             prefix = f"{ind.source.value}-{d.code}-{run}-"
             if ind.expected_interval_s is None:
                 streams.append(_feed(ind, d, street_pos, prefix))

@@ -47,8 +47,9 @@ import numpy as np
 import orjson
 
 from streams.core.config import CityConfig
+from streams.core.messages import APPEALS_TOPIC
 from streams.kafka.publish import produce_events
-from streams.sim.appeals import APPEALS_TOPIC, AppealSource
+from streams.sim.appeals import AppealSource
 from streams.sim.clock import MS_PER_HOUR, MS_PER_MINUTE, Clock, LocalTime
 from streams.sim.complaints import COMPLAINT_DEPARTMENT
 from streams.sim.incidents import (

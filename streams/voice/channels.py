@@ -336,6 +336,12 @@ class AppealIntake:
         self.repeats = repeats if repeats is not None else RepeatIndex(appeals.repeat_span)
 
     def accept(self, channel: str, payload: object) -> Appeal:
+        """:meth:`read`, then :meth:`repeat`."""
+        return self.repeat(self.read(channel, payload))
+
+    def read(self, channel: str, payload: object) -> Appeal:
+        """The appeal a channel's payload holds, de-identified and categorised; not yet
+        looked up among earlier ones."""
         found = self.appeals.channels.get(channel)
         if found is None:
             raise AppealRejected(
@@ -364,8 +370,16 @@ class AppealIntake:
             appeal_id=self.deid.scrub_identifier(draft.appeal_id)[0],
             text=self.deid.scrub_narrative(draft.text)[0],
         )
-        appeal = self.appeals.appeal(found, draft)
+        return self.appeals.appeal(found, draft)
+
+    def repeat(self, appeal: Appeal) -> Appeal:
+        """The appeal, marked with the first appeal of its run when it repeats one (read
+        again, the first is not its own repeat)."""
         repeat_of = self.repeats.observe(
             appeal.district, appeal.street, appeal.category, appeal.appeal_id, appeal.event_time
         )
-        return appeal if repeat_of is None else appeal.model_copy(update={"repeat_of": repeat_of})
+        return (
+            appeal
+            if repeat_of in (None, appeal.appeal_id)
+            else appeal.model_copy(update={"repeat_of": repeat_of})
+        )

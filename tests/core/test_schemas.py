@@ -54,7 +54,7 @@ def outputs() -> dict[str, Any]:
     """What the worker's handler writes for an hour of the simulated city, with a few
     malformed events among them, by topic; and the events it read."""
     start = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
-    sim = CitySimulator(CFG, seed=3, start=start, malformed_share=0.02)
+    sim = CitySimulator(CFG, seed=3, start=start, malformed_share=0.02, appeals=True)
     harness = Harness()
     records = [
         InputRecord(ev.topic, key_partition(ev.key, 4) if ev.key else 0, i, ev.key, ev.value)

@@ -272,7 +272,7 @@ def stack(broker_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
         # an hour of the city (last Tuesday morning) in four parts that Prometheus sees apart
         start = simulation_start()
-        sim = CitySimulator(CFG, seed=7, start=start, malformed_share=0.02)
+        sim = CitySimulator(CFG, seed=7, start=start, malformed_share=0.02, appeals=True)
         parts: dict[int, list[SimEvent]] = defaultdict(list)
         for ev in sim.events(timedelta(minutes=60)):
             # the simulator's "future" events lie 2 to 30 days after the simulated hour,

@@ -93,7 +93,7 @@ def run(settings: Settings) -> tuple[list[float], list[float]]:
 
 def test_a_quiet_source_holds_the_windows_until_its_own_wait_runs_out() -> None:
     # the sources this district never hears from are quick to give up on too
-    waits = {"hotline": 15.0, "traffic": 5.0, "fire": 5.0, "sanitation": 5.0}
+    waits = {"hotline": 15.0, "traffic": 5.0, "fire": 5.0, "sanitation": 5.0, "appeals": 5.0}
     counted, started = delay_count(), time.time()
     before, after = run(Settings(partitions=4, idle_close_s=60, source_wait_s=waits))
     assert before == []  # the hotline's mark (00:05) holds every window

@@ -46,7 +46,12 @@ def with_state(bootstrap: str, tmp_path: Path, seed: int) -> Worker:
             "the events read",
         )
         wait_for(
-            lambda: worker.metric("cityvitals_pipeline_table_value_max_bytes") > 0,
+            lambda: (
+                worker.metric(
+                    "cityvitals_pipeline_table_value_max_bytes", {"table": "district-detection"}
+                )
+                > 0
+            ),
             120,
             "detection state written",
         )

@@ -16,9 +16,10 @@ import orjson
 import pytest
 
 from streams.core.config import CityConfig, load_config
+from streams.core.messages import APPEALS_TOPIC
 from streams.ingest.deid import Deidentifier
 from streams.sim import people
-from streams.sim.appeals import APPEALS_TOPIC, SimAppeal
+from streams.sim.appeals import SimAppeal
 from streams.sim.incidents import Incident, check_incident, default_incidents
 from streams.sim.simulator import DEFAULT_START, CitySimulator, SimEvent
 from streams.voice.appeals import Appeal, AppealsConfig, load_appeals

@@ -1,0 +1,249 @@
+"""Appeals in the worker: ``city.events.appeals`` records -> citizen readings, or dead letters.
+
+Each record is an :class:`~streams.core.messages.AppealRecord` (a channel's code and
+its payload), keyed by the appeal's district. :meth:`AppealIngest.accept` gives what
+:meth:`streams.ingest.ingestor.Ingestor.accept` gives for a department's event, so the
+worker counts an appeal in its district's windows like any reading:
+
+Its dead letters show the record's channel and the names of its payload's fields only
+(:meth:`AppealIngest.outline`); the record itself is sealed in them.
+
+1. **decode**: size (``too_large``), JSON (``bad_json``), no key named twice
+   (``duplicate_key``), nesting (``too_deep``), the envelope's shape (``schema``);
+2. **validate**: the channel's adapter reads the payload, the text and id are
+   de-identified, the category is resolved against ``config/appeals.yaml``
+   (:class:`~streams.voice.channels.AppealIntake`: ``unknown_channel``,
+   ``unknown_category``, ``unknown_district``, ``unknown_street`` and the payload's own
+   ``schema`` and ``wrong_type``); the message key must be the district
+   (``key_mismatch``) and the event time within the clock's bounds
+   (``future_event_time``, ``too_old``); only then is the appeal looked up among
+   earlier ones (``repeat_of``), so a mistyped date cannot expire the runs;
+3. **reading**: the emotion is scored (:mod:`streams.voice.emotion`) and the appeal
+   becomes a reading of ``citizen.appeals``, or of ``citizen.extreme_appeals`` when its
+   intensity is extreme, valued at the intensity, with the appeal in its attributes
+   (channel, category, departments, de-identified text, rating, repeat, emotion and
+   the words that drove it).
+
+Nothing a record holds raises out of :meth:`AppealIngest.accept`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+import orjson
+
+from streams.core.messages import (
+    APPEALS_TOPIC,
+    DeadLetter,
+    DeadLetterReason,
+    DeadLetterStage,
+    Origin,
+)
+from streams.ingest.decoding import duplicate_key, nests_deeper, strings_in
+from streams.ingest.ingestor import PREVIEW_CHARS, Accepted, Ingestor
+from streams.ingest.rejection import Rejected, failure_detail, quoted
+from streams.voice.appeals import Appeal, AppealRejected, AppealsConfig, load_appeals
+from streams.voice.channels import AppealIntake
+from streams.voice.emotion import Emotion, Scorer
+
+APPEAL = "citizen.appeals"
+EXTREME_APPEAL = "citizen.extreme_appeals"
+ENVELOPE_KEYS = frozenset({"channel", "payload"})
+
+
+class AppealIngest:
+    """Reads appeals for the worker; shares the ingest stage's limits, clock bounds,
+    de-identification and dead letters."""
+
+    def __init__(self, ingestor: Ingestor, intake: AppealIntake, scorer: Scorer) -> None:
+        self.ingestor, self.intake, self.scorer = ingestor, intake, scorer
+        self.dead_letters = ingestor.dead_letters
+        self.max_bytes = ingestor.decoder.max_event_bytes
+        self.max_depth = ingestor.decoder.max_depth
+        self._district_keys = {code: code.encode() for code in ingestor.cfg.districts}
+        indicators = ingestor.cfg.indicators
+        self._unit = {code: indicators[code].unit for code in (APPEAL, EXTREME_APPEAL)}
+        self._sharing = {code: indicators[code].sharing.value for code in (APPEAL, EXTREME_APPEAL)}
+        self._domain = indicators[APPEAL].domain
+
+    def accept(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes,
+        now: datetime,
+    ) -> Accepted | DeadLetter:
+        stage = DeadLetterStage.DECODE
+        try:
+            channel, payload = self._envelope(value)
+            stage = DeadLetterStage.VALIDATE
+            appeal, t = self._appeal(channel, payload, key, now)
+            stage = DeadLetterStage.READING
+            emotion = self.scorer.score(appeal.text)
+            return self._reading(appeal, emotion, t, (topic, partition, offset), now)
+        except Rejected as rej:
+            reason, detail, stage = rej.reason, rej.detail, rej.stage or stage
+        except AppealRejected as rej:
+            reason, detail = DeadLetterReason(rej.reason.value), f"{rej.field}: {rej.detail}"
+        except Exception as exc:
+            reason, detail = DeadLetterReason.UNPROCESSABLE, failure_detail(exc)
+        origin = Origin(topic=topic, partition=partition, offset=offset)
+        letter = self.dead_letters.make(origin, key, value, reason, detail, now, stage)
+        return letter.model_copy(update={"preview": self.outline(value)})
+
+    def outline(self, value: bytes) -> str:
+        """A dead letter's preview of an appeal record: its channel and the names of its
+        payload's fields, never their values. An appeal holds a citizen's own words and
+        details, which pattern matching cannot be trusted to find all of (a name without
+        a cue); the whole record is in the dead letter, sealed."""
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return f"({len(value)} bytes, not JSON)"
+        if not isinstance(doc, dict):
+            return f"(JSON {type(doc).__name__}, not an object)"
+        channel = doc.get("channel")
+        payload = doc.get("payload")
+        fields = ", ".join(sorted(payload)[:40]) if isinstance(payload, dict) else "(not an object)"
+        shown = channel if isinstance(channel, str) and len(channel) <= 64 else "(?)"
+        text = f"channel {shown}; payload fields: {fields}"
+        return self.ingestor.deid.scrub_narrative(text[:PREVIEW_CHARS])[0]
+
+    def _envelope(self, value: bytes) -> tuple[str, dict[str, Any]]:
+        """The channel and payload of a record, or :class:`Rejected` (stage decode)."""
+        if len(value) > self.max_bytes:
+            raise Rejected(
+                DeadLetterReason.TOO_LARGE,
+                f"the record takes {len(value)} bytes; at most {self.max_bytes} are accepted",
+            )
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise Rejected(DeadLetterReason.BAD_JSON, str(exc)) from None
+        # a key named twice leaves fewer keys than the record's quotes tell (escaped
+        # quotes too: then the record is read again to be sure)
+        if value.count(b'"') != 2 * strings_in(doc):
+            twice = duplicate_key(value)
+            if twice is not None:
+                raise Rejected(
+                    DeadLetterReason.DUPLICATE_KEY, f"key {quoted(twice)} is named twice"
+                )
+        if nests_deeper(doc, self.max_depth):
+            raise Rejected(DeadLetterReason.TOO_DEEP, f"nested deeper than {self.max_depth} levels")
+        if not isinstance(doc, dict) or set(doc) != ENVELOPE_KEYS:
+            found = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+            raise Rejected(
+                DeadLetterReason.SCHEMA,
+                f"an appeal record is an object of 'channel' and 'payload', not {found}",
+            )
+        channel, payload = doc["channel"], doc["payload"]
+        if not isinstance(channel, str) or not isinstance(payload, dict):
+            raise Rejected(
+                DeadLetterReason.WRONG_TYPE,
+                "'channel' must be a string and 'payload' an object",
+            )
+        return channel, payload
+
+    def _appeal(
+        self, channel: str, payload: dict[str, Any], key: bytes | None, now: datetime
+    ) -> tuple[Appeal, float]:
+        """The de-identified appeal and its time in seconds since the epoch."""
+        intake = self.intake
+        appeal = intake.read(channel, payload)
+        if key is None or self._district_keys.get(appeal.district) != key:
+            shown = None if key is None else key.decode("utf-8", "replace")
+            raise Rejected(
+                DeadLetterReason.KEY_MISMATCH,
+                f"message key {quoted(shown)} is not the appeal's district "
+                f"{quoted(appeal.district)}",
+            )
+        t = self.ingestor.catalogue.check_time(appeal.event_time, now)
+        return intake.repeat(appeal), t
+
+    def _reading(
+        self,
+        appeal: Appeal,
+        emotion: Emotion,
+        t: float,
+        origin: tuple[str, int, int],
+        now: datetime,
+    ) -> Accepted:
+        """The appeal as a reading (fields in :class:`~streams.core.messages.Reading`'s
+        order, as the ingest stage writes them)."""
+        indicator = EXTREME_APPEAL if emotion.extreme else APPEAL
+        attributes: dict[str, Any] = {
+            "channel": appeal.channel,
+            "category": appeal.category,
+            "department": appeal.department,
+            "co_departments": list(appeal.co_departments),
+            "text": appeal.text,
+        }
+        if appeal.rating is not None:
+            attributes["rating"] = appeal.rating
+        if appeal.repeat_of is not None:
+            attributes["repeat_of"] = appeal.repeat_of
+        attributes["emotion"] = {
+            "intensity": emotion.intensity,
+            "category": emotion.category,
+            "extreme": emotion.extreme,
+            "evidence": list(emotion.evidence),
+        }
+        doc: dict[str, Any] = {
+            "event_id": appeal.appeal_id,
+            "source": appeal.channel,
+            "district": appeal.district,
+        }
+        if appeal.street is not None:
+            doc["street"] = appeal.street
+        doc |= {
+            "indicator": indicator,
+            "domain": self._domain,
+            "value": emotion.intensity,
+            "unit": self._unit[indicator],
+            "sharing": self._sharing[indicator],
+            "event_time": appeal.event_time,
+            "ingest_time": now,
+            "attributes": attributes,
+            "origin": {"topic": origin[0], "partition": origin[1], "offset": origin[2]},
+        }
+        data = orjson.dumps(doc, option=orjson.OPT_UTC_Z)
+        return Accepted(
+            indicator, self._domain, appeal.street, emotion.intensity, appeal.event_time, data, t
+        )
+
+
+class AppealStage:
+    """A worker's :class:`AppealIngest`, built at once when given the appeals' catalogue
+    (the worker, which so fails at start on a wrong one), else at the first appeal from
+    the city's config directory: the lexicon takes about a second to load, which a
+    process that never sees an appeal need not spend."""
+
+    def __init__(self, ingestor: Ingestor, appeals: AppealsConfig | None = None) -> None:
+        self._ingestor, self._appeals = ingestor, appeals
+        if appeals is not None:
+            _ = self.ingest
+
+    @cached_property
+    def ingest(self) -> AppealIngest:
+        ingestor = self._ingestor
+        appeals = self._appeals or load_appeals(ingestor.cfg)
+        return AppealIngest(ingestor, AppealIntake(appeals, ingestor.deid), Scorer())
+
+    def accept_any(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes,
+        now: datetime,
+    ) -> Accepted | DeadLetter:
+        """A record of any input topic: an appeal here, a department's event through the
+        ingest stage."""
+        stage = self.ingest.accept if topic == APPEALS_TOPIC else self._ingestor.accept
+        return stage(topic, partition, offset, key, value, now)
