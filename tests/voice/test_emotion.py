@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.voice.emotion import Emotion, Weights, default_scorer, score
+from streams.voice.emotion import Emotion, Scorer, Weights, default_scorer, score
 from streams.voice.lexicon import CATEGORIES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,6 +139,16 @@ def test_threats_to_escalate_are_extreme_and_enquiries_are_calm() -> None:
     assert "拉横幅" in threat.evidence
     enquiry = score("请问公积金可以用来付房租吗？需要什么材料")
     assert enquiry == Emotion(0.0, "none", False, ())
+
+
+def test_an_appeal_scores_the_same_the_first_time_and_every_time_after() -> None:
+    """The scorer keeps what each word means once it has seen it; that changes nothing."""
+    texts = [row["text"] for row in rows()[:80]]
+    seasoned = default_scorer()
+    before = [seasoned.score(text) for text in texts]
+    fresh = Scorer(seasoned.weights, seasoned.lexicon, seasoned.segmenter)
+    assert [fresh.score(text) for text in texts] == before
+    assert [seasoned.score(text) for text in texts] == before
 
 
 def test_the_result_is_bounded_and_named() -> None:
