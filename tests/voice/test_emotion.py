@@ -191,6 +191,16 @@ def test_the_shipped_threshold_is_the_one_the_tuning_part_chooses() -> None:
     assert best["threshold"] == pytest.approx(weights.extreme, abs=1e-4)
 
 
+def test_the_bench_times_the_scorer_of_a_revision_beside_todays() -> None:
+    """``bench/emotion.py --against REV``: the scorer as committed, in this process."""
+    then = emotion_bench.scorer_at("HEAD")
+    assert type(then).__module__ == "voice_at_HEAD.emotion"
+    texts = [row["text"] for row in rows()[:40]]
+    report = emotion_bench.against(then, default_scorer(), texts, runs=1)
+    assert report["same_intensity_and_category"] == report["appeals"] == len(texts)
+    assert set(report) >= {"then_us", "now_us"}
+
+
 def test_the_example_in_docs_emotion_md_prints_what_it_says() -> None:
     doc = (ROOT / "docs" / "emotion.md").read_text(encoding="utf-8")
     example = re.search(r'score\("(.+?)"\)\n((?:# .*\n)+)```', doc)
