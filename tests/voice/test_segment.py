@@ -29,6 +29,13 @@ def test_traditional_text_is_cut_as_simplified_and_kept_as_written(segmenter: Se
     assert "電梯" in cut.written and "电梯" in cut.words
 
 
+def test_characters_outside_the_dictionary_are_words_of_their_own(segmenter: Segmenter) -> None:
+    cut = segmenter.cut("楼下太吵了😡😡！踢皮球")
+    assert "".join(cut.words) == cut.simplified
+    assert cut.words.count("😡") == 2
+    assert cut.words[-1] == "踢皮球"
+
+
 def test_the_cache_goes_to_the_users_own_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", "/srv/cache")
     assert default_cache_dir() == Path("/srv/cache/cityvitals")
