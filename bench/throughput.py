@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python bench/throughput.py --events 200000 [--partitions 8] [--malformed 0.0]
-                                         [--seed 7] [--repeat 1] [--keep-logs]
+                                         [--appeals 0.0] [--seed 7] [--repeat 1] [--keep-logs]
 
 What happens, in order:
 
@@ -11,7 +11,8 @@ What happens, in order:
    city's topics are created with ``--partitions`` partitions (``ensure_topics``).
 2. ``--events`` N simulated events are generated (:class:`~streams.sim.simulator.CitySimulator`,
    starting far enough in the past that no valid event counts as "future") and produced
-   to the five ``city.events.*`` topics *before* anything consumes them: one aiokafka
+   to the ``city.events.*`` topics *before* anything consumes them (``--appeals 0.1``:
+   a tenth of them citizens' appeals, :func:`with_appeals`): one aiokafka
    producer, ``linger_ms=10``, ``max_batch_size=256 KiB``, ``send()`` without awaiting
    each delivery, one ``flush()`` at the end.
 3. **Raw baseline** (``raw_consume_events_per_s``): an ``AIOKafkaConsumer``
@@ -69,6 +70,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import heapq
 import json
 import os
 import platform
@@ -82,6 +84,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -103,10 +106,11 @@ from rich.progress import (
 )
 
 from streams.core.config import load_config
-from streams.core.messages import EVENT_TOPICS
+from streams.core.messages import APPEALS_TOPIC, EVENT_TOPICS
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.child import WorkerProcess, free_port, worker_environment
 from streams.kafka.topics import ensure_topics
+from streams.sim.appeals import AppealSource
 from streams.sim.simulator import CitySimulator, SimEvent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -153,8 +157,11 @@ def _progress(show: bool) -> Progress:
 # --- input -------------------------------------------------------------------------------
 
 
-def generate_events(n: int, seed: int, malformed: float) -> list[SimEvent]:
-    """The first *n* simulated events, ending (valid ones) at least 10 minutes ago.
+def generate_events(
+    n: int, seed: int, malformed: float, appeals_share: float = 0.0
+) -> list[SimEvent]:
+    """The first *n* simulated events, ending (valid ones) at least 10 minutes ago; with
+    ``appeals_share``, that share of them citizens' appeals (:func:`with_appeals`).
 
     The simulator's event rate follows the time of day, so the span of n events is found by
     trying: start about 1 h per 10k events back (whole hours, so a seed gives the same events
@@ -166,7 +173,9 @@ def generate_events(n: int, seed: int, malformed: float) -> list[SimEvent]:
     hours = 2 + n // 10_000
     for _ in range(6):
         start = (now - timedelta(hours=hours)).replace(minute=0, second=0, microsecond=0)
-        events = CitySimulator(cfg, seed=seed, start=start, malformed_share=malformed).take(n)
+        sim = CitySimulator(cfg, seed=seed, start=start, malformed_share=malformed)
+        k = round(n * appeals_share)
+        events = with_appeals(sim, sim.take(n - k), k) if k else sim.take(n)
         if len(events) < n:
             raise RuntimeError(f"the simulator produced {len(events)} events, not {n}")
         last = max((e.event_time for e in events if e.malformed is None), default=start)
@@ -178,6 +187,29 @@ def generate_events(n: int, seed: int, malformed: float) -> list[SimEvent]:
             return events
         hours += int((last - latest_ok).total_seconds() // 3600) + 2
     raise RuntimeError("could not place the simulated events in the past")
+
+
+def with_appeals(sim: CitySimulator, events: list[SimEvent], k: int) -> list[SimEvent]:
+    """``events`` and ``k`` appeals of the simulated city over the same span, merged in
+    event time. The appeals' rate is scaled up to give ``k`` in that span (a city's real
+    share is about 1 %), keeping their channels, categories, texts and rhythm."""
+    span = max(e.event_time for e in events) - sim.start
+    found: list[SimEvent] = []
+    scale = 1.0
+    for _ in range(8):
+        source = AppealSource(
+            sim.cfg, seed=sim.seed, start=sim.start, run=sim.run_tag, rate_scale=scale
+        )
+        found = [
+            SimEvent(APPEALS_TOPIC, a.district.encode(), a.record(), a.at)
+            for a in islice(source.appeals_in(span), k)
+        ]
+        if len(found) == k:
+            break
+        scale *= 1.2 * k / max(len(found), 1)
+    else:
+        raise RuntimeError(f"could not fit {k} appeals in {span}")
+    return list(heapq.merge(events, found, key=lambda e: e.event_time))
 
 
 async def produce(bootstrap: str, events: Sequence[SimEvent], show_progress: bool) -> float:
@@ -541,6 +573,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=8, help="partitions of every topic")
     parser.add_argument("--malformed", type=float, default=0.0, help="share of malformed events")
     parser.add_argument("--seed", type=int, default=7, help="simulator seed")
+    parser.add_argument(
+        "--appeals", type=float, default=0.0, help="share of the events that are appeals"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="measurements to take (medians)")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the work directory after a successful run"
@@ -554,6 +589,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--repeat must be at least 1")
     if not 0.0 <= args.malformed <= 1.0:
         parser.error("--malformed must lie in [0, 1]")
+    if not 0.0 <= args.appeals < 1.0:
+        parser.error("--appeals must lie in [0, 1)")
     return args
 
 
@@ -563,7 +600,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
         log(f"broker {broker.bootstrap} (pid {broker.pid}), log: {broker.log_path}")
         asyncio.run(ensure_topics(broker.bootstrap, partitions))
-        events = generate_events(n, args.seed, args.malformed)
+        events = generate_events(n, args.seed, args.malformed, args.appeals)
         produce_seconds = asyncio.run(produce(broker.bootstrap, events, show_progress))
         log(f"produced {n:,} events in {produce_seconds:.2f} s ({n / produce_seconds:,.0f}/s)")
         del events
@@ -581,6 +618,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             result[key] = first
     result.update(
         malformed=args.malformed,
+        appeals=args.appeals,
         seed=args.seed,
         produce_events_per_s=round(n / produce_seconds, 1),
         python=platform.python_version(),

@@ -147,6 +147,7 @@ class AppealSource:
 
     ``run`` is the simulator's run tag (it keeps ids apart across seeds and starts);
     ``incidents`` may hold ``public_opinion`` incidents, whose appeals join the city's.
+    ``rate_scale`` multiplies the background rate (a benchmark's share of appeals).
     """
 
     def __init__(
@@ -158,7 +159,10 @@ class AppealSource:
         run: str,
         incidents: Sequence[Incident] = (),
         appeals: AppealsConfig | None = None,
+        rate_scale: float = 1.0,
     ) -> None:
+        if rate_scale <= 0:
+            raise ValueError(f"rate_scale must be positive, got {rate_scale}")
         self.cfg, self.seed, self.run = cfg, seed, run
         self.start = start.astimezone(UTC)
         self.appeals = load_appeals(cfg) if appeals is None else appeals
@@ -171,7 +175,9 @@ class AppealSource:
         self._tz = ZoneInfo(cfg.city.city.timezone)
         self._districts = list(cfg.city.districts)
         self._district_rate = [d.profile.get("complaints_h", 10.0) for d in self._districts]
-        self._total_h = sum(self._district_rate)
+        # appeals per hour of the whole city at the day's average (rate_scale: a
+        # benchmark's busier city)
+        self._total_h = sum(self._district_rate) * rate_scale
         self._codes = list(self.appeals.categories)
         self._cat_weights = {d.code: _category_weights(d, self._codes) for d in self._districts}
         self._rated = [c for c in _RATED if c in self.appeals.categories]

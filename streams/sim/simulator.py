@@ -209,6 +209,11 @@ class CitySimulator:
             else None
         )
 
+    @property
+    def run_tag(self) -> str:
+        """The tag in every event id of this run (of its seed and start)."""
+        return self._run
+
     def take(self, n: int) -> list[SimEvent]:
         """Exactly the first ``n`` events (for tests and benchmarks)."""
         if n < 0:
