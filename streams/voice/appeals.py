@@ -128,6 +128,11 @@ class AppealDraft:
     event_time: datetime
     text: str
     rating: Rating | None = None
+    #: what the payload's own contact fields say about the citizen, as (kind, value):
+    #: ("name", caller's name), ("phone", ...), ("email", ...), ("address", ...),
+    #: ("id", ...); never copied, and replaced wherever the text repeats them, which
+    #: finds a name that pattern matching cannot (one written without a cue)
+    personal: tuple[tuple[str, str], ...] = ()
 
 
 # --- configuration ---------------------------------------------------------------------

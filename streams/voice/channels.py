@@ -58,6 +58,16 @@ def text_field(payload: Mapping[str, Any], key: str, *, required: bool = True) -
     return value.strip()
 
 
+def contacts(payload: Mapping[str, Any], **kinds: str) -> tuple[tuple[str, str], ...]:
+    """(kind, value) of each contact field present as text: ``contacts(p, caller_name=
+    "name")`` gives ``(("name", p["caller_name"]),)`` when it is a string."""
+    return tuple(
+        (kind, value.strip())
+        for key, kind in kinds.items()
+        if isinstance(value := payload.get(key), str) and value.strip()
+    )
+
+
 def required_text(payload: Mapping[str, Any], key: str) -> str:
     value = text_field(payload, key)
     assert value is not None  # required: text_field raised otherwise
@@ -130,6 +140,7 @@ def hotline_12345(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraf
         street=text_field(payload, "street_code", required=False),
         event_time=time_field(payload, "accepted_at", ZoneInfo(zone) if zone else ctx.timezone),
         text=required_text(payload, "content"),
+        personal=contacts(payload, caller_name="name", caller_phone="phone", address="address"),
     )
 
 
@@ -160,7 +171,18 @@ def mayor_mailbox(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraf
         street=text_field(payload, "street", required=False),
         event_time=time_field(payload, "submitted_at"),
         text=body,
+        personal=_writer(payload.get("writer"), "name", "phone", "email", "id_number"),
     )
+
+
+_CONTACT_KINDS = {"name": "name", "phone": "phone", "email": "email", "id_number": "id"}
+
+
+def _writer(person: object, *fields: str) -> tuple[tuple[str, str], ...]:
+    """The contact fields of a nested person object (a letter's writer, an applicant)."""
+    if not isinstance(person, Mapping):
+        return ()
+    return contacts(person, **{f: _CONTACT_KINDS[f] for f in fields})
 
 
 def message_board(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraft:
@@ -180,6 +202,7 @@ def message_board(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraf
         street=text_field(area, "street", required=False),
         event_time=time_field(payload, "posted_at"),
         text=f"{required_text(payload, 'title')}：{required_text(payload, 'content')}",
+        personal=contacts(payload, nickname="name"),
     )
 
 
@@ -229,6 +252,7 @@ def service_rating(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDra
         event_time=time_field(payload, "rated_at"),
         text=text,
         rating=rating,
+        personal=_writer(payload.get("applicant"), "name", "phone"),
     )
 
 
@@ -339,6 +363,14 @@ class AppealIntake:
         """:meth:`read`, then :meth:`repeat`."""
         return self.repeat(self.read(channel, payload))
 
+    def repeat_of(self, appeal: Appeal) -> str | None:
+        """The id of the first appeal of the run this one repeats, if any (read again,
+        the first is not its own repeat)."""
+        first = self.repeats.observe(
+            appeal.district, appeal.street, appeal.category, appeal.appeal_id, appeal.event_time
+        )
+        return None if first == appeal.appeal_id else first
+
     def read(self, channel: str, payload: object) -> Appeal:
         """The appeal a channel's payload holds, de-identified and categorised; not yet
         looked up among earlier ones."""
@@ -365,10 +397,15 @@ class AppealIntake:
                 "(payload)",
                 f"adapter of {channel} returned {type(draft).__name__}, not an AppealDraft",
             )
+        text = draft.text
+        for kind, value in draft.personal:
+            if len(value) >= 2 and value in text:
+                text = text.replace(value, self.deid.pseudonym(kind, value))
         draft = replace(
             draft,
             appeal_id=self.deid.scrub_identifier(draft.appeal_id)[0],
-            text=self.deid.scrub_narrative(draft.text)[0],
+            text=self.deid.scrub_narrative(text)[0],
+            personal=(),
         )
         return self.appeals.appeal(found, draft)
 

@@ -5,8 +5,9 @@ its payload), keyed by the appeal's district. :meth:`AppealIngest.accept` gives 
 :meth:`streams.ingest.ingestor.Ingestor.accept` gives for a department's event, so the
 worker counts an appeal in its district's windows like any reading:
 
-Its dead letters show the record's channel and the names of its payload's fields only
-(:meth:`AppealIngest.outline`); the record itself is sealed in them.
+Its dead letters (here, and those the windows make: ``late``, held too long) show the
+record's channel and the names of its payload's fields only (:meth:`AppealIngest.outline`);
+the record itself is sealed in them.
 
 1. **decode**: size (``too_large``), JSON (``bad_json``), no key named twice
    (``duplicate_key``), nesting (``too_deep``), the envelope's shape (``schema``);
@@ -42,7 +43,7 @@ from streams.core.messages import (
     DeadLetterStage,
     Origin,
 )
-from streams.ingest.decoding import duplicate_key, nests_deeper, strings_in
+from streams.ingest.decoding import duplicate_key
 from streams.ingest.ingestor import PREVIEW_CHARS, Accepted, Ingestor
 from streams.ingest.rejection import Rejected, failure_detail, quoted
 from streams.voice.appeals import Appeal, AppealRejected, AppealsConfig, load_appeals
@@ -54,6 +55,27 @@ EXTREME_APPEAL = "citizen.extreme_appeals"
 ENVELOPE_KEYS = frozenset({"channel", "payload"})
 
 
+def shape(doc: Any, limit: int) -> tuple[int, bool]:
+    """The keys and string values a decoded JSON document holds, and whether it nests
+    more than ``limit`` objects and arrays deep: one walk with its own stack, which
+    stops at the limit (no recursion to exhaust)."""
+    strings, stack = 0, [(doc, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            strings += 1
+        elif isinstance(item, dict):
+            if depth > limit:
+                return strings, True
+            strings += len(item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            if depth > limit:
+                return strings, True
+            stack.extend((v, depth + 1) for v in item)
+    return strings, False
+
+
 class AppealIngest:
     """Reads appeals for the worker; shares the ingest stage's limits, clock bounds,
     de-identification and dead letters."""
@@ -61,6 +83,8 @@ class AppealIngest:
     def __init__(self, ingestor: Ingestor, intake: AppealIntake, scorer: Scorer) -> None:
         self.ingestor, self.intake, self.scorer = ingestor, intake, scorer
         self.dead_letters = ingestor.dead_letters
+        # every dead letter of an appeal, wherever in the worker it is made
+        self.dead_letters.previewers[APPEALS_TOPIC] = self.outline
         self.max_bytes = ingestor.decoder.max_event_bytes
         self.max_depth = ingestor.decoder.max_depth
         self._district_keys = {code: code.encode() for code in ingestor.cfg.districts}
@@ -82,10 +106,11 @@ class AppealIngest:
         try:
             channel, payload = self._envelope(value)
             stage = DeadLetterStage.VALIDATE
-            appeal, t = self._appeal(channel, payload, key, now)
+            appeal, t, repeat_of = self._appeal(channel, payload, key, now)
             stage = DeadLetterStage.READING
             emotion = self.scorer.score(appeal.text)
-            return self._reading(appeal, emotion, t, (topic, partition, offset), now)
+            where = (topic, partition, offset)
+            return self._reading(appeal, repeat_of, emotion, t, where, now)
         except Rejected as rej:
             reason, detail, stage = rej.reason, rej.detail, rej.stage or stage
         except AppealRejected as rej:
@@ -93,8 +118,7 @@ class AppealIngest:
         except Exception as exc:
             reason, detail = DeadLetterReason.UNPROCESSABLE, failure_detail(exc)
         origin = Origin(topic=topic, partition=partition, offset=offset)
-        letter = self.dead_letters.make(origin, key, value, reason, detail, now, stage)
-        return letter.model_copy(update={"preview": self.outline(value)})
+        return self.dead_letters.make(origin, key, value, reason, detail, now, stage)
 
     def outline(self, value: bytes) -> str:
         """A dead letter's preview of an appeal record: its channel and the names of its
@@ -125,16 +149,17 @@ class AppealIngest:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise Rejected(DeadLetterReason.BAD_JSON, str(exc)) from None
+        strings, deeper = shape(doc, self.max_depth)
+        if deeper:
+            raise Rejected(DeadLetterReason.TOO_DEEP, f"nested deeper than {self.max_depth} levels")
         # a key named twice leaves fewer keys than the record's quotes tell (escaped
         # quotes too: then the record is read again to be sure)
-        if value.count(b'"') != 2 * strings_in(doc):
+        if value.count(b'"') != 2 * strings:
             twice = duplicate_key(value)
             if twice is not None:
                 raise Rejected(
                     DeadLetterReason.DUPLICATE_KEY, f"key {quoted(twice)} is named twice"
                 )
-        if nests_deeper(doc, self.max_depth):
-            raise Rejected(DeadLetterReason.TOO_DEEP, f"nested deeper than {self.max_depth} levels")
         if not isinstance(doc, dict) or set(doc) != ENVELOPE_KEYS:
             found = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
             raise Rejected(
@@ -151,8 +176,9 @@ class AppealIngest:
 
     def _appeal(
         self, channel: str, payload: dict[str, Any], key: bytes | None, now: datetime
-    ) -> tuple[Appeal, float]:
-        """The de-identified appeal and its time in seconds since the epoch."""
+    ) -> tuple[Appeal, float, str | None]:
+        """The de-identified appeal, its time in seconds since the epoch, and the first
+        appeal of its run when it repeats one."""
         intake = self.intake
         appeal = intake.read(channel, payload)
         if key is None or self._district_keys.get(appeal.district) != key:
@@ -163,11 +189,12 @@ class AppealIngest:
                 f"{quoted(appeal.district)}",
             )
         t = self.ingestor.catalogue.check_time(appeal.event_time, now)
-        return intake.repeat(appeal), t
+        return appeal, t, intake.repeat_of(appeal)
 
     def _reading(
         self,
         appeal: Appeal,
+        repeat_of: str | None,
         emotion: Emotion,
         t: float,
         origin: tuple[str, int, int],
@@ -185,8 +212,8 @@ class AppealIngest:
         }
         if appeal.rating is not None:
             attributes["rating"] = appeal.rating
-        if appeal.repeat_of is not None:
-            attributes["repeat_of"] = appeal.repeat_of
+        if repeat_of is not None:
+            attributes["repeat_of"] = repeat_of
         attributes["emotion"] = {
             "intensity": emotion.intensity,
             "category": emotion.category,

@@ -609,3 +609,17 @@ def test_the_documented_way_to_add_a_channel_works_as_written(tmp_path: Path) ->
         "sanitation",
     )
     assert re.fullmatch(f"垃圾三天没收了，联系人：{TOKEN}", appeal.text)
+
+
+def test_a_name_or_number_the_payload_gives_is_replaced_wherever_the_text_repeats_it(
+    intake: AppealIntake,
+) -> None:
+    # no cue before the name: only the payload's contact field tells it is one
+    text = "张三反映：楼下烧烤店油烟太大，张三已经打过三次电话了，新华路12号3单元502。"
+    appeal = intake.accept("hotline_12345", hotline(content=text, caller_name="张三"))
+    assert "张三" not in appeal.text
+    assert appeal.text.count(intake.deid.pseudonym("name", "张三")) == 2
+    letter = mailbox(subject="李小明反映停水", body="李小明家停水三天了。")
+    appeal = intake.accept("mayor_mailbox", letter)
+    assert "李小明" not in appeal.text
+    assert appeal.text.startswith(intake.deid.pseudonym("name", "李小明"))
