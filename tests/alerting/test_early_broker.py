@@ -108,7 +108,7 @@ def test_an_early_alarm_is_published_once_through_a_sigkill_before_its_window_cl
     env = {
         "CITYVITALS_IDLE_CLOSE_S": "3600",
         "CITYVITALS_SOURCE_WAIT_S": orjson.dumps(
-            {"traffic": 1, "sanitation": 1, "hotline": 1}
+            {"traffic": 1, "sanitation": 1, "hotline": 1, "appeals": 1}
         ).decode(),
     }
     worker = Worker(broker_bootstrap, tmp_path, env=env)
