@@ -4,7 +4,8 @@ Run from the repository root::
 
     .venv/bin/python bench/demo_recall.py [--minutes 45] [--speed 60] [--seed 7]
                                           [--malformed 0.02] [--start ISO-8601]
-                                          [--config-dir DIR] [--timeout 300] [--keep-logs]
+                                          [--config-dir DIR] [--timeout 300] [--no-appeals]
+                                          [--keep-logs]
 
 What happens, in order:
 
@@ -16,7 +17,8 @@ What happens, in order:
    ``max(2, 120 / speed)`` wall seconds (two simulated minutes). The bench
    waits for its ``/readyz``.
 3. The simulated city (:class:`~streams.sim.simulator.CitySimulator` with the
-   default scripted incidents, the demo's 2 % malformed events) is published
+   default scripted incidents, the demo's 2 % malformed events, and as in the demo
+   citizens' appeals with the smell only they report; ``--no-appeals``: without) is published
    for ``--minutes`` simulated minutes, ``--speed`` simulated seconds per wall
    second (0: as fast as the broker takes them). The ground truth is written
    next to the logs (``incidents.jsonl``). The simulation starts at the
@@ -46,7 +48,10 @@ is the first, sequence 1):
 - **Recall.** An incident is recalled when an alert of one of its kind's
   ``RECALL_DOMAINS`` in its district fires in time, in the incident's street
   when both the incident and the alert name a street, and at least at the
-  kind's ``MIN_GRADE`` where one is set (none is: every grade counts).
+  kind's ``MIN_GRADE`` where one is set (none is: every grade counts). A
+  citizen-only incident (``public_opinion``, a smell) is recalled only by a
+  ``public_opinion`` alert of its appeal category, owned by the category's
+  department, firing within ``DEADLINE_S`` (15 min) of the incident's start.
 - **Precision.** An alert is *explained* by an incident in its district that
   fires in time and belongs to a domain the incident moves: its recall domains
   and the domains of the indicators in its ground truth (a building fire also
@@ -126,7 +131,12 @@ RECALL_DOMAINS: dict[str, frozenset[str]] = {
     "air_quality_episode": frozenset({"environment"}),
     "bin_overflow": frozenset({"sanitation"}),
     "water_main_burst": frozenset({"utilities"}),
+    "public_opinion": frozenset({"citizen"}),
 }
+#: How soon after its start an incident of a kind must be detected to count as recalled,
+#: where that is shorter than the time rule above: a smell only citizens report must
+#: reach its department as a public-opinion warning within 15 simulated minutes.
+DEADLINE_S: dict[str, float] = {"public_opinion": 900.0}
 #: The least serious grade that recalls a kind of incident; a kind left out accepts any.
 MIN_GRADE: dict[str, Grade] = {}
 #: Added to every rule's pending time + window (see the module docstring).
@@ -208,6 +218,15 @@ def recalls(alert: Alert, incident: Incident, rules: ThresholdRules) -> bool:
     """Whether ``alert`` detects ``incident``: its domain, place, time and grade."""
     first = alert.first
     minimum = MIN_GRADE.get(incident.kind)
+    deadline = DEADLINE_S.get(incident.kind)
+    if deadline is not None and alert.fired_at > incident.start + timedelta(seconds=deadline):
+        return False
+    if incident.category is not None and (  # a citizen-only incident: its category's owner
+        first.kind is not AlertKind.PUBLIC_OPINION
+        or first.evidence.category != incident.category
+        or first.department != incident.department
+    ):
+        return False
     return (
         first.domain in RECALL_DOMAINS[incident.kind]
         and first.district == incident.district
@@ -527,6 +546,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=300.0,
         help="seconds to wait for the last windows after publishing (300)",
     )
+    parser.add_argument(
+        "--appeals",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="citizens' appeals, and the incident only they show, as in the demo (on)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.speed < 0 or not math.isfinite(args.speed):
@@ -546,7 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"RECALL_DOMAINS names domains not in the catalogue: {sorted(unknown)}")
     partitions = Settings().partitions
     start = args.start.astimezone(UTC) if args.start else default_start(args.minutes)
-    sim = CitySimulator(cfg, seed=args.seed, start=start, malformed_share=args.malformed)
+    sim = CitySimulator(
+        cfg, seed=args.seed, start=start, malformed_share=args.malformed, appeals=args.appeals
+    )
     workdir = Path(tempfile.mkdtemp(prefix="cityvitals-recall-"))
     log(f"logs and ground truth in {workdir}")
     t0 = time.monotonic()
@@ -581,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "minutes": args.minutes,
             "speed": args.speed,
             "malformed": args.malformed,
+            "appeals": args.appeals,
             "start": start.isoformat(),
             "events_published": published,
             "alert_events": len(events),

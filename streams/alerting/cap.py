@@ -69,18 +69,20 @@ area            ``areaDesc``: ``江滨区滨江街道`` / ``Binjiang, Jiangbin``
 Kind → urgency and certainty
 ============================
 
-=============  ============  ===========  ==============================================
-kind           urgency       certainty    why
-=============  ============  ===========  ==============================================
-alarm          Immediate     Observed     a limit crossed in observed values
-warning        Expected      Likely       the forecast crosses the limit within its own
-                                          horizon (``crossing_time - event_time <=
-                                          horizon_s``)
-warning        Expected      Possible     no forecast, no crossing time, or a crossing
-                                          beyond the forecast horizon
-composite      Immediate     Likely       several weak signals observed together
-data_quality   Unknown       Unknown      says nothing about the city itself
-=============  ============  ===========  ==============================================
+==============  ============  ===========  ==============================================
+kind            urgency       certainty    why
+==============  ============  ===========  ==============================================
+alarm           Immediate     Observed     a limit crossed in observed values
+warning         Expected      Likely       the forecast crosses the limit within its own
+                                           horizon (``crossing_time - event_time <=
+                                           horizon_s``)
+warning         Expected      Possible     no forecast, no crossing time, or a crossing
+                                           beyond the forecast horizon
+composite       Immediate     Likely       several weak signals observed together
+data_quality    Unknown       Unknown      says nothing about the city itself
+public_opinion  Expected      Likely       citizens report a problem nothing measured
+                                           has confirmed
+==============  ============  ===========  ==============================================
 
 A resolved event keeps the values of its kind and grade and adds responseType
 ``AllClear``.
@@ -302,6 +304,8 @@ def cap_urgency_certainty(event: AlertEvent) -> tuple[str, str]:
         return "Immediate", "Likely"
     if event.kind is AlertKind.DATA_QUALITY:
         return "Unknown", "Unknown"
+    if event.kind is AlertKind.PUBLIC_OPINION:
+        return "Expected", "Likely"
     forecast = event.evidence.forecast
     if forecast is not None and forecast.crossing_time is not None:
         _require_aware("evidence.forecast.crossing_time", forecast.crossing_time)
@@ -451,6 +455,7 @@ class _View:
                 AlertKind.WARNING: "预警",
                 AlertKind.ALARM: "告警",
                 AlertKind.DATA_QUALITY: "数据质量异常",
+                AlertKind.PUBLIC_OPINION: "舆情预警",
             }[kind]
             return f"{self.subject_zh}{suffix}"
         if kind is AlertKind.COMPOSITE:
@@ -459,6 +464,7 @@ class _View:
             AlertKind.WARNING: "warning",
             AlertKind.ALARM: "alarm",
             AlertKind.DATA_QUALITY: "data quality problem",
+            AlertKind.PUBLIC_OPINION: "public-opinion warning",
         }[kind]
         return f"{self.subject_en} {suffix}"
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -69,6 +70,7 @@ from streams.alerting.lifecycle import (
     fit,
 )
 from streams.alerting.models import AnomalyModels, SiteChoice, load_anomaly_models
+from streams.alerting.public_opinion import OpinionCategory, OpinionSeries, public_opinion
 from streams.alerting.rule_alerts import window_signal
 from streams.alerting.rules import ThresholdRules
 from streams.alerting.weak_signals import COMPOSITE_RULE, composite, weak_threshold
@@ -96,6 +98,7 @@ _FORECAST_S = metrics.scoring_seconds.labels("forecast")
 _ANOMALY_S = metrics.scoring_seconds.labels("anomaly")
 _DATA_QUALITY_S = metrics.scoring_seconds.labels("data_quality")
 _COMPOSITE_S = metrics.scoring_seconds.labels("composite")
+_OPINION_S = metrics.scoring_seconds.labels("public_opinion")
 
 
 @dataclass
@@ -116,6 +119,8 @@ class DetectionContext:
     early: bool = True  # early rules decide on the reading (:mod:`streams.alerting.early`)
     models: AnomalyModels | None = None
     max_notes: int = MAX_NOTES_PER_ALERT  # CITYVITALS_MAX_NOTES_PER_ALERT
+    # appeal category -> its owner and names (config/appeals.yaml): public-opinion warnings
+    opinion_categories: Mapping[str, OpinionCategory] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.models is None and self.anomaly is not None:
@@ -147,7 +152,20 @@ class DetectionContext:
 
     @cached_property
     def names(self) -> Names:
-        return Names(self.cfg)
+        return Names(
+            self.cfg,
+            {c: (o.name_zh, o.name_en) for c, o in self.opinion_categories.items()},
+        )
+
+    def opinion_category(self, code: str) -> OpinionCategory:
+        """An appeal category's owner; one the catalogue does not know (appeals.yaml
+        changed since the appeal was counted) goes to the appeals indicator's owner, the
+        hotline office, which hands appeals on."""
+        known = self.opinion_categories.get(code)
+        if known is not None:
+            return known
+        ind = self.cfg.indicators.get("citizen.appeals")
+        return OpinionCategory(ind.department if ind is not None else "command_centre")
 
     @cached_property
     def street_indicators(self) -> frozenset[str]:
@@ -260,6 +278,9 @@ class DistrictDetection:
     early: dict[str, EarlySeries] = field(default_factory=dict)
     # the rule and model version (streams.alerting.models) each anomaly series was built with
     anomaly_versions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # public-opinion series per appeal category, and per category and street
+    # (streams.alerting.public_opinion)
+    opinion: dict[str, OpinionSeries] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if "book" not in self.__dict__:  # a new district's (a restored one has its own)
@@ -316,6 +337,10 @@ class DistrictDetection:
         change = self.correlator.evaluate(window.end)
         if change is not None:
             events += composite(self, change, ctx)
+        composed = clock()
+        events += public_opinion(
+            self, window.end, window.start, window.tallies, window.samples, ctx
+        )
         done = clock()
         _THRESHOLD_S.observe(thresholds_done - started - forecast_s + advanced - silences_done)
         if forecasting:
@@ -323,7 +348,8 @@ class DistrictDetection:
         if ctx.models is not None:
             _ANOMALY_S.observe(anomalies_done - thresholds_done)
         _DATA_QUALITY_S.observe(silences_done - anomalies_done)
-        _COMPOSITE_S.observe(done - advanced)
+        _COMPOSITE_S.observe(composed - advanced)
+        _OPINION_S.observe(done - composed)
         return events
 
     def detector(self, det_key: str, spec: ThresholdSpec) -> ThresholdDetector:
@@ -367,8 +393,15 @@ class DistrictDetection:
         steps = [
             *self.book.shrink_steps(),
             ("dropped the recent values of {n} series kept for evidence", self._forget_recent),
+            ("dropped the appeals kept as evidence by {n} series", self._forget_samples),
         ]
         return fit(self.dumps, steps, max_bytes)
+
+    def _forget_samples(self) -> int:
+        kept = [series for series in self.opinion.values() if series.samples]
+        for series in kept:
+            series.samples.clear()
+        return len(kept)
 
     def _forget_recent(self) -> int:
         n = len(self.recent)

@@ -64,7 +64,7 @@ import dataclasses
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -364,6 +364,8 @@ class Names:
     """Place and indicator names for headlines, from the city's config."""
 
     cfg: CityConfig
+    # appeal category -> its names (zh, en): public-opinion alerts name their category
+    categories: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def place(self, district: str, street: str | None, zh: bool) -> str:
         d = self.cfg.districts.get(district)
@@ -382,6 +384,10 @@ class Names:
         g = alert.grade
         names_zh = "、".join(self.indicator(c, True) for c in alert.indicators)
         names_en = ", ".join(self.indicator(c, False) for c in alert.indicators)
+        category = alert.evidence.category
+        if category is not None:
+            zh_name, en_name = self.categories.get(category, (category, category))
+            names_zh, names_en = f"{zh_name}{names_zh}", f"{en_name}: {names_en}"
         zh = (
             f"{self.place(alert.district, alert.street, True)}{names_zh}"
             f"{GRADE_COLOURS_ZH[g]}{KIND_ZH[alert.kind]}（{g.roman}级）"
@@ -484,15 +490,18 @@ class AlertBook:
         config_silences: tuple[Silence, ...] = (),
     ) -> AlertEvent:
         at = _ts(max(signal.at, current.last_update.timestamp()))
+        resolved = status is AlertStatus.RESOLVED
         event = current.model_copy(
             update={
                 "sequence": current.sequence + 1,
                 "status": status,
-                "grade": signal.grade if status is not AlertStatus.RESOLVED else current.grade,
-                "colour": (
-                    signal.grade if status is not AlertStatus.RESOLVED else current.grade
-                ).colour,
+                "grade": current.grade if resolved else signal.grade,
+                "colour": (current.grade if resolved else signal.grade).colour,
                 "evidence": signal.evidence,
+                # co-handlers may grow with the grade (public opinion); a resolution keeps them
+                "co_departments": (
+                    current.co_departments if resolved else list(signal.co_departments)
+                ),
                 "last_update": at,
                 "event_time": _ts(signal.at),
             }

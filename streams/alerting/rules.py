@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -96,9 +96,49 @@ class Rule(_Strict):
     overrides: list[Override] = Field(default_factory=list)
 
 
+def _cluster() -> dict[GradeName, float]:
+    return {"IV": 4.0, "III": 6.0, "II": 9.0, "I": 14.0}
+
+
+def _surge() -> dict[GradeName, float]:
+    return {"IV": 3.0, "III": 5.0, "II": 8.0}
+
+
+def _bad_ratings() -> dict[GradeName, float]:
+    return {"IV": 0.3, "III": 0.5}
+
+
+class PublicOpinion(_Strict):
+    """Public-opinion warnings (舆情预警) from citizens' appeals, per category
+    (:mod:`streams.alerting.public_opinion`). Counts are of one category's appeals over
+    the last ``window``; a grade's boundary is the least count, ratio or share that
+    reaches it."""
+
+    enabled: bool = True
+    window: Duration = 3600.0
+    # appeals about one category in one street: a cluster about one place
+    cluster: dict[GradeName, float] = Field(default_factory=_cluster)
+    # a district's appeals of one category against its usual count over the window
+    surge: dict[GradeName, float] = Field(default_factory=_surge)
+    surge_min: int = Field(6, ge=1)  # fewer appeals than this are no surge
+    baseline_half_life: Duration = 7 * 86400.0  # how fast the usual count follows the city
+    baseline_floor: float = Field(1.0, gt=0)  # usual count per window, at least
+    warmup: Duration = 86400.0  # a district's category surges only after this much history
+    # the share of bad ratings among a district's ratings of one category
+    bad_ratings: dict[GradeName, float] = Field(default_factory=_bad_ratings)
+    ratings_min: int = Field(10, ge=1)
+    # a warning whose appeals are this angry is raised one grade (IV -> III ... II -> I)
+    extreme_share: float = Field(0.5, gt=0, le=1)
+    extreme_min: int = Field(3, ge=1)
+    hold: Duration = 1800.0  # no grade for this long resolves the warning
+    informed: Code = "command_centre"  # co-handles grades II and I
+    samples: int = Field(5, ge=0, le=20)  # appeals the evidence shows, angriest first
+
+
 class ThresholdsFile(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     rules: list[Rule] = Field(default_factory=list)
+    public_opinion: PublicOpinion = Field(default_factory=PublicOpinion)
 
 
 def _bounds(
@@ -117,6 +157,7 @@ class ThresholdRules:
     # indicators whose physical range starts at 0 or above (ingest rejects the rest), so
     # a window sum of them only grows while the window fills
     nonnegative: frozenset[str] = frozenset()
+    opinion: PublicOpinion = field(default_factory=PublicOpinion)
 
     def by_indicator(self, indicator: str) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.indicator == indicator and r.enabled)
@@ -209,7 +250,10 @@ def load_thresholds(cfg: CityConfig, path: Path | str | None = None) -> Threshol
 
     street_district = cfg.city.street_district
     nonnegative = frozenset(code for code, ind in cfg.indicators.items() if ind.range[0] >= 0)
-    rules = ThresholdRules(data.defaults, tuple(data.rules), street_district, nonnegative)
+    rules = ThresholdRules(
+        data.defaults, tuple(data.rules), street_district, nonnegative, data.public_opinion
+    )
+    _check_opinion(cfg, data.public_opinion, fail)
     seen: set[str] = set()
     for i, rule in enumerate(data.rules):
         if rule.id in seen:
@@ -219,6 +263,29 @@ def load_thresholds(cfg: CityConfig, path: Path | str | None = None) -> Threshol
         _check_overrides(cfg, i, rule, fail)
         _check_specs(rules, i, rule, fail)
     return rules
+
+
+def _check_opinion(cfg: CityConfig, opinion: PublicOpinion, fail: _Fail) -> None:
+    """Grade boundaries increase from IV to I, shares are shares, and the department
+    informed is one the city knows."""
+    for name in ("cluster", "surge", "bad_ratings"):
+        bounds = [b for b in _bounds(getattr(opinion, name)) if b is not None]
+        if not bounds:
+            fail(("public_opinion", name), "give at least one grade boundary")
+        if any(b <= 0 for b in bounds) or bounds != sorted(set(bounds)):
+            fail(
+                ("public_opinion", name),
+                f"grade boundaries must be positive and increase from IV to I, got {bounds}",
+            )
+    if any(b > 1 for b in opinion.bad_ratings.values()):
+        fail(("public_opinion", "bad_ratings"), "a share of bad ratings is at most 1")
+    if opinion.window < 60:
+        fail(("public_opinion", "window"), "at least one minute (60 s)")
+    if opinion.informed not in cfg.catalogue.departments:
+        fail(
+            ("public_opinion", "informed"),
+            f"unknown department {opinion.informed!r}; known: {sorted(cfg.catalogue.departments)}",
+        )
 
 
 def _check_rule(cfg: CityConfig, i: int, rule: Rule, fail: _Fail) -> None:

@@ -316,6 +316,9 @@ class AlertKind(StrEnum):
     ALARM = "alarm"  # 告警: a limit crossed, or a confirmed anomaly in observed values
     COMPOSITE = "composite"  # several weak signals across domains in one place
     DATA_QUALITY = "data_quality"  # a source silent or implausible; goes to the data's owner
+    # 舆情预警: citizens' appeals of one category gathering in one place, surging or
+    # angry; goes to the department that owns the category
+    PUBLIC_OPINION = "public_opinion"
 
 
 KIND_ZH: dict[AlertKind, str] = {
@@ -323,12 +326,14 @@ KIND_ZH: dict[AlertKind, str] = {
     AlertKind.ALARM: "告警",
     AlertKind.COMPOSITE: "综合预警",
     AlertKind.DATA_QUALITY: "数据质量告警",
+    AlertKind.PUBLIC_OPINION: "舆情预警",
 }
 KIND_EN: dict[AlertKind, str] = {
     AlertKind.WARNING: "warning",
     AlertKind.ALARM: "alarm",
     AlertKind.COMPOSITE: "composite warning",
     AlertKind.DATA_QUALITY: "data-quality alert",
+    AlertKind.PUBLIC_OPINION: "public-opinion warning",
 }
 
 
@@ -381,6 +386,24 @@ class MemberSignal(_Message):
     detail: str
 
 
+class AppealSample(_Message):
+    """One de-identified appeal a public-opinion alert shows as its evidence."""
+
+    appeal_id: str
+    channel: str
+    street: str | None = None
+    time: datetime  # its event time
+    text: str  # de-identified, cut to APPEAL_SAMPLE_CHARS
+    intensity: float  # the citizen's negative emotion, 0..1
+    emotion: str | None = None  # the dominant emotion category
+    extreme: bool = False
+    words: list[str] = Field(default_factory=list)  # the words that drove the score
+    repeat: bool = False  # it repeats an earlier appeal about the same place and category
+
+
+APPEAL_SAMPLE_CHARS = 160
+
+
 class Evidence(_Message):
     """Why an alert fired: enough for an operator to check it by hand."""
 
@@ -401,6 +424,9 @@ class Evidence(_Message):
     # it), "window" when a closed window did
     decided: str | None = None
     reading: EvidenceReading | None = None
+    # public-opinion alerts: the appeals' category and some of its appeals, angriest first
+    category: str | None = None
+    appeals: list[AppealSample] = Field(default_factory=list)
 
 
 class ActionRecord(_Message):

@@ -329,12 +329,19 @@ partitions_owned = Gauge(
     subsystem="pipeline",
     registry=REGISTRY,
 )
-DETECTOR_FAMILIES = ("threshold", "forecast", "anomaly", "data_quality", "composite")
+DETECTOR_FAMILIES = (
+    "threshold",
+    "forecast",
+    "anomaly",
+    "data_quality",
+    "composite",
+    "public_opinion",
+)
 scoring_seconds = Histogram(
     "scoring_duration_seconds",
     "Time detection takes on one closed district window, by detector family (threshold "
     "rules, trend forecasts, anomaly models, data-quality silence checks, composite "
-    "weak-signal correlation).",
+    "weak-signal correlation, public-opinion warnings from appeals).",
     ["family"],
     namespace=NAMESPACE,
     subsystem="detection",

@@ -69,6 +69,26 @@ _DECODE, _VALIDATE, _DEIDENTIFY, _READING = (
 )
 
 
+#: What an appeal adds to each of its facets' tallies (:attr:`Facets.counts`), in order:
+#: appeals, those in extreme emotion, the sum of their intensities, those rating a
+#: service, those rating it bad, and those repeating an earlier appeal.
+APPEAL_TALLY = ("appeals", "extreme", "intensity", "rated", "bad", "repeats")
+#: An appeal's facets: its category, and ``<category>@<street>`` when it names a street.
+FACET_PLACE_SEP = "@"
+
+
+class Facets(NamedTuple):
+    """What a reading adds to its window besides its indicator's aggregate: counts per
+    slice of the district (an appeal's category, and its category in its street), and a
+    sample the window keeps for the first slice when it ranks high enough
+    (:meth:`streams.state.windows.DistrictWindows.tally`)."""
+
+    keys: tuple[str, ...]
+    counts: tuple[float, ...]
+    sample: dict[str, Any] | None = None
+    rank: float = 0.0
+
+
 class Accepted(NamedTuple):
     """A valid event: what the windows need, and its Reading as JSON."""
 
@@ -79,6 +99,7 @@ class Accepted(NamedTuple):
     event_time: datetime
     json: bytes
     t: float  # the event time in seconds since the epoch
+    facets: Facets | None = None  # an appeal's (streams.voice.ingest)
 
 
 class DeadLetters:

@@ -32,6 +32,7 @@ from streams.ingest.ingestor import Accepted, Ingestor
 from streams.ingest.sealing import SealError
 from streams.kafka.feed import Outputs, Record
 from streams.state.windows import DistrictWindows
+from streams.voice.ingest import FACETED
 
 # dead letters of a batch, with the key each is published under
 Dead = list[tuple[bytes | None, DeadLetter]]
@@ -80,6 +81,9 @@ class Counting:
         self.accept = accept  # a record of any input topic through its ingest stage
         self.dead_letters = ingestor.dead_letters
         self.early_indicators = detection.early_indicators
+        # the indicators whose counted readings take more than the window's aggregate:
+        # an early rule's (kept for the batch's end) and appeals (their facets tallied)
+        self.watched = self.early_indicators | FACETED
         self.street_keys = street_keys
         self._districts = districts
         self._held = {
@@ -104,10 +108,27 @@ class Counting:
         if state.add(result.indicator, result.value, t, msg.topic, street_key):
             batch.out.add(READINGS_TOPIC, key, result.json)
             batch.readings[result.domain] += 1
-            if result.indicator in self.early_indicators:
-                self.keep_early(state, result, f"{msg.topic}:{msg.partition}", msg.offset, batch)
+            if result.indicator in self.watched:
+                self.counted(state, result, t, f"{msg.topic}:{msg.partition}", msg.offset, batch)
         else:
             self.late(msg, result, batch)
+
+    def counted(
+        self,
+        state: DistrictWindows,
+        result: Accepted,
+        t: float,
+        tp: str,
+        offset: int,
+        batch: Batch,
+    ) -> None:
+        """A counted reading of :attr:`watched`: its facets tallied, and kept for an early
+        rule."""
+        facets = result.facets
+        if facets is not None:
+            state.tally(t, facets.keys, facets.counts, facets.sample, facets.rank)
+        if result.indicator in self.early_indicators:
+            self.keep_early(state, result, tp, offset, batch)
 
     def keep_early(
         self, state: DistrictWindows, result: Accepted, tp: str, offset: int, batch: Batch

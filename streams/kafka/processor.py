@@ -262,7 +262,7 @@ class VitalsProcessor:
         accept, accepts = self.ingestor.accept, {APPEALS_TOPIC: self.appeals.accept_any}
         tp_names = self._tp_names
         max_ahead = self.settings.max_ahead_s
-        early_indicators = counting.early_indicators
+        watched = counting.watched
         districts = self._districts
         for msg in events:
             # a tombstone (null value) is no event: it fails as bad JSON, keeping its origin
@@ -297,8 +297,8 @@ class VitalsProcessor:
                     ):  # the common case, inline: counted
                         out.add(READINGS_TOPIC, key, result.json)
                         readings[result.domain] += 1
-                        if result.indicator in early_indicators:
-                            counting.keep_early(state, result, tp, msg.offset, batch)
+                        if result.indicator in watched:  # an early rule's, or an appeal
+                            counting.counted(state, result, t, tp, msg.offset, batch)
                     else:
                         counting.late(msg, result, batch)
             except Exception as exc:  # not foreseen by ingest: this record alone

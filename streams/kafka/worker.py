@@ -26,6 +26,7 @@ from typing import Any, cast
 import faust
 
 from streams.alerting.detection import DetectionContext
+from streams.alerting.public_opinion import OpinionCategory
 from streams.alerting.rules import load_silences, load_thresholds
 from streams.api.auth import Authenticator, load_roles
 from streams.core import metrics
@@ -51,7 +52,7 @@ from streams.kafka.tables import (
 )
 from streams.notify.delivery import DeliveryPolicy
 from streams.notify.routing import load_routes
-from streams.voice.appeals import load_appeals
+from streams.voice.appeals import AppealsConfig, load_appeals
 
 log = logging.getLogger(__name__)
 
@@ -319,20 +320,29 @@ class _Parts:
     inputs_taken: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def opinion_categories(appeals: AppealsConfig) -> dict[str, OpinionCategory]:
+    """The appeal categories' owners and names, as public-opinion warnings route them."""
+    return {
+        code: OpinionCategory(c.department, c.co_departments, c.name_zh, c.name_en)
+        for code, c in appeals.categories.items()
+    }
+
+
 def _services(
     app: CityApp, settings: Settings, cfg: CityConfig, tables: dict[str, Any]
 ) -> tuple[InputFeed, VitalsProcessor, NotifyService]:
     """The input feed, the batch handler it calls, and the notification service."""
     partitions = settings.partitions
     rules = load_thresholds(cfg)
+    appeals = load_appeals(cfg)
     detection = DetectionContext(
         cfg,
         rules,
         silences=load_silences(cfg, rules),
         max_notes=settings.max_notes_per_alert,
+        opinion_categories=opinion_categories(appeals),
     )
     routes = load_routes(settings.routes_path, cfg, rules=rules)
-    appeals = load_appeals(cfg)
     # `cityvitals worker` has said which and exited 2 before; this guards other callers
     refuse_unsafe([*settings.secret_problems(), *routes.secret_problems])
 

@@ -96,6 +96,7 @@ from streams.core.messages import (
     AlertActionType,
     AlertEvent,
     AlertStatus,
+    AppealSample,
     Evidence,
     EvidencePoint,
     EvidenceReading,
@@ -134,6 +135,7 @@ MAX_SEEN = 512  # planned sequences kept of alerts the state holds nowhere else
 MAX_INHIBITED = 500  # alerts per district waiting behind a red alert of their domain
 BRIEF_MEMBERS = 6  # composite member signals a brief keeps (one per domain first)
 BRIEF_DETAIL_CHARS = 300  # of the evidence's detail text, in a brief
+BRIEF_APPEALS = 3  # a public-opinion warning's sample appeals a brief keeps, angriest first
 
 
 # -- alerts as the state keeps them ----------------------------------------------------------
@@ -145,10 +147,19 @@ _NESTED: dict[tuple[type[BaseModel], str], tuple[type[BaseModel], bool]] = {
     (Evidence, "reading"): (EvidenceReading, False),
     (Evidence, "values"): (EvidencePoint, True),
     (Evidence, "members"): (MemberSignal, True),
+    (Evidence, "appeals"): (AppealSample, True),
 }
 _MODELS: dict[str, type[BaseModel]] = {
     m.__name__: m
-    for m in (AlertEvent, Evidence, Forecast, EvidencePoint, EvidenceReading, MemberSignal)
+    for m in (
+        AlertEvent,
+        Evidence,
+        Forecast,
+        EvidencePoint,
+        EvidenceReading,
+        MemberSignal,
+        AppealSample,
+    )
 }
 # the field order a packed alert follows; earlier releases pickled it with the briefs, so
 # a value they wrote before a schema change converts by name (NOTIFY_STATE_VERSION)
@@ -200,9 +211,15 @@ def _packed(name: str, value: Any) -> Any:
 
 
 def _unpack(model: type[BaseModel], layout: dict[str, tuple[str, ...]], doc: Sequence[Any]) -> Any:
-    """The model's fields as plain data (for ``model_validate``) from a packed tuple."""
+    """The model's fields as plain data (for ``model_validate``) from a packed tuple.
+
+    A nested model packed before fields were added at its end is shorter than its
+    layout: the fields it lacks take their defaults."""
     out: dict[str, Any] = {}
-    for name, value in zip(layout[model.__name__], doc, strict=True):
+    names = layout[model.__name__]
+    if len(doc) > len(names):
+        raise ValueError(f"a packed {model.__name__} holds {len(names)} fields, not {len(doc)}")
+    for name, value in zip(names, doc, strict=False):
         if name not in model.model_fields:
             continue  # a field the schema no longer has
         nested = _NESTED.get((model, name))
@@ -226,8 +243,8 @@ class AlertBrief:
 
     The alert's latest event without its action history (operators' notes stay
     on the alert's own events) and without the evidence series, with at most
-    :data:`BRIEF_MEMBERS` composite members and the detail text cut to
-    :data:`BRIEF_DETAIL_CHARS`: what receivers are shown (headline, grade,
+    :data:`BRIEF_MEMBERS` composite members, :data:`BRIEF_APPEALS` sample appeals and
+    the detail text cut to :data:`BRIEF_DETAIL_CHARS`: what receivers are shown (headline, grade,
     place, rule, observed value, threshold, window, forecast, times, links).
     Held as a packed tuple, about a third of the model's size.
     """
@@ -242,15 +259,20 @@ class AlertBrief:
         ev = alert.evidence
         detail = (ev.detail[:detail_chars] or None) if ev.detail else ev.detail
         members = _strongest(ev.members, BRIEF_MEMBERS if detail_chars else 0)
-        if ev.values or ev.members != members or ev.detail != detail:
-            ev = ev.model_copy(update={"values": [], "members": members, "detail": detail})
+        # (evidence unpickled from a release before appeals has no such attribute)
+        had = ev.__dict__.get("appeals") or []
+        appeals = had[: BRIEF_APPEALS if detail_chars else 0]
+        if ev.values or ev.members != members or ev.detail != detail or had != appeals:
+            ev = ev.model_copy(
+                update={"values": [], "members": members, "detail": detail, "appeals": appeals}
+            )
         return cls(_pack(alert.model_copy(update={"actions": [], "evidence": ev})))
 
     def event(self) -> AlertEvent:
         return AlertEvent.model_validate(_unpack(AlertEvent, _LAYOUT, self.doc))
 
     def shorter(self) -> AlertBrief:
-        """The brief with the least evidence text: no members, the detail cut short."""
+        """The brief with the least evidence text: no members or appeals, no detail."""
         return AlertBrief.of(self.event(), detail_chars=0)
 
     @property

@@ -265,7 +265,8 @@ async def _run(
     # ahead of the clock are rejected; so it starts a week back (at 60x it catches up
     # with the present after about 2.8 hours).
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=7)
-    sim = CitySimulator(cfg, seed=seed, start=start, malformed_share=malformed)
+    # with citizens' appeals on every channel, and the smell only citizens report
+    sim = CitySimulator(cfg, seed=seed, start=start, malformed_share=malformed, appeals=True)
 
     class Counting:
         def __iter__(self):  # type: ignore[no-untyped-def]

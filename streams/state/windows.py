@@ -46,6 +46,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import add
 from typing import Any
 
 from streams.core.state import StateError
@@ -60,6 +61,12 @@ WINDOWS_STATE_VERSION = 1
 """The version of the ``district-windows`` state (its JSON's ``version``) this release writes."""
 
 STREET_SEP = "@"  # "<indicator>@<street>": a street's own aggregate of an indicator
+
+#: The samples a window keeps per facet (:meth:`DistrictWindows.tally`): the highest ranked.
+SAMPLES_PER_FACET = 3
+
+# [rank, document]: one sample a facet keeps of its window
+Sample = list[Any]
 
 # [count, sum, min, max]: a list, so the changelog stays small and the update is cheap.
 Agg = list[float]
@@ -117,13 +124,27 @@ class Admission:
 
 @dataclass(frozen=True)
 class ClosedWindow:
-    """A minute that closed: its aggregates and the rolling view ending with it."""
+    """A minute that closed: its aggregates and the rolling view ending with it, and its
+    facets' tallies and samples (:meth:`DistrictWindows.tally`)."""
 
     district: str
     start: float
     end: float
     minute: dict[str, Agg]
     rolling: dict[str, Agg]
+    tallies: dict[str, list[float]] = field(default_factory=dict)
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+
+
+def keep_sample(kept: list[Sample], rank: float, sample: Any) -> None:
+    """Keep ``sample`` among ``kept`` (highest rank first) when it ranks among the
+    :data:`SAMPLES_PER_FACET` highest; of equal ranks the earlier stays ahead."""
+    at = len(kept)
+    while at > 0 and kept[at - 1][0] < rank:
+        at -= 1
+    if at < SAMPLES_PER_FACET:
+        kept.insert(at, [rank, sample])
+        del kept[SAMPLES_PER_FACET:]
 
 
 @dataclass
@@ -145,6 +166,11 @@ class DistrictWindows:
     held: dict[str, list[Held]] = field(default_factory=dict)
     #: the newest event time counted from any source
     top: float = -math.inf
+    #: window start -> facet -> tally: counts a reading adds besides its indicator's
+    #: aggregate (:meth:`tally`; an appeal's category and place)
+    tallies: dict[float, dict[str, list[float]]] = field(default_factory=dict)
+    #: window start -> facet -> the highest ranked samples, highest first
+    samples: dict[float, dict[str, list[Sample]]] = field(default_factory=dict)
 
     @property
     def watermark(self) -> float:
@@ -294,6 +320,22 @@ class DistrictWindows:
                 self.top = event_time
         return True
 
+    def tally(
+        self, t: float, facets: tuple[str, ...], counts: tuple[float, ...], sample: Any, rank: float
+    ) -> None:
+        """Add ``counts`` to each facet's tally in the window of ``t`` (counted already:
+        :meth:`add` returned True), and keep ``sample`` by ``rank`` for the narrowest,
+        the last facet (:func:`keep_sample`). A facet is a slice of the district (an
+        appeal's category; its category in its street, narrower); it closes with the
+        window (:attr:`ClosedWindow.tallies`) and joins no rolling view."""
+        start = self.window_of(t)
+        bucket = self.tallies.setdefault(start, {})
+        for facet in facets:
+            row = bucket.get(facet)
+            bucket[facet] = list(counts) if row is None else list(map(add, row, counts))
+        if sample is not None and facets:
+            keep_sample(self.samples.setdefault(start, {}).setdefault(facets[-1], []), rank, sample)
+
     # --- closing -----------------------------------------------------------------
     def close_due(
         self, lateness_s: float, active: Iterable[str] | None = None
@@ -344,7 +386,11 @@ class DistrictWindows:
                         continue
                     self.history[indicator] = rows
                 rolling[indicator] = _rolled(rows)
-            closed.append(ClosedWindow(self.district, start, end, minute, rolling))
+            tallies = self.tallies.pop(start, {})
+            samples = self.samples.pop(start, {})
+            closed.append(
+                ClosedWindow(self.district, start, end, minute, rolling, tallies, samples)
+            )
             self.closed_until = max(self.closed_until, end)
         return closed
 
@@ -362,6 +408,8 @@ class DistrictWindows:
             "applied": self.applied,
             "held": self.held,
             "top": None if self.top == -math.inf else self.top,
+            "tallies": [[start, bucket] for start, bucket in self.tallies.items()],
+            "samples": [[start, bucket] for start, bucket in self.samples.items()],
         }
 
     @classmethod
@@ -396,6 +444,9 @@ class DistrictWindows:
             applied=d["applied"],
             held=d.get("held", {}),
             top=_top(d),
+            # (state written before facets were tallied has none)
+            tallies={start: bucket for start, bucket in d.get("tallies", ())},
+            samples={start: bucket for start, bucket in d.get("samples", ())},
         )
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from streams.core.messages import (
+    APPEAL_SAMPLE_CHARS,
     APPEALS_TOPIC,
     DeadLetter,
     DeadLetterReason,
@@ -44,7 +45,13 @@ from streams.core.messages import (
     Origin,
 )
 from streams.ingest.decoding import duplicate_key
-from streams.ingest.ingestor import PREVIEW_CHARS, Accepted, Ingestor
+from streams.ingest.ingestor import (
+    FACET_PLACE_SEP,
+    PREVIEW_CHARS,
+    Accepted,
+    Facets,
+    Ingestor,
+)
 from streams.ingest.rejection import Rejected, failure_detail, quoted
 from streams.voice.appeals import Appeal, AppealRejected, AppealsConfig, load_appeals
 from streams.voice.channels import AppealIntake
@@ -53,6 +60,8 @@ from streams.voice.emotion import Emotion, Scorer
 APPEAL = "citizen.appeals"
 EXTREME_APPEAL = "citizen.extreme_appeals"
 ENVELOPE_KEYS = frozenset({"channel", "payload"})
+#: The indicators whose readings carry facets (:func:`_facets`)
+FACETED = frozenset({APPEAL, EXTREME_APPEAL})
 
 
 def shape(doc: Any, limit: int) -> tuple[int, bool]:
@@ -239,9 +248,48 @@ class AppealIngest:
             "origin": {"topic": origin[0], "partition": origin[1], "offset": origin[2]},
         }
         data = orjson.dumps(doc, option=orjson.OPT_UTC_Z)
+        facets = _facets(appeal, emotion, repeat_of is not None)
         return Accepted(
-            indicator, self._domain, appeal.street, emotion.intensity, appeal.event_time, data, t
+            indicator,
+            self._domain,
+            appeal.street,
+            emotion.intensity,
+            appeal.event_time,
+            data,
+            t,
+            facets,
         )
+
+
+def _facets(appeal: Appeal, emotion: Emotion, repeat: bool) -> Facets:
+    """An appeal's tallies (:data:`~streams.ingest.ingestor.APPEAL_TALLY`) for its category
+    and its category in its street, and its sample, ranked by its intensity."""
+    category = appeal.category
+    keys: tuple[str, ...] = (category,)
+    if appeal.street is not None:
+        keys = (category, f"{category}{FACET_PLACE_SEP}{appeal.street}")
+    rating = appeal.rating
+    counts = (
+        1.0,
+        1.0 if emotion.extreme else 0.0,
+        emotion.intensity,
+        0.0 if rating is None else 1.0,
+        1.0 if rating == "bad" else 0.0,
+        1.0 if repeat else 0.0,
+    )
+    sample = {
+        "appeal_id": appeal.appeal_id,
+        "channel": appeal.channel,
+        "street": appeal.street,
+        "time": appeal.event_time.isoformat(),
+        "text": appeal.text[:APPEAL_SAMPLE_CHARS],
+        "intensity": emotion.intensity,
+        "emotion": emotion.category,
+        "extreme": emotion.extreme,
+        "words": list(emotion.evidence),
+        "repeat": repeat,
+    }
+    return Facets(keys, counts, sample, emotion.intensity)
 
 
 class AppealStage:

@@ -829,6 +829,8 @@ def _expected_urgency_certainty(ev: AlertEvent) -> tuple[str, str]:
         return "Immediate", "Likely"
     if ev.kind is AlertKind.DATA_QUALITY:
         return "Unknown", "Unknown"
+    if ev.kind is AlertKind.PUBLIC_OPINION:  # citizens report it; nothing measured confirms
+        return "Expected", "Likely"
     fc = ev.evidence.forecast
     if (
         fc is not None

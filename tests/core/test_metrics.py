@@ -191,6 +191,7 @@ def test_each_fed_window_is_timed_once_per_enabled_detector_family() -> None:
         "anomaly": 0,
         "data_quality": 1,
         "composite": 1,
+        "public_opinion": 1,
     }
 
 

@@ -16,6 +16,7 @@ from streams.core.config import load_config
 from streams.core.messages import (
     ActionRecord,
     AlertEvent,
+    AppealSample,
     Evidence,
     EvidencePoint,
     Forecast,
@@ -172,6 +173,42 @@ def test_a_brief_keeps_what_a_notification_shows_and_reads_back_exactly() -> Non
         False,
     )
     assert len(pickle.dumps(brief)) < len(pickle.dumps(full)) / 4
+
+
+def test_a_public_opinion_brief_keeps_its_angriest_appeals_and_old_briefs_still_read() -> None:
+    samples = [
+        AppealSample(
+            appeal_id=f"hotline_12345:W{k}",
+            channel="hotline_12345",
+            street="339901001",
+            time=AT,
+            text="小区门口垃圾站臭味太大了，反映多次没人管",
+            intensity=0.9 - k / 10,
+            emotion="anger",
+            extreme=k < 2,
+            words=["臭味", "没人管"],
+        )
+        for k in range(5)
+    ]
+    full = alert(1).model_copy(
+        update={
+            "kind": "public_opinion",
+            "evidence": alert(1).evidence.model_copy(
+                update={"category": "odour", "appeals": samples}
+            ),
+        }
+    )
+    slim = AlertBrief.of(full).event()
+    assert slim.evidence.category == "odour"
+    assert slim.evidence.appeals == samples[: notify.BRIEF_APPEALS]
+    assert AlertBrief.of(full).shorter().event().evidence.appeals == []
+    # a brief packed before evidence had a category and appeals: they take their defaults
+    evidence_at = notify._LAYOUT["AlertEvent"].index("evidence")
+    old = list(AlertBrief.of(alert(1)).doc)
+    old[evidence_at] = old[evidence_at][: -len(("category", "appeals"))]
+    restored = AlertBrief.__from_state__(old).event()
+    assert restored.evidence.category is None and restored.evidence.appeals == []
+    assert restored == AlertBrief.of(alert(1)).event()
 
 
 # --- notes never reach the notification state ---------------------------------------------

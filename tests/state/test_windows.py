@@ -72,6 +72,30 @@ def test_state_survives_the_changelog_round_trip() -> None:
     assert DistrictWindows.from_dict(orjson.loads(orjson.dumps(fresh.to_dict()))) == fresh
 
 
+def test_facets_tally_with_their_window_and_keep_its_highest_samples() -> None:
+    w = DistrictWindows("339908")
+    street = "odour@339908003"
+    for n, rank in enumerate([0.2, 0.9, 0.5, 0.9, 0.1]):
+        assert w.add("citizen.appeals", rank, T0 + 10 + n)
+        w.tally(T0 + 10 + n, ("odour", street), (1.0, float(rank > 0.8)), {"n": n}, rank)
+    assert w.add("citizen.appeals", 0.3, T0 + 70)  # the next minute
+    w.tally(T0 + 70, ("odour",), (1.0, 0.0), {"n": 5}, 0.3)
+    # written to the changelog and read back while open, then closed
+    w = DistrictWindows.from_dict(orjson.loads(orjson.dumps(w.to_dict())))
+    first, second = w.close_all()
+    assert first.tallies == {"odour": [5.0, 2.0], street: [5.0, 2.0]}
+    # the three highest of the street (its narrowest facet), an equal one after the earlier
+    assert first.samples == {street: [[0.9, {"n": 1}], [0.9, {"n": 3}], [0.5, {"n": 2}]]}
+    assert second.tallies == {"odour": [1.0, 0.0]} and second.samples == {
+        "odour": [[0.3, {"n": 5}]]
+    }
+    assert w.tallies == {} and w.samples == {}  # nothing kept past the close
+    # a value written before facets were tallied restores with none
+    doc = w.to_dict()
+    del doc["tallies"], doc["samples"]
+    assert DistrictWindows.from_dict(doc) == w
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 3600), st.floats(0, 100)), min_size=1, max_size=200))
 def test_every_accepted_value_is_counted_in_exactly_one_closed_window(

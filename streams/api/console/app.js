@@ -1291,8 +1291,10 @@ function renderEvidence(a) {
   if (ev.detail) fact(dl, "detail.note", ev.detail);
 
   const box = $("detail-members");
+  const appeals = ev.appeals?.length ? [appealsTable(ev.appeals)] : [];
   if (ev.members?.length) {
     box.replaceChildren(
+      ...appeals,
       h(
         "table",
         { class: "data" },
@@ -1320,8 +1322,36 @@ function renderEvidence(a) {
       ),
     );
   } else {
-    box.replaceChildren();
+    box.replaceChildren(...appeals);
   }
+}
+
+// A public-opinion warning's sample appeals: de-identified text, emotion and its words.
+function appealsTable(appeals) {
+  const cols = ["time", "channel", "street", "intensity", "emotion", "words", "text"];
+  return h(
+    "table",
+    { class: "data", id: "detail-appeals" },
+    h("caption", {}, t("detail.appeals")),
+    h("thead", {}, h("tr", {}, cols.map((k) => h("th", { scope: "col" }, t(`detail.appeal.${k}`))))),
+    h(
+      "tbody",
+      {},
+      appeals.map((a) =>
+        h(
+          "tr",
+          { class: a.extreme ? "extreme" : "" },
+          h("td", {}, h("time", { datetime: a.time }, fmtDateTime(a.time))),
+          h("td", {}, a.channel),
+          h("td", {}, a.street ? streetName(a.street) : t("common.none")),
+          h("td", { class: "num" }, fmtNumber(a.intensity, 2)),
+          h("td", {}, a.emotion || t("common.none")),
+          h("td", {}, (a.words || []).join("、")),
+          h("td", {}, a.text),
+        ),
+      ),
+    ),
+  );
 }
 
 function renderChart(a, timeline) {

@@ -1,0 +1,325 @@
+"""Public-opinion warnings (舆情预警) of a district: citizens' appeals of one category
+gathering in one street, surging, rating a service badly, or angry.
+
+Each appeal the worker counts adds to its window's tallies for its category and for its
+category in its street (:meth:`streams.state.windows.DistrictWindows.tally`, in the
+order of :data:`~streams.ingest.ingestor.APPEAL_TALLY`), and the window keeps the
+angriest appeals of each category in each street as samples. Every closed minute moves each series of the district
+(``DistrictDetection.opinion``, one per category and one per category and street that
+had appeals lately) over the last ``window`` of ``public_opinion`` in
+``config/thresholds.yaml`` (:class:`~streams.alerting.rules.PublicOpinion`):
+
+* a street's series is a **cluster** about one place: its grade is the highest
+  ``cluster`` boundary its count of appeals reaches;
+* a district's series grades by **surge**, the count against the usual count over the
+  window (an exponentially weighted mean of the category's appeals per minute, with
+  half-life ``baseline_half_life``, never below ``baseline_floor``; judged from ``surge_min``
+  appeals and only once the district has ``warmup`` of history), and by the share of
+  **bad ratings** among ``ratings_min`` or more ratings of the category's services; the
+  higher of the two;
+* either grade goes up one step when ``extreme_min`` or more of the appeals, and at
+  least ``extreme_share`` of them, are in extreme emotion.
+
+A series raises a ``public_opinion`` alert when it first has a grade, updates it when
+the grade changes, and resolves it after ``hold`` without one. The alert goes to the
+department that owns the category in ``config/appeals.yaml``, co-handled by the
+category's co-handling departments, and by ``informed`` (the command centre) at grades II
+and I. Its evidence names the category, counts what the window holds, shows the
+per-minute counts, and lists the angriest de-identified appeals with their emotion and
+the words that drove it.
+
+Why counts against boundaries rather than an anomaly model per street and category: a
+street's category sees an appeal a week in an ordinary city, too few for a model to
+learn a usual level, while the departments state what a cluster is in appeals (three
+complaints about one smell in a street within the hour are worth a look); the
+district's surge is a model of the usual level, the smoothed rate above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from streams.alerting.lifecycle import Signal
+from streams.core.config import Sharing
+from streams.core.messages import (
+    AlertEvent,
+    AlertKind,
+    AppealSample,
+    Evidence,
+    EvidencePoint,
+    Grade,
+)
+from streams.ingest.ingestor import APPEAL_TALLY, FACET_PLACE_SEP
+
+if TYPE_CHECKING:
+    from streams.alerting.detection import DetectionContext, DistrictDetection
+    from streams.alerting.rules import PublicOpinion
+
+APPEALS = "citizen.appeals"  # the indicator the alerts name
+CLUSTER_RULE = "public_opinion.cluster"
+DISTRICT_RULE = "public_opinion.district"
+GRADES = (Grade.IV, Grade.III, Grade.II, Grade.I)
+_N, _EXTREME, _INTENSITY, _RATED, _BAD, _REPEATS = range(len(APPEAL_TALLY))
+
+
+@dataclass(frozen=True)
+class OpinionCategory:
+    """An appeal category as public-opinion warnings need it: who owns it, who co-handles
+    it, and its names (from ``config/appeals.yaml``)."""
+
+    department: str
+    co_departments: tuple[str, ...] = ()
+    name_zh: str = ""
+    name_en: str = ""
+
+
+@dataclass
+class OpinionSeries:
+    """One category's appeals in a district (or in one of its streets) over the window."""
+
+    #: [minute's end, *tally] of the window's minutes that had appeals, oldest first
+    minutes: list[list[float]] = field(default_factory=list)
+    #: [rank, minute's end, sample] of the angriest appeals in the window, angriest first
+    samples: list[list[Any]] = field(default_factory=list)
+    baseline: float = 0.0  # usual appeals per second (a district's series)
+    since: float | None = None  # the end of its first minute
+    raised: str | None = None  # the grade (IV .. I) of its open alert
+    calm_since: float | None = None  # since when it has had no grade, its alert open
+
+
+def public_opinion(
+    state: DistrictDetection,
+    end: float,
+    start: float,
+    tallies: Mapping[str, list[float]],
+    samples: Mapping[str, list[list[Any]]],
+    ctx: DetectionContext,
+) -> list[AlertEvent]:
+    """Move every series of the district to the minute ``[start, end)`` with its
+    tallies and samples; the alert events that gives."""
+    conf = ctx.rules.opinion
+    if not conf.enabled or (not tallies and not state.opinion):
+        return []
+    events: list[AlertEvent] = []
+    span = end - start
+    decay = 0.5 ** (span / conf.baseline_half_life)
+    for key in sorted(set(state.opinion) | set(tallies)):
+        series = state.opinion.get(key)
+        if series is None:
+            series = state.opinion[key] = OpinionSeries(since=end)
+        _advance(series, end, span, tallies.get(key), _samples_of(key, samples), conf, decay)
+        street = key.partition(FACET_PLACE_SEP)[2] or None
+        grade, why = _grade(series, street, end, conf)
+        events += _decide(state, key, series, grade, why, end, conf, ctx)
+        if street is not None and not series.minutes and series.raised is None:
+            del state.opinion[key]  # a street's quiet series: nothing to remember
+    return events
+
+
+def _samples_of(key: str, samples: Mapping[str, list[list[Any]]]) -> list[list[Any]]:
+    """A series' samples of the minute: a street's own, or for a district's category
+    those of its streets and of its appeals that name no street (windows keep each
+    appeal's sample under its narrowest facet)."""
+    if FACET_PLACE_SEP in key:
+        return samples.get(key, [])
+    prefix = f"{key}{FACET_PLACE_SEP}"
+    return [s for k, kept in samples.items() if k == key or k.startswith(prefix) for s in kept]
+
+
+def _advance(
+    series: OpinionSeries,
+    end: float,
+    span: float,
+    tally: list[float] | None,
+    samples: Any,
+    conf: PublicOpinion,
+    decay: float,
+) -> None:
+    horizon = end - conf.window
+    if tally is not None:
+        series.minutes.append([end, *tally])
+    series.minutes = [m for m in series.minutes if m[0] > horizon]
+    n = tally[_N] if tally is not None else 0.0
+    series.baseline = series.baseline * decay + (1 - decay) * n / span
+    kept = [s for s in series.samples if s[1] > horizon]
+    kept += [[rank, end, doc] for rank, doc in samples]
+    kept.sort(key=lambda s: (-s[0], s[1]))  # stable: an earlier appeal first on a tie
+    series.samples = kept[: conf.samples]
+
+
+def _sums(series: OpinionSeries) -> list[float]:
+    sums = [0.0] * len(APPEAL_TALLY)
+    for minute in series.minutes:
+        for i in range(len(APPEAL_TALLY)):
+            sums[i] += minute[i + 1]
+    return sums
+
+
+def _reached(bounds: Mapping[Any, float], level: float) -> Grade | None:
+    reached = None
+    for grade in GRADES:
+        bound = bounds.get(grade.name)
+        if bound is not None and level >= bound:
+            reached = grade
+    return reached
+
+
+@dataclass(frozen=True)
+class _Why:
+    """What decided a grade, for the evidence."""
+
+    observed: float
+    threshold: float | None
+    aggregate: str
+    usual: float | None = None
+
+
+def _grade(
+    series: OpinionSeries, street: str | None, end: float, conf: PublicOpinion
+) -> tuple[Grade | None, _Why]:
+    sums = _sums(series)
+    n = sums[_N]
+    if street is not None:
+        grade = _reached(conf.cluster, n)
+        why = _Why(n, _bound(conf.cluster, grade), "appeals in the street over the window")
+    else:
+        usual = max(series.baseline * conf.window, conf.baseline_floor)
+        ratio = n / usual
+        warm = series.since is not None and end - series.since >= conf.warmup
+        grade = _reached(conf.surge, ratio) if warm and n >= conf.surge_min else None
+        why = _Why(ratio, _bound(conf.surge, grade), "appeals against the usual count", usual)
+        rated = sums[_RATED]
+        if rated >= conf.ratings_min:
+            share = sums[_BAD] / rated
+            bad = _reached(conf.bad_ratings, share)
+            if bad is not None and (grade is None or GRADES.index(bad) > GRADES.index(grade)):
+                grade = bad
+                why = _Why(share, _bound(conf.bad_ratings, bad), "share of bad ratings")
+    extreme = sums[_EXTREME]
+    if (
+        grade is not None
+        and grade is not Grade.I
+        and extreme >= conf.extreme_min
+        and extreme >= conf.extreme_share * n
+    ):
+        grade = GRADES[GRADES.index(grade) + 1]
+    return grade, why
+
+
+def _bound(bounds: Mapping[Any, float], grade: Grade | None) -> float | None:
+    return None if grade is None else bounds.get(grade.name)
+
+
+def _decide(
+    state: DistrictDetection,
+    key: str,
+    series: OpinionSeries,
+    grade: Grade | None,
+    why: _Why,
+    end: float,
+    conf: PublicOpinion,
+    ctx: DetectionContext,
+) -> list[AlertEvent]:
+    if grade is not None:
+        series.calm_since = None
+        if grade.name == series.raised:
+            return []
+        series.raised = grade.name
+        return _signal(state, "fire", key, series, grade, why, end, conf, ctx)
+    if series.raised is None:
+        return []
+    if series.calm_since is None:
+        series.calm_since = end
+    if end - series.calm_since < conf.hold:
+        return []
+    last = Grade[series.raised]
+    series.raised = series.calm_since = None
+    return _signal(state, "resolve", key, series, last, why, end, conf, ctx)
+
+
+def _signal(
+    state: DistrictDetection,
+    action: str,
+    key: str,
+    series: OpinionSeries,
+    grade: Grade,
+    why: _Why,
+    end: float,
+    conf: PublicOpinion,
+    ctx: DetectionContext,
+) -> list[AlertEvent]:
+    category, _, street = key.partition(FACET_PLACE_SEP)
+    place = street or None
+    owner = ctx.opinion_category(category)
+    co = [d for d in owner.co_departments if d != owner.department]
+    if grade in (Grade.II, Grade.I) and conf.informed != owner.department:
+        co.append(conf.informed)
+    ind = ctx.cfg.indicators.get(APPEALS)
+    signal = Signal(
+        action=action,
+        kind=AlertKind.PUBLIC_OPINION,
+        rule=CLUSTER_RULE if place is not None else DISTRICT_RULE,
+        district=state.district,
+        street=place,
+        key=f"{APPEALS}#{category}",
+        indicators=(APPEALS,),
+        domain=ind.domain if ind is not None else None,
+        grade=grade,
+        at=end,
+        evidence=_evidence(category, place, series, why, end, action, conf),
+        department=owner.department,
+        co_departments=tuple(dict.fromkeys(co)),
+        sharing=ind.sharing if ind is not None else Sharing.NOT_SHARED,
+    )
+    return state.book.apply(signal, ctx.names, ctx.silences)
+
+
+def _evidence(
+    category: str,
+    street: str | None,
+    series: OpinionSeries,
+    why: _Why,
+    end: float,
+    action: str,
+    conf: PublicOpinion,
+) -> Evidence:
+    sums = _sums(series)
+    n = int(sums[_N])
+    minutes = conf.window / 60
+    detail = (
+        f"{n} appeal{'s' if n != 1 else ''} about {category}"
+        f"{' in street ' + street if street else ''} in the last {minutes:g} min: "
+        f"{int(sums[_EXTREME])} in extreme emotion, {int(sums[_REPEATS])} repeating an "
+        f"earlier one, mean intensity {sums[_INTENSITY] / n if n else 0.0:.2f}"
+    )
+    if sums[_RATED]:
+        detail += f"; {int(sums[_BAD])} of {int(sums[_RATED])} ratings bad"
+    if action == "resolve":
+        detail += f"; no grade for {conf.hold / 60:g} min"
+    return Evidence(
+        rule=CLUSTER_RULE if street is not None else DISTRICT_RULE,
+        version=_version(conf),
+        observed=round(why.observed, 6),
+        aggregate=f"{why.aggregate} ({minutes:g} min)",
+        window_start=datetime.fromtimestamp(end - conf.window, UTC),
+        window_end=datetime.fromtimestamp(end, UTC),
+        threshold=why.threshold,
+        baseline=None if why.usual is None else round(why.usual, 6),
+        values=[
+            EvidencePoint(time=datetime.fromtimestamp(m[0], UTC), value=m[1 + _N])
+            for m in series.minutes
+        ],
+        detail=detail,
+        decided="window",
+        category=category,
+        appeals=[AppealSample.model_validate(doc) for _, _, doc in series.samples],
+    )
+
+
+def _version(conf: PublicOpinion) -> str:
+    """A short digest of the settings: the evidence names the version that decided."""
+    return hashlib.sha256(conf.model_dump_json().encode()).hexdigest()[:12]

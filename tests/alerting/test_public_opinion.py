@@ -1,0 +1,240 @@
+"""Public-opinion warnings: appeals of one category gathering in a street, surging in a
+district, rating a service badly, or angry, raise ``public_opinion`` alerts to the
+category's owner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streams.alerting.detection import DETECTION_STATE, DetectionContext, DistrictDetection
+from streams.alerting.public_opinion import CLUSTER_RULE, DISTRICT_RULE
+from streams.alerting.rules import load_thresholds
+from streams.core.config import ConfigError, load_config
+from streams.core.messages import AlertEvent, AlertKind, AlertStatus, Grade
+from streams.kafka.worker import opinion_categories
+from streams.state.windows import ClosedWindow
+from streams.voice.appeals import load_appeals
+
+CFG = load_config()
+CATEGORIES = opinion_categories(load_appeals(CFG))
+T0 = 1_795_000_000.0 - 1_795_000_000.0 % 60
+DISTRICT, STREET = "339908", "339908003"
+
+# the settings every test below states, whatever config/thresholds.yaml ships
+OPINION = {
+    "window": "60m",
+    "cluster": {"IV": 4, "III": 6, "II": 9, "I": 14},
+    "surge": {"IV": 3, "III": 5, "II": 8},
+    "surge_min": 6,
+    "baseline_half_life": "1d",
+    "baseline_floor": 1,
+    "warmup": "2h",
+    "bad_ratings": {"IV": 0.3, "III": 0.5},
+    "ratings_min": 10,
+    "extreme_share": 0.5,
+    "extreme_min": 3,
+    "hold": "30m",
+    "informed": "command_centre",
+    "samples": 3,
+}
+
+
+def context(tmp_path: Path, **changes: Any) -> DetectionContext:
+    doc = yaml.safe_load((CFG.directory / "thresholds.yaml").read_text("utf-8"))
+    doc["public_opinion"] = {**OPINION, **changes}
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+    rules = load_thresholds(CFG, path)
+    return DetectionContext(
+        CFG, rules, anomaly=None, forecast_horizon_s=0, opinion_categories=CATEGORIES
+    )
+
+
+def appeal(
+    n: int, *, intensity: float = 0.4, extreme: bool = False, rating: str | None = None
+) -> dict[str, Any]:
+    return {
+        "appeal_id": f"A{n}",
+        "channel": "hotline_12345",
+        "street": STREET,
+        "time": "2026-11-24T10:00:00+00:00",
+        "text": f"沙洲街道这边臭味很大，第{n}次反映了",
+        "intensity": intensity,
+        "emotion": "anger" if extreme else "disgust",
+        "extreme": extreme,
+        "words": ["臭味"],
+        "repeat": False,
+        "rating": rating,
+    }
+
+
+def minute(i: int, appeals: list[dict[str, Any]], category: str = "odour") -> ClosedWindow:
+    """Minute ``i`` of the district: one air reading, and ``appeals`` tallied as the
+    windows tally them (category, and category in the street)."""
+    start = T0 + 60 * i
+    aggs = {"iot.pm25": [1, 30.0, 30.0, 30.0]}
+    tallies: dict[str, list[float]] = {}
+    samples: dict[str, list[list[Any]]] = {}
+    for a in appeals:
+        rating = a.pop("rating")
+        row = [
+            1.0,
+            float(a["extreme"]),
+            a["intensity"],
+            float(rating is not None),
+            float(rating == "bad"),
+            float(a["repeat"]),
+        ]
+        street = a["street"]
+        for key in (category, f"{category}@{street}") if street else (category,):
+            tallies[key] = [x + y for x, y in zip(tallies.get(key, [0.0] * 6), row, strict=True)]
+        narrowest = f"{category}@{street}" if street else category
+        samples.setdefault(narrowest, []).append([a["intensity"], a])
+    for kept in samples.values():
+        kept.sort(key=lambda s: -s[0])
+    return ClosedWindow(DISTRICT, start, start + 60, aggs, aggs, tallies, samples)
+
+
+def opinion(events: list[AlertEvent]) -> list[AlertEvent]:
+    return [e for e in events if e.kind is AlertKind.PUBLIC_OPINION]
+
+
+def test_a_street_cluster_fires_at_its_count_to_the_category_owner(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    det = DistrictDetection(DISTRICT)
+    events = []
+    for i in range(3):  # three appeals about a smell in Shazhou: below the IV count of 4
+        events += det.on_window(minute(i, [appeal(i, intensity=0.2 + 0.1 * i)]), ctx)
+    assert opinion(events) == []
+    (fired,) = opinion(det.on_window(minute(3, [appeal(3, intensity=0.3)]), ctx))
+    assert fired.status is AlertStatus.FIRING and fired.grade is Grade.IV
+    assert (fired.district, fired.street) == (DISTRICT, STREET)
+    # config/appeals.yaml: odour is the environment bureau's, co-handled by sanitation
+    assert fired.department == "environment" and fired.co_departments == ["sanitation"]
+    assert fired.indicators == ["citizen.appeals"] and fired.domain == "citizen"
+    assert "异味扰民" in fired.headline_zh and "沙洲街道" in fired.headline_zh
+    assert "舆情预警" in fired.headline_zh and "Odour" in fired.headline_en
+    ev = fired.evidence
+    assert ev.rule == CLUSTER_RULE and ev.category == "odour"
+    assert (ev.observed, ev.threshold) == (4, 4)
+    assert [p.value for p in ev.values] == [1, 1, 1, 1]
+    assert ev.values[-1].time.timestamp() == T0 + 240
+    # the angriest three (samples: 3), angriest first; an equal one keeps the earlier
+    assert [a.appeal_id for a in ev.appeals] == ["A2", "A1", "A3"]
+    assert ev.appeals[0].words == ["臭味"] and ev.appeals[0].intensity == 0.4
+    assert "4 appeals about odour in street 339908003" in (ev.detail or "")
+
+
+def test_the_grade_follows_the_count_and_the_command_centre_joins_at_ii(
+    tmp_path: Path,
+) -> None:
+    ctx = context(tmp_path)
+    det = DistrictDetection(DISTRICT)
+    raised = []
+    for i in range(9):
+        raised += opinion(det.on_window(minute(i, [appeal(i)]), ctx))
+    # counts 4, 6 and 9 reach IV, III and II; the alert is updated, not raised again
+    assert [(e.status, e.grade) for e in raised] == [
+        (AlertStatus.FIRING, Grade.IV),
+        (AlertStatus.UPDATED, Grade.III),
+        (AlertStatus.UPDATED, Grade.II),
+    ]
+    assert len({e.alert_id for e in raised}) == 1
+    assert raised[1].co_departments == ["sanitation"]
+    assert raised[2].co_departments == ["sanitation", "command_centre"]
+
+
+def test_angry_appeals_raise_the_grade_one_step(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    det = DistrictDetection(DISTRICT)
+    angry = [appeal(n, intensity=0.9, extreme=True) for n in range(3)]
+    calm = [appeal(3)]
+    (fired,) = opinion(det.on_window(minute(0, angry + calm), ctx))
+    # 4 appeals reach IV; 3 of them extreme (at least 3, and at least half): III
+    assert fired.grade is Grade.III
+    assert [a.extreme for a in fired.evidence.appeals] == [True, True, True]
+
+
+def test_a_quiet_street_resolves_its_warning_after_the_hold(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    det = DistrictDetection(DISTRICT)
+    (fired,) = opinion(det.on_window(minute(0, [appeal(n) for n in range(4)]), ctx))
+    events = []
+    for i in range(1, 60 + 30 + 2):
+        events += opinion(det.on_window(minute(i, []), ctx))
+    (resolved,) = events
+    # the appeals, of the minute ending at T0 + 60, leave the 60-minute window when the
+    # minute ending an hour later closes; then 30 minutes without a grade
+    assert resolved.status is AlertStatus.RESOLVED and resolved.alert_id == fired.alert_id
+    assert resolved.event_time.timestamp() == T0 + 60 + 3600 + 1800
+    assert DISTRICT_RULE not in {e.evidence.rule for e in events}
+    assert f"odour@{STREET}" not in det.opinion  # nothing kept of a quiet street
+
+
+def test_a_district_surge_is_judged_against_its_usual_count_after_the_warmup(
+    tmp_path: Path,
+) -> None:
+    ctx = context(tmp_path, cluster={"IV": 100})  # streets out of the way
+    det = DistrictDetection(DISTRICT)
+    six = [{**appeal(n), "street": None} for n in range(6)]
+    # within the two hours of warmup, six appeals in a minute raise nothing
+    assert opinion(det.on_window(minute(0, [dict(a) for a in six]), ctx)) == []
+    events = []
+    for i in range(1, 180):
+        events += opinion(det.on_window(minute(i, []), ctx))
+    assert events == []
+    (surge,) = opinion(det.on_window(minute(180, [dict(a) for a in six]), ctx))
+    # usual count over an hour: the six appeals of three hours ago, decayed with a half-life
+    # of a day, fall below the floor of 1; six appeals are six times it: III (5) not II (8)
+    assert surge.grade is Grade.III and surge.street is None
+    assert surge.evidence.rule == DISTRICT_RULE
+    assert surge.evidence.baseline == 1 and surge.evidence.observed == 6
+    assert surge.department == "environment"
+
+
+def test_bad_ratings_of_a_service_warn_its_owner(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    det = DistrictDetection(DISTRICT)
+    ratings = [
+        {**appeal(n), "street": None, "rating": "bad" if n < 6 else "good"} for n in range(10)
+    ]
+    (warned,) = opinion(det.on_window(minute(0, ratings, "government_service"), ctx))
+    # 6 of 10 ratings bad: a share of 0.6 reaches III (0.5)
+    assert warned.grade is Grade.III and warned.evidence.observed == 0.6
+    assert warned.department == load_appeals(CFG).categories["government_service"].department
+    assert "6 of 10 ratings bad" in (warned.evidence.detail or "")
+
+
+def test_a_restored_district_goes_on_as_if_never_stopped(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    straight, restarted = DistrictDetection(DISTRICT), DistrictDetection(DISTRICT)
+    a: list[AlertEvent] = []
+    b: list[AlertEvent] = []
+    for i in range(12):
+        appeals = [appeal(i, intensity=0.1 * (i % 7))]
+        a += straight.on_window(minute(i, [dict(x) for x in appeals]), ctx)
+        b += restarted.on_window(minute(i, [dict(x) for x in appeals]), ctx)
+        restarted = DETECTION_STATE.decode(DETECTION_STATE.encode(restarted))
+    assert opinion(a) and opinion(a) == opinion(b)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"cluster": {"IV": 5, "III": 4}}, "public_opinion.cluster", "increase from IV to I"),
+        ({"bad_ratings": {"IV": 0.5, "III": 1.5}}, "public_opinion.bad_ratings", "at most 1"),
+        ({"informed": "mayor"}, "public_opinion.informed", "unknown department 'mayor'"),
+        ({"cluster": {}}, "public_opinion.cluster", "at least one grade boundary"),
+    ],
+)
+def test_wrong_settings_stop_the_load_naming_the_field(
+    tmp_path: Path, change: dict[str, Any], field: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        context(tmp_path, **change)
+    text = str(caught.value)
+    assert "thresholds.yaml" in text and field in text and reason in text
