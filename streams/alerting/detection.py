@@ -281,6 +281,7 @@ class DistrictDetection:
     # public-opinion series per appeal category, and per category and street
     # (streams.alerting.public_opinion)
     opinion: dict[str, OpinionSeries] = field(default_factory=dict)
+    opinion_since: float | None = None  # the start of the district's first minute
 
     def __post_init__(self) -> None:
         if "book" not in self.__dict__:  # a new district's (a restored one has its own)

@@ -115,7 +115,7 @@ class PublicOpinion(_Strict):
     reaches it."""
 
     enabled: bool = True
-    window: Duration = 3600.0
+    window: Duration = 900.0
     # appeals about one category in one street: a cluster about one place
     cluster: dict[GradeName, float] = Field(default_factory=_cluster)
     # a district's appeals of one category against its usual count over the window

@@ -172,28 +172,49 @@ def test_a_quiet_street_resolves_its_warning_after_the_hold(tmp_path: Path) -> N
     assert resolved.status is AlertStatus.RESOLVED and resolved.alert_id == fired.alert_id
     assert resolved.event_time.timestamp() == T0 + 60 + 3600 + 1800
     assert DISTRICT_RULE not in {e.evidence.rule for e in events}
-    assert f"odour@{STREET}" not in det.opinion  # nothing kept of a quiet street
+    quiet = det.opinion[f"odour@{STREET}"]  # its usual count stays; its appeals are gone
+    assert quiet.minutes == [] and quiet.samples == [] and quiet.raised is None
 
 
 def test_a_district_surge_is_judged_against_its_usual_count_after_the_warmup(
     tmp_path: Path,
 ) -> None:
     ctx = context(tmp_path, cluster={"IV": 100})  # streets out of the way
-    det = DistrictDetection(DISTRICT)
-    six = [{**appeal(n), "street": None} for n in range(6)]
-    # within the two hours of warmup, six appeals in a minute raise nothing
-    assert opinion(det.on_window(minute(0, [dict(a) for a in six]), ctx)) == []
-    events = []
-    for i in range(1, 180):
-        events += opinion(det.on_window(minute(i, []), ctx))
-    assert events == []
-    (surge,) = opinion(det.on_window(minute(180, [dict(a) for a in six]), ctx))
-    # usual count over an hour: the six appeals of three hours ago, decayed with a half-life
-    # of a day, fall below the floor of 1; six appeals are six times it: III (5) not II (8)
-    assert surge.grade is Grade.III and surge.street is None
-    assert surge.evidence.rule == DISTRICT_RULE
-    assert surge.evidence.baseline == 1 and surge.evidence.observed == 6
-    assert surge.department == "environment"
+
+    def district_appeals(n: int) -> list[dict[str, Any]]:
+        return [{**appeal(k), "street": None} for k in range(n)]
+
+    quiet, busy = DistrictDetection(DISTRICT), DistrictDetection(DISTRICT)
+    events: list[AlertEvent] = []
+    for i in range(1800):  # thirty hours: the warmup (2 h) is long past
+        # within the warmup, eight appeals in a minute surge against nothing known yet
+        events += quiet.on_window(minute(i, district_appeals(8 if i == 60 else 0)), ctx)
+        busy.on_window(minute(i, district_appeals(6 if i % 60 == 0 else 0)), ctx)
+    assert opinion(events) == []
+    (surge,) = opinion(quiet.on_window(minute(1800, district_appeals(8)), ctx))
+    # eight appeals 29 hours ago and eight now: the usual count over an hour (their rate
+    # smoothed with a half-life of a day, about 0.6) is below the floor of 1, so eight
+    # appeals are eight times it: grade II (8)
+    assert surge.grade is Grade.II and surge.street is None
+    assert surge.evidence.rule == DISTRICT_RULE and surge.department == "environment"
+    assert (surge.evidence.observed, surge.evidence.baseline) == (8, 1)
+    # six an hour are usual in the busy district: eight are no surge there
+    assert opinion(busy.on_window(minute(1800, district_appeals(8)), ctx)) == []
+
+
+def test_a_busy_street_needs_a_surge_above_its_usual_count_to_cluster(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    busy = DistrictDetection(DISTRICT)
+    for i in range(1800):  # two appeals about smells an hour, for thirty hours
+        assert opinion(busy.on_window(minute(i, [appeal(i)] if i % 30 == 0 else []), ctx)) == []
+    # usual: about two an hour; the cluster boundary for grade IV is then the larger of 4
+    # and three times the usual count (surge IV): five appeals in the hour (the one of
+    # half an hour ago and four now) are not enough, seven are
+    assert opinion(busy.on_window(minute(1800, [appeal(n) for n in range(4)]), ctx)) == []
+    events = opinion(busy.on_window(minute(1801, [appeal(n) for n in range(2)]), ctx))
+    (fired,) = [e for e in events if e.street == STREET]
+    assert fired.grade is Grade.IV and fired.evidence.observed == 7
+    assert fired.evidence.threshold is not None and 6 < fired.evidence.threshold <= 7
 
 
 def test_bad_ratings_of_a_service_warn_its_owner(tmp_path: Path) -> None:
