@@ -13,7 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.voice.emotion import Scorer
-from streams.voice.segment import Segmented, Segmenter, default_cache_dir
+from streams.voice.segment import (
+    Segmented,
+    Segmenter,
+    default_cache_dir,
+    traditional_to_simplified,
+)
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +120,29 @@ def test_property_the_words_are_the_text_cut_at_the_automatons_matches(
         at = end
     expected += simplified[at:]
     assert segmenter.cut(text) == Segmented(text, simplified, tuple(expected))
+
+
+TABLE = traditional_to_simplified()
+TABLE_CHARS = sorted(map(chr, TABLE))
+SCRIPT_TEXT = st.one_of(
+    st.text(max_size=30),
+    st.lists(
+        st.one_of(
+            st.sampled_from(TABLE_CHARS),
+            st.sampled_from([c for c in TABLE_CHARS if ord(c) > 0xFFFF]),
+            st.sampled_from([*"物业电梯坏了，。😡a1", "\U0001f600", "\U00020000", "\uffff"]),
+        ),
+        max_size=20,
+    ).map("".join),
+)
+
+
+@settings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=SCRIPT_TEXT)
+def test_property_a_text_is_simplified_by_the_table_where_it_holds_a_character_of_it(
+    segmenter: Segmenter, text: str
+) -> None:
+    traditional = not frozenset(TABLE_CHARS).isdisjoint(text)
+    assert segmenter.simplified(text) == (text.translate(TABLE) if traditional else text)
