@@ -16,6 +16,20 @@ An appeal that does not fit raises :class:`AppealRejected`, naming the field and
 reason worded as the dead letters' (``schema``, ``wrong_type``, ``too_large``,
 ``unknown_district``, ``unknown_street``), plus the two only appeals have
 (``unknown_channel``, ``unknown_category``).
+
+:class:`Appeal` is a pydantic model, as the config files' models are, and whatever
+reads an appeal (tests, tools, ``Appeal.model_validate_json``) validates it. The
+worker's intake alone builds its appeals without pydantic's validation when checks
+written here vouch for every field (:meth:`AppealsConfig.appeal_of`,
+:func:`_checked_appeal`): the config's codes once per config, the rest per appeal.
+Measured with timeit, 100,000 appeals on the shared 2-core machine: validation 2.4 µs
+an appeal, ``model_construct`` 3.9, the checks and the build together about 1.5. A
+msgspec Struct of the same fields builds in 0.1 µs against this build's 0.8, but is not
+an :class:`Appeal`: the 0.7 µs keep one type of appeal for the intake, the readings and
+the tests. An appeal the checks do not vouch for (too long a text, a lone surrogate, a
+time without a zone, a config built by hand with codes pydantic refuses) is validated,
+so its dead letter names what pydantic finds; a property test holds the two ways equal,
+field by field and byte by byte.
 """
 
 from __future__ import annotations
