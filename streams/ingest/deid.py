@@ -265,7 +265,22 @@ _NAME: Final = (
     # a surname and perhaps a given name before a form of address
     rf"|(?P<titled>(?:{_DOUBLE_SURNAMES}|[{_SURNAMES}])[{_HAN}]{{0,2}}?)(?=先生|女士|小姐)"
 )
-_NARRATIVE_RE: Final = re.compile("|".join((_LANDLINE, _LOCAL_LANDLINE, _ADDRESS, _NAME)))
+# Every character a narrative match can start with: a digit or '(' (landlines,
+# addresses), the first character of a cue (电话..., 我叫..., 我姓..., 姓名：...) or of a
+# surname. The pattern starts with a lookahead on them, so sre scans for them in C and
+# tries the alternatives only there: the matches are the same, found in a quarter of the
+# time (simulated appeals of 53 characters on average, median of 5 passes over 20,000:
+# 1.9 µs a text against 7.0, which was two thirds of scrub_narrative's 10.9 µs). The
+# tests derive each alternative's possible first characters from the parsed pattern and
+# check that this set holds them all.
+_NARRATIVE_FIRST: Final = (
+    "0-9(电座固号联我名叫姓投来举反本免他她"
+    + "".join(sorted({double[0] for double in _DOUBLE_SURNAMES.split("|")}))
+    + _SURNAMES
+)
+_NARRATIVE_RE: Final = re.compile(
+    f"(?=[{_NARRATIVE_FIRST}])(?:" + "|".join((_LANDLINE, _LOCAL_LANDLINE, _ADDRESS, _NAME)) + ")"
+)
 _NARRATIVE_GROUPS: Final[Mapping[str, str]] = {
     "landline": "phone",
     "local": "phone",

@@ -357,6 +357,7 @@ class AppealIntake:
     ) -> None:
         self.appeals, self.deid = appeals, deid
         self.repeats = repeats if repeats is not None else RepeatIndex(appeals.repeat_span)
+        self._contexts: dict[str, ChannelContext] = {}  # each channel's, built once
 
     def accept(self, channel: str, payload: object) -> Appeal:
         """:meth:`read`, then :meth:`repeat`."""
@@ -382,8 +383,11 @@ class AppealIntake:
             )
         if not isinstance(payload, Mapping):
             raise AppealRejected(AppealReason.SCHEMA, "(payload)", "expected an object")
+        context = self._contexts.get(channel)
+        if context is None or context.channel is not found or context.appeals is not self.appeals:
+            context = self._contexts[channel] = ChannelContext(found, self.appeals)
         try:
-            draft = found.adapter(payload, ChannelContext(found, self.appeals))
+            draft = found.adapter(payload, context)
         except AppealRejected:
             raise
         except Exception as exc:  # an adapter's own failure: say so, never crash the caller
@@ -400,17 +404,18 @@ class AppealIntake:
         for kind, value in draft.personal:
             if len(value) >= 2 and value in text:
                 text = text.replace(value, self.deid.pseudonym(kind, value))
-        # built anew rather than by dataclasses.replace, which costs 6 µs an appeal
-        draft = AppealDraft(
-            appeal_id=self.deid.scrub_identifier(draft.appeal_id)[0],
-            category=draft.category,
-            district=draft.district,
-            street=draft.street,
-            event_time=draft.event_time,
-            text=self.deid.scrub_narrative(text)[0],
-            rating=draft.rating,
+        # the de-identified fields go to the catalogue as they are: a second draft (a
+        # frozen dataclass) cost 1.5 µs an appeal, and dataclasses.replace 6
+        return self.appeals.appeal_of(
+            found,
+            self.deid.scrub_identifier(draft.appeal_id)[0],
+            draft.category,
+            draft.district,
+            draft.street,
+            draft.event_time,
+            self.deid.scrub_narrative(text)[0],
+            draft.rating,
         )
-        return self.appeals.appeal(found, draft)
 
     def repeat(self, appeal: Appeal) -> Appeal:
         """The appeal, marked with the first appeal of its run when it repeats one (read

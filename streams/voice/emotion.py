@@ -112,10 +112,17 @@ TAILS = ("你们", "人", "们", "了", "啊", "呀", "吧")
 REPEATED = re.compile(r"(\w{1,4}?)[！!，,、]*+\1[！!，,、]*+\1")
 #: How many words back a negation still reaches.
 NEGATION_REACH = 4
+#: The characters a match of the sarcasm and escalation patterns can start with (the
+#: tests derive them from the parsed patterns and check that this holds them all).
+CUE_FIRST = "举厉去名呵坐堵太待快感所效省真砸立站网谢赶马"
 #: The sarcasm and escalation patterns in one: an appeal none of them finds skips them
-#: all (1.8 µs an appeal, against 5.6 for the families one by one).
+#: all (1.8 µs an appeal, against 5.6 for the families one by one). The lookahead on
+#: :data:`CUE_FIRST` lets sre scan for those characters in C and try the alternatives
+#: only there: the same answer in about a third of the time.
 CUES = re.compile(
-    "|".join(p.pattern for p in (*SARCASM, IRONIC_PRAISE, *(p for p, _ in ESCALATING)))
+    f"(?=[{CUE_FIRST}])(?:"
+    + "|".join(p.pattern for p in (*SARCASM, IRONIC_PRAISE, *(p for p, _ in ESCALATING)))
+    + ")"
 )
 #: The categories that may lead an appeal whose sum is negative, and one whose is not.
 _NEGATIVE_LED = NEGATIVE | {"surprise"}
@@ -336,7 +343,7 @@ class Scorer:
 
     def _arousal(self, seg: Segmented) -> float:
         w = self.weights
-        marks = sum(seg.text.count(c) for c in "!！")
+        marks = seg.text.count("!") + seg.text.count("！")
         repeated = 1 if REPEATED.search(seg.simplified) else 0
         return 1.0 + w.exclamation * min(marks, 6) + w.repetition * repeated
 

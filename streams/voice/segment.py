@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -107,6 +108,13 @@ class Segmenter:
     def __init__(self, user_words: Iterable[str] = (), cache_dir: Path | None = None) -> None:
         self._simplified = traditional_to_simplified()
         self._traditional = frozenset(map(chr, self._simplified))
+        # the table's characters of the Basic Multilingual Plane, and every character
+        # beyond it (emoji and the rare characters the table also holds): a text with
+        # none of them is simplified as it is
+        self._maybe_traditional = re.compile(
+            f"[{_char_class(c for c in self._traditional if c <= _BMP_END)}"
+            f"{_BEYOND_BMP}-{chr(0x10FFFF)}]"
+        )
         vocabulary = dict.fromkeys(_dictionary(user_words, cache_dir))
         # every character an appeal is written in is a word too (as in jieba's cut, a
         # character no longer word covers stands alone): the words then cover the text
@@ -120,16 +128,21 @@ class Segmenter:
 
     def simplified(self, text: str) -> str:
         """``text`` in simplified characters, one character for one."""
-        if self._traditional.isdisjoint(text):  # most appeals: 1.4 µs, the table 2.3
+        # most appeals hold no traditional character. sre scans for the set in C in
+        # 0.2 µs an appeal, where the set's isdisjoint takes 1.9 (it makes a string of
+        # each character to hash it), and translate 2.3. Beyond the BMP (an emoji)
+        # the set decides: sre looks up such characters in a list, one by one.
+        if self._maybe_traditional.search(text) is None or self._traditional.isdisjoint(text):
             return text
         return text.translate(self._simplified)
 
     def cut(self, text: str) -> Segmented:
         simplified = self.simplified(text)
-        found = self._words.find_matches_as_indexes(simplified)
-        words = [simplified[start:end] for _, start, end in found]
+        # the words as strings straight from the automaton: 4.1 µs an appeal, against
+        # 6.7 for their places and a slice of the text at each (20,000 simulated appeals)
+        words = self._words.find_matches_as_strings(simplified)
         if sum(map(len, words)) < len(simplified):  # a character of none of _CHARACTERS
-            words = _with_the_rest(simplified, found)
+            words = _with_the_rest(simplified, self._words.find_matches_as_indexes(simplified))
         return Segmented(text, simplified, tuple(words))
 
 
@@ -144,6 +157,25 @@ _CHARACTERS = (
     *range(0x4E00, 0xA000),
     *range(0xFF00, 0xFFF0),
 )
+_BMP_END = "\uffff"
+_BEYOND_BMP = chr(0x10000)
+
+
+def _char_class(chars: Iterable[str]) -> str:
+    """The inside of a regex character set of ``chars``, runs of code points as ranges."""
+    points = sorted(map(ord, set(chars)))
+    parts: list[str] = []
+    i = 0
+    while i < len(points):
+        j = i
+        while j + 1 < len(points) and points[j + 1] == points[j] + 1:
+            j += 1
+        first, last = re.escape(chr(points[i])), re.escape(chr(points[j]))
+        parts.append(first if i == j else f"{first}-{last}")
+        i = j + 1
+    return "".join(parts)
+
+
 #: The least count in jieba's dictionary of a word the cut knows (see the module's doc).
 LEAST_FREQUENCY = 5
 

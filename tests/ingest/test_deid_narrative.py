@@ -7,12 +7,16 @@ on top of everything scrub_text replaces, and scrub_text itself is left as it wa
 from __future__ import annotations
 
 import re
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.ingest import deid as deid_module
 from streams.ingest.deid import NARRATIVE_KINDS, Deidentifier
 from tests.ingest.test_deid import _unbounded_repeats
+from tests.regex_first import first_chars, lookahead_chars
 
 KEY = b"test-key-not-for-production"
 TOKEN = re.compile(r"<(phone|id|email|plate|name|address):[0-9a-f]{10}>")
@@ -185,3 +189,53 @@ def test_thousands_of_identifiers_in_64k_of_appeals_are_all_found(deid: Deidenti
 def test_the_narrative_pattern_only_uses_bounded_repetition() -> None:
     # as for the digit kinds: every repetition bounded keeps a scan linear in the text
     assert _unbounded_repeats(deid_module._NARRATIVE_RE.pattern) == []
+
+
+# --- the narrative pattern's lookahead: the matches the plain alternatives give ---------
+
+REFERENCE_NARRATIVE = re.compile(
+    "|".join(
+        (
+            deid_module._LANDLINE,
+            deid_module._LOCAL_LANDLINE,
+            deid_module._ADDRESS,
+            deid_module._NAME,
+        )
+    )
+)
+NARRATIVE_PIECES = st.sampled_from(
+    [
+        *"0123456789０１２３４５６７８９()（） -.:：转室号栋幢座层户楼房路街村，。！",
+        *"我叫名做姓联系人投诉来电举报反映本免贵他她先生女士小姐座机固话码方式",
+        *"欧阳司马王李张三丰新华和平单元号楼号院ext",
+        "Wang Li",
+        "13812345678",
+        "0571-87654321",
+        "(010)6234 5678",
+        "新华路88号",
+        "12号3单元502室",
+        "张先生",
+        "诸葛女士",
+    ]
+)
+NARRATIVE_TEXT = st.one_of(
+    st.text(max_size=60), st.lists(NARRATIVE_PIECES, max_size=24).map("".join)
+)
+
+
+def test_the_narrative_lookahead_holds_every_first_character_of_every_alternative() -> None:
+    ahead, rest = lookahead_chars(deid_module._NARRATIVE_RE)
+    assert rest == REFERENCE_NARRATIVE.pattern
+    assert first_chars(rest) <= ahead
+
+
+@settings(max_examples=1500, deadline=None)
+@given(text=NARRATIVE_TEXT)
+def test_property_the_narrative_pattern_matches_what_its_alternatives_match(text: str) -> None:
+    def found(pattern: re.Pattern[str]) -> list[tuple[tuple[int, int], dict[str, str | None]]]:
+        return [(m.span(), m.groupdict()) for m in pattern.finditer(text)]
+
+    assert found(deid_module._NARRATIVE_RE) == found(REFERENCE_NARRATIVE)
+    fast = Deidentifier(KEY).scrub_narrative(text)
+    with mock.patch.object(deid_module, "_NARRATIVE_RE", REFERENCE_NARRATIVE):
+        assert Deidentifier(KEY).scrub_narrative(text) == fast

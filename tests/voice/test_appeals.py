@@ -3,11 +3,16 @@ whose departments are the city's, and config errors that say file, line, key and
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from streams.core.config import DEFAULT_CONFIG_DIR, ConfigError, load_config
@@ -318,3 +323,83 @@ def test_broken_yaml_and_a_missing_file_say_so(config_dir: Path) -> None:
     assert "not valid YAML" in error.reason and error.line is not None and error.line >= line
     file.unlink()
     assert load_error(config_dir).reason == "file not found"
+
+
+# --- an appeal built without pydantic's validation equals the validated one ---------------
+
+
+def _outcome(appeals: AppealsConfig, channel: str, fields: dict[str, Any]) -> Any:
+    try:
+        appeal = appeals.appeal_of(appeals.channels[channel], **fields)
+    except AppealRejected as exc:
+        return ("rejected", exc.reason, exc.field, exc.detail)
+    except Exception as exc:  # what validation raises is raised either way
+        return ("raised", type(exc), str(exc))
+    return (
+        appeal,
+        list(appeal.__dict__.items()),
+        appeal.model_fields_set,
+        appeal.to_json(),
+        repr(appeal),
+        hash(appeal),
+    )
+
+
+_ANY_TEXT = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["", " ", "a\ud800b", "吵" * MAX_TEXT_CHARS, "吵" * (MAX_TEXT_CHARS + 1)]),
+    st.sampled_from(["吵" * MAX_TEXT_CHARS, "吵" * (MAX_TEXT_CHARS + 1)]),
+)
+_TIMES = st.one_of(
+    st.datetimes(timezones=st.just(CST)),
+    st.datetimes(timezones=st.timezones()),
+    st.datetimes(),  # no zone
+    st.just(WHEN.replace(tzinfo=timezone(timedelta(seconds=-30)))),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    channel=st.sampled_from(["hotline_12345", "wechat", "wechat", "service_rating"]),
+    appeal_id=st.one_of(st.text(max_size=8), st.sampled_from(["x" * 186, "x" * 187, "\udfff"])),
+    category=st.sampled_from(["噪声扰民", "noise", "noise", "government_service", "天气"]),
+    district=st.sampled_from(["339901", "339901", "339901", "339902", "999999", "339901\n"]),
+    street=st.sampled_from([None, "339901001", "339901001", "339902001", ""]),
+    event_time=_TIMES,
+    text=_ANY_TEXT,
+    rating=st.sampled_from([None, None, None, "good", "bad", "meh"]),
+)
+def test_property_an_appeal_is_what_validation_makes_of_its_fields(
+    channel: str,
+    appeal_id: str,
+    category: str,
+    district: str,
+    street: str | None,
+    event_time: datetime,
+    text: str,
+    rating: Any,
+) -> None:
+    appeals = load_appeals_once()
+    validated = dataclasses.replace(appeals)  # the same config, whose appeals pydantic checks
+    validated.__dict__["_codes_are_codes"] = False
+    fields = {
+        "appeal_id": appeal_id,
+        "category": category,
+        "district": district,
+        "street": street,
+        "event_time": event_time,
+        "text": text,
+        "rating": rating,
+    }
+    assert _outcome(appeals, channel, fields) == _outcome(validated, channel, fields)
+
+
+def test_the_shipped_catalogue_s_codes_need_no_checking_per_appeal(
+    appeals: AppealsConfig,
+) -> None:
+    assert appeals._codes_are_codes
+
+
+@functools.cache
+def load_appeals_once() -> AppealsConfig:
+    return load_appeals(load_config())

@@ -9,9 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.voice.emotion import Emotion, Scorer, Weights, default_scorer, score
+from streams.voice.emotion import (
+    CUES,
+    ESCALATING,
+    IRONIC_PRAISE,
+    SARCASM,
+    Emotion,
+    Scorer,
+    Weights,
+    default_scorer,
+    score,
+)
 from streams.voice.lexicon import CATEGORIES
+from tests.regex_first import first_chars, lookahead_chars
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -207,3 +220,28 @@ def test_the_example_in_docs_emotion_md_prints_what_it_says() -> None:
     assert example is not None
     documented = " ".join(line[2:].strip() for line in example.group(2).splitlines())
     assert repr(score(example.group(1))) == documented
+
+
+def test_the_cues_lookahead_holds_every_first_character_of_every_pattern() -> None:
+    # the lookahead only lets sre skip where no sarcasm or escalation pattern can start
+    patterns = (*SARCASM, IRONIC_PRAISE, *(p for p, _ in ESCALATING))
+    ahead, rest = lookahead_chars(CUES)
+    assert rest == "|".join(p.pattern for p in patterns)
+    assert set().union(*(first_chars(p.pattern) for p in patterns)) <= ahead
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(max_size=40),
+        st.lists(
+            st.sampled_from(
+                [*"呵谢感太所真效厉名去堵举砸省网坐待站马立赶快门口路不走。！…", "派人"]
+            ),
+            max_size=20,
+        ).map("".join),
+    )
+)
+def test_property_the_cues_find_an_appeal_where_one_of_their_patterns_does(text: str) -> None:
+    patterns = (*SARCASM, IRONIC_PRAISE, *(p for p, _ in ESCALATING))
+    assert (CUES.search(text) is not None) == any(p.search(text) for p in patterns)

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.core.config import load_config
 from streams.core.messages import (
@@ -30,7 +32,7 @@ from streams.kafka.tables import MemoryTable
 from streams.voice.appeals import load_appeals
 from streams.voice.channels import AppealIntake
 from streams.voice.emotion import Scorer
-from streams.voice.ingest import APPEAL, EXTREME_APPEAL, AppealIngest
+from streams.voice.ingest import APPEAL, EXTREME_APPEAL, AppealIngest, shape
 from tests.fuzz.batch import CFG, CTX, _Outputs
 
 KEY = b"test-key-not-for-production-0123456789"
@@ -252,3 +254,43 @@ def test_the_worker_counts_appeals_in_their_district_windows_and_publishes_them(
     extreme = sum(r.indicator == EXTREME_APPEAL for r in readings)
     assert counted.get(EXTREME_APPEAL, 0) == extreme
     assert counted.get(APPEAL, 0) == len(texts) - extreme
+
+
+# --- shape: what a record holds, in one walk -----------------------------------------------
+
+
+def _shape_by_every_value(doc: Any, limit: int) -> tuple[int, bool]:
+    """A walk that stacks every value: the plainest way to count and measure depth."""
+    strings, stack = 0, [(doc, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            strings += 1
+        elif isinstance(item, dict | list):
+            if depth > limit:
+                return strings, True
+            if isinstance(item, dict):
+                strings += len(item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+    return strings, False
+
+
+JSON_DOCS = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(doc=JSON_DOCS, limit=st.integers(min_value=0, max_value=6))
+def test_property_shape_counts_and_measures_as_a_walk_of_every_value(doc: Any, limit: int) -> None:
+    strings, deeper = shape(doc, limit)
+    expected, expected_deeper = _shape_by_every_value(doc, limit)
+    assert deeper == expected_deeper
+    if not deeper:
+        assert strings == expected

@@ -9,9 +9,16 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streams.voice.emotion import Scorer
-from streams.voice.segment import Segmenter, default_cache_dir
+from streams.voice.segment import (
+    Segmented,
+    Segmenter,
+    default_cache_dir,
+    traditional_to_simplified,
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +94,55 @@ def test_the_scorer_needs_none_of_the_packages_only_the_bench_compares() -> None
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "disgust"
+
+
+WORDS_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.text(
+        alphabet="物業一直踢皮球電梯壞了半個月楼下太吵😡！，。 abc123噪音施工\ud7ff", max_size=40
+    ),
+)
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=WORDS_TEXT)
+def test_property_the_words_are_the_text_cut_at_the_automatons_matches(
+    segmenter: Segmenter, text: str
+) -> None:
+    # the words come from the automaton as strings; they are the slices of the
+    # simplified text at the places it finds, with each character between them alone
+    simplified = segmenter.simplified(text)
+    at, expected = 0, []
+    for _, start, end in segmenter._words.find_matches_as_indexes(simplified):
+        expected += [*simplified[at:start], simplified[start:end]]
+        at = end
+    expected += simplified[at:]
+    assert segmenter.cut(text) == Segmented(text, simplified, tuple(expected))
+
+
+TABLE = traditional_to_simplified()
+TABLE_CHARS = sorted(map(chr, TABLE))
+SCRIPT_TEXT = st.one_of(
+    st.text(max_size=30),
+    st.lists(
+        st.one_of(
+            st.sampled_from(TABLE_CHARS),
+            st.sampled_from([c for c in TABLE_CHARS if ord(c) > 0xFFFF]),
+            st.sampled_from([*"物业电梯坏了，。😡a1", "\U0001f600", "\U00020000", "\uffff"]),
+        ),
+        max_size=20,
+    ).map("".join),
+)
+
+
+@settings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=SCRIPT_TEXT)
+def test_property_a_text_is_simplified_by_the_table_where_it_holds_a_character_of_it(
+    segmenter: Segmenter, text: str
+) -> None:
+    traditional = not frozenset(TABLE_CHARS).isdisjoint(text)
+    assert segmenter.simplified(text) == (text.translate(TABLE) if traditional else text)
