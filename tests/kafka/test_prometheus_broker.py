@@ -521,7 +521,8 @@ def test_table_sizes_scoring_time_and_faust_s_own_metrics_reach_prometheus(stack
     )
     assert windows > 0
     assert scored == dict.fromkeys(
-        ("threshold", "forecast", "anomaly", "data_quality", "composite"), windows
+        ("threshold", "forecast", "anomaly", "data_quality", "composite", "public_opinion"),
+        windows,
     )
     p99 = stack.values(
         "histogram_quantile(0.99, sum by (family, le) "
