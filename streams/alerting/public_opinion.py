@@ -23,7 +23,8 @@ had appeals lately) over the last ``window`` of ``public_opinion`` in
 A series' usual count is its appeals per second, smoothed exponentially with half-life
 ``baseline_half_life`` from the district's first minute (a series that starts later
 had no appeals before), corrected for a history shorter than the smoothing needs, times
-the window.
+the window. A minute moves only the series with appeals in the window or an open alert;
+a quiet series' rate decays by the time since it last moved when it is next asked for.
 
 A series raises a ``public_opinion`` alert when it first has a grade, updates it when
 the grade changes, and resolves it after ``hold`` without one. The alert goes to the
@@ -92,6 +93,7 @@ class OpinionSeries:
     #: [rank, minute's end, sample] of the angriest appeals in the window, angriest first
     samples: list[list[Any]] = field(default_factory=list)
     baseline: float = 0.0  # usual appeals per second, smoothed from the district's start
+    baseline_at: float | None = None  # when ``baseline`` was last moved (lazily decayed)
     since: float | None = None  # the end of its first minute with an appeal
     raised: str | None = None  # the grade (IV .. I) of its open alert
     calm_since: float | None = None  # since when it has had no grade, its alert open
@@ -114,36 +116,42 @@ def public_opinion(
         return []
     events: list[AlertEvent] = []
     span = end - start
-    decay = 0.5 ** (span / conf.baseline_half_life)
     age = end - state.opinion_since
-    for key in sorted(set(state.opinion) | set(tallies)):
+    by_category: dict[str, list[list[Any]]] = {}
+    for facet, kept in samples.items():
+        by_category.setdefault(facet.partition(FACET_PLACE_SEP)[0], []).extend(kept)
+    # a series with no appeals in the window and no open alert has nothing to judge: its
+    # usual count decays when next asked for (OpinionSeries.baseline_at)
+    active = {k for k, series in state.opinion.items() if series.minutes or series.raised}
+    for key in sorted(active | set(tallies)):
         series = state.opinion.get(key)
         if series is None:  # no appeal before: its usual count starts from none
             series = state.opinion[key] = OpinionSeries(since=end)
-        _advance(series, end, span, tallies.get(key), _samples_of(key, samples), conf, decay)
         street = key.partition(FACET_PLACE_SEP)[2] or None
-        grade, why = _grade(series, street, _usual(series, age, conf), conf)
+        minute = samples.get(key, []) if street is not None else by_category.get(key, [])
+        _advance(series, end, span, tallies.get(key), minute, conf)
+        grade, why = _grade(series, street, _usual(series, age, end, conf), conf)
         events += _decide(state, key, series, grade, why, end, conf, ctx)
     return events
 
 
-def _usual(series: OpinionSeries, age: float, conf: PublicOpinion) -> float | None:
-    """The series' usual count over the window, once the district has ``warmup`` of
-    history (None before): the smoothed rate, corrected for the history being shorter
-    than it would need to be for the smoothing to have forgotten its start at zero."""
+def _usual(series: OpinionSeries, age: float, end: float, conf: PublicOpinion) -> float | None:
+    """The series' usual count over the window at ``end``, once the district has
+    ``warmup`` of history (None before): the smoothed rate, corrected for the history
+    being shorter than it would need to be for the smoothing to have forgotten its start
+    at zero."""
     if age < conf.warmup or age <= 0:
         return None
-    return series.baseline / (1 - 0.5 ** (age / conf.baseline_half_life)) * conf.window
+    rate = _decayed(series, end, conf)
+    return rate / (1 - 0.5 ** (age / conf.baseline_half_life)) * conf.window
 
 
-def _samples_of(key: str, samples: Mapping[str, list[list[Any]]]) -> list[list[Any]]:
-    """A series' samples of the minute: a street's own, or for a district's category
-    those of its streets and of its appeals that name no street (windows keep each
-    appeal's sample under its narrowest facet)."""
-    if FACET_PLACE_SEP in key:
-        return samples.get(key, [])
-    prefix = f"{key}{FACET_PLACE_SEP}"
-    return [s for k, kept in samples.items() if k == key or k.startswith(prefix) for s in kept]
+def _decayed(series: OpinionSeries, end: float, conf: PublicOpinion) -> float:
+    """The smoothed rate brought to ``end`` through the minutes without appeals since it
+    was last moved (each such minute multiplies it by its decay)."""
+    if series.baseline_at is None or end <= series.baseline_at:
+        return series.baseline
+    return series.baseline * 0.5 ** ((end - series.baseline_at) / conf.baseline_half_life)
 
 
 def _advance(
@@ -151,16 +159,18 @@ def _advance(
     end: float,
     span: float,
     tally: list[float] | None,
-    samples: Any,
+    samples: list[list[Any]],
     conf: PublicOpinion,
-    decay: float,
 ) -> None:
     horizon = end - conf.window
     if tally is not None:
         series.minutes.append([end, *tally])
+        # the quiet minutes before this one, then this one's appeals
+        decay = 0.5 ** (span / conf.baseline_half_life)
+        quiet = _decayed(series, end - span, conf)
+        series.baseline = quiet * decay + (1 - decay) * tally[_N] / span
+        series.baseline_at = end
     series.minutes = [m for m in series.minutes if m[0] > horizon]
-    n = tally[_N] if tally is not None else 0.0
-    series.baseline = series.baseline * decay + (1 - decay) * n / span
     kept = [s for s in series.samples if s[1] > horizon]
     kept += [[rank, end, doc] for rank, doc in samples]
     kept.sort(key=lambda s: (-s[0], s[1]))  # stable: an earlier appeal first on a tie
