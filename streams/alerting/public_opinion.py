@@ -94,7 +94,6 @@ class OpinionSeries:
     samples: list[list[Any]] = field(default_factory=list)
     baseline: float = 0.0  # usual appeals per second, smoothed from the district's start
     baseline_at: float | None = None  # when ``baseline`` was last moved (lazily decayed)
-    since: float | None = None  # the end of its first minute with an appeal
     raised: str | None = None  # the grade (IV .. I) of its open alert
     calm_since: float | None = None  # since when it has had no grade, its alert open
 
@@ -126,7 +125,7 @@ def public_opinion(
     for key in sorted(active | set(tallies)):
         series = state.opinion.get(key)
         if series is None:  # no appeal before: its usual count starts from none
-            series = state.opinion[key] = OpinionSeries(since=end)
+            series = state.opinion[key] = OpinionSeries()
         street = key.partition(FACET_PLACE_SEP)[2] or None
         minute = samples.get(key, []) if street is not None else by_category.get(key, [])
         _advance(series, end, span, tallies.get(key), minute, conf)
