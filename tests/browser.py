@@ -15,7 +15,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -136,3 +137,23 @@ def report_csp_violations(context: BrowserContext) -> None:
         "document.addEventListener('securitypolicyviolation', (e) => console.error("
         f"'{CSP_VIOLATION}: ' + e.violatedDirective + ' ' + e.blockedURI));"
     )
+
+
+def off_the_page_thread(job: Callable[[], None], what: str, timeout_s: float = 120.0) -> None:
+    """Run ``job`` (producing records, say) in a thread of its own and wait for it:
+    Playwright's sync API keeps an event loop in the test's thread, where
+    ``asyncio.run`` cannot start another. Its exception, if any, is raised here."""
+    failure: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            job()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=guarded, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), f"{what} took more than {timeout_s:g} s"
+    if failure:
+        raise failure[0]

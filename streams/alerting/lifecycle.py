@@ -134,6 +134,39 @@ def inhibitor(alert: AlertEvent, others: Iterable[AlertEvent]) -> str | None:
     return min(reds, key=lambda o: (o.first_seen, o.alert_id)).alert_id if reds else None
 
 
+def _changes(action: AlertAction, alert: AlertEvent, is_open: bool) -> dict[str, object]:
+    """What an operator action changes of its alert's fields (beyond the bookkeeping)."""
+    kind = action.action
+    if kind is AlertActionType.ACKNOWLEDGE and alert.workflow is Workflow.OPEN:
+        return {"workflow": Workflow.ACKNOWLEDGED}
+    if kind is AlertActionType.DISPATCH:
+        return {"workflow": Workflow.DISPATCHED}
+    if kind in (AlertActionType.RESOLVE, AlertActionType.FALSE_POSITIVE):
+        done = Workflow.RESOLVED if kind is AlertActionType.RESOLVE else Workflow.FALSE_POSITIVE
+        return {"workflow": done, **({"status": AlertStatus.RESOLVED} if is_open else {})}
+    if kind is AlertActionType.REROUTE and action.department is not None:
+        # not the owner's responsibility: the new owner starts from an open alert, and
+        # the department that refused it is no co-handler either
+        changes: dict[str, object] = {
+            "department": action.department,
+            "co_departments": [
+                d for d in alert.co_departments if d not in (action.department, alert.department)
+            ],
+        }
+        if alert.workflow not in (Workflow.RESOLVED, Workflow.FALSE_POSITIVE):
+            changes["workflow"] = Workflow.OPEN
+        return changes
+    return {}
+
+
+def _co_handlers(current: AlertEvent, signal: Signal) -> list[str]:
+    """The co-handlers of an alert's next event: the signal's, unless operators re-routed
+    it (its owner is no longer the signal's), when neither owner co-handles it."""
+    if current.department == signal.department:
+        return list(signal.co_departments)
+    return [d for d in signal.co_departments if d not in (current.department, signal.department)]
+
+
 def is_closed(alert: AlertEvent) -> bool:
     """Resolved by its condition, or closed by an operator (resolved, false positive)."""
     return alert.status is AlertStatus.RESOLVED or alert.workflow in (
@@ -500,7 +533,7 @@ class AlertBook:
                 "evidence": signal.evidence,
                 # co-handlers may grow with the grade (public opinion); a resolution keeps them
                 "co_departments": (
-                    current.co_departments if resolved else list(signal.co_departments)
+                    current.co_departments if resolved else _co_handlers(current, signal)
                 ),
                 "last_update": at,
                 "event_time": _ts(signal.at),
@@ -575,18 +608,8 @@ class AlertBook:
             "actions": [*history[:-1], record],
             "last_update": max(alert.last_update, action.at),
         }
-        kind = action.action
-        if kind is AlertActionType.ACKNOWLEDGE and alert.workflow is Workflow.OPEN:
-            update["workflow"] = Workflow.ACKNOWLEDGED
-        elif kind is AlertActionType.DISPATCH:
-            update["workflow"] = Workflow.DISPATCHED
-        elif kind in (AlertActionType.RESOLVE, AlertActionType.FALSE_POSITIVE):
-            update["workflow"] = (
-                Workflow.RESOLVED if kind is AlertActionType.RESOLVE else Workflow.FALSE_POSITIVE
-            )
-            if is_open:
-                update["status"] = AlertStatus.RESOLVED
-        elif kind is AlertActionType.SILENCE and action.silence_s is not None:
+        update.update(_changes(action, alert, is_open))
+        if action.action is AlertActionType.SILENCE and action.silence_s is not None:
             self._silence(action, action.silence_s, alert)
         event = alert.model_copy(update=update)
         if event.status is AlertStatus.RESOLVED or not is_open:

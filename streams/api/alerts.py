@@ -69,7 +69,7 @@ class ActionRequest(BaseModel):
     action: AlertActionType
     note: Annotated[str, Field(max_length=4000)] | None = None
     department: Annotated[str, Field(max_length=64)] | None = Field(
-        None, description="dispatch: the department to send it to"
+        None, description="dispatch or reroute: the department to send it to"
     )
     silence_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = Field(
         None, description="silence: for how long, seconds"
@@ -273,9 +273,9 @@ async def alert_detail(request: Request, ctx: Ctx, who: Who, alert_id: str) -> R
 
 def check_action(body: ActionRequest, departments: Collection[str]) -> None:
     """400 for an action whose fields do not fit it (a dispatch without a department...)."""
-    if body.action is AlertActionType.DISPATCH:
+    if body.action in (AlertActionType.DISPATCH, AlertActionType.REROUTE):
         if body.department is None:
-            raise bad_request("dispatch needs a department")
+            raise bad_request(f"{body.action.value} needs a department")
         if body.department not in departments:
             raise bad_request(
                 f"department {echo(body.department)} is not one of {sorted(departments)}"
@@ -288,6 +288,8 @@ def check_action(body: ActionRequest, departments: Collection[str]) -> None:
         raise bad_request(f"{body.action.value} takes no silence_s")
     if body.action in (AlertActionType.NOTE, AlertActionType.FIELD_REPORT) and not body.note:
         raise bad_request(f"{body.action.value} needs a note")
+    if body.action is AlertActionType.REROUTE and not (body.note or "").strip():
+        raise bad_request("reroute needs a note: the reason it is not this department's")
 
 
 @router.post(
@@ -317,6 +319,8 @@ async def act(request: Request, ctx: Ctx, who: Who, alert_id: str, body: ActionR
             alert_id,
         )
     check_action(body, ctx.cfg.catalogue.departments)
+    if body.action is AlertActionType.REROUTE and body.department == alert.department:
+        raise bad_request(f"alert {alert_id} is already {echo(alert.department)}'s")
     if (full := ctx.notes_full(alert_id, body.note)) is not None:
         return full
     action = AlertAction(
@@ -334,7 +338,10 @@ async def act(request: Request, ctx: Ctx, who: Who, alert_id: str, body: ActionR
         kind="responder" if who.role is Role.RESPONDER else "operator",
     )
     await ctx.publisher.action(action)
-    await ctx.audit(request, who, body.action.value, alert_id, body.note)
+    detail = body.note
+    if body.action is AlertActionType.REROUTE:
+        detail = f"re-routed from {alert.department} to {body.department}: {body.note}"
+    await ctx.audit(request, who, body.action.value, alert_id, detail)
     return json_response({"action": orjson.loads(action.to_json())}, 202)
 
 

@@ -34,10 +34,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streams.alerting.lifecycle import MAX_NOTES_PER_ALERT
-from streams.api import alerts, city
+from streams.api import alerts, appeals, city
 from streams.api import links as link_routes
 from streams.api.auth import Authenticator, AuthError
 from streams.api.common import ECHO_CHARS, ApiContext, Problem, Publisher, json_response, problem
+from streams.api.feedback import CategoryInfo
 from streams.api.history import HistoryReader, HistoryTooLarge, HistoryUnavailable, NoHistory
 from streams.api.labels import LABELS_PATH, labels_module
 from streams.api.store import AlertStore
@@ -62,10 +63,12 @@ def create_api(
     links: LinkSigner | None = None,
     max_notes: int = MAX_NOTES_PER_ALERT,
     history: HistoryReader | None = None,
+    categories: tuple[CategoryInfo, ...] = (),
 ) -> FastAPI:
     """The FastAPI application of one worker; ``links`` checks responder links,
     ``max_notes`` is ``CITYVITALS_MAX_NOTES_PER_ALERT``, ``history`` reads what the
-    store no longer holds (:mod:`streams.api.history`)."""
+    store no longer holds (:mod:`streams.api.history`), ``categories`` the appeal
+    categories fed back to departments (:mod:`streams.api.feedback`)."""
     api = FastAPI(
         title="cityvitals command-centre API",
         version="1",
@@ -88,13 +91,13 @@ def create_api(
     )
     api.state.auth = auth
     api.state.ctx = ApiContext(
-        store, cfg, publisher, clock, ready, links, max_notes, history or NoHistory()
+        store, cfg, publisher, clock, ready, links, max_notes, history or NoHistory(), categories
     )
     api.add_middleware(SecurityHeaders)
     _answer_errors(api)
     _operations(api, ready)
     _console(api)
-    for router in (city.router, alerts.router, link_routes.router):
+    for router in (city.router, alerts.router, appeals.router, link_routes.router):
         api.include_router(router)
     return api
 

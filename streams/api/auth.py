@@ -11,10 +11,10 @@ verifier can take its place behind the same protocol.
 role         sees                                            may
 ===========  ==============================================  =================================
 operator     every alert; full history; the audit trail      every action
-department   alerts its department owns (``department``)     every action on them; list
-             or co-handles (``co_departments``), or that     their history
-             were dispatched to it (a ``dispatch`` action
-             naming the department)
+department   alerts its department owns (``department``)     every action on them (reroute
+             or co-handles (``co_departments``), or that     only on those it owns); list
+             were dispatched to it (a ``dispatch`` action    their history; its categories'
+             naming the department)                          appeal feedback
 area         alerts in its districts, or on its streets      acknowledge, note, dispatch,
                                                              resolve, false_positive,
                                                              silence; list their history
@@ -83,7 +83,7 @@ _ALL_ACTIONS = frozenset(AlertActionType) - {AlertActionType.ESCALATE}  # escala
 ROLE_ACTIONS: Mapping[Role, frozenset[AlertActionType]] = {
     Role.OPERATOR: _ALL_ACTIONS,
     Role.DEPARTMENT: _ALL_ACTIONS,
-    Role.AREA: _ALL_ACTIONS - {AlertActionType.FIELD_REPORT},
+    Role.AREA: _ALL_ACTIONS - {AlertActionType.FIELD_REPORT, AlertActionType.REROUTE},
     Role.RESPONDER: frozenset({AlertActionType.ACKNOWLEDGE, AlertActionType.FIELD_REPORT}),
     Role.OPEN: frozenset(),
 }
@@ -213,7 +213,12 @@ class Principal(BaseModel):
                 return False
 
     def can_act(self, alert: AlertEvent, action: AlertActionType) -> bool:
-        """Whether the user may take ``action`` on this alert (only on alerts it sees)."""
+        """Whether the user may take ``action`` on this alert (only on alerts it sees).
+
+        A department re-routes only what it owns: a co-handler or a department an
+        alert was dispatched to cannot hand the owner's alert to someone else."""
+        if action is AlertActionType.REROUTE and self.role is Role.DEPARTMENT:
+            return alert.department == self.department
         return action in ROLE_ACTIONS[self.role] and self.can_see(alert)
 
     # -- vital signs ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from streams.api import feedback
 from streams.api.auth import Role
 from streams.api.common import ApiContext, Ctx, Problem, Who, json_response
 from streams.api.history import RECORD_TIME_SLACK
@@ -47,8 +48,24 @@ class PerformanceRow(BaseModel):
     false_positive_rate: float | None
 
 
+class AppealPerformance(BaseModel):
+    """One department's performance on its appeal clusters
+    (:func:`~streams.api.feedback.performance`)."""
+
+    department: str
+    clusters: int
+    handled: int
+    rerouted_away: int
+    appeals_handled: int
+    median_handle_s: float | None
+    appeals_after_handling: int
+    repeats_after_handling: int
+    repeat_share_after_handling: float | None
+
+
 class Performance(BaseModel):
     rows: list[PerformanceRow]
+    appeals: list[AppealPerformance]
 
 
 class AuditTrail(BaseModel):
@@ -145,12 +162,18 @@ async def performance(request: Request, ctx: Ctx, who: Who) -> Response:
     if who.role not in (Role.OPERATOR, Role.DEPARTMENT):
         await ctx.forbid(request, who, f"role {who.role} sees no department performance", None)
     store = ctx.store
-    alerts = [
-        a
-        for a in map(store.latest, list(store.alerts))
-        if a is not None and (who.role is Role.OPERATOR or who.department == a.department)
-    ]
-    return json_response({"rows": store.performance(alerts)})
+    held = [a for a in map(store.latest, list(store.alerts)) if a is not None]
+    alerts = [a for a in held if who.role is Role.OPERATOR or who.department == a.department]
+    departments = (
+        sorted(ctx.cfg.catalogue.departments) if who.role is Role.OPERATOR else [who.department]
+    )
+    appeals = []
+    for department in departments:
+        clusters, away = feedback.department_clusters(held, store.timeline, department)
+        if clusters or away:
+            figures = feedback.performance(clusters, store.appeals, len(away))
+            appeals.append({"department": department, **figures})
+    return json_response({"rows": store.performance(alerts), "appeals": appeals})
 
 
 @router.get(

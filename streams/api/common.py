@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from streams.alerting.lifecycle import MAX_NOTES_PER_ALERT
 from streams.api.auth import AuthError, Principal, bearer_token
+from streams.api.feedback import CategoryInfo
 from streams.api.history import HistoryReader, NoHistory
 from streams.api.store import AlertStore
 from streams.core.config import CityConfig
@@ -80,6 +81,7 @@ class ApiContext:
     links: LinkSigner | None = None
     max_notes: int = MAX_NOTES_PER_ALERT  # CITYVITALS_MAX_NOTES_PER_ALERT
     history: HistoryReader = field(default_factory=NoHistory)  # what memory no longer holds
+    categories: tuple[CategoryInfo, ...] = ()  # of config/appeals.yaml, for feedback
 
     async def audit(
         self,

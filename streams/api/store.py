@@ -1,8 +1,8 @@
 """What the command-centre API serves: open alerts and recent history, the latest vital
 signs, the recent audit trail.
 
-Every worker keeps its own copy, read from ``city.emergency-command``, ``city.vitals``
-and ``city.audit`` (all partitions, no consumer group), so any worker answers for the
+Every worker keeps its own copy, read from ``city.emergency-command``, ``city.vitals``,
+``city.appeal-tallies`` and ``city.audit`` (all partitions, no consumer group), so any worker answers for the
 whole city whichever partitions it processes.
 
 - **Bounded by the present, not the age of the system.** It holds every open alert
@@ -38,6 +38,8 @@ whole city whichever partitions it processes.
   behind is cut off: its waiting events are dropped (the log keeps them), so one stalled
   client costs the worker no more than that bound, and it resumes from its cursor.
 - **Vital signs.** The latest ``city.vitals`` document of each district.
+- **Appeal tallies.** ``city.appeal-tallies`` summed by hour, district, street and
+  category for departments' feedback (:class:`~streams.api.feedback.AppealLedger`).
 - **Audit.** The audit records of the history (:class:`~streams.core.messages.AuditRecord`), newest last.
 """
 
@@ -55,12 +57,14 @@ from typing import Any
 
 import orjson
 
+from streams.api.feedback import AppealLedger
 from streams.api.history import alert_head
 from streams.core import metrics
 from streams.core.messages import (
     ActionRecord,
     AlertEvent,
     AlertStatus,
+    AppealTallies,
     AuditRecord,
     Grade,
     Workflow,
@@ -204,6 +208,7 @@ class AlertStore:
     positions: dict[int, int] = field(default_factory=dict)  # next offset read, per partition
     vitals: dict[str, dict[str, Any]] = field(default_factory=dict)
     audit: deque[AuditRecord] = field(default_factory=deque)
+    appeals: AppealLedger = field(default_factory=AppealLedger)  # city.appeal-tallies
     # (last update, alert id) of each closing event, in the order read: eviction's queue
     _closed: deque[tuple[float, str]] = field(default_factory=deque)
     _closed_events: int = 0  # events held by closed alerts
@@ -287,6 +292,10 @@ class AlertStore:
             known = self.vitals.get(district)
             if known is None or known.get("window_end", "") <= doc.get("window_end", ""):
                 self.vitals[district] = doc
+
+    def add_appeal_tallies(self, document: bytes) -> bool:
+        """Take one ``city.appeal-tallies`` record; False when it repeats one taken."""
+        return self.appeals.add(AppealTallies.model_validate_json(document))
 
     def add_audit(self, record: AuditRecord) -> None:
         self.audit.append(record)

@@ -40,6 +40,8 @@ APPEALS_TOPIC = EVENT_TOPICS["appeals"]
 READINGS_TOPIC = "city.readings"
 DEADLETTER_TOPIC = "city.deadletter"
 VITALS_TOPIC = "city.vitals"
+#: Each closed window's appeal tallies per category and street, for departments' feedback
+APPEAL_TALLIES_TOPIC = "city.appeal-tallies"
 ALERTS_TOPIC = "city.emergency-command"
 ACTIONS_TOPIC = "city.alert-actions"
 AUDIT_TOPIC = "city.audit"
@@ -273,6 +275,33 @@ class DistrictVitals(_Message):
     closed_at: datetime
 
 
+class AppealTally(_Message):
+    """Appeals of one category (in one street, or a whole district) in one window."""
+
+    appeals: int = Field(ge=0)
+    extreme: int = Field(ge=0)  # of extreme negative emotion
+    rated: int = Field(ge=0)  # with a good or bad service rating
+    bad: int = Field(ge=0)  # rated bad
+    repeats: int = Field(ge=0)  # repeating an earlier appeal about the place and category
+
+
+class AppealTallies(_Message):
+    """A district's appeals in one closed event-time window, by category, published on
+    ``city.appeal-tallies`` (keyed by district) for each window that counted any.
+
+    ``categories`` tallies the whole district; ``streets`` the streets named, street
+    code to category to tally. Departments' feedback (their categories ranked, trends,
+    repeats after handling, the daily report) is read from these.
+    """
+
+    district: str
+    window_start: datetime
+    window_end: datetime
+    categories: dict[str, AppealTally]
+    streets: dict[str, dict[str, AppealTally]] = Field(default_factory=dict)
+    closed_at: datetime
+
+
 # --- alerts ---------------------------------------------------------------------------
 
 
@@ -496,6 +525,7 @@ class AlertActionType(StrEnum):
     SILENCE = "silence"
     FIELD_REPORT = "field_report"
     ESCALATE = "escalate"  # system: nobody acknowledged in time; notified one level up
+    REROUTE = "reroute"  # not the owner's responsibility: the alert moves to ``department``
 
 
 class AlertAction(_Message):
@@ -515,7 +545,8 @@ class AlertAction(_Message):
     actor: Annotated[str, Field(max_length=200)]
     role: Annotated[str, Field(max_length=64)]
     at: AwareDatetime
-    department: Annotated[str, Field(max_length=64)] | None = None  # dispatch: to whom
+    # dispatch or reroute: to whom
+    department: Annotated[str, Field(max_length=64)] | None = None
     note: Annotated[str, Field(max_length=4000)] | None = None
     silence_s: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None  # silence: how long
     source_ip: str | None = None
@@ -602,6 +633,7 @@ TOPIC_MESSAGES: dict[str, type[_Message]] = {
     READINGS_TOPIC: Reading,
     DEADLETTER_TOPIC: DeadLetter,
     VITALS_TOPIC: DistrictVitals,
+    APPEAL_TALLIES_TOPIC: AppealTallies,
     ALERTS_TOPIC: AlertEvent,
     ACTIONS_TOPIC: AlertAction,
     AUDIT_TOPIC: AuditRecord,

@@ -4,7 +4,8 @@ A window closes on its district's watermark once every active source has passed 
 (the end of each batch), when its district has been silent for ``idle_close_s`` and
 the broker confirms nothing is left to read (a one-second timer), or when more
 windows are open than the state may hold (``overflow``). Each closed window's vital
-signs go to ``city.vitals`` and its detection runs (:class:`~streams.kafka.raising.AlertRaiser`).
+signs go to ``city.vitals``, its appeal tallies (if it counted any) to
+``city.appeal-tallies``, and its detection runs (:class:`~streams.kafka.raising.AlertRaiser`).
 
 Silence is measured in running time (:class:`streams.kafka.feed.InputFeed`'s clock),
 so a paused worker does not take its own absence for the district's.
@@ -17,10 +18,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from streams.core import metrics
 from streams.core.config import CityConfig
-from streams.core.messages import AUDIT_TOPIC, EVENT_TOPICS, VITALS_TOPIC, AuditRecord
+from streams.core.messages import (
+    APPEAL_TALLIES_TOPIC,
+    AUDIT_TOPIC,
+    EVENT_TOPICS,
+    VITALS_TOPIC,
+    AppealTally,
+    AuditRecord,
+)
 from streams.core.settings import Settings
+from streams.ingest.ingestor import APPEAL_TALLY, FACET_PLACE_SEP
 from streams.kafka.counting import Batch
 from streams.kafka.feed import key_partition
 from streams.kafka.raising import AlertRaiser
@@ -29,6 +40,42 @@ from streams.state.vitals import vitals_json
 from streams.state.windows import ClosedWindow, DistrictWindows
 
 log = logging.getLogger(__name__)
+
+
+#: What :class:`~streams.core.messages.AppealTally` keeps of a facet's tally (the summed
+#: intensity stays with the public-opinion series)
+_TALLIED = tuple((name, APPEAL_TALLY.index(name)) for name in AppealTally.model_fields)
+
+
+def _tally_doc(row: list[float]) -> dict[str, int]:
+    return {name: int(row[i]) for name, i in _TALLIED}
+
+
+def appeal_tallies_json(closed: ClosedWindow, now: datetime) -> bytes | None:
+    """A closed window's ``AppealTallies`` document, or None when it counted no appeal.
+
+    Built from the window's facets (:meth:`~streams.state.windows.DistrictWindows.tally`):
+    ``<category>`` for the district, ``<category>@<street>`` for a street.
+    """
+    if not closed.tallies:
+        return None
+    categories: dict[str, dict[str, int]] = {}
+    streets: dict[str, dict[str, dict[str, int]]] = {}
+    for facet, row in closed.tallies.items():
+        category, _, street = facet.partition(FACET_PLACE_SEP)
+        if street:
+            streets.setdefault(street, {})[category] = _tally_doc(row)
+        else:
+            categories[category] = _tally_doc(row)
+    document = {
+        "district": closed.district,
+        "window_start": datetime.fromtimestamp(closed.start, UTC),
+        "window_end": datetime.fromtimestamp(closed.end, UTC),
+        "categories": categories,
+        "streets": streets,
+        "closed_at": now,
+    }
+    return orjson.dumps(document, option=orjson.OPT_UTC_Z)
 
 
 class WindowCloser:
@@ -105,6 +152,8 @@ class WindowCloser:
                 window, self.cfg, self.settings.rolling_windows, now
             )
             out.add(VITALS_TOPIC, window.district.encode(), document)
+            if (tallies := appeal_tallies_json(window, now)) is not None:
+                out.add(APPEAL_TALLIES_TOPIC, window.district.encode(), tallies)
             metrics.windows_closed.labels(trigger).inc()
             for domain, value in domains.items():
                 if value is not None:

@@ -8,7 +8,8 @@ stops:
   its beginning, of ``city.audit`` from the start of the history
   (``CITYVITALS_API_HISTORY_DAYS``) and of ``city.vitals`` from
   :data:`VITALS_LOOKBACK_WINDOWS` windows back (at least its last
-  :data:`VITALS_TAIL` records), positioned by record time
+  :data:`VITALS_TAIL` records), and of ``city.appeal-tallies`` from the
+  :data:`~streams.api.feedback.LEDGER_DAYS` its ledger keeps, positioned by record time
   (:func:`streams.kafka.history.offsets_at`), into the
   :class:`~streams.api.store.AlertStore`, which keeps open alerts and the history;
 - :class:`~streams.kafka.history.KafkaHistory` answers the API's queries for older
@@ -35,11 +36,13 @@ from pydantic import ValidationError
 
 from streams.api.app import config_digests, create_api
 from streams.api.auth import Authenticator
+from streams.api.feedback import CategoryInfo
 from streams.api.store import AlertStore
 from streams.core.config import CityConfig
 from streams.core.messages import (
     ACTIONS_TOPIC,
     ALERTS_TOPIC,
+    APPEAL_TALLIES_TOPIC,
     AUDIT_TOPIC,
     VITALS_TOPIC,
     AlertAction,
@@ -120,6 +123,7 @@ class ApiService:
         ready: Callable[[], bool],
         config_files: list[Path],
         links: LinkSigner | None = None,
+        categories: tuple[CategoryInfo, ...] = (),
     ) -> None:
         self.settings = settings
         self.store = AlertStore(
@@ -145,6 +149,7 @@ class ApiService:
             links=links,
             max_notes=settings.max_notes_per_alert,
             history=KafkaHistory(settings),
+            categories=categories,
         )
         self._server: _Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -175,7 +180,7 @@ class ApiService:
         await self._consumer.start()
         parts = [
             TopicPartition(topic, p)
-            for topic in (ALERTS_TOPIC, VITALS_TOPIC, AUDIT_TOPIC)
+            for topic in (ALERTS_TOPIC, VITALS_TOPIC, APPEAL_TALLIES_TOPIC, AUDIT_TOPIC)
             for p in range(self.settings.partitions)
         ]
         positions = await self._positions(self._consumer)
@@ -212,6 +217,9 @@ class ApiService:
         history = timedelta(days=self.settings.api_history_days)
         positions = dict(await consumer.beginning_offsets(alerts))
         positions.update(await offsets_at(consumer, audit, now - history, self.settings))
+        tallies = [TopicPartition(APPEAL_TALLIES_TOPIC, p) for p in range(n)]
+        ledger = timedelta(seconds=self.store.appeals.keep_s)
+        positions.update(await offsets_at(consumer, tallies, now - ledger, self.settings))
         lookback = timedelta(seconds=VITALS_LOOKBACK_WINDOWS * self.settings.window_s)
         recent = await offsets_at(consumer, vitals, now - lookback, self.settings)
         begins = await consumer.beginning_offsets(vitals)
@@ -247,6 +255,8 @@ class ApiService:
                             store.add_record(tp.partition, record.offset, record.value)
                         elif tp.topic == VITALS_TOPIC:
                             store.add_vitals(record.value)
+                        elif tp.topic == APPEAL_TALLIES_TOPIC:
+                            store.add_appeal_tallies(record.value)
                         else:
                             store.add_audit(AuditRecord.model_validate_json(record.value))
                     except (ValidationError, ValueError) as exc:

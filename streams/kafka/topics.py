@@ -19,6 +19,7 @@ from kafka.errors import KafkaError
 from streams.core.messages import (
     ACTIONS_TOPIC,
     ALERTS_TOPIC,
+    APPEAL_TALLIES_TOPIC,
     AUDIT_TOPIC,
     DEADLETTER_TOPIC,
     EVENT_TOPICS,
@@ -36,6 +37,7 @@ CITY_TOPICS: tuple[str, ...] = (
     READINGS_TOPIC,
     DEADLETTER_TOPIC,
     VITALS_TOPIC,
+    APPEAL_TALLIES_TOPIC,
     ALERTS_TOPIC,
     ACTIONS_TOPIC,
     AUDIT_TOPIC,

@@ -29,6 +29,7 @@ from streams.alerting.detection import DetectionContext
 from streams.alerting.public_opinion import OpinionCategory
 from streams.alerting.rules import load_silences, load_thresholds
 from streams.api.auth import Authenticator, load_roles
+from streams.api.feedback import CategoryInfo
 from streams.core import metrics
 from streams.core.config import CityConfig, load_config
 from streams.core.logs import logging_config
@@ -302,6 +303,7 @@ def create_app(
         ready=readiness,
         config_files=config_files,
         links=notifier.planner.tree.responder_links,
+        categories=feedback_categories(load_appeals(cfg)),
     )
     return app
 
@@ -326,6 +328,14 @@ def opinion_categories(appeals: AppealsConfig) -> dict[str, OpinionCategory]:
         code: OpinionCategory(c.department, c.co_departments, c.name_zh, c.name_en)
         for code, c in appeals.categories.items()
     }
+
+
+def feedback_categories(appeals: AppealsConfig) -> tuple[CategoryInfo, ...]:
+    """The appeal categories as departments' feedback names them."""
+    return tuple(
+        CategoryInfo(code, c.name_zh, c.name_en, c.department, tuple(c.co_departments))
+        for code, c in appeals.categories.items()
+    )
 
 
 def _services(

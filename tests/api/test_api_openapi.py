@@ -38,12 +38,18 @@ from streams.core.messages import (
     ActionRecord,
     AlertActionType,
     AlertEvent,
+    AlertKind,
     AlertStatus,
+    AppealTallies,
+    AppealTally,
     AuditRecord,
+    Evidence,
     Grade,
     Workflow,
 )
+from streams.kafka.worker import feedback_categories
 from streams.notify.respond import LinkSigner
+from streams.voice.appeals import load_appeals
 from tests.api.test_api import BOOK, CFG, NOW, TOKENS, Recorder, stored
 from tests.api.test_auth import alert
 
@@ -53,12 +59,23 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DEPARTMENTS = sorted(CFG.catalogue.departments)
+CATEGORIES = feedback_categories(load_appeals(CFG))
 
 
 def _alert(i: int, district: str, street: str | None) -> AlertEvent:
     """Alert ``i``: departments, co-handlers, dispatches, grades and states vary with it."""
     dispatched = DEPARTMENTS[(i + 3) % len(DEPARTMENTS)] if i % 4 == 0 else None
+    # every third a cluster of citizens' appeals, of a category its department owns or not
+    cluster = {
+        "kind": AlertKind.PUBLIC_OPINION,
+        "evidence": Evidence(
+            rule="public_opinion.cluster",
+            version="v1",
+            category=CATEGORIES[i % len(CATEGORIES)].code,
+        ),
+    }
     return alert(
+        **(cluster if i % 3 == 1 else {}),
         alert_id=f"fp{i:04d}-1795999500",
         fingerprint=f"fp{i:04d}",
         district=district,
@@ -112,6 +129,30 @@ def _store() -> AlertStore:
             "indicators": {c: {"minute": {"count": 2}} for c in codes},
             "events": 2 * len(codes),
         }
+    for n, district in enumerate(CFG.city.districts):
+        streets = [s.code for s in district.streets[:2]]
+        store.add_appeal_tallies(
+            AppealTallies(
+                district=district.code,
+                window_start=NOW - timedelta(minutes=n + 2),
+                window_end=NOW - timedelta(minutes=n + 1),
+                categories={
+                    c.code: AppealTally(
+                        appeals=k + 1, extreme=k % 3, rated=k % 2, bad=0, repeats=k % 4
+                    )
+                    for k, c in enumerate(CATEGORIES)
+                },
+                streets={
+                    s: {
+                        CATEGORIES[n % len(CATEGORIES)].code: AppealTally(
+                            appeals=2, extreme=1, rated=0, bad=0, repeats=1
+                        )
+                    }
+                    for s in streets
+                },
+                closed_at=NOW,
+            ).to_json()
+        )
     for n in range(30):
         store.add_audit(
             AuditRecord(
@@ -165,7 +206,16 @@ class LeavesStreams:
 STORE = _store()
 SIGNER = LinkSigner(secrets.token_bytes(32), ttl_s=3600)
 APP = LeavesStreams(
-    create_api(STORE, BOOK, CFG, Recorder(), ready=lambda: True, clock=lambda: NOW, links=SIGNER)
+    create_api(
+        STORE,
+        BOOK,
+        CFG,
+        Recorder(),
+        ready=lambda: True,
+        clock=lambda: NOW,
+        links=SIGNER,
+        categories=CATEGORIES,
+    )
 )
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
 CALLERS = [*BOOK.users, "no token", "forged token"]
@@ -206,6 +256,18 @@ def known_ids(case: Any, caller: str) -> None:
         else:
             grant = SIGNER.grant(chosen.alert_id, chosen.district, "fire-desk", NOW)
             path[name] = SIGNER.token(grant)
+
+
+def known_departments(case: Any) -> None:
+    """Half of the generated departments of a dispatch or a re-route swapped for one the
+    catalogue knows (picked by the generated value): a generated name almost never is one,
+    and accepted actions are the ones whose scope to check."""
+    body = case.body
+    if not isinstance(body, dict) or body.get("action") not in ("dispatch", "reroute"):
+        return
+    pick = sum(str(body.get("department", "")).encode())
+    if pick % 2 == 0:
+        body["department"] = DEPARTMENTS[pick // 2 % len(DEPARTMENTS)]
 
 
 def stored_alert(alert_id: str) -> AlertEvent:
@@ -270,11 +332,27 @@ def check_scope(who: Principal, case: Any, status: int, body: bytes) -> None:
     elif path == "/api/v1/audit":
         assert who.may_read_audit, f"{who.user} read the audit trail"
         CHECKED[(who.role.value, "audit")] += len(doc["records"])
+    elif path in ("/api/v1/appeals/feedback", "/api/v1/appeals/report"):
+        check_feedback(who, doc)
     elif path == "/api/v1/performance":
         assert who.role in (Role.OPERATOR, Role.DEPARTMENT), f"{who.user} read performance"
-        for row in doc["rows"]:
+        for row in [*doc["rows"], *doc["appeals"]]:
             assert who.role is Role.OPERATOR or row["department"] == who.department
             CHECKED[(who.role.value, "performance")] += 1
+
+
+def check_feedback(who: Principal, doc: dict[str, Any]) -> None:
+    """A department desk is fed back its own categories and clusters only; other roles
+    but operators none."""
+    assert who.role in (Role.OPERATOR, Role.DEPARTMENT), f"{who.user} read appeal feedback"
+    if who.role is Role.DEPARTMENT:
+        assert doc["department"] == who.department
+        for row in doc["categories"]:
+            assert row["department"] == who.department, (who.user, row["category"])
+        for cluster in doc["clusters"]:
+            assert cluster["department"] == who.department, (who.user, cluster["alert_id"])
+            assert who.can_see(stored_alert(cluster["alert_id"]))
+    CHECKED[(who.role.value, "feedback")] += len(doc["categories"]) + len(doc["clusters"])
 
 
 def check_error(case: Any, status: int, body: bytes) -> None:
@@ -302,6 +380,7 @@ def test_every_answer_is_declared_bounded_and_within_the_callers_scope(
     case: Any, caller: str
 ) -> None:
     known_ids(case, caller)
+    known_departments(case)
     headers = headers_of(caller)
     response = case.call(headers=headers)
     case.validate_response(response, checks=CHECKS, headers=headers)
@@ -318,8 +397,8 @@ def test_the_scope_checks_saw_every_role_s_data() -> None:
     scope checks cannot have passed on empty answers alone (it runs after them)."""
     assert CHECKED, "run the whole module: the fuzzing test fills what this one checks"
     expected = {
-        "operator": ("listed", "detail", "streamed", "vitals", "audit", "performance"),
-        "department": ("listed", "detail", "streamed", "vitals", "performance"),
+        "operator": ("listed", "detail", "streamed", "vitals", "audit", "performance", "feedback"),
+        "department": ("listed", "detail", "streamed", "vitals", "performance", "feedback"),
         "area": ("listed", "detail", "streamed", "vitals"),
         "responder": ("listed", "detail", "streamed", "vitals"),
         "open": ("vitals",),

@@ -144,8 +144,13 @@ def test_department_sees_what_it_owns_co_handles_or_was_dispatched() -> None:
     assert not TRAFFIC.can_see(alert(actions=[record("note", "traffic")]))  # not a dispatch
     assert not TRAFFIC.can_see(alert(co_departments=["public_security"]))
 
-    for a in (owned, co_handled, dispatched):
-        assert {x for x in AlertActionType if TRAFFIC.can_act(a, x)} == PEOPLE_ACTIONS
+    assert {x for x in AlertActionType if TRAFFIC.can_act(owned, x)} == PEOPLE_ACTIONS
+    # a co-handler or the department it was dispatched to works it, but only its owner
+    # may say it is not its responsibility and hand it on
+    for a in (co_handled, dispatched):
+        assert {x for x in AlertActionType if TRAFFIC.can_act(a, x)} == PEOPLE_ACTIONS - {
+            AlertActionType.REROUTE
+        }
     assert not any(TRAFFIC.can_act(alert(), x) for x in AlertActionType)
     assert TRAFFIC.may_see_alerts and TRAFFIC.may_list_history and not TRAFFIC.may_read_audit
     assert TRAFFIC.can_see_district("339905")
@@ -179,6 +184,7 @@ def test_street_user_sees_alerts_on_its_streets_only() -> None:
     assert not CHENGHUANGMIAO.can_see(alert())
     assert CHENGHUANGMIAO.can_act(on_street, A.RESOLVE)
     assert not CHENGHUANGMIAO.can_act(on_street, A.FIELD_REPORT)
+    assert not CHENGHUANGMIAO.can_act(on_street, A.REROUTE)  # owners and operators re-route
     # vital signs: the district its street lies in, no other
     assert CHENGHUANGMIAO.can_see_district("339902")
     assert not CHENGHUANGMIAO.can_see_district("339901")
@@ -350,7 +356,10 @@ def test_every_role_sees_exactly_what_the_rule_says(a: AlertEvent) -> None:
         visible = expected_visible(p, a)
         assert p.can_see(a) is visible, (p.user, a.model_dump(mode="json"))
         for x in AlertActionType:
-            assert p.can_act(a, x) is (visible and x in MAY_DO[p.role]), (p.user, x)
+            may = visible and x in MAY_DO[p.role]
+            if x is AlertActionType.REROUTE and p.role == "department":
+                may = a.department == p.department  # its owner only
+            assert p.can_act(a, x) is may, (p.user, x)
 
 
 # --- tokens --------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from streams.core.messages import (
     Workflow,
 )
 from tests.api.test_auth import alert
-from tests.browser import chromium, report_csp_violations
+from tests.browser import chromium, off_the_page_thread, report_csp_violations
 from tests.harness import ApiWorker, wait_for
 
 if TYPE_CHECKING:
@@ -118,22 +118,8 @@ class AlertPoller:
 
 
 def _produce_incident(api: ApiWorker) -> None:
-    """The simulator's smog incident, produced from a thread of its own: Playwright's
-    sync API keeps an event loop in this one."""
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            api.produce_incident()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    thread.join(120)
-    assert not thread.is_alive(), "producing the incident took more than 120 s"
-    if failure:
-        raise failure[0]
+    """The simulator's smog incident, produced off the page's thread."""
+    off_the_page_thread(api.produce_incident, "producing the incident")
 
 
 @pytest.fixture

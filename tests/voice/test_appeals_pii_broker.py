@@ -1,5 +1,7 @@
 """No citizen's personal data gets past ingest: appeals full of it go through a worker and
-the real broker, and none of it appears on any topic the worker writes or in its log.
+the real broker, and none of it appears on any topic the worker writes, in its log or in
+any answer of its API (alerts with their evidence and timelines, vital signs, appeal
+feedback and daily reports, performance, the audit trail).
 
 The appeals are generated (from a seed hypothesis draws) in the shapes citizens and channel systems write
 them: mobile numbers bare and grouped, 18-digit ID numbers, plates, e-mail addresses,
@@ -21,9 +23,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from streams.core.config import load_config
+from streams.api.auth import write_roles_with_tokens
+from streams.core.config import DEFAULT_CONFIG_DIR, load_config
 from streams.core.messages import (
     ALERTS_TOPIC,
+    APPEAL_TALLIES_TOPIC,
     APPEALS_TOPIC,
     AUDIT_TOPIC,
     DEADLETTER_TOPIC,
@@ -32,7 +36,7 @@ from streams.core.messages import (
 )
 from streams.sim.people import GIVEN_NAMES, ROADS, SURNAMES
 from streams.sim.simulator import CitySimulator, SimEvent
-from tests.harness import Worker, produce, read_topic, run, wait_for
+from tests.harness import ApiWorker, Worker, produce, read_topic, run, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -40,7 +44,14 @@ CFG = load_config()
 CST = timezone(timedelta(hours=8))
 STREETS = [(d.code, s.code) for d in CFG.city.districts for s in d.streets]
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-OUTPUTS = (READINGS_TOPIC, DEADLETTER_TOPIC, VITALS_TOPIC, ALERTS_TOPIC, AUDIT_TOPIC)
+OUTPUTS = (
+    READINGS_TOPIC,
+    DEADLETTER_TOPIC,
+    VITALS_TOPIC,
+    APPEAL_TALLIES_TOPIC,
+    ALERTS_TOPIC,
+    AUDIT_TOPIC,
+)
 
 
 def resident_id(region: str, birth: datetime, seq: int) -> str:
@@ -113,8 +124,60 @@ def appeal(rng: random.Random, at: datetime) -> tuple[SimEvent, dict[str, str]]:
     return SimEvent(APPEALS_TOPIC, district.encode(), record, when), who
 
 
+def smell_cluster(rng: random.Random, at: datetime) -> list[tuple[SimEvent, dict[str, str]]]:
+    """Six letters a minute apart about a smell in Binjiang street, each writer's data in
+    its text and contact fields: a public-opinion warning whose evidence quotes them."""
+    out = []
+    for i in range(6):
+        who = person(rng)
+        when = at + timedelta(minutes=i)
+        payload = {
+            "letter_id": f"SZXX-SMELL-{i}",
+            "submitted_at": when.isoformat(),
+            "kind": "投诉",
+            "subject": f"{who['name']}反映臭味",
+            "body": f"我是{who['name']}，电话{who['mobile_written']}，住{who['address']}，"
+            "垃圾站的恶臭太刺鼻了，非常恶心，忍无可忍！",
+            "category": "odour",
+            "district": "339901",
+            "street": "339901001",
+            "writer": {"name": who["name"], "phone": who["mobile"], "email": who["email"]},
+        }
+        record = orjson.dumps({"channel": "mayor_mailbox", "payload": payload})
+        out.append((SimEvent(APPEALS_TOPIC, b"339901", record, when), who))
+    return out
+
+
 def identifiers(who: dict[str, str]) -> set[str]:
     return {who["name"], who["mobile"], who["id"], who["plate"], who["email"], who["address"]}
+
+
+def api_answers(api: ApiWorker) -> dict[str, str]:
+    """Every answer of the API about what the worker made of the appeals, by path: as
+    the operator (who sees everything) and as the environment desk."""
+    out: dict[str, str] = {}
+
+    def ask(path: str, user: str = "cc.duty", **params: Any) -> Any:
+        r = api.get(path, user, **params)
+        assert r.status_code == 200, (path, r.text)
+        out[f"{path} ({user}) {params or ''}"] = r.text
+        return r.json()
+
+    alerts = ask("/api/v1/alerts", limit=5000, open="false")["alerts"]
+    alerts += ask("/api/v1/alerts", limit=5000)["alerts"]
+    for alert in alerts:
+        ask(f"/api/v1/alerts/{alert['alert_id']}")
+    feedback = ask("/api/v1/appeals/feedback")
+    ask("/api/v1/appeals/report")
+    ask("/api/v1/appeals/feedback", "environment.desk")
+    ask("/api/v1/appeals/report", "environment.desk")
+    for path in ("/api/v1/districts", "/api/v1/performance", "/api/v1/catalogue"):
+        ask(path)
+    ask("/api/v1/audit", limit=1000)
+    # not vacuous: the answers carry the appeals, their texts in the warnings' evidence
+    assert sum(row["appeals"] for row in feedback["categories"]) >= 20, feedback["categories"]
+    assert any(a["kind"] == "public_opinion" for a in alerts), [a["kind"] for a in alerts]
+    return out
 
 
 START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
@@ -134,13 +197,16 @@ def test_no_personal_data_of_an_appeal_reaches_a_topic_or_the_log(
 ) -> None:
     rng = random.Random(seed)
     appeals = [appeal(rng, START) for _ in range(150)]
+    appeals += smell_cluster(rng, START + timedelta(minutes=20))
     sim = CitySimulator(CFG, seed=5, start=START, appeals=True)
     city = list(sim.events(timedelta(minutes=50)))
     simulated = [e for e in city if e.topic == APPEALS_TOPIC]
     assert len(simulated) >= 20
     # in event-time order with the city's, as channel systems would send them
     events = sorted([*city, *(event for event, _ in appeals)], key=lambda e: e.event_time)
-    worker = Worker(broker_bootstrap, tmp_path)
+    roles = tmp_path / "roles.yaml"
+    tokens = write_roles_with_tokens(DEFAULT_CONFIG_DIR / "roles.yaml", roles)
+    worker = Worker(broker_bootstrap, tmp_path, env={"CITYVITALS_ROLES_FILE": str(roles)})
     worker.start()
     try:
         run(produce(broker_bootstrap, events))
@@ -157,6 +223,7 @@ def test_no_personal_data_of_an_appeal_reaches_a_topic_or_the_log(
         citizen = worker.metric("cityvitals_ingest_readings_total", {"domain": "citizen"})
         assert citizen >= 100  # most appeals were read, not refused
         written = {topic: run(read_topic(broker_bootstrap, topic, idle_s=2)) for topic in OUTPUTS}
+        answers = api_answers(ApiWorker(worker, tokens))
         log = worker.log_tail(100_000)
     finally:
         worker.stop()
@@ -174,3 +241,5 @@ def test_no_personal_data_of_an_appeal_reaches_a_topic_or_the_log(
         for topic, body in text.items():
             assert secret not in body, f"{secret!r} on {topic}"
         assert secret not in log, f"{secret!r} in the worker's log"
+        for path, body in answers.items():
+            assert secret not in body, f"{secret!r} in the API's answer to {path}"

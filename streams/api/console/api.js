@@ -64,6 +64,8 @@ export function createClient(getToken) {
     act: (id, body) => request("POST", `/alerts/${encodeURIComponent(id)}/actions`, body),
     districts: () => request("GET", "/districts"),
     performance: () => request("GET", "/performance"),
+    feedback: (params) => request("GET", `/appeals/feedback?${params.toString()}`),
+    report: (params) => request("GET", `/appeals/report?${params.toString()}`),
     audit: (limit = 200) => request("GET", `/audit?limit=${limit}`),
   };
 }

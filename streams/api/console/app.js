@@ -13,7 +13,7 @@ const FILTER_KEY = "cityvitals.filters";
 const ROMAN = Object.fromEntries(Object.entries(LABELS.grades).map(([g, l]) => [g, l.roman]));
 const GRADES = Object.keys(LABELS.grades).map(Number).sort((a, b) => a - b);
 const KINDS = Object.keys(LABELS.kinds);
-const ACTIONS = ["acknowledge", "dispatch", "note", "resolve", "false_positive", "silence", "field_report"];
+const ACTIONS = ["acknowledge", "dispatch", "note", "resolve", "false_positive", "silence", "field_report", "reroute"];
 const ACTION_KEYS = { acknowledge: "a", resolve: "r", note: "n", dispatch: "d", false_positive: "f", silence: "s" };
 const SILENCE_CHOICES = [
   ["duration.30m", 1800],
@@ -48,6 +48,10 @@ const state = {
   resync: false,
   vitals: null,
   performance: null,
+  appealPerformance: null,
+  appeals: null,
+  appealsFilter: { department: "", hours: 24, day: null },
+  report: null,
   audit: null,
   timers: { districts: null, ages: null, resync: null, announce: null, render: null },
   announcements: [],
@@ -299,7 +303,7 @@ function renderUser() {
 }
 
 function showOnly(id) {
-  for (const s of ["boot", "login-view", "feed-view", "districts-view", "performance-view", "audit-view"]) {
+  for (const s of ["boot", "login-view", "feed-view", "districts-view", "appeals-view", "report-view", "performance-view", "audit-view"]) {
     $(s).hidden = s !== id;
   }
 }
@@ -394,7 +398,7 @@ function allowedViews() {
   const views = [];
   if (me.may_see_alerts) views.push("feed");
   views.push("districts");
-  if (me.role === "operator" || me.role === "department") views.push("performance");
+  if (me.role === "operator" || me.role === "department") views.push("appeals", "performance", "report");
   if (me.may_read_audit) views.push("audit");
   return views;
 }
@@ -436,6 +440,10 @@ function route() {
   } else if (view === "districts") {
     loadDistricts();
     state.timers.districts = setInterval(loadDistricts, DISTRICTS_REFRESH_MS);
+  } else if (view === "appeals") {
+    loadAppeals();
+  } else if (view === "report") {
+    loadReport();
   } else if (view === "performance") {
     loadPerformance();
   } else if (view === "audit") {
@@ -447,6 +455,8 @@ function route() {
 function renderView() {
   if (state.view === "districts") renderDistricts();
   else if (state.view === "performance") renderPerformance();
+  else if (state.view === "appeals") renderAppeals();
+  else if (state.view === "report") renderReport();
   else if (state.view === "audit") renderAudit();
 }
 
@@ -1008,6 +1018,8 @@ function actionEnabled(action, alert) {
     case "false_positive":
     case "dispatch":
       return open;
+    case "reroute":
+      return open && mayReroute(alert);
     default:
       return true;
   }
@@ -1044,13 +1056,13 @@ function openActionForm(action) {
   d.form = action;
   const area = $("action-form-area");
   const fields = [];
-  if (action === "dispatch") {
+  if (action === "dispatch" || action === "reroute") {
     const options = (state.catalogue?.departments ?? [])
       .filter((x) => x.code !== d.alert.department)
       .map((x) => h("option", { value: x.code }, nameOf(x, x.code)));
     fields.push(
       h("div", { class: "field" },
-        h("label", { for: "action-department" }, t("action.department_label")),
+        h("label", { for: "action-department" }, t(action === "reroute" ? "appeals.reroute_to" : "action.department_label")),
         h("select", { id: "action-department", name: "department", required: true }, options),
       ),
     );
@@ -1067,10 +1079,10 @@ function openActionForm(action) {
       ),
     );
   }
-  const required = action === "note" || action === "field_report";
+  const required = action === "note" || action === "field_report" || action === "reroute";
   fields.push(
     h("div", { class: "field field-wide" },
-      h("label", { for: "action-note" }, t("action.note_label")),
+      h("label", { for: "action-note" }, t(action === "reroute" ? "appeals.reroute_reason" : "action.note_label")),
       h("textarea", {
         id: "action-note",
         name: "note",
@@ -1123,7 +1135,7 @@ function closeActionForm(focusButton) {
 function submitForm(form) {
   const action = form.dataset.action;
   const note = form.querySelector("#action-note")?.value.trim() ?? "";
-  if ((action === "note" || action === "field_report") && !note) {
+  if ((action === "note" || action === "field_report" || action === "reroute") && !note) {
     form.querySelector("#action-form-error").textContent = t("action.note_required");
     form.querySelector("#action-note").setAttribute("aria-invalid", "true");
     form.querySelector("#action-note").focus();
@@ -1131,7 +1143,7 @@ function submitForm(form) {
   }
   const body = { action };
   if (note) body.note = note;
-  if (action === "dispatch") body.department = form.querySelector("#action-department").value;
+  if (action === "dispatch" || action === "reroute") body.department = form.querySelector("#action-department").value;
   if (action === "silence") body.silence_s = Number(form.querySelector("#action-duration").value);
   submitAction(body);
 }
@@ -1615,7 +1627,9 @@ function renderDistricts() {
 
 async function loadPerformance() {
   try {
-    state.performance = (await api.performance()).rows ?? [];
+    const doc = await api.performance();
+    state.performance = doc.rows ?? [];
+    state.appealPerformance = doc.appeals ?? [];
   } catch (err) {
     state.performance = null;
     handleError(err);
@@ -1630,7 +1644,8 @@ function renderPerformance() {
     box.replaceChildren(h("p", { class: "boot" }, t("app.loading")));
     return;
   }
-  if (!rows.length) {
+  const appeals = state.appealPerformance ?? [];
+  if (!rows.length && !appeals.length) {
     box.replaceChildren(h("p", { class: "empty" }, t("perf.empty")));
     return;
   }
@@ -1646,7 +1661,19 @@ function renderPerformance() {
     ["perf.closure_rate", (r) => fmtPct(r.closure_rate), "num"],
     ["perf.false_positive_rate", (r) => fmtPct(r.false_positive_rate), "num"],
   ];
-  box.replaceChildren(dataTable("perf.caption", cols, rows));
+  const appealCols = [
+    ["perf.department", (r) => departmentName(r.department)],
+    ["appeals.perf.clusters", (r) => fmtNumber(r.clusters, 0), "num"],
+    ["appeals.perf.handled", (r) => fmtNumber(r.handled, 0), "num"],
+    ["appeals.perf.rerouted_away", (r) => fmtNumber(r.rerouted_away, 0), "num"],
+    ["appeals.perf.appeals_handled", (r) => fmtNumber(r.appeals_handled, 0), "num"],
+    ["appeals.perf.median_handle", (r) => (r.median_handle_s === null ? t("common.none") : fmtSpan(r.median_handle_s)), "num"],
+    ["appeals.perf.repeat_after", (r) => fmtPct(r.repeat_share_after_handling), "num"],
+  ];
+  box.replaceChildren(
+    rows.length ? dataTable("perf.caption", cols, rows) : h("p", { class: "empty" }, t("perf.empty")),
+    ...(appeals.length ? [dataTable("appeals.perf.caption", appealCols, appeals)] : []),
+  );
 }
 
 function gradeNumber(g) {
@@ -1675,6 +1702,331 @@ function dataTable(captionKey, cols, rows) {
         ),
       ),
     ),
+  );
+}
+
+// --- citizens' appeals fed back by category (the department's desk) ---------------------
+
+const APPEAL_SPANS = [24, 72];
+
+function appealParams(extra = {}) {
+  const p = new URLSearchParams();
+  const f = state.appealsFilter;
+  if (state.me?.role === "operator" && f.department) p.set("department", f.department);
+  for (const [k, v] of Object.entries(extra)) if (v) p.set(k, v);
+  return p;
+}
+
+function appealControls(box, withSpan, onChange) {
+  const f = state.appealsFilter;
+  const fields = [];
+  if (state.me?.role === "operator") {
+    const id = `${box.id}-department`;
+    const options = [
+      h("option", { value: "" }, t("appeals.whole_city")),
+      ...(state.catalogue?.departments ?? []).map((x) => h("option", { value: x.code, selected: x.code === f.department }, nameOf(x, x.code))),
+    ];
+    fields.push(h("label", { for: id }, t("appeals.department")), h("select", { id, name: "department" }, options));
+  }
+  if (withSpan) {
+    fields.push(
+      h("label", { for: "appeals-span" }, t("appeals.span")),
+      h("select", { id: "appeals-span", name: "hours" }, APPEAL_SPANS.map((n) => h("option", { value: String(n), selected: n === f.hours }, t("appeals.hours", { n })))),
+    );
+  } else {
+    fields.push(
+      h("label", { for: "report-day" }, t("report.day")),
+      h("input", { id: "report-day", name: "day", type: "date", value: f.day ?? "" }),
+    );
+  }
+  box.replaceChildren(...fields);
+  box.onchange = () => {
+    const dep = box.querySelector("[name=department]");
+    if (dep) f.department = dep.value;
+    const span = box.querySelector("[name=hours]");
+    if (span) f.hours = Number(span.value);
+    const day = box.querySelector("[name=day]");
+    if (day) f.day = day.value || null;
+    onChange();
+  };
+  box.onsubmit = (e) => e.preventDefault();
+}
+
+async function loadAppeals() {
+  appealControls($("appeals-controls"), true, loadAppeals);
+  try {
+    state.appeals = await api.feedback(appealParams({ hours: String(state.appealsFilter.hours) }));
+  } catch (err) {
+    state.appeals = null;
+    handleError(err);
+  }
+  if (state.view === "appeals") renderAppeals();
+}
+
+function categoryName(row) {
+  return state.lang === "zh" ? row.name_zh : row.name_en;
+}
+
+function trendText(change) {
+  if (change === null || change === undefined) return t("common.none");
+  const pct = Math.round(change * 100);
+  return pct > 0 ? `▲ ${pct}%` : pct < 0 ? `▼ ${-pct}%` : "＝";
+}
+
+function shareTrend(change) {
+  if (change === null || change === undefined) return t("common.none");
+  const pts = Math.round(change * 100);
+  return pts > 0 ? `▲ ${pts} pt` : pts < 0 ? `▼ ${-pts} pt` : "＝";
+}
+
+// Appeals per hour as a small line: an inline SVG (no script, no outside image).
+function sparkline(counts, label) {
+  const ns = "http://www.w3.org/2000/svg";
+  const w = 96;
+  const ht = 20;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${w} ${ht}`);
+  svg.setAttribute("width", String(w));
+  svg.setAttribute("height", String(ht));
+  svg.setAttribute("role", "img");
+  svg.setAttribute("class", "sparkline");
+  const title = document.createElementNS(ns, "title");
+  title.textContent = label;
+  svg.append(title);
+  const top = Math.max(1, ...counts);
+  const step = counts.length > 1 ? w / (counts.length - 1) : w;
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", counts.map((c, i) => `${(i * step).toFixed(1)},${(ht - 1 - (c / top) * (ht - 2)).toFixed(1)}`).join(" "));
+  svg.append(line);
+  return svg;
+}
+
+function categoryColumns(withTrend) {
+  const cols = [
+    ["appeals.rank", (r) => String(r.rank), "num"],
+    ["appeals.category", (r) => h("span", { "data-category": r.category }, categoryName(r))],
+    ["appeals.appeals", (r) => fmtNumber(r.appeals, 0), "num"],
+    ["appeals.extreme_share", (r) => fmtPct(r.extreme_share), "num"],
+    ["appeals.extreme", (r) => fmtNumber(r.extreme, 0), "num"],
+    ["appeals.bad_rate", (r) => fmtPct(r.bad_rate), "num"],
+    ["appeals.repeat_share", (r) => fmtPct(r.repeat_share), "num"],
+  ];
+  if (withTrend) {
+    cols.push(
+      ["appeals.volume_trend", (r) => trendText(r.trend.appeals_change), "num"],
+      ["appeals.share_trend", (r) => shareTrend(r.trend.extreme_share_change), "num"],
+      ["appeals.hourly", (r) => sparkline(r.hourly, t("appeals.hourly_label", { n: r.hourly.reduce((a, b) => a + b, 0) }))],
+      ["appeals.open_clusters", (r) => fmtNumber(r.open_clusters, 0), "num"],
+    );
+  } else {
+    cols.push(["appeals.previous", (r) => fmtNumber(r.previous.appeals, 0), "num"], ["appeals.volume_trend", (r) => trendText(r.trend.appeals_change), "num"]);
+  }
+  if (state.me?.role === "operator") cols.splice(2, 0, ["appeals.owner", (r) => departmentName(r.department)]);
+  return cols;
+}
+
+function categoryTable(doc, withTrend, id) {
+  const rows = doc.categories ?? [];
+  if (!rows.length) return h("p", { class: "empty" }, t("appeals.no_categories"));
+  const table = dataTable("appeals.categories_caption", categoryColumns(withTrend), rows);
+  table.id = id;
+  return table;
+}
+
+function clusterRow(c, withActions) {
+  const cells = [
+    h("th", { scope: "row" }, gradeBadge(gradeNumber(c.grade), "grade-small")),
+    h("td", {}, h("a", { href: `#/feed/${encodeURIComponent(c.alert_id)}` }, state.lang === "zh" ? c.headline_zh : c.headline_en)),
+    h("td", { class: "num" }, fmtNumber(c.appeals, 0)),
+    h("td", {}, workflowPill(c.workflow)),
+    h("td", {}, h("time", { datetime: c.first_seen }, fmtDateTime(c.first_seen))),
+  ];
+  if (withActions) cells.push(h("td", { class: "cluster-actions" }, clusterButtons(c)));
+  else cells.push(h("td", { class: "num" }, c.handle_s === null ? t("common.none") : fmtSpan(c.handle_s)));
+  return h("tr", { "data-cluster": c.alert_id }, cells);
+}
+
+function clusterTable(clusters, withActions, id) {
+  if (!clusters.length) return h("p", { class: "empty", id }, t("appeals.no_clusters"));
+  const heads = ["grade", "cluster", "appeals", "workflow", "first_seen", withActions ? "actions" : "handle"];
+  return h(
+    "table",
+    { class: "data", id },
+    h("caption", {}, t(withActions ? "appeals.clusters_caption" : "report.clusters_caption")),
+    h("thead", {}, h("tr", {}, heads.map((k) => h("th", { scope: "col" }, t(`appeals.col.${k}`))))),
+    h("tbody", {}, clusters.map((c) => clusterRow(c, withActions))),
+  );
+}
+
+function mayReroute(c) {
+  const me = state.me;
+  return (me?.actions ?? []).includes("reroute") && (me.role === "operator" || c.department === me.department);
+}
+
+function clusterButtons(c) {
+  const buttons = [];
+  const mine = new Set(state.me?.actions ?? []);
+  if (mine.has("acknowledge") && c.workflow === "open") {
+    buttons.push(clusterButton(c, "acknowledge", "appeals.handling", () => clusterAct(c, { action: "acknowledge" })));
+  }
+  if (mine.has("resolve")) buttons.push(clusterButton(c, "resolve", "appeals.handled", () => clusterAct(c, { action: "resolve" })));
+  if (mayReroute(c)) buttons.push(clusterButton(c, "reroute", "appeals.not_ours", () => rerouteForm(c)));
+  return buttons;
+}
+
+function clusterButton(c, action, key, onClick) {
+  const b = h("button", { type: "button", class: action === "reroute" ? "quiet" : "", "data-action": action }, t(key));
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function rerouteForm(c) {
+  const row = document.querySelector(`#appeals-clusters tr[data-cluster="${CSS.escape(c.alert_id)}"]`);
+  if (!row) return;
+  document.querySelector("#reroute-form")?.closest("tr")?.remove();
+  const options = (state.catalogue?.departments ?? [])
+    .filter((x) => x.code !== c.department)
+    .map((x) => h("option", { value: x.code }, nameOf(x, x.code)));
+  const form = h(
+    "form",
+    { id: "reroute-form", class: "action-form", novalidate: true, "aria-labelledby": "reroute-title" },
+    h("h4", { id: "reroute-title" }, t("appeals.reroute_title")),
+    h("div", { class: "field" }, h("label", { for: "reroute-department" }, t("appeals.reroute_to")), h("select", { id: "reroute-department", name: "department" }, options)),
+    h(
+      "div",
+      { class: "field field-wide" },
+      h("label", { for: "reroute-reason" }, t("appeals.reroute_reason")),
+      h("textarea", { id: "reroute-reason", name: "note", rows: "2", maxlength: "4000", required: true, "aria-describedby": "reroute-error" }),
+    ),
+    h("p", { id: "reroute-error", class: "form-error", "aria-live": "assertive" }),
+    h(
+      "div",
+      { class: "form-buttons" },
+      h("button", { type: "submit", class: "primary", id: "reroute-submit" }, t("appeals.reroute_submit")),
+      h("button", { type: "button", class: "quiet", id: "reroute-cancel" }, t("action.cancel")),
+    ),
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const note = form.querySelector("#reroute-reason").value.trim();
+    if (!note) {
+      form.querySelector("#reroute-error").textContent = t("appeals.reason_required");
+      form.querySelector("#reroute-reason").setAttribute("aria-invalid", "true");
+      form.querySelector("#reroute-reason").focus();
+      return;
+    }
+    const done = await clusterAct(c, { action: "reroute", department: form.querySelector("#reroute-department").value, note }, form.querySelector("#reroute-error"));
+    if (done) form.closest("tr")?.remove();
+  });
+  form.querySelector("#reroute-cancel").addEventListener("click", () => form.closest("tr")?.remove());
+  const cell = h("td", { colspan: String(row.children.length) }, form);
+  row.after(h("tr", { class: "form-row" }, cell));
+  form.querySelector("select")?.focus();
+}
+
+async function clusterAct(c, body, errorBox) {
+  const status = $("appeals-status");
+  try {
+    await api.act(c.alert_id, body);
+    status.textContent = t("appeals.accepted", { action: t(`action.${body.action}`), cluster: state.lang === "zh" ? c.headline_zh : c.headline_en });
+    // the action is durable; the lifecycle applies it within moments
+    setTimeout(loadAppeals, 1500);
+    return true;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      handleError(err);
+      return false;
+    }
+    const text = errorText(err);
+    if (errorBox) errorBox.textContent = text;
+    status.textContent = text;
+    return false;
+  }
+}
+
+function performanceList(p) {
+  const dl = h("dl", { class: "facts appeal-performance", id: "appeals-performance" });
+  const items = [
+    ["appeals.perf.clusters", fmtNumber(p.clusters, 0)],
+    ["appeals.perf.handled", fmtNumber(p.handled, 0)],
+    ["appeals.perf.rerouted_away", fmtNumber(p.rerouted_away, 0)],
+    ["appeals.perf.appeals_handled", fmtNumber(p.appeals_handled, 0)],
+    ["appeals.perf.median_handle", p.median_handle_s === null ? t("common.none") : fmtSpan(p.median_handle_s)],
+    ["appeals.perf.repeat_after", p.repeat_share_after_handling === null ? t("common.none") : t("appeals.perf.repeat_after_value", { share: fmtPct(p.repeat_share_after_handling), repeats: p.repeats_after_handling, appeals: p.appeals_after_handling })],
+  ];
+  for (const [key, value] of items) dl.append(h("dt", {}, t(key)), h("dd", {}, value));
+  return dl;
+}
+
+function feedbackHeading(doc) {
+  return doc.department ? departmentName(doc.department) : t("appeals.whole_city");
+}
+
+function renderAppeals() {
+  const box = $("appeals-body");
+  const doc = state.appeals;
+  if (!doc) {
+    box.replaceChildren(h("p", { class: "boot" }, t("app.loading")));
+    return;
+  }
+  box.replaceChildren(
+    h("h2", { id: "appeals-department" }, feedbackHeading(doc)),
+    h("p", { class: "hint" }, t("appeals.span_text", { start: fmtDateTime(doc.span.start), end: fmtDateTime(doc.span.end) })),
+    h("p", { id: "appeals-status", class: "hint", role: "status" }),
+    h("div", { class: "table-wrap" }, categoryTable(doc, true, "appeals-categories")),
+    h("h3", {}, t("appeals.clusters_title")),
+    h("div", { class: "table-wrap" }, clusterTable(doc.clusters ?? [], true, "appeals-clusters")),
+    h("h3", {}, t("appeals.perf.title")),
+    performanceList(doc.performance),
+  );
+}
+
+function reroutedTable(rows) {
+  const cols = [
+    ["appeals.col.cluster", (r) => (state.lang === "zh" ? r.headline_zh : r.headline_en)],
+    ["report.rerouted_to", (r) => departmentName(r.to)],
+    ["report.rerouted_at", (r) => h("time", { datetime: r.at }, fmtDateTime(r.at))],
+    ["report.rerouted_by", (r) => r.by],
+    ["report.rerouted_reason", (r) => r.reason ?? t("common.none")],
+  ];
+  const table = dataTable("report.rerouted_caption", cols, rows);
+  table.id = "report-rerouted";
+  return table;
+}
+
+async function loadReport() {
+  appealControls($("report-controls"), false, loadReport);
+  try {
+    state.report = await api.report(appealParams({ day: state.appealsFilter.day }));
+    if (!state.appealsFilter.day) {
+      state.appealsFilter.day = state.report.day;
+      const input = $("report-day");
+      if (input) input.value = state.report.day;
+    }
+  } catch (err) {
+    state.report = null;
+    handleError(err);
+  }
+  if (state.view === "report") renderReport();
+}
+
+function renderReport() {
+  const box = $("report-body");
+  const doc = state.report;
+  if (!doc) {
+    box.replaceChildren(h("p", { class: "boot" }, t("app.loading")));
+    return;
+  }
+  box.replaceChildren(
+    h("h2", { id: "report-department" }, t("report.heading", { department: feedbackHeading(doc), day: doc.day })),
+    h("p", { class: "hint" }, t("report.generated", { at: fmtDateTime(doc.generated_at), zone: doc.timezone })),
+    h("h3", {}, t("report.categories_title")),
+    h("div", { class: "table-wrap" }, categoryTable(doc, false, "report-categories")),
+    h("h3", {}, t("report.clusters_title")),
+    h("div", { class: "table-wrap" }, clusterTable(doc.clusters ?? [], false, "report-clusters")),
+    ...(doc.rerouted?.length ? [h("h3", {}, t("report.rerouted_title")), h("div", { class: "table-wrap" }, reroutedTable(doc.rerouted))] : []),
+    h("h3", {}, t("appeals.perf.title")),
+    performanceList(doc.performance),
   );
 }
 
@@ -1842,6 +2194,8 @@ function bind() {
   });
   $("filters").addEventListener("submit", (e) => e.preventDefault());
   $("performance-refresh").addEventListener("click", loadPerformance);
+  $("appeals-refresh").addEventListener("click", loadAppeals);
+  $("report-print").addEventListener("click", () => window.print());
   $("audit-refresh").addEventListener("click", loadAudit);
   document.addEventListener("keydown", onGlobalKey);
   window.addEventListener("hashchange", route);
