@@ -116,6 +116,7 @@ def public_opinion(
     events: list[AlertEvent] = []
     span = end - start
     age = end - state.opinion_since
+    bounds, _ = _settings(conf)
     by_category: dict[str, list[list[Any]]] = {}
     for facet, kept in samples.items():
         by_category.setdefault(facet.partition(FACET_PLACE_SEP)[0], []).extend(kept)
@@ -129,9 +130,63 @@ def public_opinion(
         street = key.partition(FACET_PLACE_SEP)[2] or None
         minute = samples.get(key, []) if street is not None else by_category.get(key, [])
         _advance(series, end, span, tallies.get(key), minute, conf)
-        grade, why = _grade(series, street, _usual(series, age, end, conf), conf)
+        if series.raised is None and _below(series, street, bounds, conf):
+            continue  # too few appeals for any grade, and no alert to hold
+        grade, why = _grade(series, street, _usual(series, age, end, conf), bounds, conf)
         events += _decide(state, key, series, grade, why, end, conf, ctx)
     return events
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """A configuration's boundaries, in grade order, with the least count any series
+    needs for a grade: set once per configuration, not per series and minute."""
+
+    cluster: tuple[tuple[Grade, float], ...]
+    surge: tuple[tuple[Grade, float], ...]
+    bad_ratings: tuple[tuple[Grade, float], ...]
+    top_surge: float  # the surge ratio of a cluster grade the surge does not name
+    least_cluster: float  # no street's count below it has a grade
+
+
+_BOUNDS: dict[int, tuple[PublicOpinion, _Bounds, str]] = {}
+
+
+def _settings(conf: PublicOpinion) -> tuple[_Bounds, str]:
+    """The boundaries of ``conf`` and its version digest, worked out once per
+    configuration object (the cache holds the object, so its id is not reused)."""
+    known = _BOUNDS.get(id(conf))
+    if known is None or known[0] is not conf:
+
+        def ordered(grades: Mapping[Any, float]) -> tuple[tuple[Grade, float], ...]:
+            return tuple((g, grades[g.name]) for g in GRADES if g.name in grades)
+
+        bounds = _Bounds(
+            cluster=ordered(conf.cluster),
+            surge=ordered(conf.surge),
+            bad_ratings=ordered(conf.bad_ratings),
+            top_surge=max(conf.surge.values()),
+            least_cluster=min(conf.cluster.values()),
+        )
+        digest = hashlib.sha256(conf.model_dump_json().encode()).hexdigest()[:12]
+        if len(_BOUNDS) > 64:  # configurations reloaded many times over: start afresh
+            _BOUNDS.clear()
+        known = _BOUNDS[id(conf)] = (conf, bounds, digest)
+    return known[1], known[2]
+
+
+def _below(series: OpinionSeries, street: str | None, bounds: _Bounds, conf: PublicOpinion) -> bool:
+    """Whether the series' window holds too few appeals (and, for a district, too few
+    ratings) for any grade, whatever its usual count: most series of a busy district are,
+    and judging them in full each minute would cost the most."""
+    n = 0.0
+    rated = 0.0
+    for m in series.minutes:
+        n += m[1 + _N]
+        rated += m[1 + _RATED]
+    if street is not None:
+        return n < bounds.least_cluster
+    return n < conf.surge_min and rated < conf.ratings_min
 
 
 def _usual(series: OpinionSeries, age: float, end: float, conf: PublicOpinion) -> float | None:
@@ -169,7 +224,10 @@ def _advance(
         quiet = _decayed(series, end - span, conf)
         series.baseline = quiet * decay + (1 - decay) * tally[_N] / span
         series.baseline_at = end
-    series.minutes = [m for m in series.minutes if m[0] > horizon]
+    if series.minutes and series.minutes[0][0] <= horizon:  # oldest first
+        series.minutes = [m for m in series.minutes if m[0] > horizon]
+    if not samples and all(s[1] > horizon for s in series.samples):
+        return  # the kept appeals stay as they are
     kept = [s for s in series.samples if s[1] > horizon]
     kept += [[rank, end, doc] for rank, doc in samples]
     kept.sort(key=lambda s: (-s[0], s[1]))  # stable: an earlier appeal first on a tie
@@ -184,11 +242,10 @@ def _sums(series: OpinionSeries) -> list[float]:
     return sums
 
 
-def _reached(bounds: Mapping[Any, float], level: float) -> Grade | None:
+def _reached(bounds: tuple[tuple[Grade, float], ...], level: float) -> Grade | None:
     reached = None
-    for grade in GRADES:
-        bound = bounds.get(grade.name)
-        if bound is not None and level >= bound:
+    for grade, bound in bounds:
+        if level >= bound:
             reached = grade
     return reached
 
@@ -204,32 +261,35 @@ class _Why:
 
 
 def _grade(
-    series: OpinionSeries, street: str | None, usual: float | None, conf: PublicOpinion
+    series: OpinionSeries,
+    street: str | None,
+    usual: float | None,
+    bounds: _Bounds,
+    conf: PublicOpinion,
 ) -> tuple[Grade | None, _Why]:
     sums = _sums(series)
     n = sums[_N]
     if street is not None:
         # a cluster: the count's boundary, or the surge's above a busy street's usual count
-        top = max(conf.surge.values())
-        bounds = {
-            g: max(b, (conf.surge.get(g, top) * usual) if usual is not None else 0.0)
-            for g, b in conf.cluster.items()
-        }
-        grade = _reached(bounds, n)
-        why = _Why(n, _bound(bounds, grade), "appeals in the street over the window", usual)
+        cluster = bounds.cluster
+        if usual is not None:
+            surge = dict(bounds.surge)
+            cluster = tuple((g, max(b, surge.get(g, bounds.top_surge) * usual)) for g, b in cluster)
+        grade = _reached(cluster, n)
+        why = _Why(n, _bound(cluster, grade), "appeals in the street over the window", usual)
     else:
         floor = max(usual or 0.0, conf.baseline_floor)
         ratio = n / floor
         surges = usual is not None and n >= conf.surge_min
-        grade = _reached(conf.surge, ratio) if surges else None
-        why = _Why(ratio, _bound(conf.surge, grade), "appeals against the usual count", floor)
+        grade = _reached(bounds.surge, ratio) if surges else None
+        why = _Why(ratio, _bound(bounds.surge, grade), "appeals against the usual count", floor)
         rated = sums[_RATED]
         if rated >= conf.ratings_min:
             share = sums[_BAD] / rated
-            bad = _reached(conf.bad_ratings, share)
+            bad = _reached(bounds.bad_ratings, share)
             if bad is not None and (grade is None or GRADES.index(bad) > GRADES.index(grade)):
                 grade = bad
-                why = _Why(share, _bound(conf.bad_ratings, bad), "share of bad ratings")
+                why = _Why(share, _bound(bounds.bad_ratings, bad), "share of bad ratings")
     extreme = sums[_EXTREME]
     if (
         grade is not None
@@ -241,8 +301,8 @@ def _grade(
     return grade, why
 
 
-def _bound(bounds: Mapping[Any, float], grade: Grade | None) -> float | None:
-    return None if grade is None else bounds.get(grade.name)
+def _bound(bounds: tuple[tuple[Grade, float], ...], grade: Grade | None) -> float | None:
+    return next((b for g, b in bounds if g is grade), None)
 
 
 def _decide(
@@ -353,4 +413,4 @@ def _evidence(
 
 def _version(conf: PublicOpinion) -> str:
     """A short digest of the settings: the evidence names the version that decided."""
-    return hashlib.sha256(conf.model_dump_json().encode()).hexdigest()[:12]
+    return _settings(conf)[1]
