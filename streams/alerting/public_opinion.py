@@ -27,7 +27,10 @@ the window. A minute moves only the series with appeals in the window or an open
 a quiet series' rate decays by the time since it last moved when it is next asked for.
 
 A series raises a ``public_opinion`` alert when it first has a grade, updates it when
-the grade changes, and resolves it after ``hold`` without one. The alert goes to the
+the grade goes up, lowers it once the grade has stayed below the alert's for ``hold``
+(to the grade it has then), and resolves it after ``hold`` without one: under a flood a
+count wavers about a boundary minute by minute, and an operator would otherwise get an
+update for each turn. The alert goes to the
 department that owns the category in ``config/appeals.yaml``, co-handled by the
 category's co-handling departments, and by ``informed`` (the command centre) at grades II
 and I. Its evidence names the category, counts what the window holds, shows the
@@ -96,6 +99,7 @@ class OpinionSeries:
     baseline_at: float | None = None  # when ``baseline`` was last moved (lazily decayed)
     raised: str | None = None  # the grade (IV .. I) of its open alert
     calm_since: float | None = None  # since when it has had no grade, its alert open
+    lower_since: float | None = None  # since when its grade has been below its alert's
 
 
 def public_opinion(
@@ -315,21 +319,31 @@ def _decide(
     conf: PublicOpinion,
     ctx: DetectionContext,
 ) -> list[AlertEvent]:
+    raised = None if series.raised is None else Grade[series.raised]
     if grade is not None:
         series.calm_since = None
-        if grade.name == series.raised:
-            return []
-        series.raised = grade.name
+        if raised is not None and GRADES.index(grade) <= GRADES.index(raised):
+            # the alert's grade stands for the hold after the series last reached it: a
+            # count that wavers about a boundary does not move the alert down and up
+            if grade is raised:
+                series.lower_since = None
+                return []
+            if series.lower_since is None:
+                series.lower_since = end
+            if end - series.lower_since < conf.hold:
+                return []
+        series.raised, series.lower_since = grade.name, None
         return _signal(state, "fire", key, series, grade, why, end, conf, ctx)
-    if series.raised is None:
+    if raised is None:
         return []
     if series.calm_since is None:
         series.calm_since = end
+    if series.lower_since is None:
+        series.lower_since = end
     if end - series.calm_since < conf.hold:
         return []
-    last = Grade[series.raised]
-    series.raised = series.calm_since = None
-    return _signal(state, "resolve", key, series, last, why, end, conf, ctx)
+    series.raised = series.calm_since = series.lower_since = None
+    return _signal(state, "resolve", key, series, raised, why, end, conf, ctx)
 
 
 def _signal(

@@ -148,6 +148,27 @@ def test_the_grade_follows_the_count_and_the_command_centre_joins_at_ii(
     assert raised[2].co_departments == ["sanitation", "command_centre"]
 
 
+def test_a_count_wavering_about_a_boundary_moves_the_alert_down_only_after_the_hold(
+    tmp_path: Path,
+) -> None:
+    # a 15-minute window and III from 8 appeals: one appeal every other minute makes 8
+    # and 7 by turns, every third minute makes 5
+    ctx = context(tmp_path, window="15m", cluster={"IV": 4, "III": 8, "II": 9, "I": 14})
+    det = DistrictDetection(DISTRICT)
+    raised = []
+    for i in range(120):
+        due = i % 2 == 0 if i < 60 else i % 3 == 0
+        raised += opinion(det.on_window(minute(i, [appeal(i)] if due else []), ctx))
+    assert [(e.status, e.grade, e.event_time.timestamp()) for e in raised] == [
+        (AlertStatus.FIRING, Grade.IV, T0 + 7 * 60),  # 4 appeals by minute 6
+        (AlertStatus.UPDATED, Grade.III, T0 + 15 * 60),  # 8 at minute 14: up at once
+        # 7 and 8 by turns until minute 60 keep III; from minute 61 it has been below III,
+        # and the alert comes down to IV once that has lasted the hold (30 min)
+        (AlertStatus.UPDATED, Grade.IV, T0 + 62 * 60 + 1800),
+    ]
+    assert raised[-1].evidence.observed == 5 and raised[-1].evidence.threshold == 4
+
+
 def test_angry_appeals_raise_the_grade_one_step(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     det = DistrictDetection(DISTRICT)
