@@ -134,9 +134,11 @@ def public_opinion(
         street = key.partition(FACET_PLACE_SEP)[2] or None
         minute = samples.get(key, []) if street is not None else by_category.get(key, [])
         _advance(series, end, span, tallies.get(key), minute, conf)
-        if series.raised is None and _below(series, street, bounds, conf):
+        counts = _counts(series)
+        if series.raised is None and _below(counts, street, bounds, conf):
             continue  # too few appeals for any grade, and no alert to hold
-        grade, why = _grade(series, street, _usual(series, age, end, conf), bounds, conf)
+        usual = _usual(series, age, end, conf)
+        grade, why = _grade(counts, street, usual, bounds, conf)
         events += _decide(state, key, series, grade, why, end, conf, ctx)
     return events
 
@@ -179,15 +181,28 @@ def _settings(conf: PublicOpinion) -> tuple[_Bounds, str]:
     return known[1], known[2]
 
 
-def _below(series: OpinionSeries, street: str | None, bounds: _Bounds, conf: PublicOpinion) -> bool:
+def _counts(series: OpinionSeries) -> tuple[float, float, float, float]:
+    """The window's appeals, those in extreme emotion, ratings and bad ratings: what a
+    grade is decided by, summed in one pass (every series, every minute)."""
+    n = extreme = rated = bad = 0.0
+    for _, m_n, m_extreme, _, m_rated, m_bad, _ in series.minutes:
+        n += m_n
+        extreme += m_extreme
+        rated += m_rated
+        bad += m_bad
+    return n, extreme, rated, bad
+
+
+def _below(
+    counts: tuple[float, float, float, float],
+    street: str | None,
+    bounds: _Bounds,
+    conf: PublicOpinion,
+) -> bool:
     """Whether the series' window holds too few appeals (and, for a district, too few
     ratings) for any grade, whatever its usual count: most series of a busy district are,
     and judging them in full each minute would cost the most."""
-    n = 0.0
-    rated = 0.0
-    for m in series.minutes:
-        n += m[1 + _N]
-        rated += m[1 + _RATED]
+    n, _, rated, _ = counts
     if street is not None:
         return n < bounds.least_cluster
     return n < conf.surge_min and rated < conf.ratings_min
@@ -228,10 +243,11 @@ def _advance(
         quiet = _decayed(series, end - span, conf)
         series.baseline = quiet * decay + (1 - decay) * tally[_N] / span
         series.baseline_at = end
-    if series.minutes and series.minutes[0][0] <= horizon:  # oldest first
+    if not series.minutes or series.minutes[0][0] > horizon:  # oldest first
+        if not samples:
+            return  # nothing left the window; a kept appeal's minute is one of its minutes
+    else:
         series.minutes = [m for m in series.minutes if m[0] > horizon]
-    if not samples and all(s[1] > horizon for s in series.samples):
-        return  # the kept appeals stay as they are
     kept = [s for s in series.samples if s[1] > horizon]
     kept += [[rank, end, doc] for rank, doc in samples]
     kept.sort(key=lambda s: (-s[0], s[1]))  # stable: an earlier appeal first on a tie
@@ -265,14 +281,13 @@ class _Why:
 
 
 def _grade(
-    series: OpinionSeries,
+    counts: tuple[float, float, float, float],
     street: str | None,
     usual: float | None,
     bounds: _Bounds,
     conf: PublicOpinion,
 ) -> tuple[Grade | None, _Why]:
-    sums = _sums(series)
-    n = sums[_N]
+    n, extreme, rated, bad_rated = counts
     if street is not None:
         # a cluster: the count's boundary, or the surge's above a busy street's usual count
         cluster = bounds.cluster
@@ -287,14 +302,12 @@ def _grade(
         surges = usual is not None and n >= conf.surge_min
         grade = _reached(bounds.surge, ratio) if surges else None
         why = _Why(ratio, _bound(bounds.surge, grade), "appeals against the usual count", floor)
-        rated = sums[_RATED]
         if rated >= conf.ratings_min:
-            share = sums[_BAD] / rated
+            share = bad_rated / rated
             bad = _reached(bounds.bad_ratings, share)
             if bad is not None and (grade is None or GRADES.index(bad) > GRADES.index(grade)):
                 grade = bad
                 why = _Why(share, _bound(bounds.bad_ratings, bad), "share of bad ratings")
-    extreme = sums[_EXTREME]
     if (
         grade is not None
         and grade is not Grade.I
