@@ -18,7 +18,11 @@ had appeals lately) over the last ``window`` of ``public_opinion`` in
   count at least ``baseline_floor``), and by the share of **bad ratings** among
   ``ratings_min`` or more ratings of the category's services; the higher of the two;
 * either grade goes up one step when ``extreme_min`` or more of the appeals, and at
-  least ``extreme_share`` of them, are in extreme emotion.
+  least ``extreme_share`` of them, are in extreme emotion;
+* when ``SPREAD_STREETS`` or more streets of the district have a grade for one category
+  at once, one alert of the district (rule ``public_opinion.streets``, graded by the
+  highest of theirs) names them, and until it resolves a street of that category
+  without an alert of its own raises none.
 
 A series' usual count is its appeals per second, smoothed exponentially with half-life
 ``baseline_half_life`` from the district's first minute (a series that starts later
@@ -72,6 +76,9 @@ if TYPE_CHECKING:
 APPEALS = "citizen.appeals"  # the indicator the alerts name
 CLUSTER_RULE = "public_opinion.cluster"
 DISTRICT_RULE = "public_opinion.district"
+SPREAD_RULE = "public_opinion.streets"  # a category clustering in several streets at once
+SPREAD = "*"  # the street part of the key of a district's alert of several streets
+SPREAD_STREETS = 2  # streets of a district with a grade at once that make one alert
 GRADES = (Grade.IV, Grade.III, Grade.II, Grade.I)
 _N, _EXTREME, _INTENSITY, _RATED, _BAD, _REPEATS = range(len(APPEAL_TALLY))
 
@@ -127,19 +134,70 @@ def public_opinion(
     # a series with no appeals in the window and no open alert has nothing to judge: its
     # usual count decays when next asked for (OpinionSeries.baseline_at)
     active = {k for k, series in state.opinion.items() if series.minutes or series.raised}
+    judged: dict[str, list[_Judged]] = {}
     for key in sorted(active | set(tallies)):
+        category, _, street = key.partition(FACET_PLACE_SEP)
+        of_category = judged.setdefault(category, [])
+        if street == SPREAD:
+            continue  # judged with its category's streets
         series = state.opinion.get(key)
         if series is None:  # no appeal before: its usual count starts from none
             series = state.opinion[key] = OpinionSeries()
-        street = key.partition(FACET_PLACE_SEP)[2] or None
-        minute = samples.get(key, []) if street is not None else by_category.get(key, [])
+        minute = samples.get(key, []) if street else by_category.get(key, [])
         _advance(series, end, span, tallies.get(key), minute, conf)
         counts = _counts(series)
-        if series.raised is None and _below(counts, street, bounds, conf):
+        if series.raised is None and _below(counts, street or None, bounds, conf):
             continue  # too few appeals for any grade, and no alert to hold
         usual = _usual(series, age, end, conf)
-        grade, why = _grade(counts, street, usual, bounds, conf)
-        events += _decide(state, key, series, grade, why, end, conf, ctx)
+        grade, why = _grade(counts, street or None, usual, bounds, conf)
+        of_category.append(_Judged(key, series, street or None, grade, why))
+    for category, of_category in judged.items():
+        events += _category(state, category, of_category, end, conf, ctx)
+    return events
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """A series' grade this minute, before it is decided."""
+
+    key: str
+    series: OpinionSeries
+    street: str | None
+    grade: Grade | None
+    why: _Why
+
+
+def _category(
+    state: DistrictDetection,
+    category: str,
+    judged: list[_Judged],
+    end: float,
+    conf: PublicOpinion,
+    ctx: DetectionContext,
+) -> list[AlertEvent]:
+    """Decide a category's series. When ``SPREAD_STREETS`` or more of the district's
+    streets have a grade at once, one alert of the district names them all, and until it
+    resolves, a street without an alert of its own raises none: an operator facing a
+    category's appeals all over the district wants one warning of it, not one per street
+    (and one update for each of their turns)."""
+    spread_key = f"{category}{FACET_PLACE_SEP}{SPREAD}"
+    spread = state.opinion.get(spread_key)
+    clusters = [j for j in judged if j.street is not None and j.grade is not None]
+    folding = len(clusters) >= SPREAD_STREETS or (spread is not None and spread.raised is not None)
+    events: list[AlertEvent] = []
+    for j in judged:
+        if folding and j.street is not None and j.series.raised is None:
+            continue  # its cluster is in the district's alert
+        events += _decide(state, j.key, j.series, j.grade, j.why, end, conf, ctx)
+    if folding:
+        if spread is None:
+            spread = state.opinion[spread_key] = OpinionSeries()
+        top = max((j.grade for j in clusters), key=GRADES.index, default=None)
+        streets = tuple(sorted(j.street for j in clusters if j.street is not None))
+        why = _Why(
+            len(streets), SPREAD_STREETS, "streets where the appeals cluster", streets=streets
+        )
+        events += _decide(state, spread_key, spread, top, why, end, conf, ctx)
     return events
 
 
@@ -278,6 +336,7 @@ class _Why:
     threshold: float | None
     aggregate: str
     usual: float | None = None
+    streets: tuple[str, ...] = ()  # of a district's alert of clusters in several streets
 
 
 def _grade(
@@ -372,6 +431,9 @@ def _signal(
 ) -> list[AlertEvent]:
     category, _, street = key.partition(FACET_PLACE_SEP)
     place = street or None
+    rule = CLUSTER_RULE if place is not None else DISTRICT_RULE
+    if street == SPREAD:  # the category's own series holds the district's appeals
+        place, rule, series = None, SPREAD_RULE, state.opinion.get(category, series)
     owner = ctx.opinion_category(category)
     co = [d for d in owner.co_departments if d != owner.department]
     if grade in (Grade.II, Grade.I) and conf.informed != owner.department:
@@ -380,7 +442,7 @@ def _signal(
     signal = Signal(
         action=action,
         kind=AlertKind.PUBLIC_OPINION,
-        rule=CLUSTER_RULE if place is not None else DISTRICT_RULE,
+        rule=rule,
         district=state.district,
         street=place,
         key=f"{APPEALS}#{category}",
@@ -388,7 +450,7 @@ def _signal(
         domain=ind.domain if ind is not None else None,
         grade=grade,
         at=end,
-        evidence=_evidence(category, place, series, why, end, action, conf),
+        evidence=_evidence(rule, category, place, series, why, end, action, conf),
         department=owner.department,
         co_departments=tuple(dict.fromkeys(co)),
         sharing=ind.sharing if ind is not None else Sharing.NOT_SHARED,
@@ -397,6 +459,7 @@ def _signal(
 
 
 def _evidence(
+    rule: str,
     category: str,
     street: str | None,
     series: OpinionSeries,
@@ -416,10 +479,12 @@ def _evidence(
     )
     if sums[_RATED]:
         detail += f"; {int(sums[_BAD])} of {int(sums[_RATED])} ratings bad"
+    if why.streets:
+        detail += f"; clustering in {len(why.streets)} streets: {', '.join(why.streets)}"
     if action == "resolve":
         detail += f"; no grade for {conf.hold / 60:g} min"
     return Evidence(
-        rule=CLUSTER_RULE if street is not None else DISTRICT_RULE,
+        rule=rule,
         version=_version(conf),
         observed=round(why.observed, 6),
         aggregate=f"{why.aggregate} ({minutes:g} min)",

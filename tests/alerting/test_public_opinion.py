@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from streams.alerting.detection import DETECTION_STATE, DetectionContext, DistrictDetection
-from streams.alerting.public_opinion import CLUSTER_RULE, DISTRICT_RULE
+from streams.alerting.public_opinion import CLUSTER_RULE, DISTRICT_RULE, SPREAD_RULE
 from streams.alerting.rules import load_thresholds
 from streams.core.config import ConfigError, load_config
 from streams.core.messages import AlertEvent, AlertKind, AlertStatus, Grade
@@ -167,6 +167,35 @@ def test_a_count_wavering_about_a_boundary_moves_the_alert_down_only_after_the_h
         (AlertStatus.UPDATED, Grade.IV, T0 + 62 * 60 + 1800),
     ]
     assert raised[-1].evidence.observed == 5 and raised[-1].evidence.threshold == 4
+
+
+def test_a_category_clustering_in_several_streets_at_once_raises_one_alert_of_the_district(
+    tmp_path: Path,
+) -> None:
+    ctx = context(tmp_path)
+    det = DistrictDetection(DISTRICT)
+    two_streets = [{**appeal(n), "street": s} for s in ("339908001", "339908002") for n in range(4)]
+    (fired,) = opinion(det.on_window(minute(0, two_streets), ctx))
+    # four appeals about a smell in each of two streets: one warning of the district
+    assert fired.status is AlertStatus.FIRING and fired.grade is Grade.IV
+    assert (fired.district, fired.street, fired.department) == (DISTRICT, None, "environment")
+    assert fired.evidence.rule == SPREAD_RULE and fired.evidence.category == "odour"
+    assert (fired.evidence.observed, fired.evidence.threshold) == (2, 2)
+    assert "8 appeals about odour in the last 60 min" in (fired.evidence.detail or "")
+    assert "clustering in 2 streets: 339908001, 339908002" in (fired.evidence.detail or "")
+    assert len(fired.evidence.appeals) == 3
+    # a third street's six (III) while it is open: no alert of its own, the district's up
+    (up,) = opinion(det.on_window(minute(1, [appeal(n) for n in range(6)]), ctx))
+    assert up.alert_id == fired.alert_id and up.status is AlertStatus.UPDATED
+    assert up.grade is Grade.III and up.evidence.observed == 3
+    events = []
+    for i in range(2, 100):
+        events += opinion(det.on_window(minute(i, []), ctx))
+    # the third street's appeals (minute 1) leave the hour's window at minute 61; the
+    # warning resolves 30 minutes later, and no street raised one of its own
+    assert [(e.alert_id, e.status, e.event_time.timestamp()) for e in events] == [
+        (fired.alert_id, AlertStatus.RESOLVED, T0 + 62 * 60 + 1800)
+    ]
 
 
 def test_angry_appeals_raise_the_grade_one_step(tmp_path: Path) -> None:
