@@ -18,7 +18,11 @@ had appeals lately) over the last ``window`` of ``public_opinion`` in
   count at least ``baseline_floor``), and by the share of **bad ratings** among
   ``ratings_min`` or more ratings of the category's services; the higher of the two;
 * either grade goes up one step when ``extreme_min`` or more of the appeals, and at
-  least ``extreme_share`` of them, are in extreme emotion.
+  least ``extreme_share`` of them, are in extreme emotion;
+* when ``SPREAD_STREETS`` or more streets of the district have a grade for one category
+  at once, one alert of the district (rule ``public_opinion.streets``, graded by the
+  highest of theirs) names them, and until it resolves a street of that category
+  without an alert of its own raises none.
 
 A series' usual count is its appeals per second, smoothed exponentially with half-life
 ``baseline_half_life`` from the district's first minute (a series that starts later
@@ -27,7 +31,10 @@ the window. A minute moves only the series with appeals in the window or an open
 a quiet series' rate decays by the time since it last moved when it is next asked for.
 
 A series raises a ``public_opinion`` alert when it first has a grade, updates it when
-the grade changes, and resolves it after ``hold`` without one. The alert goes to the
+the grade goes up, lowers it once the grade has stayed below the alert's for ``hold``
+(to the grade it has then), and resolves it after ``hold`` without one: under a flood a
+count wavers about a boundary minute by minute, and an operator would otherwise get an
+update for each turn. The alert goes to the
 department that owns the category in ``config/appeals.yaml``, co-handled by the
 category's co-handling departments, and by ``informed`` (the command centre) at grades II
 and I. Its evidence names the category, counts what the window holds, shows the
@@ -69,6 +76,9 @@ if TYPE_CHECKING:
 APPEALS = "citizen.appeals"  # the indicator the alerts name
 CLUSTER_RULE = "public_opinion.cluster"
 DISTRICT_RULE = "public_opinion.district"
+SPREAD_RULE = "public_opinion.streets"  # a category clustering in several streets at once
+SPREAD = "*"  # the street part of the key of a district's alert of several streets
+SPREAD_STREETS = 2  # streets of a district with a grade at once that make one alert
 GRADES = (Grade.IV, Grade.III, Grade.II, Grade.I)
 _N, _EXTREME, _INTENSITY, _RATED, _BAD, _REPEATS = range(len(APPEAL_TALLY))
 
@@ -96,6 +106,7 @@ class OpinionSeries:
     baseline_at: float | None = None  # when ``baseline`` was last moved (lazily decayed)
     raised: str | None = None  # the grade (IV .. I) of its open alert
     calm_since: float | None = None  # since when it has had no grade, its alert open
+    lower_since: float | None = None  # since when its grade has been below its alert's
 
 
 def public_opinion(
@@ -116,22 +127,143 @@ def public_opinion(
     events: list[AlertEvent] = []
     span = end - start
     age = end - state.opinion_since
+    bounds, _ = _settings(conf)
     by_category: dict[str, list[list[Any]]] = {}
     for facet, kept in samples.items():
         by_category.setdefault(facet.partition(FACET_PLACE_SEP)[0], []).extend(kept)
     # a series with no appeals in the window and no open alert has nothing to judge: its
     # usual count decays when next asked for (OpinionSeries.baseline_at)
     active = {k for k, series in state.opinion.items() if series.minutes or series.raised}
+    judged: dict[str, list[_Judged]] = {}
     for key in sorted(active | set(tallies)):
+        category, _, street = key.partition(FACET_PLACE_SEP)
+        of_category = judged.setdefault(category, [])
+        if street == SPREAD:
+            continue  # judged with its category's streets
         series = state.opinion.get(key)
         if series is None:  # no appeal before: its usual count starts from none
             series = state.opinion[key] = OpinionSeries()
-        street = key.partition(FACET_PLACE_SEP)[2] or None
-        minute = samples.get(key, []) if street is not None else by_category.get(key, [])
+        minute = samples.get(key, []) if street else by_category.get(key, [])
         _advance(series, end, span, tallies.get(key), minute, conf)
-        grade, why = _grade(series, street, _usual(series, age, end, conf), conf)
-        events += _decide(state, key, series, grade, why, end, conf, ctx)
+        counts = _counts(series)
+        if series.raised is None and _below(counts, street or None, bounds, conf):
+            continue  # too few appeals for any grade, and no alert to hold
+        usual = _usual(series, age, end, conf)
+        grade, why = _grade(counts, street or None, usual, bounds, conf)
+        of_category.append(_Judged(key, series, street or None, grade, why))
+    for category, of_category in judged.items():
+        events += _category(state, category, of_category, end, conf, ctx)
     return events
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """A series' grade this minute, before it is decided."""
+
+    key: str
+    series: OpinionSeries
+    street: str | None
+    grade: Grade | None
+    why: _Why
+
+
+def _category(
+    state: DistrictDetection,
+    category: str,
+    judged: list[_Judged],
+    end: float,
+    conf: PublicOpinion,
+    ctx: DetectionContext,
+) -> list[AlertEvent]:
+    """Decide a category's series. When ``SPREAD_STREETS`` or more of the district's
+    streets have a grade at once, one alert of the district names them all, and until it
+    resolves, a street without an alert of its own raises none: an operator facing a
+    category's appeals all over the district wants one warning of it, not one per street
+    (and one update for each of their turns)."""
+    spread_key = f"{category}{FACET_PLACE_SEP}{SPREAD}"
+    spread = state.opinion.get(spread_key)
+    clusters = [j for j in judged if j.street is not None and j.grade is not None]
+    folding = len(clusters) >= SPREAD_STREETS or (spread is not None and spread.raised is not None)
+    events: list[AlertEvent] = []
+    for j in judged:
+        if folding and j.street is not None and j.series.raised is None:
+            continue  # its cluster is in the district's alert
+        events += _decide(state, j.key, j.series, j.grade, j.why, end, conf, ctx)
+    if folding:
+        if spread is None:
+            spread = state.opinion[spread_key] = OpinionSeries()
+        top = max((j.grade for j in clusters), key=GRADES.index, default=None)
+        streets = tuple(sorted(j.street for j in clusters if j.street is not None))
+        why = _Why(
+            len(streets), SPREAD_STREETS, "streets where the appeals cluster", streets=streets
+        )
+        events += _decide(state, spread_key, spread, top, why, end, conf, ctx)
+    return events
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """A configuration's boundaries, in grade order, with the least count any series
+    needs for a grade: set once per configuration, not per series and minute."""
+
+    cluster: tuple[tuple[Grade, float], ...]
+    surge: tuple[tuple[Grade, float], ...]
+    bad_ratings: tuple[tuple[Grade, float], ...]
+    top_surge: float  # the surge ratio of a cluster grade the surge does not name
+    least_cluster: float  # no street's count below it has a grade
+
+
+_BOUNDS: dict[int, tuple[PublicOpinion, _Bounds, str]] = {}
+
+
+def _settings(conf: PublicOpinion) -> tuple[_Bounds, str]:
+    """The boundaries of ``conf`` and its version digest, worked out once per
+    configuration object (the cache holds the object, so its id is not reused)."""
+    known = _BOUNDS.get(id(conf))
+    if known is None or known[0] is not conf:
+
+        def ordered(grades: Mapping[Any, float]) -> tuple[tuple[Grade, float], ...]:
+            return tuple((g, grades[g.name]) for g in GRADES if g.name in grades)
+
+        bounds = _Bounds(
+            cluster=ordered(conf.cluster),
+            surge=ordered(conf.surge),
+            bad_ratings=ordered(conf.bad_ratings),
+            top_surge=max(conf.surge.values()),
+            least_cluster=min(conf.cluster.values()),
+        )
+        digest = hashlib.sha256(conf.model_dump_json().encode()).hexdigest()[:12]
+        if len(_BOUNDS) > 64:  # configurations reloaded many times over: start afresh
+            _BOUNDS.clear()
+        known = _BOUNDS[id(conf)] = (conf, bounds, digest)
+    return known[1], known[2]
+
+
+def _counts(series: OpinionSeries) -> tuple[float, float, float, float]:
+    """The window's appeals, those in extreme emotion, ratings and bad ratings: what a
+    grade is decided by, summed in one pass (every series, every minute)."""
+    n = extreme = rated = bad = 0.0
+    for _, m_n, m_extreme, _, m_rated, m_bad, _ in series.minutes:
+        n += m_n
+        extreme += m_extreme
+        rated += m_rated
+        bad += m_bad
+    return n, extreme, rated, bad
+
+
+def _below(
+    counts: tuple[float, float, float, float],
+    street: str | None,
+    bounds: _Bounds,
+    conf: PublicOpinion,
+) -> bool:
+    """Whether the series' window holds too few appeals (and, for a district, too few
+    ratings) for any grade, whatever its usual count: most series of a busy district are,
+    and judging them in full each minute would cost the most."""
+    n, _, rated, _ = counts
+    if street is not None:
+        return n < bounds.least_cluster
+    return n < conf.surge_min and rated < conf.ratings_min
 
 
 def _usual(series: OpinionSeries, age: float, end: float, conf: PublicOpinion) -> float | None:
@@ -169,7 +301,11 @@ def _advance(
         quiet = _decayed(series, end - span, conf)
         series.baseline = quiet * decay + (1 - decay) * tally[_N] / span
         series.baseline_at = end
-    series.minutes = [m for m in series.minutes if m[0] > horizon]
+    if not series.minutes or series.minutes[0][0] > horizon:  # oldest first
+        if not samples:
+            return  # nothing left the window; a kept appeal's minute is one of its minutes
+    else:
+        series.minutes = [m for m in series.minutes if m[0] > horizon]
     kept = [s for s in series.samples if s[1] > horizon]
     kept += [[rank, end, doc] for rank, doc in samples]
     kept.sort(key=lambda s: (-s[0], s[1]))  # stable: an earlier appeal first on a tie
@@ -184,11 +320,10 @@ def _sums(series: OpinionSeries) -> list[float]:
     return sums
 
 
-def _reached(bounds: Mapping[Any, float], level: float) -> Grade | None:
+def _reached(bounds: tuple[tuple[Grade, float], ...], level: float) -> Grade | None:
     reached = None
-    for grade in GRADES:
-        bound = bounds.get(grade.name)
-        if bound is not None and level >= bound:
+    for grade, bound in bounds:
+        if level >= bound:
             reached = grade
     return reached
 
@@ -201,36 +336,37 @@ class _Why:
     threshold: float | None
     aggregate: str
     usual: float | None = None
+    streets: tuple[str, ...] = ()  # of a district's alert of clusters in several streets
 
 
 def _grade(
-    series: OpinionSeries, street: str | None, usual: float | None, conf: PublicOpinion
+    counts: tuple[float, float, float, float],
+    street: str | None,
+    usual: float | None,
+    bounds: _Bounds,
+    conf: PublicOpinion,
 ) -> tuple[Grade | None, _Why]:
-    sums = _sums(series)
-    n = sums[_N]
+    n, extreme, rated, bad_rated = counts
     if street is not None:
         # a cluster: the count's boundary, or the surge's above a busy street's usual count
-        top = max(conf.surge.values())
-        bounds = {
-            g: max(b, (conf.surge.get(g, top) * usual) if usual is not None else 0.0)
-            for g, b in conf.cluster.items()
-        }
-        grade = _reached(bounds, n)
-        why = _Why(n, _bound(bounds, grade), "appeals in the street over the window", usual)
+        cluster = bounds.cluster
+        if usual is not None:
+            surge = dict(bounds.surge)
+            cluster = tuple((g, max(b, surge.get(g, bounds.top_surge) * usual)) for g, b in cluster)
+        grade = _reached(cluster, n)
+        why = _Why(n, _bound(cluster, grade), "appeals in the street over the window", usual)
     else:
         floor = max(usual or 0.0, conf.baseline_floor)
         ratio = n / floor
         surges = usual is not None and n >= conf.surge_min
-        grade = _reached(conf.surge, ratio) if surges else None
-        why = _Why(ratio, _bound(conf.surge, grade), "appeals against the usual count", floor)
-        rated = sums[_RATED]
+        grade = _reached(bounds.surge, ratio) if surges else None
+        why = _Why(ratio, _bound(bounds.surge, grade), "appeals against the usual count", floor)
         if rated >= conf.ratings_min:
-            share = sums[_BAD] / rated
-            bad = _reached(conf.bad_ratings, share)
+            share = bad_rated / rated
+            bad = _reached(bounds.bad_ratings, share)
             if bad is not None and (grade is None or GRADES.index(bad) > GRADES.index(grade)):
                 grade = bad
-                why = _Why(share, _bound(conf.bad_ratings, bad), "share of bad ratings")
-    extreme = sums[_EXTREME]
+                why = _Why(share, _bound(bounds.bad_ratings, bad), "share of bad ratings")
     if (
         grade is not None
         and grade is not Grade.I
@@ -241,8 +377,8 @@ def _grade(
     return grade, why
 
 
-def _bound(bounds: Mapping[Any, float], grade: Grade | None) -> float | None:
-    return None if grade is None else bounds.get(grade.name)
+def _bound(bounds: tuple[tuple[Grade, float], ...], grade: Grade | None) -> float | None:
+    return next((b for g, b in bounds if g is grade), None)
 
 
 def _decide(
@@ -255,21 +391,31 @@ def _decide(
     conf: PublicOpinion,
     ctx: DetectionContext,
 ) -> list[AlertEvent]:
+    raised = None if series.raised is None else Grade[series.raised]
     if grade is not None:
         series.calm_since = None
-        if grade.name == series.raised:
-            return []
-        series.raised = grade.name
+        if raised is not None and GRADES.index(grade) <= GRADES.index(raised):
+            # the alert's grade stands for the hold after the series last reached it: a
+            # count that wavers about a boundary does not move the alert down and up
+            if grade is raised:
+                series.lower_since = None
+                return []
+            if series.lower_since is None:
+                series.lower_since = end
+            if end - series.lower_since < conf.hold:
+                return []
+        series.raised, series.lower_since = grade.name, None
         return _signal(state, "fire", key, series, grade, why, end, conf, ctx)
-    if series.raised is None:
+    if raised is None:
         return []
     if series.calm_since is None:
         series.calm_since = end
+    if series.lower_since is None:
+        series.lower_since = end
     if end - series.calm_since < conf.hold:
         return []
-    last = Grade[series.raised]
-    series.raised = series.calm_since = None
-    return _signal(state, "resolve", key, series, last, why, end, conf, ctx)
+    series.raised = series.calm_since = series.lower_since = None
+    return _signal(state, "resolve", key, series, raised, why, end, conf, ctx)
 
 
 def _signal(
@@ -285,6 +431,9 @@ def _signal(
 ) -> list[AlertEvent]:
     category, _, street = key.partition(FACET_PLACE_SEP)
     place = street or None
+    rule = CLUSTER_RULE if place is not None else DISTRICT_RULE
+    if street == SPREAD:  # the category's own series holds the district's appeals
+        place, rule, series = None, SPREAD_RULE, state.opinion.get(category, series)
     owner = ctx.opinion_category(category)
     co = [d for d in owner.co_departments if d != owner.department]
     if grade in (Grade.II, Grade.I) and conf.informed != owner.department:
@@ -293,7 +442,7 @@ def _signal(
     signal = Signal(
         action=action,
         kind=AlertKind.PUBLIC_OPINION,
-        rule=CLUSTER_RULE if place is not None else DISTRICT_RULE,
+        rule=rule,
         district=state.district,
         street=place,
         key=f"{APPEALS}#{category}",
@@ -301,7 +450,7 @@ def _signal(
         domain=ind.domain if ind is not None else None,
         grade=grade,
         at=end,
-        evidence=_evidence(category, place, series, why, end, action, conf),
+        evidence=_evidence(rule, category, place, series, why, end, action, conf),
         department=owner.department,
         co_departments=tuple(dict.fromkeys(co)),
         sharing=ind.sharing if ind is not None else Sharing.NOT_SHARED,
@@ -310,6 +459,7 @@ def _signal(
 
 
 def _evidence(
+    rule: str,
     category: str,
     street: str | None,
     series: OpinionSeries,
@@ -329,10 +479,12 @@ def _evidence(
     )
     if sums[_RATED]:
         detail += f"; {int(sums[_BAD])} of {int(sums[_RATED])} ratings bad"
+    if why.streets:
+        detail += f"; clustering in {len(why.streets)} streets: {', '.join(why.streets)}"
     if action == "resolve":
         detail += f"; no grade for {conf.hold / 60:g} min"
     return Evidence(
-        rule=CLUSTER_RULE if street is not None else DISTRICT_RULE,
+        rule=rule,
         version=_version(conf),
         observed=round(why.observed, 6),
         aggregate=f"{why.aggregate} ({minutes:g} min)",
@@ -353,4 +505,4 @@ def _evidence(
 
 def _version(conf: PublicOpinion) -> str:
     """A short digest of the settings: the evidence names the version that decided."""
-    return hashlib.sha256(conf.model_dump_json().encode()).hexdigest()[:12]
+    return _settings(conf)[1]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from streams.alerting.detection import DETECTION_STATE, DetectionContext, DistrictDetection
-from streams.alerting.public_opinion import CLUSTER_RULE, DISTRICT_RULE
+from streams.alerting.public_opinion import CLUSTER_RULE, DISTRICT_RULE, SPREAD_RULE
 from streams.alerting.rules import load_thresholds
 from streams.core.config import ConfigError, load_config
 from streams.core.messages import AlertEvent, AlertKind, AlertStatus, Grade
@@ -146,6 +146,56 @@ def test_the_grade_follows_the_count_and_the_command_centre_joins_at_ii(
     assert len({e.alert_id for e in raised}) == 1
     assert raised[1].co_departments == ["sanitation"]
     assert raised[2].co_departments == ["sanitation", "command_centre"]
+
+
+def test_a_count_wavering_about_a_boundary_moves_the_alert_down_only_after_the_hold(
+    tmp_path: Path,
+) -> None:
+    # a 15-minute window and III from 8 appeals: one appeal every other minute makes 8
+    # and 7 by turns, every third minute makes 5
+    ctx = context(tmp_path, window="15m", cluster={"IV": 4, "III": 8, "II": 9, "I": 14})
+    det = DistrictDetection(DISTRICT)
+    raised = []
+    for i in range(120):
+        due = i % 2 == 0 if i < 60 else i % 3 == 0
+        raised += opinion(det.on_window(minute(i, [appeal(i)] if due else []), ctx))
+    assert [(e.status, e.grade, e.event_time.timestamp()) for e in raised] == [
+        (AlertStatus.FIRING, Grade.IV, T0 + 7 * 60),  # 4 appeals by minute 6
+        (AlertStatus.UPDATED, Grade.III, T0 + 15 * 60),  # 8 at minute 14: up at once
+        # 7 and 8 by turns until minute 60 keep III; from minute 61 it has been below III,
+        # and the alert comes down to IV once that has lasted the hold (30 min)
+        (AlertStatus.UPDATED, Grade.IV, T0 + 62 * 60 + 1800),
+    ]
+    assert raised[-1].evidence.observed == 5 and raised[-1].evidence.threshold == 4
+
+
+def test_a_category_clustering_in_several_streets_at_once_raises_one_alert_of_the_district(
+    tmp_path: Path,
+) -> None:
+    ctx = context(tmp_path)
+    det = DistrictDetection(DISTRICT)
+    two_streets = [{**appeal(n), "street": s} for s in ("339908001", "339908002") for n in range(4)]
+    (fired,) = opinion(det.on_window(minute(0, two_streets), ctx))
+    # four appeals about a smell in each of two streets: one warning of the district
+    assert fired.status is AlertStatus.FIRING and fired.grade is Grade.IV
+    assert (fired.district, fired.street, fired.department) == (DISTRICT, None, "environment")
+    assert fired.evidence.rule == SPREAD_RULE and fired.evidence.category == "odour"
+    assert (fired.evidence.observed, fired.evidence.threshold) == (2, 2)
+    assert "8 appeals about odour in the last 60 min" in (fired.evidence.detail or "")
+    assert "clustering in 2 streets: 339908001, 339908002" in (fired.evidence.detail or "")
+    assert len(fired.evidence.appeals) == 3
+    # a third street's six (III) while it is open: no alert of its own, the district's up
+    (up,) = opinion(det.on_window(minute(1, [appeal(n) for n in range(6)]), ctx))
+    assert up.alert_id == fired.alert_id and up.status is AlertStatus.UPDATED
+    assert up.grade is Grade.III and up.evidence.observed == 3
+    events = []
+    for i in range(2, 100):
+        events += opinion(det.on_window(minute(i, []), ctx))
+    # the third street's appeals (minute 1) leave the hour's window at minute 61; the
+    # warning resolves 30 minutes later, and no street raised one of its own
+    assert [(e.alert_id, e.status, e.event_time.timestamp()) for e in events] == [
+        (fired.alert_id, AlertStatus.RESOLVED, T0 + 62 * 60 + 1800)
+    ]
 
 
 def test_angry_appeals_raise_the_grade_one_step(tmp_path: Path) -> None:
