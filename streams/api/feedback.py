@@ -9,9 +9,11 @@ figures for one day of the city's calendar together.
 - **Data.** The worker publishes each closed window's appeal tallies per category and
   street on ``city.appeal-tallies`` (:class:`~streams.core.messages.AppealTallies`).
   :class:`AppealLedger` sums them into hourly buckets per district and category and per
-  street and category, kept for :data:`LEDGER_DAYS` days: 10 districts of 15 categories
-  hold some 36,000 buckets a week, and a question sums at most a few thousand of them,
-  so a dict of buckets answers in milliseconds without an index to keep up to date.
+  street and category, kept for :data:`LEDGER_DAYS` days. A dict of buckets, scanned per
+  question, with no index to keep up to date: eight days of the demo city's 10
+  districts, each window with 3 categories in 2 streets, hold 102,824 buckets under 560
+  keys; a window is taken in 22 µs, and ranking every category of the city over 24 hours
+  takes 10.7 ms, one department's 2.1 ms (median of 7 rankings of a ledger so filled).
 - **Time.** Spans are in event time and end, unless asked otherwise, at the end of the
   newest window the ledger holds, so a city whose event time runs behind the clock (a
   backlog, the demo) still sees its last day.
