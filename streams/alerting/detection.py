@@ -70,7 +70,13 @@ from streams.alerting.lifecycle import (
     fit,
 )
 from streams.alerting.models import AnomalyModels, SiteChoice, load_anomaly_models
-from streams.alerting.public_opinion import OpinionCategory, OpinionSeries, public_opinion
+from streams.alerting.public_opinion import (
+    OpinionBounds,
+    OpinionCategory,
+    OpinionSeries,
+    opinion_settings,
+    public_opinion,
+)
 from streams.alerting.rule_alerts import window_signal
 from streams.alerting.rules import ThresholdRules
 from streams.alerting.weak_signals import COMPOSITE_RULE, composite, weak_threshold
@@ -140,6 +146,11 @@ class DetectionContext:
         if ind is None:
             return self.models.choice(indicator).build()
         return self.models.choice(indicator).build(ind.range, ind.normal)
+
+    @cached_property
+    def opinion_settings(self) -> tuple[OpinionBounds, str]:
+        """The public-opinion boundaries in grade order and the settings' digest."""
+        return opinion_settings(self.rules.opinion)
 
     @cached_property
     def _zone(self) -> ZoneInfo:

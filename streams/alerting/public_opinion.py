@@ -127,7 +127,7 @@ def public_opinion(
     events: list[AlertEvent] = []
     span = end - start
     age = end - state.opinion_since
-    bounds, _ = _settings(conf)
+    bounds, _ = ctx.opinion_settings
     by_category: dict[str, list[list[Any]]] = {}
     for facet, kept in samples.items():
         by_category.setdefault(facet.partition(FACET_PLACE_SEP)[0], []).extend(kept)
@@ -202,7 +202,7 @@ def _category(
 
 
 @dataclass(frozen=True)
-class _Bounds:
+class OpinionBounds:
     """A configuration's boundaries, in grade order, with the least count any series
     needs for a grade: set once per configuration, not per series and minute."""
 
@@ -213,30 +213,21 @@ class _Bounds:
     least_cluster: float  # no street's count below it has a grade
 
 
-_BOUNDS: dict[int, tuple[PublicOpinion, _Bounds, str]] = {}
+def opinion_settings(conf: PublicOpinion) -> tuple[OpinionBounds, str]:
+    """The boundaries of ``conf`` and its version digest (the evidence names the version
+    that decided); :attr:`DetectionContext.opinion_settings` keeps them, worked out once."""
 
+    def ordered(grades: Mapping[Any, float]) -> tuple[tuple[Grade, float], ...]:
+        return tuple((g, grades[g.name]) for g in GRADES if g.name in grades)
 
-def _settings(conf: PublicOpinion) -> tuple[_Bounds, str]:
-    """The boundaries of ``conf`` and its version digest, worked out once per
-    configuration object (the cache holds the object, so its id is not reused)."""
-    known = _BOUNDS.get(id(conf))
-    if known is None or known[0] is not conf:
-
-        def ordered(grades: Mapping[Any, float]) -> tuple[tuple[Grade, float], ...]:
-            return tuple((g, grades[g.name]) for g in GRADES if g.name in grades)
-
-        bounds = _Bounds(
-            cluster=ordered(conf.cluster),
-            surge=ordered(conf.surge),
-            bad_ratings=ordered(conf.bad_ratings),
-            top_surge=max(conf.surge.values()),
-            least_cluster=min(conf.cluster.values()),
-        )
-        digest = hashlib.sha256(conf.model_dump_json().encode()).hexdigest()[:12]
-        if len(_BOUNDS) > 64:  # configurations reloaded many times over: start afresh
-            _BOUNDS.clear()
-        known = _BOUNDS[id(conf)] = (conf, bounds, digest)
-    return known[1], known[2]
+    bounds = OpinionBounds(
+        cluster=ordered(conf.cluster),
+        surge=ordered(conf.surge),
+        bad_ratings=ordered(conf.bad_ratings),
+        top_surge=max(conf.surge.values()),
+        least_cluster=min(conf.cluster.values()),
+    )
+    return bounds, hashlib.sha256(conf.model_dump_json().encode()).hexdigest()[:12]
 
 
 def _counts(series: OpinionSeries) -> tuple[float, float, float, float]:
@@ -254,7 +245,7 @@ def _counts(series: OpinionSeries) -> tuple[float, float, float, float]:
 def _below(
     counts: tuple[float, float, float, float],
     street: str | None,
-    bounds: _Bounds,
+    bounds: OpinionBounds,
     conf: PublicOpinion,
 ) -> bool:
     """Whether the series' window holds too few appeals (and, for a district, too few
@@ -343,7 +334,7 @@ def _grade(
     counts: tuple[float, float, float, float],
     street: str | None,
     usual: float | None,
-    bounds: _Bounds,
+    bounds: OpinionBounds,
     conf: PublicOpinion,
 ) -> tuple[Grade | None, _Why]:
     n, extreme, rated, bad_rated = counts
@@ -450,7 +441,7 @@ def _signal(
         domain=ind.domain if ind is not None else None,
         grade=grade,
         at=end,
-        evidence=_evidence(rule, category, place, series, why, end, action, conf),
+        evidence=_evidence(rule, category, place, series, why, end, action, conf, ctx),
         department=owner.department,
         co_departments=tuple(dict.fromkeys(co)),
         sharing=ind.sharing if ind is not None else Sharing.NOT_SHARED,
@@ -467,7 +458,9 @@ def _evidence(
     end: float,
     action: str,
     conf: PublicOpinion,
+    ctx: DetectionContext,
 ) -> Evidence:
+    _, version = ctx.opinion_settings
     sums = _sums(series)
     n = int(sums[_N])
     minutes = conf.window / 60
@@ -485,7 +478,7 @@ def _evidence(
         detail += f"; no grade for {conf.hold / 60:g} min"
     return Evidence(
         rule=rule,
-        version=_version(conf),
+        version=version,
         observed=round(why.observed, 6),
         aggregate=f"{why.aggregate} ({minutes:g} min)",
         window_start=datetime.fromtimestamp(end - conf.window, UTC),
@@ -501,8 +494,3 @@ def _evidence(
         category=category,
         appeals=[AppealSample.model_validate(doc) for _, _, doc in series.samples],
     )
-
-
-def _version(conf: PublicOpinion) -> str:
-    """A short digest of the settings: the evidence names the version that decided."""
-    return _settings(conf)[1]

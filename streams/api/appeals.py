@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from streams.alerting.lifecycle import is_closed
 from streams.api import feedback
 from streams.api.auth import Principal, Role
 from streams.api.common import Ctx, Problem, Who, bad_request, echo, json_response
@@ -80,7 +81,7 @@ async def department_feedback(
     ledger = ctx.store.appeals
     stop = feedback.span_end(ledger, end)
     clusters, away = feedback.department_clusters(_alerts(ctx), ctx.store.timeline, shown)
-    open_clusters = [(a, t) for a, t in clusters if feedback.is_open(a)]
+    open_clusters = [(a, t) for a, t in clusters if not is_closed(a)]
     per_category: dict[str, int] = {}
     for alert, _ in open_clusters:
         if alert.evidence.category is not None:
@@ -140,7 +141,7 @@ async def daily_report(
     of_day = [
         (a, t)
         for a, t in clusters
-        if a.first_seen < stop and (a.first_seen >= start or feedback.is_open(a))
+        if a.first_seen < stop and (a.first_seen >= start or not is_closed(a))
     ]
     of_day.sort(key=lambda pair: pair[0].first_seen)
     return json_response(

@@ -38,11 +38,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from streams.alerting.lifecycle import is_closed
 from streams.core.messages import (
     AlertActionType,
     AlertEvent,
     AlertKind,
-    AlertStatus,
     AppealTallies,
     Workflow,
 )
@@ -275,13 +275,6 @@ def is_cluster(alert: AlertEvent) -> bool:
     return alert.kind is AlertKind.PUBLIC_OPINION
 
 
-def is_open(alert: AlertEvent) -> bool:
-    return alert.status is not AlertStatus.RESOLVED and alert.workflow not in (
-        Workflow.RESOLVED,
-        Workflow.FALSE_POSITIVE,
-    )
-
-
 def _handled_at(alert: AlertEvent) -> datetime | None:
     return next(
         (a.at for a in alert.actions if a.action == AlertActionType.RESOLVE.value),
@@ -310,7 +303,7 @@ def cluster_doc(alert: AlertEvent, timeline: list[AlertEvent]) -> dict[str, Any]
         "co_departments": alert.co_departments,
         "workflow": alert.workflow.value,
         "status": alert.status.value,
-        "open": is_open(alert),
+        "open": not is_closed(alert),
         "first_seen": alert.first_seen,
         "last_update": alert.last_update,
         "appeals": cluster_appeals(timeline),

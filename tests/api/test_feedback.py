@@ -22,6 +22,7 @@ from streams.core.messages import (
     AppealTally,
     Evidence,
     EvidencePoint,
+    Grade,
     Workflow,
 )
 from streams.kafka.closing import appeal_tallies_json
@@ -316,11 +317,11 @@ def test_a_re_route_moves_the_alert_and_later_signals_keep_its_new_owner() -> No
     assert moved.co_departments == ["command_centre"]
     assert moved.actions[-1].action == "reroute" and moved.actions[-1].note == "refuse depot"
     # the condition worsens: the signal still names the catalogue's owner
-    worse = dataclasses.replace(first, grade=first.grade.__class__(2), at=first.at + 60)
+    worse = dataclasses.replace(first, grade=Grade.II, at=first.at + 60)
     (updated,) = book.apply(worse, NAMES)
     assert updated.department == "sanitation"
     assert updated.co_departments == ["command_centre"]
-    assert updated.grade.value == 2
+    assert updated.grade is Grade.II
 
 
 # --- performance on appeals and the daily report ------------------------------------------------
