@@ -141,20 +141,50 @@ async def produce(
         await producer.stop()
 
 
-async def read_records(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list[Any]:
-    """Every record on a topic from the start, until nothing new arrives for ``idle_s``."""
+async def read_records(
+    bootstrap: str, topic: str, *, idle_s: float = 3.0, timeout_s: float = 180.0
+) -> list[Any]:
+    """Every record on a topic from the start: at least up to each partition's end as
+    of the call, then on until nothing new arrives for ``idle_s``.
+
+    The end comes first because a loaded machine can take longer than ``idle_s`` to
+    start a consumer and fetch from every partition; reading only until the first
+    idle spell then returns part of the topic. Not reaching the end within
+    ``timeout_s`` is an error, not a short answer.
+    """
+    from aiokafka.structs import TopicPartition
+
+    from streams.kafka.broker import corrected_end_offsets
+
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
     )
     await consumer.start()
     records: list[Any] = []
     try:
+        await consumer.topics()  # the metadata, so that the partitions are known
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            raise AssertionError(f"topic {topic} does not exist")
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await corrected_end_offsets(bootstrap, await consumer.end_offsets(tps))
+        deadline = time.monotonic() + timeout_s
         while True:
             batch = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=10_000)
-            if not batch:
-                return records
             for msgs in batch.values():
                 records.extend(msgs)
+            short = {tp: end for tp, end in ends.items() if await consumer.position(tp) < end}
+            if not batch and not short:
+                return records
+            if short and time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{topic}: not read to its end in {timeout_s:.0f} s: "
+                    + ", ".join(
+                        f"{tp.partition} at {await consumer.position(tp)} of {end}"
+                        for tp, end in short.items()
+                    )
+                )
     finally:
         await consumer.stop()
 

@@ -199,9 +199,10 @@ def test_worker_restarts_graceful_and_sigkill_lose_nothing_and_count_nothing_twi
     readings = [
         orjson.loads(v)["event_id"] for v in run(read_topic(broker_bootstrap, READINGS_TOPIC))
     ]
-    assert set(readings) == {
-        CityEvent.model_validate_json(p.event.value).event_id for p in produced
-    }
+    # every event once at least on the readings topic (a redelivered batch may repeat)
+    ids = {CityEvent.model_validate_json(p.event.value).event_id for p in produced}
+    missing, extra = sorted(ids - set(readings)), sorted(set(readings) - ids)
+    assert (len(missing), len(extra)) == (0, 0), f"missing {missing[:5]}, extra {extra[:5]}"
     # the restarts began at offset 0: the table recognised what it had already applied
     assert worker.metric("cityvitals_ingest_duplicates_skipped_total") >= len(first)
 
