@@ -82,6 +82,9 @@ def street_keys(cfg: CityConfig, detection: DetectionContext) -> dict[tuple[str,
     }
 
 
+# Long on purpose: the batch handler and its recovery (split in halves, isolate,
+# roll back) share one batch's state; counting, closing, raising and writing are
+# classes of their own.
 class VitalsProcessor:
     """The per-batch work of the input feed's handler, and the one-second idle close."""
 
@@ -111,7 +114,7 @@ class VitalsProcessor:
         self._clock, self._fenced = clock, fenced
         self.ingestor = ingestor_of(cfg, settings)
         self.dead_letters = self.ingestor.dead_letters
-        self.appeals = AppealStage(self.ingestor, appeals)
+        self.appeals = AppealStage(self.ingestor, appeals, runs_of=self._runs_of)
         self._districts = set(cfg.districts)
         self.writer = TableWriter(
             table, detection_table, outputs=outputs, fenced=fenced, changelogs=changelogs
@@ -161,6 +164,12 @@ class VitalsProcessor:
                 )
             touched[district] = state
         return state
+
+    def _runs_of(self, district: str) -> dict[str, list[Any]]:
+        """A district's repeat runs: its windows', written with the batch that reads them."""
+        batch = self._batch
+        assert batch is not None, "an appeal is read within a batch"
+        return self._state(district, batch.touched).runs
 
     def assigned(self) -> None:
         """The worker took (or kept) its partitions: silence counts from now

@@ -147,6 +147,8 @@ def keep_sample(kept: list[Sample], rank: float, sample: Any) -> None:
         del kept[SAMPLES_PER_FACET:]
 
 
+# Long on purpose: one district's whole windowed state is one table value, read and
+# written as one (its changelog record); its parts share the district's clock and offsets.
 @dataclass
 class DistrictWindows:
     district: str
@@ -171,6 +173,9 @@ class DistrictWindows:
     tallies: dict[float, dict[str, list[float]]] = field(default_factory=dict)
     #: window start -> facet -> the highest ranked samples, highest first
     samples: dict[float, dict[str, list[Sample]]] = field(default_factory=dict)
+    #: street and category -> [time, id] of the first appeal of its open run of repeats
+    #: (``streams.voice.channels.repeat_in``), restored with the offsets it was built from
+    runs: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def watermark(self) -> float:
@@ -410,6 +415,7 @@ class DistrictWindows:
             "top": None if self.top == -math.inf else self.top,
             "tallies": [[start, bucket] for start, bucket in self.tallies.items()],
             "samples": [[start, bucket] for start, bucket in self.samples.items()],
+            "runs": self.runs,
         }
 
     @classmethod
@@ -447,6 +453,7 @@ class DistrictWindows:
             # (state written before facets were tallied has none)
             tallies={start: bucket for start, bucket in d.get("tallies", ())},
             samples={start: bucket for start, bucket in d.get("samples", ())},
+            runs=d.get("runs", {}),  # (state written before the runs were kept has none)
         )
 
 

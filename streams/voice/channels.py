@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -348,15 +348,53 @@ class RepeatIndex:
         return None
 
 
+def repeat_in(
+    runs: dict[str, list[Any]], place: str, appeal_id: str, at: float, span_s: float
+) -> str | None:
+    """The id of the appeal that one at ``at`` about ``place`` (a street and a category)
+    repeats, from a district's open ``runs`` (place -> [start, first id]), which it
+    updates: the rules of :class:`RepeatIndex`, over a district's own state.
+
+    The worker keeps each district's runs in its windows (``DistrictWindows.runs``), with
+    the input offsets they were built from: after a restart or a redelivery the same
+    appeals are marked as repeats as before. A run ends ``span_s`` after its first
+    appeal; the next appeal about its place then starts a new one, and runs that ended
+    before it are dropped, so a district keeps at most one entry per street and
+    category of the catalogue.
+    """
+    run = runs.get(place)
+    if run is not None and at <= run[0] + span_s:
+        return run[1] if at >= run[0] else None  # an earlier appeal repeats nothing
+    for ended in [k for k, (start, _) in runs.items() if start + span_s < at]:
+        del runs[ended]
+    runs[place] = [at, appeal_id]
+    return None
+
+
+#: Between a run's street ("" for none) and its category in ``runs``' keys.
+PLACE_SEP = "@"
+#: What a district's repeat runs are read from (the worker: its windows' state).
+RunsOf = Callable[[str], dict[str, list[Any]]]
+
+
 class AppealIntake:
     """A channel's payload -> an :class:`Appeal`, de-identified, categorised, and
     marked when it repeats an earlier one; or :class:`AppealRejected` saying why."""
 
     def __init__(
-        self, appeals: AppealsConfig, deid: Deidentifier, repeats: RepeatIndex | None = None
+        self,
+        appeals: AppealsConfig,
+        deid: Deidentifier,
+        repeats: RepeatIndex | None = None,
+        *,
+        runs_of: RunsOf | None = None,
     ) -> None:
+        """``runs_of``: each district's repeat runs (:func:`repeat_in`), held by the
+        caller's state; without it, one :class:`RepeatIndex` in memory (``repeats``)."""
         self.appeals, self.deid = appeals, deid
         self.repeats = repeats if repeats is not None else RepeatIndex(appeals.repeat_span)
+        self.runs_of = runs_of
+        self._span_s = appeals.repeat_span.total_seconds()
         self._contexts: dict[str, ChannelContext] = {}  # each channel's, built once
 
     def accept(self, channel: str, payload: object) -> Appeal:
@@ -366,9 +404,22 @@ class AppealIntake:
     def repeat_of(self, appeal: Appeal) -> str | None:
         """The id of the first appeal of the run this one repeats, if any (read again,
         the first is not its own repeat)."""
-        first = self.repeats.observe(
-            appeal.district, appeal.street, appeal.category, appeal.appeal_id, appeal.event_time
-        )
+        if self.runs_of is not None:
+            first = repeat_in(
+                self.runs_of(appeal.district),
+                f"{appeal.street or ''}{PLACE_SEP}{appeal.category}",
+                appeal.appeal_id,
+                appeal.event_time.timestamp(),
+                self._span_s,
+            )
+        else:
+            first = self.repeats.observe(
+                appeal.district,
+                appeal.street,
+                appeal.category,
+                appeal.appeal_id,
+                appeal.event_time,
+            )
         return None if first == appeal.appeal_id else first
 
     def read(self, channel: str, payload: object) -> Appeal:

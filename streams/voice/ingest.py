@@ -55,7 +55,7 @@ from streams.ingest.ingestor import (
 )
 from streams.ingest.rejection import Rejected, failure_detail, quoted
 from streams.voice.appeals import Appeal, AppealRejected, AppealsConfig, load_appeals
-from streams.voice.channels import AppealIntake
+from streams.voice.channels import AppealIntake, RunsOf
 from streams.voice.emotion import Emotion, Scorer
 
 APPEAL = "citizen.appeals"
@@ -309,8 +309,16 @@ class AppealStage:
     the city's config directory: the lexicon takes about a second to load, which a
     process that never sees an appeal need not spend."""
 
-    def __init__(self, ingestor: Ingestor, appeals: AppealsConfig | None = None) -> None:
-        self._ingestor, self._appeals = ingestor, appeals
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        appeals: AppealsConfig | None = None,
+        *,
+        runs_of: RunsOf | None = None,
+    ) -> None:
+        """``runs_of``: each district's repeat runs, kept in its state (the worker's
+        windows); without it the runs are kept in memory."""
+        self._ingestor, self._appeals, self._runs_of = ingestor, appeals, runs_of
         if appeals is not None:
             _ = self.ingest
 
@@ -318,7 +326,8 @@ class AppealStage:
     def ingest(self) -> AppealIngest:
         ingestor = self._ingestor
         appeals = self._appeals or load_appeals(ingestor.cfg)
-        return AppealIngest(ingestor, AppealIntake(appeals, ingestor.deid), Scorer())
+        intake = AppealIntake(appeals, ingestor.deid, runs_of=self._runs_of)
+        return AppealIngest(ingestor, intake, Scorer())
 
     def accept_any(
         self,

@@ -32,7 +32,7 @@ from streams.voice.appeals import (
     adapter,
     load_appeals,
 )
-from streams.voice.channels import AppealIntake, RepeatIndex, required_text
+from streams.voice.channels import AppealIntake, RepeatIndex, repeat_in, required_text
 
 KEY = b"test-key-not-for-production-0123456789"
 CST = timezone(timedelta(hours=8))
@@ -425,6 +425,47 @@ def test_runs_are_forgotten_by_event_time_and_capped_in_number() -> None:
     later = T0 + timedelta(minutes=5)
     assert capped.observe("339901", "s99", "noise", "b99", later) == "a99"  # among the newest
     assert capped.observe("339901", "s0", "noise", "b0", later) is None  # the oldest went
+
+
+def test_a_district_s_own_runs_mark_repeats_by_the_same_rules_and_drop_ended_runs() -> None:
+    runs: dict[str, list[Any]] = {}
+    t0, span = T0.timestamp(), SPAN.total_seconds()
+    assert repeat_in(runs, "339901001@noise", "a1", t0, span) is None
+    assert repeat_in(runs, "339901001@noise", "a2", t0 + span, span) == "a1"  # both ends in
+    assert repeat_in(runs, "339901001@noise", "late", t0 - 1, span) is None
+    assert repeat_in(runs, "339901002@noise", "b1", t0 + 10, span) is None
+    assert runs == {"339901001@noise": [t0, "a1"], "339901002@noise": [t0 + 10, "b1"]}
+    # past a1's span a new run starts, and the run that ended before it is dropped
+    assert repeat_in(runs, "339901001@noise", "a3", t0 + span + 11, span) is None
+    assert runs == {"339901001@noise": [t0 + span + 11, "a3"]}
+
+
+APPEAL_STREAMS = st.lists(
+    st.tuples(
+        st.sampled_from(["339901", "339902"]),
+        st.sampled_from(["339901001", "339901002", None]),
+        st.sampled_from(["noise", "odour"]),
+        st.integers(min_value=0, max_value=6 * 3600),  # seconds after the previous appeal
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=APPEAL_STREAMS)
+def test_property_district_runs_answer_as_the_index_for_appeals_in_time_order(
+    stream: list[tuple[str, str | None, str, int]],
+) -> None:
+    index = RepeatIndex(timedelta(hours=12))
+    runs: dict[str, dict[str, list[Any]]] = {}
+    at = T0
+    for n, (district, street, category, gap) in enumerate(stream):
+        at += timedelta(seconds=gap)
+        expected = index.observe(district, street, category, f"a{n}", at)
+        place = f"{street or ''}@{category}"
+        got = repeat_in(runs.setdefault(district, {}), place, f"a{n}", at.timestamp(), 12 * 3600)
+        assert got == expected, (n, district, place)
+        assert len(runs[district]) <= 6  # a district's streets and categories at most
 
 
 def test_repeats_are_found_across_channels(intake: AppealIntake) -> None:

@@ -29,6 +29,7 @@ from streams.ingest.ingestor import Accepted, Ingestor
 from streams.kafka.feed import InputRecord
 from streams.kafka.processor import VitalsProcessor
 from streams.kafka.tables import MemoryTable
+from streams.state.windows import DistrictWindows
 from streams.voice.appeals import load_appeals
 from streams.voice.channels import AppealIntake
 from streams.voice.emotion import Scorer
@@ -219,15 +220,7 @@ def test_a_dead_letter_names_the_field_of_the_payload(ingest: AppealIngest) -> N
 
 def test_the_worker_counts_appeals_in_their_district_windows_and_publishes_them() -> None:
     sent: list[tuple[str, bytes | None, bytes]] = []
-    processor = VitalsProcessor(
-        MemoryTable(),
-        CFG,
-        Settings(partitions=4),
-        outputs=lambda: _Outputs(sent),  # type: ignore[arg-type,return-value]
-        progress=lambda topic, partition: (0, 0),
-        detection_table=MemoryTable(),
-        detection=CTX,
-    )
+    processor = _processor(MemoryTable(), sent)
     at = now() - timedelta(minutes=3)
     texts = ["路灯坏了，麻烦修一下。", "太气人了！！！没人管，我们就去区政府门口！", "噪音太吵了"]
     records = [
@@ -254,6 +247,44 @@ def test_the_worker_counts_appeals_in_their_district_windows_and_publishes_them(
     extreme = sum(r.indicator == EXTREME_APPEAL for r in readings)
     assert counted.get(EXTREME_APPEAL, 0) == extreme
     assert counted.get(APPEAL, 0) == len(texts) - extreme
+
+
+def _processor(table: MemoryTable, sent: list[tuple[str, bytes | None, bytes]]) -> VitalsProcessor:
+    return VitalsProcessor(
+        table,
+        CFG,
+        Settings(partitions=4),
+        outputs=lambda: _Outputs(sent),  # type: ignore[arg-type,return-value]
+        progress=lambda topic, partition: (0, 0),
+        detection_table=MemoryTable(),
+        detection=CTX,
+    )
+
+
+def test_repeats_are_marked_across_a_restart_from_the_district_s_state() -> None:
+    at = now() - timedelta(minutes=5)
+
+    def appeal(offset: int, order_no: str) -> InputRecord:
+        payload = hotline(at + timedelta(seconds=offset), order_no=order_no)
+        return InputRecord(APPEALS_TOPIC, 0, offset, DISTRICT.encode(), record(payload))
+
+    def repeats(sent: list[tuple[str, bytes | None, bytes]]) -> list[tuple[str, Any]]:
+        found = [Reading.model_validate_json(v) for t, _, v in sent if t == READINGS_TOPIC]
+        return [(r.event_id, r.attributes.get("repeat_of")) for r in found]
+
+    before: list[tuple[str, bytes | None, bytes]] = []
+    first = _processor(MemoryTable(), before)
+    asyncio.run(first.process_batch([appeal(0, "K1"), appeal(1, "K2")]))
+    (first_id, none), (second_id, of) = repeats(before)
+    assert (none, of) == (None, first_id)
+    # a new worker, with the district's windows as the changelog holds them
+    written = orjson.loads(orjson.dumps(first.table[DISTRICT.encode()].to_dict()))
+    restored = MemoryTable()
+    restored[DISTRICT.encode()] = DistrictWindows.from_dict(written)
+    after: list[tuple[str, bytes | None, bytes]] = []
+    asyncio.run(_processor(restored, after).process_batch([appeal(1, "K2"), appeal(2, "K3")]))
+    ((third_id, of_third),) = repeats(after)  # K2 was applied before: not read again
+    assert third_id not in (first_id, second_id) and of_third == first_id
 
 
 # --- shape: what a record holds, in one walk -----------------------------------------------
