@@ -64,7 +64,8 @@ class Correlator:
     signals: deque[WeakSignal] = field(default_factory=lambda: deque(maxlen=MAX_SIGNALS))
     open_street: str | None = None
     open_grade: int | None = None
-    open_domains: frozenset[str] = frozenset()
+    #: sorted, so that the state's bytes do not depend on a process's string hashing
+    open_domains: tuple[str, ...] = ()
     clear_since: float | None = None
 
     def add(self, signal: WeakSignal) -> None:
@@ -94,14 +95,15 @@ class Correlator:
             if key not in strongest or s.score > strongest[key].score:
                 strongest[key] = s
         chosen = tuple(sorted(strongest.values(), key=lambda s: (s.domain, s.indicator)))
-        domains = frozenset(s.domain for s in chosen)
+        domains = tuple(sorted({s.domain for s in chosen}))
         if len(domains) >= self.min_domains:
             grade = max(2, 4 - (len(domains) - self.min_domains))
             self.clear_since = None
             if self.open_grade is None:
                 self.open_street, self.open_grade, self.open_domains = street, grade, domains
                 return CompositeChange("fire", grade, street, chosen, now)
-            if grade != self.open_grade or domains != self.open_domains:
+            # (sorted again: state written before they were kept sorted)
+            if grade != self.open_grade or domains != tuple(sorted(self.open_domains)):
                 self.open_grade, self.open_domains = grade, domains
                 return CompositeChange("update", grade, self.open_street, chosen, now)
             return None
@@ -111,7 +113,7 @@ class Correlator:
             self.clear_since = now
         if now - self.clear_since >= self.hold_s:
             change = CompositeChange("resolve", self.open_grade, self.open_street, chosen, now)
-            self.open_street, self.open_grade, self.open_domains = None, None, frozenset()
+            self.open_street, self.open_grade, self.open_domains = None, None, ()
             self.clear_since = None
             return change
         return None
