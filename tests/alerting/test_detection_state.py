@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -278,3 +280,35 @@ def test_every_class_a_table_registers_can_be_restored(codec: StateCodec[Any]) -
     """A registered class that is a dataclass needs no registering; any other must annotate
     the attributes its state is rebuilt from (or write its own state)."""
     assert codec.check_registered() == []
+
+
+_OPEN_COMPOSITE = """
+import os
+import subprocess
+import sys
+from detectors.composite import WeakSignal
+from streams.alerting.detection import DETECTION_STATE, DistrictDetection
+state = DistrictDetection("339901")
+for n, domain in enumerate(["fire", "traffic", "citizen", "environment", "sanitation", "water"]):
+    state.correlator.add(WeakSignal(n, domain, domain + ".x", "339901001", 0.5, "unusual"))
+assert state.correlator.evaluate(10) is not None
+sys.stdout.write(DETECTION_STATE.document(state).hex())
+"""
+
+
+def test_a_district_s_detection_state_encodes_to_the_same_bytes_in_every_process() -> None:
+    """A changelog value does not depend on the writing process's string hashing (an
+    open composite's domains were once a set): a migration or a restore compares and
+    rewrites the same bytes whichever worker wrote them."""
+    written = {
+        subprocess.run(
+            [sys.executable, "-c", _OPEN_COMPOSITE],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        ).stdout
+        for seed in (1, 2, 3, 4, 5, 6)
+    }
+    assert len(written) == 1 and next(iter(written))
