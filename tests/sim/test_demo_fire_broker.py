@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_building_fire_is_on_the_console_as_an_alarm_on_its_reading() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "demo_fire.py"), "--fire-after", "20"],
+        [sys.executable, str(ROOT / "bench" / "demo_fire.py"), "--fire-after", "5"],
         cwd=ROOT,
         capture_output=True,
         timeout=1200,
