@@ -8,7 +8,8 @@ phone numbers, account ids and addresses sent in fields of their own never leave
 adapter. :class:`AppealIntake` then de-identifies the draft's text
 (:meth:`~streams.ingest.deid.Deidentifier.scrub_narrative`: names, phones, landlines, ID
 numbers, plates, e-mail addresses, exact addresses) and id, resolves its category through
-the catalogue, and asks :class:`RepeatIndex` whether it repeats an earlier appeal.
+the catalogue, and asks its district's repeat runs (:func:`repeat_in`) whether it
+repeats an earlier appeal.
 
 Adding a channel is a config entry and an adapter function ``(payload, context) ->
 AppealDraft`` anywhere importable; :func:`~streams.voice.appeals.adapter` declares the
@@ -17,8 +18,6 @@ settings it takes. docs/appeals.md shows each payload.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -288,79 +287,26 @@ def wechat(payload: Mapping[str, Any], ctx: ChannelContext) -> AppealDraft:
 
 # --- repeats and the intake ------------------------------------------------------------
 
-_Place = tuple[str, str, str]  # district, street ('' for none), category
-
-
-class RepeatIndex:
-    """Which appeal an appeal repeats: the first of a run about one place and category.
-
-    A run starts with an appeal about a place (district and street) and a category that
-    has no open run. Every later appeal about them within ``span`` of the run's first
-    appeal (event time; exactly ``span`` later still counts) repeats that first one; the
-    first after the span starts a new run. An appeal whose event time is before its
-    run's start repeats nothing (it cannot repeat a later one) and changes nothing.
-
-    Memory is bounded because a worker runs for months while appeals never stop: the
-    index keeps one entry per place and category with an open run, whatever the volume
-    of appeals about it, so at most (streets + districts) x categories of the catalogue,
-    and ``max_runs`` caps it for whatever else calls it. Entries expire by event time,
-    not by the wall clock: a run is forgotten once the newest event time seen is more
-    than ``span`` past its start, so replaying a month of appeals answers as the live
-    stream did. The price: an appeal more than ``span`` behind the newest one seen may
-    find its run already forgotten. Beyond ``max_runs`` the oldest run goes first.
-    """
-
-    def __init__(self, span: timedelta, *, max_runs: int = 100_000) -> None:
-        if span <= timedelta(0):
-            raise ValueError("span must be positive")
-        self.span_s = span.total_seconds()
-        self.max_runs = max_runs
-        self._runs: dict[_Place, tuple[float, str]] = {}  # place -> (start, first id)
-        self._starts: list[tuple[float, int, _Place]] = []  # one per run, oldest first
-        self._order = itertools.count()
-        self._newest = float("-inf")
-
-    def __len__(self) -> int:
-        return len(self._runs)
-
-    def observe(
-        self, district: str, street: str | None, category: str, appeal_id: str, when: datetime
-    ) -> str | None:
-        """The id of the appeal this one repeats, or None (then it may start a run)."""
-        at = when.timestamp()
-        self._newest = max(self._newest, at)
-        while self._starts and (
-            self._starts[0][0] < self._newest - self.span_s or len(self._starts) > self.max_runs
-        ):
-            _, _, gone = heapq.heappop(self._starts)
-            del self._runs[gone]
-        place = (district, street or "", category)
-        run = self._runs.get(place)
-        if run is not None:
-            start, first = run
-            return first if start <= at <= start + self.span_s else None
-        if at >= self._newest - self.span_s:  # else it would be forgotten at once
-            self._runs[place] = (at, appeal_id)
-            heapq.heappush(self._starts, (at, next(self._order), place))
-            if len(self._starts) > self.max_runs:
-                _, _, gone = heapq.heappop(self._starts)
-                del self._runs[gone]
-        return None
-
 
 def repeat_in(
     runs: dict[str, list[Any]], place: str, appeal_id: str, at: float, span_s: float
 ) -> str | None:
-    """The id of the appeal that one at ``at`` about ``place`` (a street and a category)
-    repeats, from a district's open ``runs`` (place -> [start, first id]), which it
-    updates: the rules of :class:`RepeatIndex`, over a district's own state.
+    """The id of the appeal that one at ``at`` about ``place`` (a street and a category,
+    :func:`place_key`) repeats, from a district's open ``runs`` (place -> [start, first
+    id]), which it updates.
 
-    The worker keeps each district's runs in its windows (``DistrictWindows.runs``), with
-    the input offsets they were built from: after a restart or a redelivery the same
-    appeals are marked as repeats as before. A run ends ``span_s`` after its first
-    appeal; the next appeal about its place then starts a new one, and runs that ended
-    before it are dropped, so a district keeps at most one entry per street and
-    category of the catalogue.
+    A run starts with an appeal about a place and a category that has no open run.
+    Every later appeal about them within ``span_s`` of the run's first appeal (event
+    time; exactly the span later still counts) repeats that first one; the first after
+    the span starts a new run, and the runs that ended before it are dropped. An appeal
+    whose event time is before its run's start repeats nothing and changes nothing.
+
+    Memory is bounded because appeals never stop: a district keeps at most one entry
+    per street (and the district itself) and category of the catalogue, whatever the
+    volume of appeals. Runs end by event time, not by the wall clock, so replaying a
+    month of appeals answers as the live stream did. The worker keeps each district's
+    runs in its windows (``DistrictWindows.runs``), with the input offsets they were
+    built from: after a restart or a redelivery the same appeals are marked as repeats.
     """
     run = runs.get(place)
     if run is not None and at <= run[0] + span_s:
@@ -373,6 +319,39 @@ def repeat_in(
 
 #: Between a run's street ("" for none) and its category in ``runs``' keys.
 PLACE_SEP = "@"
+
+
+def place_key(street: str | None, category: str) -> str:
+    """A run's key among its district's runs."""
+    return f"{street or ''}{PLACE_SEP}{category}"
+
+
+class RepeatIndex:
+    """Every district's repeat runs (:func:`repeat_in`) in memory, for a caller with no
+    state of its own to keep them in."""
+
+    def __init__(self, span: timedelta) -> None:
+        if span <= timedelta(0):
+            raise ValueError("span must be positive")
+        self.span_s = span.total_seconds()
+        self._districts: dict[str, dict[str, list[Any]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(runs) for runs in self._districts.values())
+
+    def runs_of(self, district: str) -> dict[str, list[Any]]:
+        return self._districts.setdefault(district, {})
+
+    def observe(
+        self, district: str, street: str | None, category: str, appeal_id: str, when: datetime
+    ) -> str | None:
+        """The id of the appeal this one repeats, or None (then it may start a run)."""
+        at = when.timestamp()
+        return repeat_in(
+            self.runs_of(district), place_key(street, category), appeal_id, at, self.span_s
+        )
+
+
 #: What a district's repeat runs are read from (the worker: its windows' state).
 RunsOf = Callable[[str], dict[str, list[Any]]]
 
@@ -393,8 +372,7 @@ class AppealIntake:
         caller's state; without it, one :class:`RepeatIndex` in memory (``repeats``)."""
         self.appeals, self.deid = appeals, deid
         self.repeats = repeats if repeats is not None else RepeatIndex(appeals.repeat_span)
-        self.runs_of = runs_of
-        self._span_s = appeals.repeat_span.total_seconds()
+        self.runs_of = runs_of if runs_of is not None else self.repeats.runs_of
         self._contexts: dict[str, ChannelContext] = {}  # each channel's, built once
 
     def accept(self, channel: str, payload: object) -> Appeal:
@@ -404,22 +382,13 @@ class AppealIntake:
     def repeat_of(self, appeal: Appeal) -> str | None:
         """The id of the first appeal of the run this one repeats, if any (read again,
         the first is not its own repeat)."""
-        if self.runs_of is not None:
-            first = repeat_in(
-                self.runs_of(appeal.district),
-                f"{appeal.street or ''}{PLACE_SEP}{appeal.category}",
-                appeal.appeal_id,
-                appeal.event_time.timestamp(),
-                self._span_s,
-            )
-        else:
-            first = self.repeats.observe(
-                appeal.district,
-                appeal.street,
-                appeal.category,
-                appeal.appeal_id,
-                appeal.event_time,
-            )
+        first = repeat_in(
+            self.runs_of(appeal.district),
+            place_key(appeal.street, appeal.category),
+            appeal.appeal_id,
+            appeal.event_time.timestamp(),
+            self.repeats.span_s,
+        )
         return None if first == appeal.appeal_id else first
 
     def read(self, channel: str, payload: object) -> Appeal:
@@ -469,13 +438,6 @@ class AppealIntake:
         )
 
     def repeat(self, appeal: Appeal) -> Appeal:
-        """The appeal, marked with the first appeal of its run when it repeats one (read
-        again, the first is not its own repeat)."""
-        repeat_of = self.repeats.observe(
-            appeal.district, appeal.street, appeal.category, appeal.appeal_id, appeal.event_time
-        )
-        return (
-            appeal
-            if repeat_of in (None, appeal.appeal_id)
-            else appeal.model_copy(update={"repeat_of": repeat_of})
-        )
+        """The appeal, marked with the first appeal of its run when it repeats one."""
+        repeat_of = self.repeat_of(appeal)
+        return appeal if repeat_of is None else appeal.model_copy(update={"repeat_of": repeat_of})
