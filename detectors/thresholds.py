@@ -126,6 +126,11 @@ class ThresholdSpec:
         return next(b for b in self.bounds if b is not None)
 
     @cached_property
+    def mildest_grade(self) -> int:
+        """The grade of :attr:`first_bound`: an alert at it has no milder grade to fall to."""
+        return next(g for g, b in zip(GRADES, self.bounds, strict=True) if b is not None)
+
+    @cached_property
     def rises(self) -> bool:
         """The rule fires on values above its bounds (else below)."""
         return self.direction is Direction.ABOVE

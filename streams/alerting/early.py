@@ -36,8 +36,12 @@ so every series is judged in its own event-time order.
 A reading's transitions are raised at once only when they cannot come out
 otherwise in that order: the detector is copied, the earlier windows still open
 are closed on the copy with what they hold so far, and if none of those closes
-would change the rule's state (a window can only grow worse, which lowers
-nothing) the reading's transitions are the canonical ones. Otherwise they wait,
+would change the rule's state, the reading's transitions are the canonical ones.
+A window still open can only grow worse, which lowers nothing, with one
+exception: an alert in its hold time (clearing) at a grade above the rule's
+mildest is brought back at a milder grade, a de-escalation, by a window that a
+late reading lifts past a milder bound. So while the rule clears at such a grade,
+a reading waits for the earlier windows whatever they hold so far. Otherwise they wait,
 and come out as soon as the earlier windows have closed, at the latest when the
 reading's own window closes. The series keeps its crossing readings until their
 window closes (``readings``) and the transitions raised ahead (``raised``), so
@@ -138,6 +142,8 @@ def ahead(
         while reading is not None and reading.clock < start + window_s:
             yield from _raise(series, sim, reading)
             reading = next(pending, None)
+        if sim.phase == "clearing" and sim.grade != sim.spec.mildest_grade:
+            return  # a late reading in that window could still bring the alert back lower
         before = (sim.phase, sim.grade, sim.since, sim.clear_since)
         agg = open_windows[start].get(key)
         end = start + window_s

@@ -319,6 +319,38 @@ def test_a_dip_in_an_earlier_open_window_defers_the_escalation_to_its_close(
     assert as_json(run.events) == oracle(ctx, [a for b in [*arrivals, later] for a in b])
 
 
+def test_a_late_reading_that_brings_a_clearing_alert_back_lower_is_heard_first(
+    ctx: DetectionContext,
+) -> None:
+    """Smoke alarms put the street at grade III, then the five-minute sum falls to 0 and the
+    alert clears in its 15-minute hold. Minute 9 then sums to 5 alarms (grade II) while
+    minute 8 is still open, and a delayed alarm of minute 8 arrives after them: with it,
+    minute 8's close brings the alert back at grade IV (a de-escalation) before minute
+    9's readings, so the escalation may not be raised ahead of that close."""
+    m = 60.0
+    smoke = [(T0 + s, T0 + s) for s in (10.0, 20.0, 30.0)]  # (arrival, event time)
+    smoke += [(T0 + 7 * m + 50, T0 + 7 * m + 50)]
+    smoke += [(T0 + 9 * m + s, T0 + 9 * m + s) for s in (10.0, 20.0, 30.0, 40.0)]
+    smoke += [(T0 + 10 * m, T0 + 8 * m + 30)]  # 90 s late
+    noise = [(T0 + s + 100, T0 + s) for s in range(0, 900, 15)]  # its clock lags 100 s
+    merged = sorted([(a, "smoke", t) for a, t in smoke] + [(a, "iot", t) for a, t in noise])
+    arrivals: list[Arrival] = [(src, t, 50.0 if src == "iot" else 1.0) for _, src, t in merged]
+    run = Run(ctx)
+    for a in arrivals:
+        run.batch([a])
+    run.finish()
+    rule = [e for e in run.events if e.evidence.rule == "fire.smoke_alarms.sum5"]
+    assert [(e.grade, e.event_time.timestamp() - T0, e.evidence.decided) for e in rule[:5]] == [
+        (Grade.IV, 20.0, "reading"),
+        (Grade.III, 30.0, "reading"),
+        (Grade.IV, 9 * m, "window"),  # minute 8 closed with the late alarm: sum 2
+        (Grade.III, 9 * m + 20, "reading"),
+        (Grade.II, 9 * m + 40, "reading"),
+    ]
+    assert [e.sequence for e in rule[:5]] == [1, 2, 3, 4, 5]
+    assert as_json(run.events) == oracle(ctx, arrivals)
+
+
 def test_a_window_only_lowers_an_early_rule() -> None:
     spec = ThresholdSpec(
         "t", TEMP, Aggregate.MAX, 120, Direction.ABOVE, (None, 60, 90, 150), hysteresis=5
