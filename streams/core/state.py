@@ -34,6 +34,14 @@ at 0.12 ms a value (zlib level 1: 22 KB at 0.50 ms; LZ4: 26 KB at 0.10 ms). A no
 storm's value is 312 KB uncompressed against 16 KB with zlib: without compression the
 table bounds would cut state that pickling kept. Decompression is bounded
 (:data:`MAX_DOCUMENT_BYTES`), so a small hostile record cannot expand without limit.
+
+A frozen message model (an alert event in an alert book) cannot change once made, yet
+its district's value is written again whenever anything else in it changes: its
+msgpack is kept (:data:`PACKED_MODELS` of them, the most recently written) and put
+into later documents as it is, the same bytes. Measured on the largest
+district-detection value of the throughput benchmark with 10 % appeals (48 alert
+events, 290 KB uncompressed): the document took 1.11 ms, 0.27 ms of it in
+``model_dump`` of the events.
 """
 
 from __future__ import annotations
@@ -57,6 +65,10 @@ from pydantic import BaseModel
 
 MAGIC = "cityvitals/state"
 """The first element of every state document."""
+
+PACKED_MODELS = 4096
+"""Frozen message models whose msgpack a codec keeps for the next documents: more than
+the alert books of a city's districts hold (each keeps its open alerts and 64 closed)."""
 
 ZSTD = "zstd"
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
@@ -415,6 +427,12 @@ class StateCodec(Generic[T]):
         self._read: list[Any] = []  # shared values read so far, in order
         self._hints: dict[type, dict[str, Any]] = {}
         self._encoder = msgspec.msgpack.Encoder(enc_hook=self._encode_object)
+        # frozen models' msgpack by id, each with the model (so that its id is not
+        # reused while kept), the most recently written last
+        self._packed: collections.OrderedDict[int, tuple[Any, msgspec.Raw]] = (
+            collections.OrderedDict()
+        )
+        self._packer = msgspec.msgpack.Encoder(enc_hook=self._encode_object)
         self._decoder = msgspec.msgpack.Decoder(root, dec_hook=self._decode_object)
         self._envelope = msgspec.msgpack.Decoder(tuple[str, str, int, str, msgspec.Raw])
         self._compressor = zstandard.ZstdCompressor(level=1)
@@ -461,6 +479,8 @@ class StateCodec(Generic[T]):
         if hasattr(kind, "__state__"):
             return lambda obj: [name, obj.__state__()]
         if issubclass(kind, BaseModel):
+            if kind.model_config.get("frozen"):
+                return functools.partial(self._write_frozen, name)
             return lambda obj: [name, obj.model_dump()]
         slots = _slots(kind)
         shared = self._shared_fields_of(kind)
@@ -485,6 +505,19 @@ class StateCodec(Generic[T]):
             return [name, fields]
 
         return write
+
+    def _write_frozen(self, name: str, obj: BaseModel) -> msgspec.Raw:
+        """A frozen model as ``[name, fields]``, packed once and then reused."""
+        packed = self._packed
+        kept = packed.get(id(obj))
+        if kept is not None and kept[0] is obj:
+            packed.move_to_end(id(obj))
+            return kept[1]
+        raw = msgspec.Raw(self._packer.encode([name, obj.model_dump()]))
+        packed[id(obj)] = (obj, raw)
+        if len(packed) > PACKED_MODELS:
+            packed.popitem(last=False)
+        return raw
 
     # -- reading ---------------------------------------------------------------------------
     def decode(self, data: bytes) -> T:

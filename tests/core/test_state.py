@@ -19,7 +19,9 @@ from typing import Any
 import msgspec
 import pytest
 import zstandard
+from pydantic import BaseModel, ConfigDict
 
+import streams.core.state as state_module
 from streams.core.state import MAGIC, MAX_DOCUMENT_BYTES, StateCodec, StateError, tagged, untagged
 
 
@@ -193,3 +195,36 @@ def test_river_trees_keep_tuples_sets_and_key_types() -> None:
     value = {(1, "a"): {2: [1.5, None]}, "s": {3, 4}, "f": frozenset({"x"}), "b": b"\x00"}
     back = untagged(msgspec.msgpack.decode(msgspec.msgpack.encode(tagged(value))))
     assert back == value and type(next(iter(back))) is tuple
+
+
+class Note(BaseModel):
+    """A frozen message model, as the alert book holds alert events."""
+
+    model_config = ConfigDict(frozen=True)
+    text: str
+    at: datetime
+    tags: list[str] = []
+
+
+@dataclass
+class Book:
+    notes: dict[str, Note] = field(default_factory=dict)
+
+
+def test_a_frozen_model_is_written_the_same_however_often_and_after_it_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The codec reuses a frozen model's packed fields in later documents: a document is
+    still the same bytes a fresh codec writes, after the model is replaced by another of
+    the same key, and when more models are written than it keeps."""
+    monkeypatch.setattr(state_module, "PACKED_MODELS", 3)
+    at = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    book = Book({f"n{i}": Note(text=f"note {i}", at=at, tags=["a"]) for i in range(5)})
+    kept = StateCodec("test-table", Book, 1, [Note])
+    for i in range(5):
+        assert kept.encode(book) == StateCodec("test-table", Book, 1, [Note]).encode(book)
+        book.notes[f"n{i}"] = book.notes[f"n{i}"].model_copy(update={"text": f"changed {i}"})
+        assert len(kept._packed) <= 3
+    back = kept.decode(kept.encode(book))
+    assert back.notes == book.notes
+    assert [n.text for n in back.notes.values()] == [f"changed {i}" for i in range(5)]
