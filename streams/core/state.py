@@ -384,6 +384,34 @@ def untagged(node: Any, memo: dict[int, Any] | None = None) -> Any:
 # -- the codec -------------------------------------------------------------------------
 
 
+class PackedModels:
+    """The msgpack of the frozen message models a codec wrote last (at most
+    :data:`PACKED_MODELS`), put into later documents as it is (see the module docstring)."""
+
+    def __init__(self, enc_hook: Callable[[Any], Any]) -> None:
+        # by id, each with its model (so that the id is not reused while kept), the most
+        # recently written last
+        self._kept: collections.OrderedDict[int, tuple[Any, msgspec.Raw]] = (
+            collections.OrderedDict()
+        )
+        self._packer = msgspec.msgpack.Encoder(enc_hook=enc_hook)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def write(self, name: str, obj: BaseModel) -> msgspec.Raw:
+        """A frozen model as ``[name, fields]``, packed once and then reused."""
+        kept = self._kept.get(id(obj))
+        if kept is not None and kept[0] is obj:
+            self._kept.move_to_end(id(obj))
+            return kept[1]
+        raw = msgspec.Raw(self._packer.encode([name, obj.model_dump()]))
+        self._kept[id(obj)] = (obj, raw)
+        if len(self._kept) > PACKED_MODELS:
+            self._kept.popitem(last=False)
+        return raw
+
+
 class StateCodec(Generic[T]):
     """Encodes one table's values as versioned documents and restores them.
 
@@ -427,12 +455,7 @@ class StateCodec(Generic[T]):
         self._read: list[Any] = []  # shared values read so far, in order
         self._hints: dict[type, dict[str, Any]] = {}
         self._encoder = msgspec.msgpack.Encoder(enc_hook=self._encode_object)
-        # frozen models' msgpack by id, each with the model (so that its id is not
-        # reused while kept), the most recently written last
-        self._packed: collections.OrderedDict[int, tuple[Any, msgspec.Raw]] = (
-            collections.OrderedDict()
-        )
-        self._packer = msgspec.msgpack.Encoder(enc_hook=self._encode_object)
+        self._packed = PackedModels(self._encode_object)
         self._decoder = msgspec.msgpack.Decoder(root, dec_hook=self._decode_object)
         self._envelope = msgspec.msgpack.Decoder(tuple[str, str, int, str, msgspec.Raw])
         self._compressor = zstandard.ZstdCompressor(level=1)
@@ -480,7 +503,7 @@ class StateCodec(Generic[T]):
             return lambda obj: [name, obj.__state__()]
         if issubclass(kind, BaseModel):
             if kind.model_config.get("frozen"):
-                return functools.partial(self._write_frozen, name)
+                return functools.partial(self._packed.write, name)
             return lambda obj: [name, obj.model_dump()]
         slots = _slots(kind)
         shared = self._shared_fields_of(kind)
@@ -505,19 +528,6 @@ class StateCodec(Generic[T]):
             return [name, fields]
 
         return write
-
-    def _write_frozen(self, name: str, obj: BaseModel) -> msgspec.Raw:
-        """A frozen model as ``[name, fields]``, packed once and then reused."""
-        packed = self._packed
-        kept = packed.get(id(obj))
-        if kept is not None and kept[0] is obj:
-            packed.move_to_end(id(obj))
-            return kept[1]
-        raw = msgspec.Raw(self._packer.encode([name, obj.model_dump()]))
-        packed[id(obj)] = (obj, raw)
-        if len(packed) > PACKED_MODELS:
-            packed.popitem(last=False)
-        return raw
 
     # -- reading ---------------------------------------------------------------------------
     def decode(self, data: bytes) -> T:
