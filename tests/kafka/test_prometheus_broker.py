@@ -252,6 +252,18 @@ def scraped(stack: Stack, expr: str, what: str) -> None:
     wait_for(lambda: any(float(s["value"][1]) > 0 for s in stack.query(expr)), 30, what)
 
 
+def more_scrapes(stack: Stack, n: int) -> None:
+    """Wait until Prometheus has scraped the worker ``n`` more times (once a second), so
+    that it holds several samples of what stands now, however loaded the machine is."""
+
+    def last() -> float:
+        found = stack.query('timestamp(up{job="cityvitals"})')
+        return float(found[0]["value"][1]) if found else 0.0
+
+    since = last()
+    wait_for(lambda: last() >= since + n - 0.5, 30, f"{n} more scrapes")
+
+
 @pytest.fixture(scope="module")
 def stack(broker_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("prometheus-stack")
@@ -287,13 +299,17 @@ def stack(broker_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
                 f"sum(cityvitals_ingest_events_in_total) >= {total}",
                 f"part {n} consumed and scraped",
             )
-            time.sleep(2)
+            more_scrapes(s, 2)
 
         # once the last windows are closed (idle, after CITYVITALS_IDLE_CLOSE_S = 10 s)
         # and the alerts stand still, operators act on them in two rounds, so that
         # Prometheus sees the response-time histograms grow (increase() cannot see a
         # series' first sample)
-        time.sleep(12)
+        scraped(
+            s,
+            'sum(cityvitals_vitals_windows_closed_total{trigger="idle"})',
+            "the last windows closed for silence",
+        )
         alerts = settled_alerts(broker_bootstrap)
         assert len(alerts) >= 4, alerts
         still_open = [e for e in alerts if e.status is not AlertStatus.RESOLVED]
@@ -323,7 +339,7 @@ def stack(broker_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
                 f"sum(cityvitals_alerts_actions_applied_total) >= {done}",
                 f"round {n} of operator actions applied and scraped",
             )
-            time.sleep(2)
+            more_scrapes(s, 2)
         # a request without a token: a refusal for the API panel
         assert httpx.get(f"http://127.0.0.1:{worker.web_port}/api/v1/alerts").status_code == 401
         scraped(s, "sum(cityvitals_api_refusals_total)", "the refusal")
@@ -332,7 +348,7 @@ def stack(broker_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
             'sum(cityvitals_notify_deliveries_total{outcome="delivered"})',
             "webhook deliveries",
         )
-        time.sleep(3)  # a few more scrapes: rate() and increase() need two samples of a series
+        more_scrapes(s, 3)  # rate() and increase() need two samples of a series
         yield s
     finally:
         if prometheus is not None:
