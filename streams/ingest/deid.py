@@ -178,17 +178,20 @@ _REAL: Final = {
     "GAP": _GAP,
     "GAPN": _GAP_NO_DOT,
 }
+# The patterns over shapes (_shape_byte: a digit 1 stays 1, every other digit becomes 0):
+# each class of the real patterns becomes the shapes of its digits, so a shape matches
+# wherever the text might.
 _SHAPE: Final = {
     **_REAL,
-    "D": "0",
-    "NZ": "0",
-    "ONE": "0",
+    "D": "[01]",
+    "NZ": "[01]",
+    "ONE": "1",
     "MOB": "0",
     "CC": "00",
     "ZZ": "00",
-    "CENTURY": "00",
-    "MD": "0000",
-    "CHECK": "[0a]",
+    "CENTURY": "(?:10|00)",
+    "MD": "[01]{4}",
+    "CHECK": "[01a]",
 }
 _ID18: Final = _ID18_T.substitute(_REAL)
 _ID15: Final = _ID15_T.substitute(_REAL)
@@ -316,6 +319,8 @@ _SEPARATORS: Final = re.compile(r"[\s·・.\-]+")
 
 
 def _shape_byte(byte: int) -> int:
+    if byte == 0x31:
+        return byte  # '1': a phone's first digit, which most ids' digit runs lack there
     if 0x30 <= byte <= 0x39:
         return 0x30  # '0'
     if byte in b" .-()+@":
@@ -533,8 +538,12 @@ class Deidentifier:
         Same result as :meth:`scrub_text` for every string, but built for strings like
         ``tr-339901-0001`` or ``iot.pm25.339901001.01`` that run on every event and
         almost never hold personal data. The text is reduced to its *shape* (UTF-8 bytes
-        through one ``bytes.translate``: digits become ``0``, letters ``a``, the
-        separators and ``()+@`` stay, non-ASCII becomes ``u``), and the shape's verdict
+        through one ``bytes.translate``: the digit ``1`` stays, other digits become ``0``,
+        letters ``a``, the separators and ``()+@`` stay, non-ASCII becomes ``u``; a
+        phone starts with ``1``, which most ids' digit runs lack there: with every digit
+        ``0``, an event id whose run tag ended in three digits, such as
+        ``iot-339906-d8c252-00000300``, had the grouping of a phone and cost 4.1 µs instead
+        of 0.16), and the shape's verdict
         is looked up in a small cache. A shape is suspect if it holds ``@`` or non-ASCII,
         or if the phone/ID patterns instantiated over shapes match it; only then does
         :meth:`scrub_text` run. Ids from one system share a few shapes (fixed-width

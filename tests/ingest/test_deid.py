@@ -384,6 +384,8 @@ NOT_PERSONAL = [
     "tr-339901-0001",
     "hl-339903-20261124-00042",
     "traffic-339901-3fa9c2-00000042",
+    "iot-339906-d8c252-00000300",  # run tags ending in digits: phone-like if digits were alike
+    "fire-339901-e28469-00012345",
     "31.5",
     "120.17,30.25",
     "20261124123456789012",  # 20-digit order number
@@ -437,6 +439,46 @@ def test_scrub_identifier_survives_a_lone_surrogate(deid: Deidentifier) -> None:
         1,
     )
     assert TOKEN.fullmatch(deid.pseudonym("name", "\ud800"))
+
+
+@st.composite
+def identifiers(draw: st.DrawFn) -> str:
+    """Id-like strings (codes, counters, hex tags, separators), some with a phone or an ID
+    number inside, grouped as people write them."""
+    parts = draw(
+        st.lists(
+            st.one_of(
+                st.text("0123456789", min_size=1, max_size=12),
+                st.text("0123456789abcdef", min_size=1, max_size=8),
+                st.sampled_from([PHONE, "13912345678", ID18, ID18_X, "110105491231002"]),
+                st.sampled_from(["138 1234 5678", "138-1234-5678", "110105 19491231 002X"]),
+            ),
+            min_size=1,
+            max_size=5,
+        )
+    )
+    seps = draw(st.lists(st.sampled_from(["-", ".", "", " ", "(", ")", "+"]), min_size=len(parts)))
+    return "".join(p + sep for p, sep in zip(parts, seps, strict=False))
+
+
+@settings(max_examples=500)
+@given(text=identifiers())
+def test_scrub_identifier_answers_as_scrub_text(text: str) -> None:
+    """The identifiers' pre-filter (the text's shape) never lets personal data through."""
+    deid = Deidentifier(KEY)
+    assert deid.scrub_identifier(text) == deid.scrub_text(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["iot-339906-d8c252-00000300", "fire-339901-e28469-00012345", "tr-339901-0001"]
+)
+def test_ids_without_a_phone_s_first_digits_are_cleared_by_their_shape(text: str) -> None:
+    """A sensor id whose run tag ends in digits is cleared by its shape (one dict lookup
+    per event), not by the full patterns: a run of the simulated city has such a tag
+    on every event id now and then, and the patterns cost every event 4 µs."""
+    Deidentifier(KEY).scrub_identifier(text)
+    shape = text.encode().translate(deid_module._SHAPE_TABLE)
+    assert deid_module._SHAPE_VERDICTS[shape] is False
 
 
 def test_shape_cache_stays_bounded() -> None:
