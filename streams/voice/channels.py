@@ -379,14 +379,15 @@ class AppealIntake:
         """:meth:`read`, then :meth:`repeat`."""
         return self.repeat(self.read(channel, payload))
 
-    def repeat_of(self, appeal: Appeal) -> str | None:
+    def repeat_of(self, appeal: Appeal, at: float | None = None) -> str | None:
         """The id of the first appeal of the run this one repeats, if any (read again,
-        the first is not its own repeat)."""
+        the first is not its own repeat). ``at``: the appeal's event time in seconds
+        since the epoch, when the caller has worked it out already."""
         first = repeat_in(
             self.runs_of(appeal.district),
             place_key(appeal.street, appeal.category),
             appeal.appeal_id,
-            appeal.event_time.timestamp(),
+            appeal.event_time.timestamp() if at is None else at,
             self.repeats.span_s,
         )
         return None if first == appeal.appeal_id else first
@@ -424,8 +425,8 @@ class AppealIntake:
         for kind, value in draft.personal:
             if len(value) >= 2 and value in text:
                 text = text.replace(value, self.deid.pseudonym(kind, value))
-        # the de-identified fields go to the catalogue as they are: a second draft (a
-        # frozen dataclass) cost 1.5 µs an appeal, and dataclasses.replace 6
+        # the de-identified fields go to the catalogue as they are: a second draft (then
+        # a frozen dataclass) cost 1.5 µs an appeal, and dataclasses.replace 6
         return self.appeals.appeal_of(
             found,
             self.deid.scrub_identifier(draft.appeal_id)[0],

@@ -208,8 +208,8 @@ class AppealIngest:
                 f"message key {quoted(shown)} is not the appeal's district "
                 f"{quoted(appeal.district)}",
             )
-        t = self.ingestor.catalogue.check_time(appeal.event_time, now)
-        return appeal, t, intake.repeat_of(appeal)
+        t = self.ingestor.catalogue.check_time(appeal.event_time, now)  # its timestamp()
+        return appeal, t, intake.repeat_of(appeal, t)
 
     def _reading(
         self,
