@@ -4,6 +4,7 @@ they warn of nothing, for the cluster boundaries a city may choose.
 Run from the repository root::
 
     .venv/bin/python bench/opinion.py [--seeds 10] [--days 7] [--cluster 3 --cluster 4]
+                                      [--hourly-prior 2 --hourly-prior off] [--scale 1]
 
 Everything runs in this process through the worker's own code, without a broker: the
 simulated city's appeals (:class:`~streams.sim.appeals.AppealSource`) are read by the
@@ -12,7 +13,10 @@ categorised, scored), counted and tallied in each district's windows
 (:class:`~streams.state.windows.DistrictWindows`), and every closed minute goes to the
 district's detection (:class:`~streams.alerting.detection.DistrictDetection`) with
 ``config/thresholds.yaml``, only its ``public_opinion`` cluster boundary for grade IV
-replaced by each ``--cluster`` value (the higher grades keep their distance above it).
+replaced by each ``--cluster`` value (the higher grades keep their distance above it)
+and, with ``--hourly-prior``, its ``hourly_prior`` by each value in hours (``off``: a
+prior no history outweighs, so the usual counts are the whole day's, as before the
+hours of the day were kept).
 Each district has one sensor reading a minute besides its appeals, as the demo city's
 sensors keep its windows closing.
 
@@ -27,7 +31,7 @@ sensors keep its windows closing.
   incident (seed 1000); every ``public_opinion`` alert fired counts, in the first day
   (the usual counts still unknown: only the fixed boundaries hold) and per day after.
 
-One JSON object goes to stdout: per cluster value, the detection times, their median
+One JSON object goes to stdout: per cluster value (and hours' prior), the detection times, their median
 and maximum and how many were within 15 minutes (900 s), and the false warnings. The figures are the simulator's: its everyday appeals spread over streets and
 categories by the districts' profiles, not a real city's.
 """
@@ -63,16 +67,21 @@ from streams.voice.ingest import AppealIngest
 START = datetime(2026, 11, 24, tzinfo=UTC)  # the simulator's fixed start
 HEARTBEAT = "iot.pm25"  # the sensor reading each district has every minute
 KEY = b"bench-opinion-key-not-for-production-0123"
+WHOLE_DAY = 1e12  # an hours' prior no history outweighs: the whole day's usual count
 
 
-def context(cfg: CityConfig, cluster_iv: float) -> DetectionContext:
+def context(cfg: CityConfig, cluster_iv: float, hourly_prior: float | None) -> DetectionContext:
     """Detection as the worker runs it, the cluster boundaries moved to start at
-    ``cluster_iv`` (the higher grades keep their distance above grade IV)."""
+    ``cluster_iv`` (the higher grades keep their distance above grade IV) and the hours'
+    prior set to ``hourly_prior`` seconds (None: the shipped one)."""
     rules = load_thresholds(cfg)
     shipped = rules.opinion.cluster
     shift = cluster_iv - shipped["IV"]
     cluster = {grade: bound + shift for grade, bound in shipped.items()}
-    opinion = rules.opinion.model_copy(update={"cluster": cluster})
+    update: dict[str, Any] = {"cluster": cluster}
+    if hourly_prior is not None:
+        update["hourly_prior"] = hourly_prior
+    opinion = rules.opinion.model_copy(update=update)
     rules = type(rules)(
         rules.defaults, rules.rules, rules.street_district, rules.nonnegative, opinion
     )
@@ -134,13 +143,20 @@ def smell(cfg: CityConfig) -> Incident:
 
 
 def detection_time(
-    cfg: CityConfig, ingest: AppealIngest, ctx: DetectionContext, seed: int, history_h: float
+    cfg: CityConfig,
+    ingest: AppealIngest,
+    ctx: DetectionContext,
+    seed: int,
+    history_h: float,
+    scale: float = 1.0,
 ) -> float | None:
     """Seconds from the smell's start to its first warning, the city's appeals running
     ``history_h`` hours before it (its incident starts 15 minutes after the script's start)."""
     inc = smell(cfg)
     begin = START - timedelta(hours=history_h)
-    source = AppealSource(cfg, seed=seed, start=begin, run=f"{seed:08x}", incidents=(inc,))
+    source = AppealSource(
+        cfg, seed=seed, start=begin, run=f"{seed:08x}", incidents=(inc,), rate_scale=scale
+    )
     events = run_city(cfg, ingest, ctx, source.appeals_in(inc.end - begin), begin, inc.end)
     fired = [
         e.event_time.timestamp() - inc.start.timestamp()
@@ -154,12 +170,12 @@ def detection_time(
 
 
 def false_warnings(
-    cfg: CityConfig, ingest: AppealIngest, ctx: DetectionContext, days: float
+    cfg: CityConfig, ingest: AppealIngest, ctx: DetectionContext, days: float, scale: float = 1.0
 ) -> tuple[Counter[str], Counter[str]]:
     """The warnings ``days`` of everyday appeals raise: in the districts' first day (their
     usual counts still unknown), and after it, by grade."""
     span = timedelta(days=days)
-    source = AppealSource(cfg, seed=1000, start=START, run="000003e8")
+    source = AppealSource(cfg, seed=1000, start=START, run="000003e8", rate_scale=scale)
     events = run_city(cfg, ingest, ctx, source.appeals_in(span), START, START + span)
     warm = (START + timedelta(days=1)).timestamp()
     fired = [e for e in events if e.status is AlertStatus.FIRING]
@@ -175,21 +191,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cluster", type=float, action="append", help="grade IV cluster boundaries to compare"
     )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="the city's everyday appeals times this (a bigger city; the smell stays)",
+    )
+    parser.add_argument(
+        "--hourly-prior",
+        action="append",
+        help="hours' priors to compare, in hours ('off': the whole day's usual count only)",
+    )
     args = parser.parse_args(argv)
+    priors: list[float | None] = [
+        WHOLE_DAY if p == "off" else float(p) * 3600 for p in args.hourly_prior or []
+    ] or [None]
     cfg = load_config()
     ingestor = Ingestor(cfg, Deidentifier(KEY), max_age_s=10 * 365 * 86400.0)
     ingest = AppealIngest(ingestor, AppealIntake(load_appeals(cfg), ingestor.deid), Scorer())
     shipped = load_thresholds(cfg).opinion.cluster["IV"]
-    out: dict[str, Any] = {"seeds": args.seeds, "days": args.days, "shipped_iv": shipped}
+    out: dict[str, Any] = {
+        "seeds": args.seeds,
+        "days": args.days,
+        "scale": args.scale,
+        "shipped_iv": shipped,
+    }
     with Progress(transient=True) as progress:
-        for iv in args.cluster or [shipped]:
-            ctx = context(cfg, iv)
-            task = progress.add_task(f"cluster IV {iv:g}", total=2 * args.seeds + 1)
+        for iv, prior in [(iv, p) for iv in args.cluster or [shipped] for p in priors]:
+            ctx = context(cfg, iv, prior)
+            name = f"cluster_iv_{iv:g}"
+            if prior is not None:
+                name += "_whole_day" if prior == WHOLE_DAY else f"_hourly_prior_{prior / 3600:g}h"
+            task = progress.add_task(name, total=2 * args.seeds + 1)
             result: dict[str, Any] = {}
             for history_h in (0.0, 24.0):
                 times = []
                 for seed in range(1, args.seeds + 1):
-                    times.append(detection_time(cfg, ingest, ctx, seed, history_h))
+                    times.append(detection_time(cfg, ingest, ctx, seed, history_h, args.scale))
                     progress.advance(task)
                 found = [t for t in times if t is not None]
                 result[f"after_{history_h:g}h_of_history"] = {
@@ -198,14 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "max_s": max(found, default=None),
                     "within_900_s": sum(t <= 900 for t in found),
                 }
-            first, later = false_warnings(cfg, ingest, ctx, args.days)
+            first, later = false_warnings(cfg, ingest, ctx, args.days, args.scale)
             progress.advance(task)
             result["false_warnings_first_day"] = dict(sorted(first.items()))
             result["false_warnings_per_day_after"] = round(
                 sum(later.values()) / max(args.days - 1, 1e-9), 2
             )
             result["false_by_grade_after"] = dict(sorted(later.items()))
-            out[f"cluster_iv_{iv:g}"] = result
+            out[name] = result
     print(json.dumps(out, indent=2))
     return 0
 

@@ -30,6 +30,23 @@ had no appeals before), corrected for a history shorter than the smoothing needs
 the window. A minute moves only the series with appeals in the window or an open alert;
 a quiet series' rate decays by the time since it last moved when it is next asked for.
 
+Citizens write by the hour of the day: at three in the morning a district hears a
+fraction of its midday appeals, so a whole day's rate would make every morning a
+surge and hide one at night. A district's series therefore also keeps one smoothed rate
+for each hour of the city's day (``OpinionSeries.hourly``). Each is moved only by the
+minutes of its hour, so it forgets with the same half-life counted in days (its clock
+runs an hour a day), and it takes a minute's appeals when the minute leaves the window:
+a surge is never part of the usual count it is judged against. The usual count over
+the window is each hour's rate times the window's seconds in that hour. An hour's rate is
+known from few appeals at first, so it is shrunk towards the mean of the day's hours:
+it weighs ``e / (e + hourly_prior)``, ``e`` being how much of that hour the series has
+seen as the smoothing weighs it (about an hour a day). Its surges are judged once the
+district has ``warmup`` of history before the window. A street has too few appeals for
+a rate of each hour: its usual count is its whole day's rate scaled by how much busier
+its district's hours of the window are, for the category, than the district's day. A
+series written by a release before the hours starts them when it is restored.
+``bench/opinion.py`` measured the difference on the simulated city (docs/appeals.md).
+
 A series raises a ``public_opinion`` alert when it first has a grade, updates it when
 the grade goes up, lowers it once the grade has stayed below the alert's for ``hold``
 (to the grade it has then), and resolves it after ``hold`` without one: under a flood a
@@ -52,9 +69,11 @@ soon as an hour does and raises a fraction of the warnings of nothing.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from streams.alerting.lifecycle import Signal
@@ -80,6 +99,7 @@ SPREAD_RULE = "public_opinion.streets"  # a category clustering in several stree
 SPREAD = "*"  # the street part of the key of a district's alert of several streets
 SPREAD_STREETS = 2  # streets of a district with a grade at once that make one alert
 GRADES = (Grade.IV, Grade.III, Grade.II, Grade.I)
+HOURS = 24  # a district series' rates of the hours of the city's day
 _N, _EXTREME, _INTENSITY, _RATED, _BAD, _REPEATS = range(len(APPEAL_TALLY))
 
 
@@ -104,6 +124,11 @@ class OpinionSeries:
     samples: list[list[Any]] = field(default_factory=list)
     baseline: float = 0.0  # usual appeals per second, smoothed from the district's start
     baseline_at: float | None = None  # when ``baseline`` was last moved (lazily decayed)
+    #: a district's series: its smoothed rate in each hour of the city's day, moved by
+    #: the minutes that left the window (empty in a series of an earlier release)
+    hourly: list[float] = field(default_factory=list)
+    hourly_since: float | None = None  # the start of the hours' history
+    hourly_at: float | None = None  # the end of the last minute they took
     raised: str | None = None  # the grade (IV .. I) of its open alert
     calm_since: float | None = None  # since when it has had no grade, its alert open
     lower_since: float | None = None  # since when its grade has been below its alert's
@@ -135,7 +160,8 @@ def public_opinion(
     # usual count decays when next asked for (OpinionSeries.baseline_at)
     active = {k for k, series in state.opinion.items() if series.minutes or series.raised}
     judged: dict[str, list[_Judged]] = {}
-    for key in sorted(active | set(tallies)):
+    hours = _Hours(ctx, end, conf, state.opinion_since)
+    for key in sorted(active | set(tallies)):  # a category's own series before its streets'
         category, _, street = key.partition(FACET_PLACE_SEP)
         of_category = judged.setdefault(category, [])
         if street == SPREAD:
@@ -143,12 +169,19 @@ def public_opinion(
         series = state.opinion.get(key)
         if series is None:  # no appeal before: its usual count starts from none
             series = state.opinion[key] = OpinionSeries()
+            if not street:  # nor had any hour of the day
+                series.hourly = [0.0] * HOURS
+                series.hourly_since = series.hourly_at = state.opinion_since
         minute = samples.get(key, []) if street else by_category.get(key, [])
-        _advance(series, end, span, tallies.get(key), minute, conf)
+        _advance(series, end, span, tallies.get(key), minute, conf, None if street else hours)
         counts = _counts(series)
         if series.raised is None and _below(counts, street or None, bounds, conf):
             continue  # too few appeals for any grade, and no alert to hold
         usual = _usual(series, age, end, conf)
+        if usual is not None and street:
+            usual *= hours.profile(state.opinion.get(category))
+        elif usual is not None:
+            usual = hours.usual(series, usual)
         grade, why = _grade(counts, street or None, usual, bounds, conf)
         of_category.append(_Judged(key, series, street or None, grade, why))
     for category, of_category in judged.items():
@@ -276,6 +309,119 @@ def _decayed(series: OpinionSeries, end: float, conf: PublicOpinion) -> float:
     return series.baseline * 0.5 ** ((end - series.baseline_at) / conf.baseline_half_life)
 
 
+class _Hours:
+    """The hours of the city's day as one closed minute of a district sees them.
+
+    An hour's clock (:meth:`clock`) counts the seconds spent in that hour of the day from
+    the epoch, on the city's wall clock: the time an hour's rate forgets in. The hourly
+    rates take a minute's appeals when it leaves the window, so a surge is never part of
+    the usual count it is judged against.
+    """
+
+    def __init__(
+        self, ctx: DetectionContext, end: float, conf: PublicOpinion, since: float
+    ) -> None:
+        self.ctx, self.conf, self.t = ctx, conf, end
+        # the district's history before the window: its surges are judged after the warmup
+        self.warm = end - conf.window - since >= conf.warmup
+        self.half = conf.baseline_half_life / HOURS  # an hour's half-life on its clock
+
+    # the hours' clocks at the minute's end and the window's start, worked out when a
+    # series first needs them (most minutes of most districts judge no district series)
+    @cached_property
+    def end(self) -> list[float]:
+        return self.clock(self.t)
+
+    @cached_property
+    def start(self) -> list[float]:
+        return self.clock(self.t - self.conf.window)
+
+    @cached_property
+    def window(self) -> list[float]:
+        return [b - a for a, b in zip(self.start, self.end, strict=True)]
+
+    def clock(self, t: float) -> list[float]:
+        days, into = divmod(self.ctx.local(t), 86400.0)
+        return [days * 3600.0 + min(max(into - 3600.0 * h, 0.0), 3600.0) for h in range(HOURS)]
+
+    def move(self, series: OpinionSeries, left: list[list[float]], span: float) -> None:
+        """Move a district series' hourly rates through the minutes that left its window
+        (``[end, *tally]``, oldest first, each ``span`` long) and the quiet ones between."""
+        hourly, half = series.hourly, self.half
+        for minute in left:
+            start = minute[0] - span
+            first = self.clock(start)
+            if series.hourly_at is None:  # an earlier release's series: its hours start now
+                series.hourly = hourly = [0.0] * HOURS
+                series.hourly_since = start
+            else:
+                before = self.clock(series.hourly_at)
+                for h in range(HOURS):
+                    if first[h] > before[h] and hourly[h]:
+                        hourly[h] *= 0.5 ** ((first[h] - before[h]) / half)
+            last = self.clock(minute[0])
+            rate = minute[1 + _N] / span
+            for h in range(HOURS):
+                if last[h] > first[h]:
+                    keep = 0.5 ** ((last[h] - first[h]) / half)
+                    hourly[h] = hourly[h] * keep + (1 - keep) * rate
+            series.hourly_at = minute[0]
+
+    def _rates(self, series: OpinionSeries) -> list[float | None]:
+        """Each hour's rate up to the window's start, corrected for a history shorter than
+        the smoothing needs, and how much of the hour it has seen (as the smoothing weighs
+        it); None for an hour not seen yet."""
+        assert series.hourly_since is not None and series.hourly_at is not None
+        since, at, half = self.clock(series.hourly_since), self.clock(series.hourly_at), self.half
+        rates: list[float | None] = []
+        for h in range(HOURS):
+            seen = self.start[h] - since[h]
+            if seen <= 0:
+                rates.append(None)
+                continue
+            kept = 1.0 - 0.5 ** (seen / half)
+            quiet = max(self.start[h] - at[h], 0.0)
+            rates.append(series.hourly[h] * 0.5 ** (quiet / half) / kept)
+        return rates
+
+    def usual(self, series: OpinionSeries | None, daily: float) -> float | None:
+        """The usual count over the window of a district's series by the hours of the day,
+        or ``daily`` (the whole day's, from ``baseline``) while it has no hours; None
+        while the district's history before the window is shorter than the warmup."""
+        if series is None or series.hourly_since is None or series.hourly_at is None:
+            return daily
+        if not self.warm:
+            return None
+        rates = self._rates(series)
+        known = [r for r in rates if r is not None]
+        day = sum(known) / len(known) if known else daily / self.conf.window
+        since, half, prior = self.clock(series.hourly_since), self.half, self.conf.hourly_prior
+        usual = 0.0
+        for h, rate in enumerate(rates):
+            if self.window[h] <= 0:
+                continue
+            if rate is None:
+                usual += day * self.window[h]
+                continue
+            seen = self.start[h] - since[h]
+            weight = (1.0 - 0.5 ** (seen / half)) * half / math.log(2)
+            weight /= weight + prior
+            usual += (weight * rate + (1 - weight) * day) * self.window[h]
+        return usual
+
+    def profile(self, series: OpinionSeries | None) -> float:
+        """How much busier the window's hours are than the whole day in a district's
+        series: what a street's whole-day usual count is scaled by (1 without hours)."""
+        if series is None or series.hourly_since is None or series.hourly_at is None:
+            return 1.0
+        known = [r for r in self._rates(series) if r is not None]
+        day = sum(known) / len(known) if known else 0.0
+        usual = self.usual(series, day * self.conf.window)
+        if day <= 0 or usual is None:
+            return 1.0
+        return usual / (day * self.conf.window)
+
+
 def _advance(
     series: OpinionSeries,
     end: float,
@@ -283,7 +429,10 @@ def _advance(
     tally: list[float] | None,
     samples: list[list[Any]],
     conf: PublicOpinion,
+    hours: _Hours | None = None,
 ) -> None:
+    """Move a series to the minute ending at ``end``; ``hours``: a district's series,
+    whose hourly rates take the minutes that leave the window."""
     horizon = end - conf.window
     if tally is not None:
         series.minutes.append([end, *tally])
@@ -296,6 +445,8 @@ def _advance(
         if not samples:
             return  # nothing left the window; a kept appeal's minute is one of its minutes
     else:
+        if hours is not None:
+            hours.move(series, [m for m in series.minutes if m[0] <= horizon], span)
         series.minutes = [m for m in series.minutes if m[0] > horizon]
     kept = [s for s in series.samples if s[1] > horizon]
     kept += [[rank, end, doc] for rank, doc in samples]

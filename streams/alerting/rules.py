@@ -124,6 +124,9 @@ class PublicOpinion(_Strict):
     baseline_half_life: Duration = 7 * 86400.0  # how fast the usual count follows the city
     baseline_floor: float = Field(1.0, gt=0)  # usual count per window, at least
     warmup: Duration = 86400.0  # a district's category surges only after this much history
+    # an hour of the day's own usual count weighs as much as the day's once the district
+    # has seen this much of that hour (3600 s: about a day of history)
+    hourly_prior: Duration = 3600.0
     # the share of bad ratings among a district's ratings of one category
     bad_ratings: dict[GradeName, float] = Field(default_factory=_bad_ratings)
     ratings_min: int = Field(10, ge=1)

@@ -5,8 +5,10 @@ category's owner."""
 from __future__ import annotations
 
 import random
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -34,6 +36,7 @@ OPINION = {
     "baseline_half_life": "1d",
     "baseline_floor": 1,
     "warmup": "2h",
+    "hourly_prior": "2h",
     "bad_ratings": {"IV": 0.3, "III": 0.5},
     "ratings_min": 10,
     "extreme_share": 0.5,
@@ -254,7 +257,8 @@ def test_a_district_surge_is_judged_against_its_usual_count_after_the_warmup(
 
 
 def test_a_busy_street_needs_a_surge_above_its_usual_count_to_cluster(tmp_path: Path) -> None:
-    ctx = context(tmp_path)
+    # the whole day's usual count alone (its hours: the tests below)
+    ctx = context(tmp_path, hourly_prior="100000d")
     busy = DistrictDetection(DISTRICT)
     for i in range(1800):  # two appeals about smells an hour, for thirty hours
         assert opinion(busy.on_window(minute(i, [appeal(i)] if i % 30 == 0 else []), ctx)) == []
@@ -266,6 +270,104 @@ def test_a_busy_street_needs_a_surge_above_its_usual_count_to_cluster(tmp_path: 
     (fired,) = [e for e in events if e.street == STREET]
     assert fired.grade is Grade.IV and fired.evidence.observed == 7
     assert fired.evidence.threshold is not None and 6 < fired.evidence.threshold <= 7
+
+
+def rhythm_minutes(days: int, extra: dict[int, int] | None = None) -> list[ClosedWindow]:
+    """``days`` of a district's minutes whose odour appeals follow the day: one a minute
+    from 9 to 10 in the morning (city time), otherwise one every twelve minutes; ``extra``
+    adds appeals to a minute (by its index)."""
+    zone = ZoneInfo(CFG.city.city.timezone)
+    out = []
+    for i in range(days * 1440):
+        local = datetime.fromtimestamp(T0 + 60 * i, zone)
+        n = 1 if local.hour == 9 or local.minute % 12 == 0 else 0
+        n += (extra or {}).get(i, 0)
+        out.append(minute(i, [{**appeal(k), "street": None} for k in range(n)]))
+    return out
+
+
+def rhythm_context(tmp_path: Path, hours: bool) -> DetectionContext:
+    """A 15-minute window, a day's warmup, a week's half-life; the usual count by the
+    hours of the day (``hours``) or the whole day's alone; streets out of the way."""
+    return context(
+        tmp_path,
+        window="15m",
+        warmup="1d",
+        baseline_half_life="7d",
+        hourly_prior="2h" if hours else "100000d",
+        cluster={"IV": 1000},
+    )
+
+
+@pytest.mark.parametrize(("hours", "peaks"), [(True, 0), (False, 6)])
+def test_a_district_rush_hour_is_usual_by_its_hour_of_the_day(
+    tmp_path: Path, hours: bool, peaks: int
+) -> None:
+    """A morning hour with twelve times the appeals of the rest of the day is no surge once
+    the district's usual count follows the hours of its day; against the whole day's, it
+    is one every morning after the warmup."""
+    ctx = rhythm_context(tmp_path, hours)
+    det = DistrictDetection(DISTRICT)
+    fired = []
+    for w in rhythm_minutes(7):
+        fired += [e for e in opinion(det.on_window(w, ctx)) if e.status is AlertStatus.FIRING]
+    zone = ZoneInfo(CFG.city.city.timezone)
+    mornings = {e.event_time.astimezone(zone).date() for e in fired}
+    assert len(fired) == len(mornings) == peaks  # days 2 to 7: one warning each, or none
+    assert all(e.event_time.astimezone(zone).hour == 9 for e in fired)
+
+
+def test_a_night_surge_is_judged_against_the_night_usual_count(tmp_path: Path) -> None:
+    """Eight appeals in a minute at night, after a week of the rhythm above: the night
+    hears five an hour (1.25 over the window) and the whole day about seven (1.8); the
+    usual count the surge is judged by lies between, nearer the night's, and grades it
+    III (five times the usual count), where the whole day's would grade it IV."""
+    zone = ZoneInfo(CFG.city.city.timezone)
+    night = next(
+        i
+        for i in range(7 * 1440, 8 * 1440)
+        if datetime.fromtimestamp(T0 + 60 * i, zone).strftime("%H:%M") == "03:05"
+    )
+    graded = {}
+    for hours in (True, False):
+        ctx = rhythm_context(tmp_path, hours)
+        det = DistrictDetection(DISTRICT)
+        events = []
+        for w in rhythm_minutes(8, {night: 8}):
+            events += opinion(det.on_window(w, ctx))
+        (surge,) = [e for e in events if e.event_time.timestamp() == T0 + 60 * night + 60]
+        graded[hours] = surge.grade, surge.evidence.baseline
+    (by_hours, usual), (by_day, day_usual) = graded[True], graded[False]
+    assert usual is not None and day_usual is not None
+    assert 1.25 < usual < 1.55 and 1.7 < day_usual < 1.9
+    assert (by_hours, by_day) == (Grade.III, Grade.IV)
+
+
+def test_a_district_of_an_earlier_release_takes_its_hours_from_its_restore(
+    tmp_path: Path,
+) -> None:
+    """Series written before the hours were kept restore with the whole day's usual count
+    and keep the hours of the day from then on."""
+    ctx = context(tmp_path, window="15m", warmup="1h", baseline_half_life="7d")
+    minutes = rhythm_minutes(2)
+    det = DistrictDetection(DISTRICT)
+    for w in minutes[:1440]:
+        det.on_window(w, ctx)
+    doc = det.dumps()
+    for series in det.opinion.values():  # as an earlier release wrote them
+        series.hourly, series.hourly_since, series.hourly_at = [], None, None
+    old = DistrictDetection.loads(det.dumps())
+    assert old.opinion["odour"].hourly == [] and old.opinion["odour"].baseline > 0
+    for w in minutes[1440:]:
+        old.on_window(w, ctx)
+    series = old.opinion["odour"]
+    # the hours take the minutes with appeals as they leave the window: from the oldest
+    # in the window at the restore, to the newest 15 minutes before the last
+    with_appeals = [w for w in minutes if w.tallies]
+    since = min(w.start for w in with_appeals if w.end > minutes[1439].end - 900)
+    at = max(w.end for w in with_appeals if w.end <= minutes[-1].end - 900)
+    assert len(series.hourly) == 24 and (series.hourly_since, series.hourly_at) == (since, at)
+    assert DistrictDetection.loads(doc).opinion["odour"].hourly_since == minutes[0].start
 
 
 def test_bad_ratings_of_a_service_warn_its_owner(tmp_path: Path) -> None:
