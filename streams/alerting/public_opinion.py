@@ -325,6 +325,7 @@ class _Hours:
         # the district's history before the window: its surges are judged after the warmup
         self.warm = end - conf.window - since >= conf.warmup
         self.half = conf.baseline_half_life / HOURS  # an hour's half-life on its clock
+        self._known: dict[int, list[tuple[int, float, float]]] = {}  # _own, per series
 
     # the hours' clocks at the minute's end and the window's start, worked out when a
     # series first needs them (most minutes of most districts judge no district series)
@@ -348,78 +349,77 @@ class _Hours:
         """Move a district series' hourly rates through the minutes that left its window
         (``[end, *tally]``, oldest first, each ``span`` long) and the quiet ones between."""
         hourly, half = series.hourly, self.half
+        before = None if series.hourly_at is None else self.clock(series.hourly_at)
         for minute in left:
             start = minute[0] - span
             first = self.clock(start)
-            if series.hourly_at is None:  # an earlier release's series: its hours start now
+            if before is None:  # an earlier release's series: its hours start now
                 series.hourly = hourly = [0.0] * HOURS
                 series.hourly_since = start
             else:
-                before = self.clock(series.hourly_at)
                 for h in range(HOURS):
                     if first[h] > before[h] and hourly[h]:
                         hourly[h] *= 0.5 ** ((first[h] - before[h]) / half)
-            last = self.clock(minute[0])
+            before = self.clock(minute[0])
             rate = minute[1 + _N] / span
             for h in range(HOURS):
-                if last[h] > first[h]:
-                    keep = 0.5 ** ((last[h] - first[h]) / half)
+                if before[h] > first[h]:
+                    keep = 0.5 ** ((before[h] - first[h]) / half)
                     hourly[h] = hourly[h] * keep + (1 - keep) * rate
             series.hourly_at = minute[0]
 
-    def _rates(self, series: OpinionSeries) -> list[float | None]:
-        """Each hour's rate up to the window's start, corrected for a history shorter than
-        the smoothing needs, and how much of the hour it has seen (as the smoothing weighs
-        it); None for an hour not seen yet."""
+    def _own(self, series: OpinionSeries) -> list[tuple[int, float, float]]:
+        """(hour, rate, weight) of each hour the series has seen: its rate up to the
+        window's start, corrected for a history shorter than the smoothing needs, and the
+        weight that history has against ``hourly_prior``. Worked out once a minute per
+        series (a district's is asked again by each of its streets)."""
+        own = self._known.get(id(series))
+        if own is not None:
+            return own
         assert series.hourly_since is not None and series.hourly_at is not None
         since, at, half = self.clock(series.hourly_since), self.clock(series.hourly_at), self.half
-        rates: list[float | None] = []
+        own = []
         for h in range(HOURS):
             seen = self.start[h] - since[h]
-            if seen <= 0:
-                rates.append(None)
-                continue
-            kept = 1.0 - 0.5 ** (seen / half)
-            quiet = max(self.start[h] - at[h], 0.0)
-            rates.append(series.hourly[h] * 0.5 ** (quiet / half) / kept)
-        return rates
+            if seen > 0:
+                kept = 1.0 - 0.5 ** (seen / half)
+                quiet = max(self.start[h] - at[h], 0.0)
+                weight = kept * half / math.log(2)  # the hour's history, as smoothing weighs it
+                rate = series.hourly[h] * 0.5 ** (quiet / half) / kept
+                own.append((h, rate, weight / (weight + self.conf.hourly_prior)))
+        self._known[id(series)] = own
+        return own
 
-    def usual(self, series: OpinionSeries | None, daily: float) -> float | None:
+    def _over_window(self, own: list[tuple[int, float, float]], day: float) -> float:
+        """The usual count over the window: each hour's rate shrunk towards ``day`` by its
+        weight (an hour not seen yet: ``day``), times the window's seconds in it."""
+        usual = day * self.conf.window
+        for h, rate, weight in own:
+            usual += weight * (rate - day) * self.window[h]
+        return usual
+
+    def usual(self, series: OpinionSeries, daily: float) -> float | None:
         """The usual count over the window of a district's series by the hours of the day,
         or ``daily`` (the whole day's, from ``baseline``) while it has no hours; None
         while the district's history before the window is shorter than the warmup."""
-        if series is None or series.hourly_since is None or series.hourly_at is None:
+        if series.hourly_since is None or series.hourly_at is None:
             return daily
         if not self.warm:
             return None
-        rates = self._rates(series)
-        known = [r for r in rates if r is not None]
-        day = sum(known) / len(known) if known else daily / self.conf.window
-        since, half, prior = self.clock(series.hourly_since), self.half, self.conf.hourly_prior
-        usual = 0.0
-        for h, rate in enumerate(rates):
-            if self.window[h] <= 0:
-                continue
-            if rate is None:
-                usual += day * self.window[h]
-                continue
-            seen = self.start[h] - since[h]
-            weight = (1.0 - 0.5 ** (seen / half)) * half / math.log(2)
-            weight /= weight + prior
-            usual += (weight * rate + (1 - weight) * day) * self.window[h]
-        return usual
+        own = self._own(series)
+        day = sum(r for _, r, _ in own) / len(own) if own else daily / self.conf.window
+        return self._over_window(own, day)
 
     def profile(self, series: OpinionSeries | None) -> float:
         """How much busier the window's hours are than the whole day in a district's
         series: what a street's whole-day usual count is scaled by (1 without hours)."""
         if series is None or series.hourly_since is None or series.hourly_at is None:
             return 1.0
-        known = [r for r in self._rates(series) if r is not None]
-        day = sum(known) / len(known) if known else 0.0
-        usual = self.usual(series, day * self.conf.window)
-        if day <= 0 or usual is None:
+        own = self._own(series) if self.warm else []
+        day = sum(r for _, r, _ in own) / len(own) if own else 0.0
+        if day <= 0:
             return 1.0
-        return usual / (day * self.conf.window)
+        return self._over_window(own, day) / (day * self.conf.window)
 
 
 def _advance(
