@@ -3,6 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python bench/processing.py [--events 200000] [--batch 2000] [--runs 5] [--seed 7]
+                                         [--appeals 0.0]
 
 Why beside ``bench/throughput.py``: the end-to-end rate moves by 10 % or more from run to
 run on a shared 2-core machine (the broker, the worker and the producer compete, and the
@@ -48,7 +49,8 @@ from streams.core.settings import Settings
 from streams.kafka.feed import InputRecord, key_partition
 from streams.kafka.processor import VitalsProcessor
 from streams.kafka.tables import MemoryTable
-from streams.kafka.worker import tune_gc
+from streams.kafka.worker import opinion_categories, tune_gc
+from streams.voice.appeals import load_appeals
 
 
 class _Outputs:
@@ -70,11 +72,13 @@ class _Outputs:
         return []
 
 
-def batches(n: int, seed: int, size: int, partitions: int) -> list[list[InputRecord]]:
+def batches(
+    n: int, seed: int, size: int, partitions: int, appeals: float = 0.0
+) -> list[list[InputRecord]]:
     """The simulated events as input records (offsets per topic partition), in batches."""
     offsets: Counter[tuple[str, int]] = Counter()
     records = []
-    for ev in generate_events(n, seed, 0.0):
+    for ev in generate_events(n, seed, 0.0, appeals):
         partition = key_partition(ev.key, partitions) if ev.key else 0
         offsets[(ev.topic, partition)] += 1
         records.append(
@@ -83,13 +87,22 @@ def batches(n: int, seed: int, size: int, partitions: int) -> list[list[InputRec
     return [records[i : i + size] for i in range(0, len(records), size)]
 
 
-def run_once(work: list[list[InputRecord]], partitions: int) -> tuple[float, Counter[str]]:
+def run_once(
+    work: list[list[InputRecord]], partitions: int, with_appeals: bool
+) -> tuple[float, Counter[str]]:
     """CPU seconds of one fresh processor over every batch, and its outputs per topic."""
     cfg = load_config()
     rules = load_thresholds(cfg)
-    detection = DetectionContext(cfg, rules, silences=load_silences(cfg, rules))
-    # the bench's city sends no appeals: its windows do not wait for that source at start
-    settings = Settings(partitions=partitions, source_wait_s={"appeals": 0.001})
+    appeals = load_appeals(cfg)
+    detection = DetectionContext(
+        cfg,
+        rules,
+        silences=load_silences(cfg, rules),
+        opinion_categories=opinion_categories(appeals),
+    )
+    # without appeals the bench's windows do not wait for that source at start
+    waits = {} if with_appeals else {"appeals": 0.001}
+    settings = Settings(partitions=partitions, source_wait_s=waits)
     counts: Counter[str] = Counter()
     processor = VitalsProcessor(
         MemoryTable(),
@@ -99,6 +112,7 @@ def run_once(work: list[list[InputRecord]], partitions: int) -> tuple[float, Cou
         progress=lambda topic, partition: (0, 0),
         detection_table=MemoryTable(),
         detection=detection,
+        appeals=appeals,
     )
     loop = asyncio.new_event_loop()
     tune_gc(settings)  # as the worker does: start-up objects frozen out of the collector's scans
@@ -120,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--appeals", type=float, default=0.0, help="share of appeals")
     args = parser.parse_args(argv)
-    work = batches(args.events, args.seed, args.batch, args.partitions)
+    work = batches(args.events, args.seed, args.batch, args.partitions, args.appeals)
     n = sum(len(b) for b in work)
     per_event: list[float] = []
     first: Counter[str] | None = None
     for i in range(args.runs):
-        used, counts = run_once(work, args.partitions)
+        used, counts = run_once(work, args.partitions, args.appeals > 0)
         if first is None:
             first = counts
         elif counts != first:
@@ -140,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "events": n,
                 "batch": args.batch,
+                "appeals": args.appeals,
                 "cpu_us_per_event": round(statistics.median(per_event), 2),
                 "runs": [round(x, 2) for x in per_event],
                 "outputs": dict(sorted(first.items())),
