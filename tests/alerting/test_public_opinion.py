@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from streams.alerting.detection import DETECTION_STATE, DetectionContext, DistrictDetection
-from streams.alerting.public_opinion import CLUSTER_RULE, DISTRICT_RULE, SPREAD_RULE
+from streams.alerting.public_opinion import CLUSTER_RULE, DISTRICT_RULE, SPREAD_RULE, _Hours
 from streams.alerting.rules import load_thresholds
 from streams.core.config import ConfigError, load_config
 from streams.core.messages import AlertEvent, AlertKind, AlertStatus, Grade
@@ -368,6 +368,31 @@ def test_a_district_of_an_earlier_release_takes_its_hours_from_its_restore(
     at = max(w.end for w in with_appeals if w.end <= minutes[-1].end - 900)
     assert len(series.hourly) == 24 and (series.hourly_since, series.hourly_at) == (since, at)
     assert DistrictDetection.loads(doc).opinion["odour"].hourly_since == minutes[0].start
+
+
+def test_an_hours_clock_moves_by_the_time_spent_in_that_hour_of_the_citys_day(
+    tmp_path: Path,
+) -> None:
+    """What an hour's rate forgets in: the time spent in that hour of the day on the
+    city's wall clock (Asia/Shanghai, eight hours ahead of UTC)."""
+    conf = context(tmp_path)
+    hours = _Hours(conf, T0, conf.rules.opinion, T0 - 86400)
+    zone = ZoneInfo("Asia/Shanghai")
+
+    def at(day: int, hh: int, mm: int) -> float:
+        return datetime(2026, 12, day, hh, mm, tzinfo=zone).timestamp()
+
+    def spent(a: float, b: float) -> dict[int, float]:
+        found: dict[int, float] = {}
+        for h, seconds in hours.spent(a, b):
+            found[h] = found.get(h, 0.0) + seconds
+        return found
+
+    assert spent(at(3, 9, 14), at(3, 9, 15)) == {9: 60.0}
+    assert spent(at(3, 23, 30), at(4, 1, 15)) == {23: 1800.0, 0: 3600.0, 1: 900.0}
+    two_days_and_more = spent(at(3, 22, 0), at(5, 23, 30))
+    assert two_days_and_more == {h: 7200.0 for h in range(24)} | {22: 10800.0, 23: 9000.0}
+    assert spent(at(3, 9, 15), at(3, 9, 15)) == {} == spent(at(3, 9, 15), at(3, 9, 14))
 
 
 def test_bad_ratings_of_a_service_warn_its_owner(tmp_path: Path) -> None:
