@@ -22,7 +22,9 @@ had appeals lately) over the last ``window`` of ``public_opinion`` in
 * when ``SPREAD_STREETS`` or more streets of the district have a grade for one category
   at once, one alert of the district (rule ``public_opinion.streets``, graded by the
   highest of theirs) names them, and until it resolves a street of that category
-  without an alert of its own raises none.
+  without an alert of its own raises none. Its evidence lists every street that
+  clustered while it was open (``Evidence.streets``), so that each street's office sees
+  it to its end, and a street joining them updates it.
 
 A series' usual count is its appeals per second, smoothed exponentially with half-life
 ``baseline_half_life`` from the district's first minute (a series that starts later
@@ -130,6 +132,8 @@ class OpinionSeries:
     hourly_since: float | None = None  # the start of the hours' history
     hourly_at: float | None = None  # the end of the last minute they took
     raised: str | None = None  # the grade (IV .. I) of its open alert
+    #: a district's alert of several streets: the streets its last event named
+    named: list[str] = field(default_factory=list)
     calm_since: float | None = None  # since when it has had no grade, its alert open
     lower_since: float | None = None  # since when its grade has been below its alert's
 
@@ -227,10 +231,25 @@ def _category(
             spread = state.opinion[spread_key] = OpinionSeries()
         top = max((j.grade for j in clusters), key=GRADES.index, default=None)
         streets = tuple(sorted(j.street for j in clusters if j.street is not None))
+        # the alert concerns every street that clustered while it was open: their offices
+        # see it to its end, the resolution too
+        concerns = tuple(sorted(set(spread.named).union(streets)))
         why = _Why(
-            len(streets), SPREAD_STREETS, "streets where the appeals cluster", streets=streets
+            len(streets),
+            SPREAD_STREETS,
+            "streets where the appeals cluster",
+            streets=streets,
+            concerns=concerns,
         )
-        events += _decide(state, spread_key, spread, top, why, end, conf, ctx)
+        decided = _decide(state, spread_key, spread, top, why, end, conf, ctx)
+        if not decided and spread.raised is not None and len(concerns) > len(spread.named):
+            # a street joins: its office sees the alert from this update on (its own
+            # cluster raises none while the district's alert holds it)
+            grade = Grade[spread.raised]
+            decided = _signal(state, "fire", spread_key, spread, grade, why, end, conf, ctx)
+        if decided:
+            spread.named = [] if spread.raised is None else list(concerns)
+        events += decided
     return events
 
 
@@ -496,6 +515,7 @@ class _Why:
     aggregate: str
     usual: float | None = None
     streets: tuple[str, ...] = ()  # of a district's alert of clusters in several streets
+    concerns: tuple[str, ...] = ()  # and every street that clustered while it was open
 
 
 def _grade(
@@ -661,4 +681,5 @@ def _evidence(
         decided="window",
         category=category,
         appeals=[AppealSample.model_validate(doc) for _, _, doc in series.samples],
+        streets=list(why.concerns),
     )

@@ -200,8 +200,10 @@ class Principal(BaseModel):
                     or self._dispatched_here(alert)
                 )
             case Role.AREA:
-                return alert.district in self.districts or (
-                    alert.street is not None and alert.street in self.streets
+                return (
+                    alert.district in self.districts
+                    or (alert.street is not None and alert.street in self.streets)
+                    or not self.streets.isdisjoint(alert.evidence.streets)
                 )
             case Role.RESPONDER:
                 if alert.status is AlertStatus.RESOLVED or alert.workflow in _CLOSED_WORKFLOWS:

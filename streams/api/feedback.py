@@ -295,6 +295,7 @@ def cluster_doc(alert: AlertEvent, timeline: list[AlertEvent]) -> dict[str, Any]
         "category": alert.evidence.category,
         "district": alert.district,
         "street": alert.street,
+        "streets": alert.evidence.streets,  # a district's cluster in several streets
         "grade": alert.grade.name,
         "colour": alert.colour,
         "headline_zh": alert.headline_zh,

@@ -125,9 +125,12 @@ class AlertFilter:
     until: datetime | None = None
 
     def matches(self, alert: AlertEvent) -> bool:
+        if self.street is not None and not (
+            self.street == alert.street or self.street in alert.evidence.streets
+        ):
+            return False
         checks = (
             (self.district, alert.district),
-            (self.street, alert.street),
             (self.domain, alert.domain),
             (self.kind, alert.kind.value),
             (self.status, alert.status.value),

@@ -456,6 +456,9 @@ class Evidence(_Message):
     # public-opinion alerts: the appeals' category and some of its appeals, angriest first
     category: str | None = None
     appeals: list[AppealSample] = Field(default_factory=list)
+    # a district's alert of a category clustering in several streets: those streets (the
+    # offices of each see it, and a street joining them updates it)
+    streets: list[str] = Field(default_factory=list)
 
 
 class ActionRecord(_Message):

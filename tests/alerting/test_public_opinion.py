@@ -14,7 +14,13 @@ import pytest
 import yaml
 
 from streams.alerting.detection import DETECTION_STATE, DetectionContext, DistrictDetection
-from streams.alerting.public_opinion import CLUSTER_RULE, DISTRICT_RULE, SPREAD_RULE, _Hours
+from streams.alerting.public_opinion import (
+    CLUSTER_RULE,
+    DISTRICT_RULE,
+    SPREAD,
+    SPREAD_RULE,
+    _Hours,
+)
 from streams.alerting.rules import load_thresholds
 from streams.core.config import ConfigError, load_config
 from streams.core.messages import AlertEvent, AlertKind, AlertStatus, Grade
@@ -192,6 +198,7 @@ def test_a_category_clustering_in_several_streets_at_once_raises_one_alert_of_th
     (up,) = opinion(det.on_window(minute(1, [appeal(n) for n in range(6)]), ctx))
     assert up.alert_id == fired.alert_id and up.status is AlertStatus.UPDATED
     assert up.grade is Grade.III and up.evidence.observed == 3
+    assert up.evidence.streets == ["339908001", "339908002", STREET]
     events = []
     for i in range(2, 100):
         events += opinion(det.on_window(minute(i, []), ctx))
@@ -200,6 +207,34 @@ def test_a_category_clustering_in_several_streets_at_once_raises_one_alert_of_th
     assert [(e.alert_id, e.status, e.event_time.timestamp()) for e in events] == [
         (fired.alert_id, AlertStatus.RESOLVED, T0 + 62 * 60 + 1800)
     ]
+
+
+def test_a_street_joining_the_district_alert_updates_it_and_stays_named_to_its_end(
+    tmp_path: Path,
+) -> None:
+    """The district's alert of several streets names each street that clustered while it
+    was open (what lets that street's office see it), from the minute the street joins."""
+    ctx = context(tmp_path)
+    det = DistrictDetection(DISTRICT)
+    first, second, third = "339908001", "339908002", "339908003"
+    two_streets = [{**appeal(n), "street": s} for s in (first, second) for n in range(4)]
+    (fired,) = opinion(det.on_window(minute(0, two_streets), ctx))
+    assert fired.evidence.streets == [first, second]
+    # a third street reaches IV too: the grade stands, the alert now names it
+    (joined,) = opinion(det.on_window(minute(1, [appeal(n) for n in range(4)]), ctx))
+    assert joined.alert_id == fired.alert_id and joined.status is AlertStatus.UPDATED
+    assert joined.grade is Grade.IV and joined.evidence.streets == [first, second, third]
+    assert "clustering in 3 streets" in (joined.evidence.detail or "")
+    # more appeals in streets it names change nothing an office needs: no event
+    assert opinion(det.on_window(minute(2, [appeal(9)]), ctx)) == []
+    events = []
+    for i in range(3, 100):
+        events += opinion(det.on_window(minute(i, []), ctx))
+    # the clusters leave the hour's window; the resolution still names all three streets
+    (resolved,) = events
+    assert resolved.status is AlertStatus.RESOLVED and resolved.alert_id == fired.alert_id
+    assert resolved.evidence.streets == [first, second, third]
+    assert det.opinion[f"odour@{SPREAD}"].named == []
 
 
 def test_angry_appeals_raise_the_grade_one_step(tmp_path: Path) -> None:

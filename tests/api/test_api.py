@@ -21,8 +21,10 @@ from streams.core.messages import (
     ActionRecord,
     AlertAction,
     AlertEvent,
+    AlertKind,
     AlertStatus,
     AuditRecord,
+    Evidence,
     Grade,
     Workflow,
 )
@@ -214,6 +216,28 @@ def test_each_role_sees_exactly_its_alerts_through_the_list_the_details_and_the_
                 assert r.json()["alert"]["alert_id"] == a.alert_id
             else:
                 assert r.status_code == 403, (user, a.alert_id)
+
+
+def test_a_district_alert_naming_a_street_is_in_that_streets_list_and_its_office_sees_it() -> None:
+    on_street = alert(alert_id="s-1", fingerprint="s", district="339902", street="339902001")
+    spread = alert(
+        alert_id="p-1",
+        fingerprint="p",
+        district="339902",
+        street=None,
+        kind=AlertKind.PUBLIC_OPINION,
+        evidence=Evidence(
+            rule="public_opinion.streets", version="v1", streets=["339902001", "339902002"]
+        ),
+    )
+    elsewhere = alert(alert_id="o-1", fingerprint="o", district="339902", street="339902002")
+    api, _ = client(stored(on_street, spread, elsewhere))
+    for user in ("cc.duty", "chenghuangmiao.street"):
+        listed = api.get("/api/v1/alerts", headers=auth(user), params={"street": "339902001"})
+        assert sorted(a["alert_id"] for a in listed.json()["alerts"]) == ["p-1", "s-1"], user
+    # the street office (of 339902001) sees the district's alert without a filter too
+    mine = api.get("/api/v1/alerts", headers=auth("chenghuangmiao.street")).json()["alerts"]
+    assert sorted(a["alert_id"] for a in mine) == ["p-1", "s-1"]
 
 
 def test_the_list_filters_and_orders_by_grade_then_newest() -> None:

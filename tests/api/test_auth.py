@@ -190,6 +190,27 @@ def test_street_user_sees_alerts_on_its_streets_only() -> None:
     assert not CHENGHUANGMIAO.can_see_district("339901")
 
 
+def test_street_user_sees_a_district_alert_that_names_its_street() -> None:
+    """A category's appeals clustering in several streets raise one alert of the district,
+    which holds back the streets' own: the office of each street it names sees it."""
+
+    def spread(*streets: str) -> AlertEvent:
+        evidence = Evidence(rule="public_opinion.streets", version="v1", streets=list(streets))
+        return alert(
+            district="339902",
+            street=None,
+            kind=AlertKind.PUBLIC_OPINION,
+            domain="citizen",
+            department="environment",
+            evidence=evidence,
+        )
+
+    assert CHENGHUANGMIAO.can_see(spread("339902001", "339902003"))
+    assert CHENGHUANGMIAO.can_act(spread("339902001", "339902003"), A.ACKNOWLEDGE)
+    assert not CHENGHUANGMIAO.can_see(spread("339902002", "339902003"))
+    assert not CHENGHUANGMIAO.can_see(spread())
+
+
 def test_responder_sees_only_open_alerts_routed_to_it_in_its_districts() -> None:
     owned = alert()  # fire's, in Jiangbin
     dispatched = alert(

@@ -224,6 +224,8 @@ def test_a_department_is_fed_back_only_its_own_categories_and_clusters() -> None
     assert doc["categories"][0]["open_clusters"] == 1
     assert [c["alert_id"] for c in doc["clusters"]] == ["po-odour-1"]
     assert doc["clusters"][0]["appeals"] == 7
+    # a cluster about one street names no others (a district's of several streets would)
+    assert doc["clusters"][0]["streets"] == []
     assert recorder.audits == []
 
     # another department's feedback: refused, and the refusal audited

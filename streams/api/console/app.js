@@ -100,6 +100,12 @@ const unitOf = (code) => state.names?.indicators.get(code)?.unit ?? "";
 
 function placeOf(alert) {
   const d = districtName(alert.district);
+  const named = alert.evidence?.streets ?? [];
+  if (!alert.street && named.length) {
+    // a district's alert of appeals clustering in several streets names them
+    const streets = named.map(streetName);
+    return state.lang === "zh" ? `${d}（${streets.join("、")}）` : `${d} / ${streets.join(", ")}`;
+  }
   if (!alert.street) return d;
   return state.lang === "zh" ? `${d}${streetName(alert.street)}` : `${d} / ${streetName(alert.street)}`;
 }
