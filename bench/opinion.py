@@ -5,6 +5,7 @@ Run from the repository root::
 
     .venv/bin/python bench/opinion.py [--seeds 10] [--days 7] [--cluster 3 --cluster 4]
                                       [--hourly-prior 2 --hourly-prior off] [--scale 1]
+                                      [--cluster-chance 0.001 --cluster-chance off]
 
 Everything runs in this process through the worker's own code, without a broker: the
 simulated city's appeals (:class:`~streams.sim.appeals.AppealSource`) are read by the
@@ -16,7 +17,8 @@ district's detection (:class:`~streams.alerting.detection.DistrictDetection`) wi
 replaced by each ``--cluster`` value (the higher grades keep their distance above it)
 and, with ``--hourly-prior``, its ``hourly_prior`` by each value in hours (``off``: a
 prior no history outweighs, so the usual counts are the whole day's, as before the
-hours of the day were kept).
+hours of the day were kept), and with ``--cluster-chance`` its ``cluster_chance`` by each
+value (``off``: streets' boundaries not lifted).
 Each district has one sensor reading a minute besides its appeals, as the demo city's
 sensors keep its windows closing.
 
@@ -68,12 +70,16 @@ START = datetime(2026, 11, 24, tzinfo=UTC)  # the simulator's fixed start
 HEARTBEAT = "iot.pm25"  # the sensor reading each district has every minute
 KEY = b"bench-opinion-key-not-for-production-0123"
 WHOLE_DAY = 1e12  # an hours' prior no history outweighs: the whole day's usual count
+KEEP = -1.0  # the shipped cluster_chance
 
 
-def context(cfg: CityConfig, cluster_iv: float, hourly_prior: float | None) -> DetectionContext:
+def context(
+    cfg: CityConfig, cluster_iv: float, hourly_prior: float | None, chance: float | None = KEEP
+) -> DetectionContext:
     """Detection as the worker runs it, the cluster boundaries moved to start at
-    ``cluster_iv`` (the higher grades keep their distance above grade IV) and the hours'
-    prior set to ``hourly_prior`` seconds (None: the shipped one)."""
+    ``cluster_iv`` (the higher grades keep their distance above grade IV), the hours'
+    prior set to ``hourly_prior`` seconds (None: the shipped one) and the streets' lift
+    to ``chance`` (None: no lift; :data:`KEEP`: the shipped one)."""
     rules = load_thresholds(cfg)
     shipped = rules.opinion.cluster
     shift = cluster_iv - shipped["IV"]
@@ -81,6 +87,8 @@ def context(cfg: CityConfig, cluster_iv: float, hourly_prior: float | None) -> D
     update: dict[str, Any] = {"cluster": cluster}
     if hourly_prior is not None:
         update["hourly_prior"] = hourly_prior
+    if chance != KEEP:
+        update["cluster_chance"] = chance
     opinion = rules.opinion.model_copy(update=update)
     rules = type(rules)(
         rules.defaults, rules.rules, rules.street_district, rules.nonnegative, opinion
@@ -202,10 +210,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         help="hours' priors to compare, in hours ('off': the whole day's usual count only)",
     )
+    parser.add_argument(
+        "--cluster-chance",
+        action="append",
+        help="streets' lifts to compare: the chance of grade IV's count ('off': no lift)",
+    )
     args = parser.parse_args(argv)
     priors: list[float | None] = [
         WHOLE_DAY if p == "off" else float(p) * 3600 for p in args.hourly_prior or []
     ] or [None]
+    chances: list[float | None] = [
+        None if c == "off" else float(c) for c in args.cluster_chance or []
+    ] or [KEEP]
     cfg = load_config()
     ingestor = Ingestor(cfg, Deidentifier(KEY), max_age_s=10 * 365 * 86400.0)
     ingest = AppealIngest(ingestor, AppealIntake(load_appeals(cfg), ingestor.deid), Scorer())
@@ -217,11 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "shipped_iv": shipped,
     }
     with Progress(transient=True) as progress:
-        for iv, prior in [(iv, p) for iv in args.cluster or [shipped] for p in priors]:
-            ctx = context(cfg, iv, prior)
+        runs = [(iv, p, c) for iv in args.cluster or [shipped] for p in priors for c in chances]
+        for iv, prior, chance in runs:
+            ctx = context(cfg, iv, prior, chance)
             name = f"cluster_iv_{iv:g}"
             if prior is not None:
                 name += "_whole_day" if prior == WHOLE_DAY else f"_hourly_prior_{prior / 3600:g}h"
+            if chance != KEEP:
+                name += "_no_lift" if chance is None else f"_chance_{chance:g}"
             task = progress.add_task(name, total=2 * args.seeds + 1)
             result: dict[str, Any] = {}
             for history_h in (0.0, 24.0):

@@ -12,7 +12,12 @@ had appeals lately) over the last ``window`` of ``public_opinion`` in
 * a street's series is a **cluster** about one place: its grade is the highest
   ``cluster`` boundary its count of appeals reaches; once the district has ``warmup``
   of history, a boundary is at least its ``surge`` ratio times the street's usual count,
-  so a street where a category's appeals are common needs a surge above them;
+  so a street where a category's appeals are common needs a surge above them, and with
+  ``cluster_chance`` the boundaries are lifted, keeping their distances, until grade IV's
+  is a count the usual count reaches with at most that chance in a window (Poisson): a
+  street that hears one appeal of a category in a window on average reaches four by
+  chance about once in fifty windows, which across a big city's streets and categories
+  is a warning of nothing every few minutes;
 * a district's series grades by **surge**, the count against the usual count over the
   window (judged from ``surge_min`` appeals and only after the ``warmup``, the usual
   count at least ``baseline_floor``), and by the share of **bad ratings** among
@@ -527,11 +532,17 @@ def _grade(
 ) -> tuple[Grade | None, _Why]:
     n, extreme, rated, bad_rated = counts
     if street is not None:
-        # a cluster: the count's boundary, or the surge's above a busy street's usual count
+        # a cluster: the count's boundary, lifted for a street whose usual count makes it
+        # likely, or the surge's above a busy street's usual count
         cluster = bounds.cluster
         if usual is not None:
             surge = dict(bounds.surge)
-            cluster = tuple((g, max(b, surge.get(g, bounds.top_surge) * usual)) for g, b in cluster)
+            lift = 0.0
+            if conf.cluster_chance is not None:
+                lift = max(unlikely_count(usual, conf.cluster_chance) - bounds.least_cluster, 0.0)
+            cluster = tuple(
+                (g, max(b + lift, surge.get(g, bounds.top_surge) * usual)) for g, b in cluster
+            )
         grade = _reached(cluster, n)
         why = _Why(n, _bound(cluster, grade), "appeals in the street over the window", usual)
     else:
@@ -554,6 +565,20 @@ def _grade(
     ):
         grade = GRADES[GRADES.index(grade) + 1]
     return grade, why
+
+
+def unlikely_count(usual: float, chance: float) -> int:
+    """The least count that a window with ``usual`` appeals on average reaches with at
+    most ``chance`` (Poisson): how far a street where a category's appeals are common
+    lifts its cluster boundaries. Summed term by term (about ``usual`` + 10 terms): a few
+    µs, and only for the streets with a count near a boundary."""
+    term = math.exp(-usual)  # P(X = 0)
+    below, n = term, 1  # P(X < n)
+    while 1.0 - below > chance and n < 10_000:
+        term *= usual / n
+        below += term
+        n += 1
+    return n
 
 
 def _bound(bounds: tuple[tuple[Grade, float], ...], grade: Grade | None) -> float | None:

@@ -118,6 +118,10 @@ class PublicOpinion(_Strict):
     window: Duration = 900.0
     # appeals about one category in one street: a cluster about one place
     cluster: dict[GradeName, float] = Field(default_factory=_cluster)
+    # once a street's usual count is known, its boundaries are lifted (keeping their
+    # distances) until a count at grade IV's is at most this likely in a window (Poisson
+    # about the usual count); None: not lifted
+    cluster_chance: float | None = Field(0.001, gt=0, lt=1)
     # a district's appeals of one category against its usual count over the window
     surge: dict[GradeName, float] = Field(default_factory=_surge)
     surge_min: int = Field(6, ge=1)  # fewer appeals than this are no surge

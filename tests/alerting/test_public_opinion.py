@@ -4,6 +4,7 @@ category's owner."""
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ DISTRICT, STREET = "339908", "339908003"
 OPINION = {
     "window": "60m",
     "cluster": {"IV": 4, "III": 6, "II": 9, "I": 14},
+    "cluster_chance": None,
     "surge": {"IV": 3, "III": 5, "II": 8},
     "surge_min": 6,
     "baseline_half_life": "1d",
@@ -305,6 +307,31 @@ def test_a_busy_street_needs_a_surge_above_its_usual_count_to_cluster(tmp_path: 
     (fired,) = [e for e in events if e.street == STREET]
     assert fired.grade is Grade.IV and fired.evidence.observed == 7
     assert fired.evidence.threshold is not None and 6 < fired.evidence.threshold <= 7
+
+
+def test_a_busy_streets_boundaries_lift_until_its_count_is_unlikely(tmp_path: Path) -> None:
+    """With ``cluster_chance``, a street's boundaries rise (keeping their distances) to the
+    least count its usual count reaches with at most that chance in a window."""
+    ctx = context(tmp_path, hourly_prior="100000d", cluster_chance=0.001)
+    busy = DistrictDetection(DISTRICT)
+    for i in range(1800):  # as above: two appeals about smells an hour, for thirty hours
+        assert opinion(busy.on_window(minute(i, [appeal(i)] if i % 30 == 0 else []), ctx)) == []
+    # seven in the hour (the one of half an hour ago and six now), which the surge ratio
+    # alone lets through (the test above), are not unlikely enough for about two an hour
+    # (the district's surge is judged apart)
+    events = opinion(busy.on_window(minute(1800, [appeal(n) for n in range(6)]), ctx))
+    assert [e for e in events if e.street is not None] == []
+    events = opinion(busy.on_window(minute(1801, [appeal(n) for n in range(2)]), ctx))
+    (fired,) = [e for e in events if e.street == STREET]
+    usual, bound = fired.evidence.baseline, fired.evidence.threshold
+    assert usual is not None and 2 < usual < 2.5 and bound is not None
+
+    def at_least(n: int) -> float:  # P(X >= n), X Poisson about the usual count
+        return 1 - sum(math.exp(-usual) * usual**k / math.factorial(k) for k in range(n))
+
+    # nine reach grade IV's lifted boundary, the least count with at most a 0.1 % chance
+    assert fired.grade is Grade.IV and fired.evidence.observed == 9 == bound
+    assert at_least(9) <= 0.001 < at_least(8)
 
 
 def rhythm_minutes(days: int, extra: dict[int, int] | None = None) -> list[ClosedWindow]:

@@ -27,3 +27,16 @@ def test_the_smell_is_found_within_15_minutes_with_and_without_history(
         # the 30 minutes it lasts, and well within the 15 minutes asked for
         assert found is not None and 0 <= found <= 900
         assert shipped[history]["within_900_s"] == 1
+
+
+def test_each_cluster_chance_asked_for_is_reported_apart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--seeds", "1", "--days", "0.25", "--cluster-chance", "off", "--cluster-chance", "0.01"]
+    assert opinion.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    iv = f"cluster_iv_{report['shipped_iv']:g}"
+    assert {f"{iv}_no_lift", f"{iv}_chance_0.01"} <= set(report)
+    for name in (f"{iv}_no_lift", f"{iv}_chance_0.01"):
+        (found,) = report[name]["after_24h_of_history"]["detection_s"]
+        assert found is not None and 0 <= found <= 900
