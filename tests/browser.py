@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.apt import one_at_a_time
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext
 
@@ -54,13 +56,14 @@ def _apt_install(*packages: str) -> tuple[bool, str]:
     if shutil.which("apt-get") is None:
         return False, "apt-get is not available on this machine"
     install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
-    first = _run(install)
-    if first.returncode == 0:
-        return True, ""
-    update = _run(["apt-get", "update"])
-    if update.returncode != 0:
-        return False, f"apt-get update failed:\n{_tail(update)}"
-    second = _run(install)
+    with one_at_a_time():
+        first = _run(install)
+        if first.returncode == 0:
+            return True, ""
+        update = _run(["apt-get", "update"])
+        if update.returncode != 0:
+            return False, f"apt-get update failed:\n{_tail(update)}"
+        second = _run(install)
     return second.returncode == 0, _tail(second)
 
 

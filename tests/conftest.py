@@ -13,6 +13,7 @@ import pytest
 
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.child import generated_secrets, needed_secrets
+from tests import xdist_scheduling
 from tests.harness import ApiWorker, Worker
 from tests.quiet_run import QuietRun
 
@@ -25,23 +26,34 @@ def pytest_configure(config: pytest.Config) -> None:
     files in a directory of their own, named by ``CITYVITALS_<NAME>_FILE`` in this
     process's environment, so that workers in this process and in every child (all
     of one session share them: pseudonyms, sealed dead letters and responder links
-    agree across workers and restarts) read the same ones."""
+    agree across workers and restarts) read the same ones. The suite's xdist processes
+    start once the controlling process has set them, and so use its files too."""
     directory = Path(tempfile.mkdtemp(prefix="cityvitals-test-secrets-"))
     config.stash[_SECRETS] = directory
     os.environ.update(generated_secrets(directory, needed_secrets(dict(os.environ))))
 
 
+@pytest.hookimpl(tryfirst=True)  # before any hook that reads the nodeids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``long_run`` go last, and the run they judge starts now
-    (:mod:`tests.quiet_run`)."""
+    """Broker tests and ``long_run`` tests get their xdist groups
+    (:mod:`tests.xdist_scheduling`); tests marked ``long_run`` go last, and the run they
+    judge starts now (:mod:`tests.quiet_run`), in the one process that runs them."""
+    xdist_scheduling.group(config, items)
     long = [item for item in items if item.get_closest_marker("long_run")]
     if not long:
         return
     items[:] = [item for item in items if item not in long] + long
-    import tempfile
+    if xdist_scheduling.runs_long_run_tests():
+        workdir = Path(tempfile.mkdtemp(prefix="cityvitals-quiet-run-"))
+        config.stash[_QUIET_RUN] = QuietRun(workdir).start()
 
-    workdir = Path(tempfile.mkdtemp(prefix="cityvitals-quiet-run-"))
-    config.stash[_QUIET_RUN] = QuietRun(workdir).start()
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup`` shares the suite as :mod:`tests.xdist_scheduling` says."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return xdist_scheduling.scheduler(config, log)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -56,7 +68,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def quiet_run(request: pytest.FixtureRequest) -> QuietRun:
     """The worker left running since collection (:mod:`tests.quiet_run`)."""
-    return request.config.stash[_QUIET_RUN]
+    run = request.config.stash.get(_QUIET_RUN, None)
+    if run is None:
+        pytest.fail(
+            "the run is started in the process that runs the long_run tests: gw0 under "
+            "`-n 2 --dist loadgroup` (tests/xdist_scheduling.py), or the only one"
+        )
+    return run
 
 
 @pytest.fixture(scope="session")
