@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import statistics
-import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -70,6 +69,25 @@ def window_sums(vitals: list[DistrictVitals]) -> tuple[Counter, defaultdict]:
                 counts[key] += iv.minute.count
                 sums[key] += iv.minute.sum
     return counts, sums
+
+
+def input_committed(bootstrap: str, app_id: str, produced: list[Produced]) -> bool:
+    """Whether the worker has committed every produced event's offset: it commits a
+    batch only once its outputs are acknowledged (streams/kafka/feed.py), so nothing
+    it wrote for them is still in flight."""
+    from kafka.admin import KafkaAdminClient
+
+    ends: dict[tuple[str, int], int] = {}
+    for p in produced:
+        ends[p.topic, p.partition] = max(ends.get((p.topic, p.partition), 0), p.offset + 1)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        group = f"{app_id}-input"
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    committed = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+    return all(committed.get(tp, -1) >= end for tp, end in ends.items())
 
 
 def all_windows_published(
@@ -180,8 +198,13 @@ def test_worker_restarts_graceful_and_sigkill_lose_nothing_and_count_nothing_twi
     worker.forget_group(input_offsets=True)
     worker.start()
     expected_counts, expected_sums = expected_window_sums(produced)
-    vitals = all_windows_published(broker_bootstrap, expected_counts)
-    time.sleep(2)  # anything still in flight would show up as an extra window record
+    all_windows_published(broker_bootstrap, expected_counts)
+    # a record the worker has not handled yet would still show up as an extra window
+    wait_for(
+        lambda: input_committed(broker_bootstrap, worker.app_id, produced),
+        60,
+        "every event handled and its offset committed",
+    )
     vitals = [
         DistrictVitals.model_validate_json(v)
         for v in run(read_topic(broker_bootstrap, VITALS_TOPIC))
