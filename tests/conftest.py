@@ -31,6 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
     directory = Path(tempfile.mkdtemp(prefix="cityvitals-test-secrets-"))
     config.stash[_SECRETS] = directory
     os.environ.update(generated_secrets(directory, needed_secrets(dict(os.environ))))
+    xdist_scheduling.yield_to_the_broker_process()
 
 
 @pytest.hookimpl(tryfirst=True)  # before any hook that reads the nodeids

@@ -9,7 +9,8 @@
   test has been handed out, so they still run last there.
 - ``tests/api/test_api_openapi.py`` runs whole in one process: its last test checks
   what the schemathesis fuzzing before it saw.
-- Every other test is a unit of its own, handed to whichever process is free.
+- Every other test is a unit of its own, handed to whichever process is free; the
+  other process runs at a lower CPU priority (:func:`yield_to_the_broker_process`).
 
 xdist's scheduler (in the controlling process, which collects nothing) knows a test's
 group only by a suffix on its nodeid, ``<nodeid>@<group>``, which each worker process
@@ -76,6 +77,15 @@ def _suffix(item: pytest.Item, name: str) -> None:
 def runs_long_run_tests() -> bool:
     """Whether this process runs the long_run tests: gw0, or the only process."""
     return os.environ.get("PYTEST_XDIST_WORKER", BROKER_PROCESS) == BROKER_PROCESS
+
+
+def yield_to_the_broker_process() -> None:
+    """In a process other than gw0: a lower CPU priority (nice 10), it and its children.
+    The broker tests, one after another in gw0, are the longest part of the suite by far;
+    the other process's tests fill the time they leave the CPU idle."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None and worker != BROKER_PROCESS:
+        os.nice(10)
 
 
 def _number(node: WorkerController) -> int:
