@@ -107,6 +107,7 @@ SPREAD = "*"  # the street part of the key of a district's alert of several stre
 SPREAD_STREETS = 2  # streets of a district with a grade at once that make one alert
 GRADES = (Grade.IV, Grade.III, Grade.II, Grade.I)
 HOURS = 24  # a district series' rates of the hours of the city's day
+MAX_UNLIKELY = 100_000  # the most a lifted grade IV boundary can be
 _N, _EXTREME, _INTENSITY, _RATED, _BAD, _REPEATS = range(len(APPEAL_TALLY))
 
 
@@ -571,12 +572,15 @@ def unlikely_count(usual: float, chance: float) -> int:
     """The least count that a window with ``usual`` appeals on average reaches with at
     most ``chance`` (Poisson): how far a street where a category's appeals are common
     lifts its cluster boundaries. Summed term by term (about ``usual`` + 10 terms): a few
-    µs, and only for the streets with a count near a boundary."""
-    term = math.exp(-usual)  # P(X = 0)
-    below, n = term, 1  # P(X < n)
-    while 1.0 - below > chance and n < 10_000:
-        term *= usual / n
-        below += term
+    µs, and only for the streets with a count near a boundary. Each term is worked out
+    from its logarithm: P(X = 0) = e^-usual is no float beyond a usual count of about
+    745, and a product started from it would stay 0."""
+    if usual <= 0:
+        return 1
+    log_usual = math.log(usual)
+    below, n = 0.0, 0  # P(X < n)
+    while 1.0 - below > chance and n < MAX_UNLIKELY:
+        below += math.exp(n * log_usual - usual - math.lgamma(n + 1))
         n += 1
     return n
 

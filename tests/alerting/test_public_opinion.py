@@ -21,6 +21,7 @@ from streams.alerting.public_opinion import (
     SPREAD,
     SPREAD_RULE,
     _Hours,
+    unlikely_count,
 )
 from streams.alerting.rules import load_thresholds
 from streams.core.config import ConfigError, load_config
@@ -332,6 +333,16 @@ def test_a_busy_streets_boundaries_lift_until_its_count_is_unlikely(tmp_path: Pa
     # nine reach grade IV's lifted boundary, the least count with at most a 0.1 % chance
     assert fired.grade is Grade.IV and fired.evidence.observed == 9 == bound
     assert at_least(9) <= 0.001 < at_least(8)
+
+
+def test_a_street_of_hundreds_of_appeals_a_window_lifts_its_boundary_near_its_count() -> None:
+    """Far beyond any street's count today, the lifted boundary still follows the usual
+    count (P(X = 0) is no float there): about 3.1 standard deviations above it for a
+    0.1 % chance, as the normal approximation of a Poisson count has it."""
+    for usual in (800.0, 1000.0, 5000.0):
+        lifted = unlikely_count(usual, 0.001)
+        assert usual + 2.9 * math.sqrt(usual) < lifted < usual + 3.4 * math.sqrt(usual)
+    assert unlikely_count(0.0, 0.001) == 1  # nothing usual: any appeal is unlikely
 
 
 def rhythm_minutes(days: int, extra: dict[int, int] | None = None) -> list[ClosedWindow]:
