@@ -63,7 +63,8 @@ deadletters = Counter(
 appeals_read = Counter(
     "appeals_read",
     "Citizens' appeals read, by who read them: 'helper' (a helper process, ahead of the "
-    "worker) or 'worker' (the worker itself: few in the batch, or no helper ready).",
+    "worker) or 'worker' (the worker itself: few in the batch, not answered yet, or no "
+    "helper ready).",
     ["by"],
     namespace=NAMESPACE,
     subsystem="ingest",

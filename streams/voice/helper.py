@@ -5,31 +5,36 @@ de-identification, the key and clock checks, the emotion and the reading) depend
 nothing but the record, the batch's clock, the configuration and the de-identification
 key (:class:`~streams.voice.ingest.AppealReader`), and is most of an appeal's cost. The
 worker's handler runs on one core, so at the start of a batch that holds appeals it sends
-them to ``CITYVITALS_APPEAL_PROCESSES`` helper processes, in chunks growing from
-:data:`FIRST_CHUNK` to :data:`LAST_CHUNK` records (the first sent alone, so that it is
-read while the rest crosses the pipe), and takes each chunk's answer when its pass
-reaches the chunk's first record (:meth:`HelperReader.take`). The handler spends its time
-on the batch's other events between appeals, so the helpers stay ahead; only the first
-chunk is waited for, which is why it is small. What depends on the worker's state stays
-in the handler, in the records' order: the repeat runs, which name the first appeal of a
-run in the reading (:func:`~streams.voice.ingest.repeating`). So the outputs are the same
-bytes with helpers or without (``tests/voice/test_helper.py``).
+them to ``CITYVITALS_APPEAL_PROCESSES`` helper processes, in chunks of up to
+:data:`LAST_CHUNK` records, and the helpers read them **from the batch's end**, while the
+handler's pass goes from its start. When the pass reaches an appeal whose answer has come
+(:meth:`HelperReader.take`), it takes it; otherwise it reads the appeal itself and says
+so in shared memory (``passed``), and the helpers skip every appeal up to that one. So
+the handler never waits for a helper, and the two meet somewhere in the batch: near its
+start when appeals are few among its events, near its middle when the batch is all
+appeals (a partition's backlog), each core reading what the other has not. What depends
+on the worker's state stays in the handler, in the records' order: the repeat runs,
+which name the first appeal of a run in the reading
+(:func:`~streams.voice.ingest.repeating`). The outputs are the same bytes with helpers or
+without (``tests/voice/test_helper.py``).
 
-Each helper has a pipe of its own that the handler writes and reads itself. A
-:class:`concurrent.futures.ProcessPoolExecutor` moves calls and answers through threads
-of the worker's process, which wait for the interpreter lock the handler holds: over
-``bench/processing.py --events 50000 --appeals 0.1`` the handler waited 0.23 s a run for
-answers that way and 0.04 s with its own pipes, and its CPU time went from 2.00 to
-1.86 s (medians of three runs each).
+Measured with ``bench/throughput.py --events 100000 --appeals 0.1`` (three pairs
+alternated): reading from the end without waiting gave 1.09 times the rate of helpers
+that read from the start while the handler waited for each answer (22,464 against
+20,500 events/s, medians), as a backlog's batches come a partition at a time and some
+are nearly all appeals. Each helper has a pipe of its own that the handler writes and
+reads itself: a :class:`concurrent.futures.ProcessPoolExecutor` moves calls and answers
+through threads of the worker's process, which wait for the interpreter lock the
+handler holds (over ``bench/processing.py --events 50000 --appeals 0.1`` the handler
+waited 0.23 s a run for answers that way, 0.04 s with its own pipes).
 
-A helper that fails costs the worker nothing but time: when an answer does not come (the
-process died, hung for :data:`ANSWER_TIMEOUT_S`, or the answer cannot be read), the
-worker reads the rest of the batch itself, logs the failure, stops the helpers and starts
-new ones :data:`RESTART_AFTER_S` later; it reads its appeals itself until they have
-loaded their lexicons (a second or two). A helper ends when its worker does, even by
-SIGKILL: its pipe then reads end-of-file. A batch with fewer than :data:`MIN_APPEALS`
-appeals is read in the worker, as a chunk's round trip costs about what reading a few
-appeals does.
+A helper that fails costs the worker nothing but time: when its answers cannot be read
+(the process died, or the answers still owed for a batch took :data:`ANSWER_TIMEOUT_S`),
+the worker reads the rest itself, logs the failure, stops the helpers and starts new
+ones :data:`RESTART_AFTER_S` later; it reads its appeals itself until they have loaded
+their lexicons (a second or two). A helper ends when its worker does, even by SIGKILL:
+its pipe then reads end-of-file. A batch with fewer than :data:`MIN_APPEALS` appeals is
+read in the worker.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -50,16 +56,18 @@ if TYPE_CHECKING:
     from streams.voice.appeals import AppealsConfig
     from streams.voice.ingest import Read
 
-#: an appeal record as the helpers take it: partition, offset, key and value
+#: an appeal record as the handler hands it over: partition, offset, key and value
 Record = tuple[int, int, bytes | None, bytes]
+#: as a helper takes it: its number among the worker's appeals first
+_Numbered = tuple[int, int, int, bytes | None, bytes]
 
 log = logging.getLogger(__name__)
 
 FIRST_CHUNK = 4
-LAST_CHUNK = 64
+LAST_CHUNK = 16
 MIN_APPEALS = 8
-#: seconds a chunk's answer may take before the worker reads the chunk itself (far more
-#: than a chunk's few milliseconds: only a helper that hangs reaches it)
+#: seconds the answers still owed for a batch may take to come (the helpers skip what
+#: the worker read itself, so they come at once: only a helper that hangs reaches it)
 ANSWER_TIMEOUT_S = 30.0
 #: seconds after a helper failed before another is started
 RESTART_AFTER_S = 30.0
@@ -77,9 +85,11 @@ class ReaderSetup(NamedTuple):
     max_depth: int
 
 
-def _serve(conn: Connection, setup: ReaderSetup) -> None:
+def _serve(conn: Connection, setup: ReaderSetup, passed: Synchronized[int]) -> None:
     """A helper process: reads each batch's chunks of appeal records and answers each
-    chunk with its reads, in order, until its worker closes the pipe or dies."""
+    chunk with its reads, in the order sent, until its worker closes the pipe or dies. A
+    record the worker has passed (``passed``: the number of the last appeal it read
+    itself) is answered None without being read."""
     from streams.ingest.deid import Deidentifier
     from streams.voice.channels import AppealIntake
     from streams.voice.emotion import Scorer
@@ -97,17 +107,22 @@ def _serve(conn: Connection, setup: ReaderSetup) -> None:
         except (EOFError, OSError):
             return  # the worker closed its end, or died
         for chunk in chunks:
-            conn.send([read(value, key, now, p, o) for p, o, key, value in chunk])
+            conn.send(
+                [
+                    None if g <= passed.value else read(value, key, now, p, o)
+                    for g, p, o, key, value in chunk
+                ]
+            )
 
 
 class _Helper:
     """One helper process and the worker's end of its pipe."""
 
-    def __init__(self, setup: ReaderSetup) -> None:
+    def __init__(self, setup: ReaderSetup, passed: Synchronized[int]) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, theirs = ctx.Pipe(duplex=True)
         self.process = ctx.Process(
-            target=_serve, args=(theirs, setup), name="appeal-helper", daemon=True
+            target=_serve, args=(theirs, setup, passed), name="appeal-helper", daemon=True
         )
         self.process.start()
         theirs.close()  # the helper's end is its own: it reads EOF when the worker dies
@@ -119,15 +134,19 @@ class _Helper:
             self.ready = self.conn.recv() == _READY
         return self.ready
 
-    def send(self, now: datetime, numbers: list[int], chunks: list[list[Record]]) -> None:
+    def send(self, now: datetime, numbers: list[int], chunks: list[list[_Numbered]]) -> None:
         self.conn.send((now, chunks))
         self.owed.extend(numbers)
 
-    def answer(self) -> tuple[int, list[Read]]:
-        """The next chunk's number and reads."""
-        if not self.conn.poll(ANSWER_TIMEOUT_S):
-            raise TimeoutError(f"no answer within {ANSWER_TIMEOUT_S:g} s")
-        reads: list[Read] = self.conn.recv()
+    def answer(self, wait: float) -> tuple[int, list[Read | None]] | None:
+        """The next chunk's number and reads, if it comes within ``wait`` seconds."""
+        if not self.owed:
+            return None
+        if not self.conn.poll(wait):
+            if wait:
+                raise TimeoutError(f"no answer within {wait:g} s")
+            return None
+        reads: list[Read | None] = self.conn.recv()
         return self.owed.popleft(), reads
 
     def stop(self) -> None:
@@ -138,20 +157,27 @@ class _Helper:
 
 
 class HelperReader:
-    """A worker's helper processes, reading the appeals of each batch ahead of it."""
+    """A worker's helper processes, reading the appeals of each batch ahead of it.
+
+    The handler never waits for them within a batch: an appeal whose answer has not come
+    when the pass reaches it is read by the worker itself, and the helpers, which read
+    from the batch's end, skip it and every appeal before it (the ``passed`` number, in
+    shared memory)."""
 
     def __init__(self, setup: ReaderSetup, processes: int = 1) -> None:
         self._setup = setup
         self._processes = processes
+        self._passed = multiprocessing.get_context("spawn").Value("q", -1, lock=False)
         self._helpers: list[_Helper] = []
-        self._pending: dict[tuple[int, int], tuple[int, int]] = {}
-        self._answers: dict[int, list[Read]] = {}
+        self._pending: dict[tuple[int, int], tuple[int, int, int]] = {}
+        self._answers: dict[int, list[Read | None]] = {}
+        self._numbered = 0  # the appeals handed over so far
         self._restart_at = 0.0
         self.read_ahead = 0  # appeals a helper read
         self._start()
 
     def _start(self) -> None:
-        self._helpers = [_Helper(self._setup) for _ in range(self._processes)]
+        self._helpers = [_Helper(self._setup, self._passed) for _ in range(self._processes)]
 
     def ready(self) -> bool:
         """Whether every helper has loaded its lexicons and takes work; starts them when
@@ -175,16 +201,22 @@ class HelperReader:
                 return 0
             helpers = self._helpers
             numbers: list[list[int]] = [[] for _ in helpers]
-            chunks: list[list[list[Record]]] = [[] for _ in helpers]
-            size, i, number = FIRST_CHUNK, 0, 0
+            chunks: list[list[list[_Numbered]]] = [[] for _ in helpers]
+            size, i, number, g = FIRST_CHUNK, 0, 0, self._numbered
             while i < len(records):
-                chunk = records[i : i + size]
+                chunk = []
+                for n, (partition, offset, key, value) in enumerate(records[i : i + size]):
+                    self._pending[(partition, offset)] = (number, n, g)
+                    chunk.append((g, partition, offset, key, value))
+                    g += 1
                 numbers[number % len(helpers)].append(number)
                 chunks[number % len(helpers)].append(chunk)
-                for n, (partition, offset, _, _) in enumerate(chunk):
-                    self._pending[(partition, offset)] = (number, n)
                 i, number = i + size, number + 1
                 size = min(2 * size, LAST_CHUNK)
+            self._numbered = g
+            # from the batch's end: the handler reads from its start, and they meet
+            numbers = [list(reversed(x)) for x in numbers]
+            chunks = [list(reversed(x)) for x in chunks]
             # the first chunk alone, so that its helper starts on it before the rest
             # has crossed the pipe (its answer is small enough for the pipe's buffer)
             helpers[0].send(now, numbers[0][:1], chunks[0][:1])
@@ -198,32 +230,51 @@ class HelperReader:
         return len(records)
 
     def take(self, partition: int, offset: int) -> Read | None:
-        """What a helper read for that record of the batch, or None: not handed over, or
-        the helper failed (then the worker reads it, and the rest of the batch, itself)."""
+        """What a helper read for that record of the batch, or None: not handed over, not
+        answered yet (then the worker reads it, and the helpers skip it), or the helper
+        failed (then the worker reads the rest of the batch itself)."""
         entry = self._pending.pop((partition, offset), None)
         if entry is None:
             return None
-        number, n = entry
-        answers, helpers = self._answers, self._helpers
+        number, n, g = entry
+        answers = self._answers
         try:
-            while number not in answers:  # chunk k is helper k % count's, answered in order
-                got, reads = helpers[number % len(helpers)].answer()
-                answers[got] = reads
-            answer = answers[number][n]
+            if number not in answers:
+                self._collect(0.0)
+            chunk = answers.get(number)
+            answer = None if chunk is None else chunk[n]
         except Exception as exc:
             self._failed(exc)
+            return None
+        if answer is None:
+            self._passed.value = g  # read here: the helpers skip it
             return None
         self.read_ahead += 1
         return answer
 
+    def caught_up(self) -> bool:
+        """Whether every chunk handed over has been answered (collecting the answers that
+        have come)."""
+        try:
+            self._collect(0.0)
+        except Exception as exc:
+            self._failed(exc)  # nothing is owed by helpers that are gone
+        return not any(h.owed for h in self._helpers)
+
+    def _collect(self, wait: float) -> None:
+        """Take the answers that have come (or, with ``wait``, every one owed)."""
+        for helper in self._helpers:
+            while (got := helper.answer(wait)) is not None:
+                self._answers[got[0]] = got[1]
+
     def _settle(self) -> None:
-        """Read and drop what the helpers still owe for the last batch (records the
-        handler skipped), so that each starts the next batch with nothing owed."""
+        """Drop the last batch's answers, after those still owed (records the handler
+        skipped): the helpers skip what is left, so that they start the next batch with
+        nothing owed."""
+        self._passed.value = self._numbered - 1
+        self._collect(ANSWER_TIMEOUT_S)
         self._pending.clear()
         self._answers.clear()
-        for helper in self._helpers:
-            while helper.owed:
-                helper.answer()
 
     def _failed(self, exc: BaseException) -> None:
         log.error(

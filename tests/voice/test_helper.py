@@ -84,11 +84,14 @@ def stage(helpers: int) -> AppealStage:
     return AppealStage(ingestor, APPEALS, helpers=helpers, deid_key=KEY)
 
 
-def outcomes(stage: AppealStage, batch: list[InputRecord]) -> list[Any]:
+def outcomes(stage: AppealStage, batch: list[InputRecord], *, wait: bool = True) -> list[Any]:
     """What the stage gives for each record of the batch, as the handler meets them: a
     reading's bytes and facets, or a dead letter without its sealed record (sealing
-    draws a fresh nonce each time)."""
+    draws a fresh nonce each time). ``wait``: until the helper has answered every chunk
+    (a handler busy with other events between appeals gives it that time)."""
     stage.prepare(batch, NOW)
+    if wait and stage.helper is not None:
+        wait_for(stage.helper.caught_up, "the helper answers the batch")
     found: list[Any] = []
     for r in batch:
         value = r.value if r.value is not None else b""
@@ -128,6 +131,19 @@ def test_appeals_read_ahead_give_the_same_readings_and_dead_letters(
     kinds = {o["reason"] for o in found if isinstance(o, dict)}
     assert {"bad_json", "unknown_channel", "key_mismatch", "future_event_time"} <= kinds
     assert any(b'"repeat_of":' in o[1] for o in found if isinstance(o, tuple))
+
+
+def test_appeals_the_helper_has_not_answered_yet_are_read_by_the_worker(
+    helped: AppealStage,
+) -> None:
+    records = appeal_records(400)
+    itself = stage(helpers=0)
+    for batch in batches(records, 200):
+        assert outcomes(helped, batch, wait=False) == outcomes(itself, batch)
+    helper = helped.helper
+    assert helper is not None
+    assert helped.read_by["helper"] == helper.read_ahead
+    assert helped.read_by["helper"] + helped.read_by["worker"] == len(records)
 
 
 def test_a_batch_with_few_appeals_is_read_by_the_worker(helped: AppealStage) -> None:
