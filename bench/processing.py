@@ -19,10 +19,7 @@ process's CPU time), and each run starts from fresh state (the models are built 
 worker builds them, from the repository's ``config/``), with the worker's garbage
 collection (:func:`~streams.kafka.worker.tune_gc`: start-up objects, such as the appeals'
 dictionary and lexicons, frozen out of the collector's scans, which would otherwise
-scan them in every full collection and count it against the handler). With appeals, the
-appeal helper processes (``CITYVITALS_APPEAL_PROCESSES``, :mod:`streams.voice.helper`)
-are started and have loaded their lexicons before the clock starts, as in a worker; their
-CPU time is not this process's, so it is not in the figure.
+scan them in every full collection and count it against the handler).
 
 One JSON object goes to stdout: ``cpu_us_per_event`` (median over ``--runs``), every
 run's figure, the number of outputs per topic of the first run (the same in every run,
@@ -117,9 +114,6 @@ def run_once(
         detection=detection,
         appeals=appeals,
     )
-    helper = processor.appeals.start_helpers() if with_appeals else None
-    while helper is not None and not helper.ready():  # as in the worker, started before its input
-        time.sleep(0.05)
     loop = asyncio.new_event_loop()
     tune_gc(settings)  # as the worker does: start-up objects frozen out of the collector's scans
     try:
@@ -130,7 +124,6 @@ def run_once(
         used = time.process_time() - started
     finally:
         loop.close()
-        processor.appeals.close()
     return used, counts
 
 

@@ -39,8 +39,6 @@ What happens, in order:
    ``worker_cpu_seconds`` is the CPU time (user and system, all threads, from
    ``/proc/<pid>/stat``) the worker used between those two scrapes: less sensitive than
    the rate to other load on the machine, so the figure to compare two versions by.
-   ``helper_cpu_seconds`` is what the worker's child processes (its appeal helpers,
-   ``CITYVITALS_APPEAL_PROCESSES``) used over the same span, not counted in the former.
    ``worker_rss_mb`` is the worker's peak resident memory: the largest RSS sampled at each
    poll (psutil if installed, else ``/proc/<pid>/status`` VmRSS), or the kernel's VmHWM
    high-water mark when that is larger. After completion the bench waits for the idle
@@ -314,23 +312,6 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def _children_cpu_seconds(pid: int) -> float:
-    """CPU time the running child processes of *pid* have used so far (the worker's
-    appeal helpers, ``CITYVITALS_APPEAL_PROCESSES``), from /proc."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-        if fields[1] == str(pid):
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def _rss_bytes(pid: int) -> int | None:
     """Current resident set size of *pid* (psutil if installed, else /proc)."""
     try:
@@ -423,7 +404,6 @@ class PipelineResult:
     windows_closed_at_completion: int
     rss_mb: float
     cpu_seconds: float | None
-    helper_cpu_seconds: float
 
 
 def _ticks(interval: float) -> Iterator[float]:
@@ -452,7 +432,6 @@ def run_pipeline(
         t_first: float | None = None
         t_done: float | None = None
         cpu_first = cpu_done = None
-        helpers_first = helpers_done = 0.0
         last_progress = launched
         last_seen = (-1.0, -1.0)
         current: dict[str, float] = {}
@@ -471,12 +450,11 @@ def run_pipeline(
                     continue
                 current = scraped
                 cpu = _cpu_seconds(worker.pid)
-                helpers = _children_cpu_seconds(worker.pid)
                 events_in = current[EVENTS_IN]
                 finished = current[READINGS] + current[DEADLETTERS]
                 if t_first is None:
                     if events_in > 0:
-                        t_first, cpu_first, helpers_first = now, cpu, helpers
+                        t_first, cpu_first = now, cpu
                         log(f"worker consuming ({time.monotonic() - launched:.1f} s after launch)")
                         bar.update(task, description="worker: events in readings/dead letters")
                     elif time.monotonic() - launched > FIRST_EVENT_TIMEOUT_S:
@@ -488,7 +466,7 @@ def run_pipeline(
                         continue
                 bar.update(task, completed=min(finished, n))
                 if events_in >= n and finished >= n:
-                    t_done, cpu_done, helpers_done = now, cpu, helpers
+                    t_done, cpu_done = now, cpu
                     break
                 if (events_in, finished) != last_seen:
                     last_seen, last_progress = (events_in, finished), time.monotonic()
@@ -529,7 +507,6 @@ def run_pipeline(
         windows_closed_at_completion=windows_at_completion,
         rss_mb=peak_rss / 2**20,
         cpu_seconds=None if cpu_first is None or cpu_done is None else cpu_done - cpu_first,
-        helper_cpu_seconds=helpers_done - helpers_first,
     )
 
 
@@ -565,7 +542,6 @@ def measure_once(
         "ratio": round(rate / raw_rate, 4),
         "worker_rss_mb": round(result.rss_mb, 1),
         "worker_cpu_seconds": None if result.cpu_seconds is None else round(result.cpu_seconds, 2),
-        "helper_cpu_seconds": round(result.helper_cpu_seconds, 2),
         "pipeline_seconds": round(result.seconds, 3),
         "raw_seconds": round(raw_seconds, 3),
         "readings": result.readings,

@@ -60,16 +60,6 @@ deadletters = Counter(
     subsystem="ingest",
     registry=REGISTRY,
 )
-appeals_read = Counter(
-    "appeals_read",
-    "Citizens' appeals read, by who read them: 'helper' (a helper process, ahead of the "
-    "worker) or 'worker' (the worker itself: few in the batch, not answered yet, or no "
-    "helper ready).",
-    ["by"],
-    namespace=NAMESPACE,
-    subsystem="ingest",
-    registry=REGISTRY,
-)
 identifiers_scrubbed = Counter(
     "identifiers_scrubbed",
     "Personal identifiers replaced by pseudonyms before publication.",

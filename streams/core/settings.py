@@ -158,9 +158,6 @@ class Settings(BaseSettings):
         "a district's windows wait for that source once it falls silent, instead of "
         'CITYVITALS_IDLE_CLOSE_S; JSON, e.g. {"hotline": 15}',
     )
-    appeal_processes: int = Field(
-        1, ge=0, le=16, description="helper processes reading appeals ahead of the worker (0: none)"
-    )
     max_future_s: float = Field(
         300.0, ge=0, description="how far ahead of the clock an event time may be"
     )

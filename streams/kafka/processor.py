@@ -114,13 +114,7 @@ class VitalsProcessor:
         self._clock, self._fenced = clock, fenced
         self.ingestor = ingestor_of(cfg, settings)
         self.dead_letters = self.ingestor.dead_letters
-        self.appeals = AppealStage(
-            self.ingestor,
-            appeals,
-            runs_of=self._runs_of,
-            helpers=settings.appeal_processes,
-            deid_key=settings.deid_secret(),
-        )
+        self.appeals = AppealStage(self.ingestor, appeals, runs_of=self._runs_of)
         self._districts = set(cfg.districts)
         self.writer = TableWriter(
             table, detection_table, outputs=outputs, fenced=fenced, changelogs=changelogs
@@ -267,7 +261,6 @@ class VitalsProcessor:
         self.closer.heard(live)
         batch = self._begin(datetime.fromtimestamp(now_ts, UTC))
         now, out, dead, touched = batch.now, batch.out, batch.dead, batch.touched
-        self.appeals.prepare(events, now)  # read ahead in the helpers while the pass goes on
         # counted per batch, not per event: a metric increment takes a lock
         events_in: Counter[str] = Counter()
         duplicates = 0
@@ -339,7 +332,6 @@ class VitalsProcessor:
             source_seen[(district, topic)] = live
         for topic, n in events_in.items():
             self._events_in[topic].inc(n)
-        self.appeals.report()
         if duplicates:
             metrics.duplicates_skipped.inc(duplicates)
         self._publish_batch(batch)

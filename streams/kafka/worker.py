@@ -109,7 +109,6 @@ class CityApp(faust.App):
     Faust revokes and stops its tables."""
 
     input_feed: InputFeed | None = None
-    cityvitals: VitalsProcessor | None = None
     api_service: ApiService | None = None
     notifier: NotifyService | None = None
     readiness: Readiness | None = None
@@ -130,8 +129,6 @@ class CityApp(faust.App):
     async def on_stop(self) -> None:
         if self.input_feed is not None:
             await self.input_feed.stop()
-        if self.cityvitals is not None:
-            self.cityvitals.appeals.close()
         if self.notifier is not None:
             await self.notifier.stop()
         if self.api_service is not None:
@@ -388,8 +385,7 @@ def _services(
         fenced=feed.fenced,
         appeals=appeals,
     )
-    app.cityvitals = processor
-    processor.appeals.start_helpers()  # loading their lexicons while the worker starts
+    app.cityvitals = processor  # type: ignore[attr-defined]
     app.input_feed = feed
     notifier = app.notifier = NotifyService(
         routes,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -325,19 +325,6 @@ def repeat_in(
     return None
 
 
-class Place(NamedTuple):
-    """What the repeat runs need of an appeal (:meth:`AppealIntake.repeat_of`)."""
-
-    appeal_id: str
-    district: str
-    street: str | None
-    category: str
-
-    @classmethod
-    def of(cls, appeal: Appeal) -> Place:
-        return cls(appeal.appeal_id, appeal.district, appeal.street, appeal.category)
-
-
 #: Between a run's street ("" for none) and its category in ``runs``' keys.
 PLACE_SEP = "@"
 
@@ -400,18 +387,15 @@ class AppealIntake:
         """:meth:`read`, then :meth:`repeat`."""
         return self.repeat(self.read(channel, payload))
 
-    def repeat_of(self, appeal: Appeal | Place, at: float | None = None) -> str | None:
+    def repeat_of(self, appeal: Appeal, at: float | None = None) -> str | None:
         """The id of the first appeal of the run this one repeats, if any (read again,
         the first is not its own repeat). ``at``: the appeal's event time in seconds
-        since the epoch (required with a :class:`Place`)."""
-        if at is None:
-            assert isinstance(appeal, Appeal), "a place has no event time"
-            at = appeal.event_time.timestamp()
+        since the epoch, when the caller has worked it out already."""
         first = repeat_in(
             self.runs_of(appeal.district),
             place_key(appeal.street, appeal.category),
             appeal.appeal_id,
-            at,
+            appeal.event_time.timestamp() if at is None else at,
             self.repeats.span_s,
         )
         return None if first == appeal.appeal_id else first

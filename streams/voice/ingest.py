@@ -38,12 +38,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from functools import cached_property
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import orjson
 
-from streams.core import metrics
-from streams.core.config import CityConfig
 from streams.core.messages import (
     APPEAL_SAMPLE_CHARS,
     APPEALS_TOPIC,
@@ -52,10 +50,8 @@ from streams.core.messages import (
     DeadLetterStage,
     Origin,
 )
-from streams.ingest.catalogue import CatalogueCheck
 from streams.ingest.decoding import duplicate_key
 from streams.ingest.ingestor import (
-    APPEAL_TALLY,
     FACET_PLACE_SEP,
     PREVIEW_CHARS,
     Accepted,
@@ -64,9 +60,8 @@ from streams.ingest.ingestor import (
 )
 from streams.ingest.rejection import Rejected, failure_detail, quoted
 from streams.voice.appeals import Appeal, AppealRejected, AppealsConfig, load_appeals
-from streams.voice.channels import AppealIntake, Place, RunsOf
+from streams.voice.channels import AppealIntake, RunsOf
 from streams.voice.emotion import Emotion, Scorer
-from streams.voice.helper import MIN_APPEALS, HelperReader, ReaderSetup
 
 APPEAL = "citizen.appeals"
 EXTREME_APPEAL = "citizen.extreme_appeals"
@@ -106,148 +101,67 @@ def shape(doc: Any, limit: int) -> tuple[int, bool]:
     return strings, False
 
 
-class InputLike(Protocol):
-    """An input record as the worker's batches hold it."""
+class AppealIngest:
+    """Reads appeals for the worker; shares the ingest stage's limits, clock bounds,
+    de-identification and dead letters."""
 
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-
-
-class Read(NamedTuple):
-    """What an appeal's record gives before its place among earlier appeals is known
-    (:meth:`AppealReader.read`, in the worker or ahead of it in a helper process).
-
-    Refused before the repeat runs are asked (decode, validate, the key, the clock):
-    ``refusal`` alone. Otherwise the appeal's ``place`` (what the runs need of it: a
-    helper's answer carries no more) and its time ``t``, and ``reading``, the
-    reading as it is when the appeal repeats none (:func:`repeating` makes the one that
-    does); or, when scoring or writing the reading failed, ``refusal`` in its place: the
-    appeal still joins the repeat runs first, as it would have before that step."""
-
-    place: Place | None
-    t: float
-    reading: Accepted | None
-    refusal: tuple[DeadLetterReason, str, DeadLetterStage] | None
-
-
-class AppealReader:
-    """An appeal's ingest up to the repeat runs: decode, the channel's adapter with
-    de-identification, the key and clock checks, the emotion and the reading. It depends
-    on nothing but the record, the batch's clock, the configuration and the
-    de-identification key, and keeps no state between records, so a helper process can
-    run it ahead of the worker (:mod:`streams.voice.helper`)."""
-
-    def __init__(
-        self,
-        intake: AppealIntake,
-        scorer: Scorer,
-        catalogue: CatalogueCheck,
-        cfg: CityConfig,
-        max_bytes: int,
-        max_depth: int,
-    ) -> None:
-        self.intake, self.scorer, self.catalogue = intake, scorer, catalogue
-        self.max_bytes, self.max_depth = max_bytes, max_depth
-        self.cfg = cfg
-        self._district_keys = {code: code.encode() for code in cfg.districts}
-        indicators = cfg.indicators
+    def __init__(self, ingestor: Ingestor, intake: AppealIntake, scorer: Scorer) -> None:
+        self.ingestor, self.intake, self.scorer = ingestor, intake, scorer
+        self.dead_letters = ingestor.dead_letters
+        # every dead letter of an appeal, wherever in the worker it is made
+        self.dead_letters.previewers[APPEALS_TOPIC] = self.outline
+        self.max_bytes = ingestor.decoder.max_event_bytes
+        self.max_depth = ingestor.decoder.max_depth
+        self._district_keys = {code: code.encode() for code in ingestor.cfg.districts}
+        indicators = ingestor.cfg.indicators
         self._unit = {code: indicators[code].unit for code in (APPEAL, EXTREME_APPEAL)}
         self._sharing = {code: indicators[code].sharing.value for code in (APPEAL, EXTREME_APPEAL)}
         self._domain = indicators[APPEAL].domain
 
-    def read(
-        self, value: bytes, key: bytes | None, now: datetime, partition: int, offset: int
-    ) -> Read:
+    def accept(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes,
+        now: datetime,
+    ) -> Accepted | DeadLetter:
         stage = DeadLetterStage.DECODE
         try:
             channel, payload = self._envelope(value)
             stage = DeadLetterStage.VALIDATE
-            appeal = self.intake.read(channel, payload)
-            t = self._checked(appeal, key, now)
-        except Exception as exc:
-            return Read(None, 0.0, None, _refusal(exc, stage))
-        try:
+            appeal, t, repeat_of = self._appeal(channel, payload, key, now)
+            stage = DeadLetterStage.READING
             emotion = self.scorer.score(appeal.text)
-            reading = self._reading(appeal, emotion, t, (APPEALS_TOPIC, partition, offset), now)
+            where = (topic, partition, offset)
+            return self._reading(appeal, repeat_of, emotion, t, where, now)
+        except Rejected as rej:
+            reason, detail, stage = rej.reason, rej.detail, rej.stage or stage
+        except AppealRejected as rej:
+            reason, detail = DeadLetterReason(rej.reason.value), f"{rej.field}: {rej.detail}"
         except Exception as exc:
-            return Read(Place.of(appeal), t, None, _refusal(exc, DeadLetterStage.READING))
-        return Read(Place.of(appeal), t, reading, None)
+            reason, detail = DeadLetterReason.UNPROCESSABLE, failure_detail(exc)
+        origin = Origin(topic=topic, partition=partition, offset=offset)
+        return self.dead_letters.make(origin, key, value, reason, detail, now, stage)
 
-    def _checked(self, appeal: Appeal, key: bytes | None, now: datetime) -> float:
-        """The appeal's time in seconds since the epoch, once its key is its district
-        and its time within the clock's bounds."""
-        if key is None or self._district_keys.get(appeal.district) != key:
-            shown = None if key is None else key.decode("utf-8", "replace")
-            raise Rejected(
-                DeadLetterReason.KEY_MISMATCH,
-                f"message key {quoted(shown)} is not the appeal's district "
-                f"{quoted(appeal.district)}",
-            )
-        return self.catalogue.check_time(appeal.event_time, now)  # its timestamp()
-
-    def _reading(
-        self,
-        appeal: Appeal,
-        emotion: Emotion,
-        t: float,
-        origin: tuple[str, int, int],
-        now: datetime,
-    ) -> Accepted:
-        """The appeal as a reading that repeats none (fields in
-        :class:`~streams.core.messages.Reading`'s order, as the ingest stage writes them)."""
-        indicator = EXTREME_APPEAL if emotion.extreme else APPEAL
-        attributes: dict[str, Any] = {
-            "channel": appeal.channel,
-            "category": appeal.category,
-            "department": appeal.department,
-            "co_departments": appeal.co_departments,  # orjson writes a tuple as a list
-            "text": appeal.text,
-        }
-        if appeal.rating is not None:
-            attributes["rating"] = appeal.rating
-        # a repeat's "repeat_of" goes here, before the emotion (see repeating)
-        attributes["emotion"] = {
-            "intensity": emotion.intensity,
-            "category": emotion.category,
-            "extreme": emotion.extreme,
-            "evidence": emotion.evidence,
-        }
-        doc: dict[str, Any] = {
-            "event_id": appeal.appeal_id,
-            "source": appeal.channel,
-            "district": appeal.district,
-            "street": appeal.street,
-            "indicator": indicator,
-            "domain": self._domain,
-            "value": emotion.intensity,
-            "unit": self._unit[indicator],
-            "sharing": self._sharing[indicator],
-            "event_time": appeal.event_time,
-            "ingest_time": now,
-            "attributes": attributes,
-            "origin": {"topic": origin[0], "partition": origin[1], "offset": origin[2]},
-        }
-        if appeal.street is None:
-            del doc["street"]  # the other keys keep their order
-        data = orjson.dumps(doc, option=orjson.OPT_UTC_Z)
-        return Accepted(
-            indicator,
-            self._domain,
-            appeal.street,
-            emotion.intensity,
-            appeal.event_time,
-            data,
-            t,
-            _facets(appeal, emotion),
-        )
+    def outline(self, value: bytes) -> str:
+        """A dead letter's preview of an appeal record: its channel and the names of its
+        payload's fields, never their values. An appeal holds a citizen's own words and
+        details, which pattern matching cannot be trusted to find all of (a name without
+        a cue); the whole record is in the dead letter, sealed."""
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return f"({len(value)} bytes, not JSON)"
+        if not isinstance(doc, dict):
+            return f"(JSON {type(doc).__name__}, not an object)"
+        channel = doc.get("channel")
+        payload = doc.get("payload")
+        fields = ", ".join(sorted(payload)[:40]) if isinstance(payload, dict) else "(not an object)"
+        shown = channel if isinstance(channel, str) and len(channel) <= 64 else "(?)"
+        text = f"channel {shown}; payload fields: {fields}"
+        return self.ingestor.deid.scrub_narrative(text[:PREVIEW_CHARS])[0]
 
     def _envelope(self, value: bytes) -> tuple[str, dict[str, Any]]:
         """The channel and payload of a record, or :class:`Rejected` (stage decode)."""
@@ -285,96 +199,86 @@ class AppealReader:
             )
         return channel, payload
 
+    def _appeal(
+        self, channel: str, payload: dict[str, Any], key: bytes | None, now: datetime
+    ) -> tuple[Appeal, float, str | None]:
+        """The de-identified appeal, its time in seconds since the epoch, and the first
+        appeal of its run when it repeats one."""
+        intake = self.intake
+        appeal = intake.read(channel, payload)
+        if key is None or self._district_keys.get(appeal.district) != key:
+            shown = None if key is None else key.decode("utf-8", "replace")
+            raise Rejected(
+                DeadLetterReason.KEY_MISMATCH,
+                f"message key {quoted(shown)} is not the appeal's district "
+                f"{quoted(appeal.district)}",
+            )
+        t = self.ingestor.catalogue.check_time(appeal.event_time, now)  # its timestamp()
+        return appeal, t, intake.repeat_of(appeal, t)
 
-class AppealIngest:
-    """Reads appeals for the worker; shares the ingest stage's limits, clock bounds,
-    de-identification and dead letters, and keeps the repeat runs."""
-
-    def __init__(self, ingestor: Ingestor, intake: AppealIntake, scorer: Scorer) -> None:
-        self.ingestor, self.intake = ingestor, intake
-        self.reader = AppealReader(
-            intake,
-            scorer,
-            ingestor.catalogue,
-            ingestor.cfg,
-            ingestor.decoder.max_event_bytes,
-            ingestor.decoder.max_depth,
-        )
-        self.dead_letters = ingestor.dead_letters
-        # every dead letter of an appeal, wherever in the worker it is made
-        self.dead_letters.previewers[APPEALS_TOPIC] = self.outline
-
-    def accept(
+    def _reading(
         self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes,
+        appeal: Appeal,
+        repeat_of: str | None,
+        emotion: Emotion,
+        t: float,
+        origin: tuple[str, int, int],
         now: datetime,
-        read: Read | None = None,
-    ) -> Accepted | DeadLetter:
-        """``read``: what :meth:`AppealReader.read` gave for this record and ``now`` (in
-        a helper process); without it the record is read here."""
-        if read is None:
-            read = self.reader.read(value, key, now, partition, offset)
-        place, t, reading, refusal = read
-        if place is not None:
-            try:
-                repeat_of = self.intake.repeat_of(place, t)
-                if reading is not None:
-                    return reading if repeat_of is None else repeating(reading, repeat_of)
-            except Exception as exc:
-                refusal = _refusal(exc, DeadLetterStage.VALIDATE)
-        assert refusal is not None  # a read without a reading says why
-        reason, detail, stage = refusal
-        origin = Origin(topic=topic, partition=partition, offset=offset)
-        return self.dead_letters.make(origin, key, value, reason, detail, now, stage)
-
-    def outline(self, value: bytes) -> str:
-        """A dead letter's preview of an appeal record: its channel and the names of its
-        payload's fields, never their values. An appeal holds a citizen's own words and
-        details, which pattern matching cannot be trusted to find all of (a name without
-        a cue); the whole record is in the dead letter, sealed."""
-        try:
-            doc = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return f"({len(value)} bytes, not JSON)"
-        if not isinstance(doc, dict):
-            return f"(JSON {type(doc).__name__}, not an object)"
-        channel = doc.get("channel")
-        payload = doc.get("payload")
-        fields = ", ".join(sorted(payload)[:40]) if isinstance(payload, dict) else "(not an object)"
-        shown = channel if isinstance(channel, str) and len(channel) <= 64 else "(?)"
-        text = f"channel {shown}; payload fields: {fields}"
-        return self.ingestor.deid.scrub_narrative(text[:PREVIEW_CHARS])[0]
-
-
-_EMOTION = b',"emotion":{'
-_REPEAT = APPEAL_TALLY.index("repeats")
-
-
-def repeating(reading: Accepted, repeat_of: str) -> Accepted:
-    """The reading of an appeal that repeats ``repeat_of``: its attributes name the run's
-    first appeal (before the emotion, where :meth:`AppealReader._reading` leaves room:
-    a JSON string holds no unescaped quote, so the emotion's key is found only there),
-    and its tallies and sample count it as a repeat."""
-    data = reading.json
-    at = data.index(_EMOTION)
-    named = b',"repeat_of":' + orjson.dumps(repeat_of)
-    facets = reading.facets
-    assert facets is not None and facets.sample is not None
-    counts = (*facets.counts[:_REPEAT], 1.0, *facets.counts[_REPEAT + 1 :])
-    sample = {**facets.sample, "repeat": True}
-    return reading._replace(
-        json=data[:at] + named + data[at:], facets=facets._replace(counts=counts, sample=sample)
-    )
+    ) -> Accepted:
+        """The appeal as a reading (fields in :class:`~streams.core.messages.Reading`'s
+        order, as the ingest stage writes them)."""
+        indicator = EXTREME_APPEAL if emotion.extreme else APPEAL
+        attributes: dict[str, Any] = {
+            "channel": appeal.channel,
+            "category": appeal.category,
+            "department": appeal.department,
+            "co_departments": appeal.co_departments,  # orjson writes a tuple as a list
+            "text": appeal.text,
+        }
+        if appeal.rating is not None:
+            attributes["rating"] = appeal.rating
+        if repeat_of is not None:
+            attributes["repeat_of"] = repeat_of
+        attributes["emotion"] = {
+            "intensity": emotion.intensity,
+            "category": emotion.category,
+            "extreme": emotion.extreme,
+            "evidence": emotion.evidence,
+        }
+        doc: dict[str, Any] = {
+            "event_id": appeal.appeal_id,
+            "source": appeal.channel,
+            "district": appeal.district,
+            "street": appeal.street,
+            "indicator": indicator,
+            "domain": self._domain,
+            "value": emotion.intensity,
+            "unit": self._unit[indicator],
+            "sharing": self._sharing[indicator],
+            "event_time": appeal.event_time,
+            "ingest_time": now,
+            "attributes": attributes,
+            "origin": {"topic": origin[0], "partition": origin[1], "offset": origin[2]},
+        }
+        if appeal.street is None:
+            del doc["street"]  # the other keys keep their order
+        data = orjson.dumps(doc, option=orjson.OPT_UTC_Z)
+        facets = _facets(appeal, emotion, repeat_of is not None)
+        return Accepted(
+            indicator,
+            self._domain,
+            appeal.street,
+            emotion.intensity,
+            appeal.event_time,
+            data,
+            t,
+            facets,
+        )
 
 
-def _facets(appeal: Appeal, emotion: Emotion) -> Facets:
+def _facets(appeal: Appeal, emotion: Emotion, repeat: bool) -> Facets:
     """An appeal's tallies (:data:`~streams.ingest.ingestor.APPEAL_TALLY`) for its category
-    and its category in its street, and its sample, ranked by its intensity; as if it
-    repeated none (:func:`repeating`)."""
+    and its category in its street, and its sample, ranked by its intensity."""
     category = appeal.category
     keys: tuple[str, ...] = (category,)
     if appeal.street is not None:
@@ -386,7 +290,7 @@ def _facets(appeal: Appeal, emotion: Emotion) -> Facets:
         emotion.intensity,
         0.0 if rating is None else 1.0,
         1.0 if rating == "bad" else 0.0,
-        0.0,
+        1.0 if repeat else 0.0,
     )
     sample = {
         "appeal_id": appeal.appeal_id,
@@ -398,31 +302,16 @@ def _facets(appeal: Appeal, emotion: Emotion) -> Facets:
         "emotion": emotion.category,
         "extreme": emotion.extreme,
         "words": list(emotion.evidence),
-        "repeat": False,
+        "repeat": repeat,
     }
     return Facets(keys, counts, sample, emotion.intensity)
-
-
-def _refusal(
-    exc: Exception, stage: DeadLetterStage
-) -> tuple[DeadLetterReason, str, DeadLetterStage]:
-    """The dead letter's reason, detail and stage for a failure at ``stage``."""
-    if isinstance(exc, Rejected):
-        return exc.reason, exc.detail, exc.stage or stage
-    if isinstance(exc, AppealRejected):
-        return DeadLetterReason(exc.reason.value), f"{exc.field}: {exc.detail}", stage
-    return DeadLetterReason.UNPROCESSABLE, failure_detail(exc), stage
 
 
 class AppealStage:
     """A worker's :class:`AppealIngest`, built at once when given the appeals' catalogue
     (the worker, which so fails at start on a wrong one), else at the first appeal from
     the city's config directory: the lexicon takes about a second to load, which a
-    process that never sees an appeal need not spend.
-
-    With ``helpers`` (and the de-identification key), :meth:`prepare` hands each batch's
-    appeals to that many helper processes (:mod:`streams.voice.helper`), started at the
-    first batch that holds enough appeals."""
+    process that never sees an appeal need not spend."""
 
     def __init__(
         self,
@@ -430,16 +319,10 @@ class AppealStage:
         appeals: AppealsConfig | None = None,
         *,
         runs_of: RunsOf | None = None,
-        helpers: int = 0,
-        deid_key: bytes | None = None,
     ) -> None:
         """``runs_of``: each district's repeat runs, kept in its state (the worker's
         windows); without it the runs are kept in memory."""
         self._ingestor, self._appeals, self._runs_of = ingestor, appeals, runs_of
-        self._helpers = helpers if deid_key else 0
-        self._deid_key: bytes | None = deid_key
-        self._helper: HelperReader | None = None
-        self.read_by: dict[str, int] = {"helper": 0, "worker": 0}  # see report()
         if appeals is not None:
             _ = self.ingest
 
@@ -449,47 +332,6 @@ class AppealStage:
         appeals = self._appeals or load_appeals(ingestor.cfg)
         intake = AppealIntake(appeals, ingestor.deid, runs_of=self._runs_of)
         return AppealIngest(ingestor, intake, Scorer())
-
-    @property
-    def helper(self) -> HelperReader | None:
-        """The helper processes, once started."""
-        return self._helper
-
-    def start_helpers(self) -> HelperReader | None:
-        """Start the helper processes now (the worker does, at its start, so that they
-        have loaded their lexicons by its first batch); None without helpers."""
-        if self._helper is None and self._helpers:
-            assert self._deid_key is not None
-            reader = self.ingest.reader
-            setup = ReaderSetup(
-                reader.intake.appeals,
-                self._deid_key,
-                reader.catalogue,
-                reader.cfg,
-                reader.max_bytes,
-                reader.max_depth,
-            )
-            self._helper = HelperReader(setup, self._helpers)
-        return self._helper
-
-    def prepare(self, records: Iterable[InputLike], now: datetime) -> None:
-        """Hand the appeals of a batch, in its order, to the helpers (when the stage has
-        them) to read ahead of :meth:`accept_any`; they are started at the first batch
-        with enough appeals, if not before."""
-        if not self._helpers:
-            return
-        appeals = [
-            (r.partition, r.offset, r.key, r.value if r.value is not None else b"")
-            for r in records
-            if r.topic == APPEALS_TOPIC
-        ]
-        helper = self._helper
-        if helper is None:
-            if len(appeals) < MIN_APPEALS:
-                return
-            helper = self.start_helpers()
-            assert helper is not None
-        helper.submit(appeals, now)
 
     def accept_any(
         self,
@@ -502,22 +344,5 @@ class AppealStage:
     ) -> Accepted | DeadLetter:
         """A record of any input topic: an appeal here, a department's event through the
         ingest stage."""
-        if topic != APPEALS_TOPIC:
-            return self._ingestor.accept(topic, partition, offset, key, value, now)
-        helper = self._helper
-        read = helper.take(partition, offset) if helper is not None else None
-        self.read_by["worker" if read is None else "helper"] += 1
-        return self.ingest.accept(topic, partition, offset, key, value, now, read)
-
-    def report(self) -> None:
-        """Add the appeals read since the last report to ``cityvitals_ingest_appeals_read``
-        (once a batch: a metric's increment takes a lock)."""
-        for by, n in self.read_by.items():
-            if n:
-                metrics.appeals_read.labels(by).inc(n)
-                self.read_by[by] = 0
-
-    def close(self) -> None:
-        """Stop the helper processes."""
-        if self._helper is not None:
-            self._helper.close()
+        stage = self.ingest.accept if topic == APPEALS_TOPIC else self._ingestor.accept
+        return stage(topic, partition, offset, key, value, now)
