@@ -23,9 +23,11 @@ data directory, idle-close time 10 s, a fresh de-identification key and a
 routes file that mutes every notification and puts escalation a century away
 (an ``escalate`` action would change alerts, which the replay cannot know). It
 produces the simulated city (seeded, 2 % malformed events, each labelled with
-the dead-letter reason it must get), paced by event time, with one stretch
-produced at full speed (a back-fill), mixed with hostile records labelled the
-same way (``verify_input.py``). Meanwhile a seeded script SIGKILLs workers and
+the dead-letter reason it must get, and the citizens' appeals on every channel),
+paced by event time, with one stretch produced at full speed (a back-fill),
+mixed with hostile records labelled the same way (``verify_input.py``: among
+them an appeal carrying its writer's name, number and e-mail, and appeals keyed
+by another district, of no known category and without their text). Meanwhile a seeded script SIGKILLs workers and
 restarts them, scales between one, two and three workers, and SIGSTOPs one for
 longer than both the session timeout (6 s) and the idle-close time (10 s). The
 ``--quick`` run does one round of faults (6 kills, one pause, four rebalances);
@@ -42,14 +44,18 @@ so a worker that crashes for good still gives a report.
 (topic, partition, offset, bytes) and the driver's labels alone: each input's
 outcome (counted, or dead-lettered with one reason); each window's count and
 sum per indicator (district, floor(event time, 60 s), indicator, values in the
-canonical unit by the conversions of ``config/indicators.yaml``); and every
-alert event, by running the worker's detection over the expected windows of
-each district in window order, as ``cityvitals replay`` does. It never reads the
-workers' counters or state.
+canonical unit by the conversions of ``config/indicators.yaml``); each appeal's
+reading (its emotion, and the earlier appeal it repeats), by the worker's own
+appeal stage run over the appeals in the order produced with the workers' key,
+and the tallies and samples it adds to its window; and every alert event,
+public-opinion warnings included, by running the worker's detection over the
+expected windows of each district in window order, as ``cityvitals replay``
+does. It never reads the workers' counters or state.
 
 **Differences**: an input without its expected outcome (nothing, another
 outcome, or two outcomes); a reading whose values differ; raw personal data in
-a reading or a dead letter's detail; a window expected but not published,
+a reading or a dead letter's detail; an appeal's reading that names another
+earlier appeal as the one it repeats (or none); a window expected but not published,
 published but not expected, or whose last record per (district, window start)
 has other counts or sums (relative tolerance 1e-9); an alert event (alert id,
 sequence) missing, extra, or differing in status, grade, kind, place,
@@ -92,11 +98,13 @@ from rich.markup import escape
 from verify_broker import retried_inputs, run_restarts
 from verify_faults import Cluster, run_faults
 from verify_input import CityStream, Control, FeedPlan, feed
-from verify_oracle import OUTPUT_TOPICS, OutputRecord, Produced, verify
+from verify_oracle import OUTPUT_TOPICS, AppealReplay, OutputRecord, Produced, verify
 
 from streams.core.config import load_config
 from streams.core.messages import EVENT_TOPICS
+from streams.core.secrets import from_variable
 from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.child import DEID_KEY
 from streams.kafka.topics import ensure_topics
 
 QUIET_S = 18.0  # no new output for this long: the idle timer (10 s) has had its turn
@@ -382,6 +390,10 @@ async def run(
         # its longest it must stay in the past, where every valid event is counted
         start = now - planned - extra - timedelta(hours=1)
         stream = CityStream(cfg, seed, start, planned, rng, hostile_sets=mode.hostile_sets)
+        deid_key = from_variable(DEID_KEY, cluster.env).value
+        if deid_key is None:
+            raise RuntimeError(f"the workers have no {DEID_KEY}")
+        appeals = AppealReplay(cfg, deid_key.encode())
         plan = FeedPlan(
             speed=mode.speed,
             burst=(span * mode.burst[0], span * mode.burst[1]),
@@ -394,7 +406,7 @@ async def run(
         )
         t_feed = time.monotonic()
         feeder = asyncio.create_task(
-            feed(broker.bootstrap, stream, cfg, plan, control, produced, say)
+            feed(broker.bootstrap, stream, cfg, plan, control, produced, say, appeals)
         )
         tasks.append(feeder)
 

@@ -30,12 +30,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from verify_oracle import Produced, expect
+from verify_oracle import AppealReplay, Produced, expect
 
 from streams.core.config import CityConfig
+from streams.core.messages import APPEALS_TOPIC
 from streams.sim.simulator import CitySimulator
 
 IOT = "city.events.iot"
@@ -153,8 +155,49 @@ class Hostile:
     def keyless(self, t: datetime) -> Labelled:
         return self._record(t, "no key", "key_mismatch", self._body(t), keyed=False)
 
+    # -- citizens' appeals: one counted with the writer's personal data, three refused ------
+    def _appeal(
+        self, t: datetime, label: str, expected: str | None, key: str | None = None, **fields: Any
+    ) -> Labelled:
+        """A 12345 work order at ``t`` about a smell in a seeded street, ``fields`` changed."""
+        self.n += 1
+        district, street = self._place()
+        local = t.astimezone(ZoneInfo(self.cfg.city.city.timezone))
+        payload: dict[str, Any] = {
+            "order_no": f"GD-VERIFY-{self.n:04d}",
+            "accepted_at": local.strftime("%Y-%m-%d %H:%M:%S"),
+            "category": "臭味",
+            "district_code": district,
+            "street_code": street,
+            "content": "小区门口一直有一股臭味，希望尽快处理。",
+            "caller_name": "王建国",
+            "caller_phone": "13711112222",
+            "address": "新华路8号3单元502",
+        }
+        payload.update(fields)
+        value = orjson.dumps({"channel": "hotline_12345", "payload": payload})
+        pii = ("13711112222", "王建国", "新华路8号3单元502", "13655556666", "wang.jg@example.com")
+        return Labelled(APPEALS_TOPIC, (key or district).encode(), value, t, label, expected, pii)
+
+    def appeal_with_personal_data(self, t: datetime) -> Labelled:
+        text = "垃圾站臭味熏天，太过分了！我是王建国，电话13655556666，邮箱wang.jg@example.com。"
+        return self._appeal(t, "appeal pii", None, content=text)
+
+    def appeal_of_another_district(self, t: datetime) -> Labelled:
+        return self._appeal(t, "appeal keyed by another district", "key_mismatch", key="339999")
+
+    def appeal_of_no_category(self, t: datetime) -> Labelled:
+        return self._appeal(t, "appeal category unknown", "unknown_category", category="外星人")
+
+    def appeal_without_its_text(self, t: datetime) -> Labelled:
+        return self._appeal(t, "appeal without content", "schema", content=None)
+
     def regular(self) -> list[Callable[[datetime], Labelled]]:
         return [
+            self.appeal_with_personal_data,
+            self.appeal_of_another_district,
+            self.appeal_of_no_category,
+            self.appeal_without_its_text,
             self.personal_data,
             self.personal_data_in_a_complaint,
             self.duplicate_key,
@@ -220,7 +263,9 @@ class CityStream:
         hostile_sets: int,
         malformed_share: float = 0.02,
     ) -> None:
-        self.sim = CitySimulator(cfg, seed=seed, start=start, malformed_share=malformed_share)
+        self.sim = CitySimulator(
+            cfg, seed=seed, start=start, malformed_share=malformed_share, appeals=True
+        )
         self.start = start
         self.planned = planned
         self.hostile = Hostile(cfg, rng)
@@ -266,8 +311,10 @@ async def feed(
     control: Control,
     produced: list[Produced],
     say: Callable[[str], None],
+    appeals: AppealReplay,
 ) -> None:
-    """Produce the stream, paced by event time; where each record landed goes to ``produced``."""
+    """Produce the stream, paced by event time; where each record landed goes to
+    ``produced``, with what it must become (``appeals`` replays the citizens' appeals)."""
     loop = asyncio.get_running_loop()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -281,7 +328,13 @@ async def feed(
     async def settle() -> None:
         for rec, fut in pending:
             md = await fut
-            reading, place = expect(cfg, rec.value, rec.expected)
+            if md.topic == APPEALS_TOPIC:
+                origin = (md.topic, md.partition, md.offset)
+                reading, place = appeals.expect(
+                    origin, rec.key, rec.value, rec.expected, rec.stream_time
+                )
+            else:
+                reading, place = expect(cfg, rec.value, rec.expected)
             produced.append(
                 Produced(
                     md.topic,

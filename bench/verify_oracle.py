@@ -11,6 +11,12 @@ state.
 - **Outcomes.** Each input record is either counted (one ``Reading`` on
   ``city.readings`` whose ``origin`` is the record) or dead-lettered with one
   reason (``city.deadletter``, matched by ``origin``).
+- **Appeals.** A citizens' appeal's reading is what the worker's own appeal stage
+  (:class:`AppealReplay`) makes of it: indicator and value by its emotion, and the
+  earlier appeal of the same place and category it repeats (``repeat_of``). The
+  repeat runs live in the districts' state, so a kill that lost or doubled them
+  names another appeal here. Its tallies and sample go to its window
+  (:func:`expected_facets`) for the public-opinion warnings.
 - **Windows.** Every counted event adds 1 and its canonical value to the window
   (district, floor(event time, 60 s), indicator). On ``city.vitals`` the last
   record per (district, window start) must carry exactly those counts and sums
@@ -49,6 +55,7 @@ READINGS = "city.readings"
 DEADLETTER = "city.deadletter"
 VITALS = "city.vitals"
 ALERTS = "city.emergency-command"
+APPEALS = "city.events.appeals"
 OUTPUT_TOPICS = (READINGS, DEADLETTER, VITALS, ALERTS)
 WINDOW_S = 60
 REL_TOL = 1e-9
@@ -67,6 +74,10 @@ class ExpectedReading:
     street: str | None
     value: float
     event_time: float  # seconds since the epoch
+    #: an appeal's: the earlier appeal it repeats, and its tallies and sample
+    #: (:class:`streams.ingest.ingestor.Facets`)
+    repeat_of: str | None = None
+    facets: Any = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +220,51 @@ def expect(
     return reading, place
 
 
+class AppealReplay:
+    """What each citizens' appeal must become, from the worker's own appeal stage run over
+    the produced appeals in the order produced: de-identification with the workers' key,
+    the emotion, and the repeat runs, which live in each district's state and so must
+    survive every kill exactly once. A district's appeals sit on one partition, which the
+    worker reads in order, so the runs see the same appeals in the same order here."""
+
+    def __init__(self, cfg: CityConfig, deid_key: bytes) -> None:
+        from streams.ingest.deid import Deidentifier
+        from streams.ingest.ingestor import Ingestor
+        from streams.voice.appeals import load_appeals
+        from streams.voice.ingest import AppealStage
+
+        self.stage = AppealStage(Ingestor(cfg, Deidentifier(deid_key)), load_appeals(cfg))
+
+    def expect(
+        self,
+        origin: Origin,
+        key: bytes | None,
+        value: bytes | None,
+        expected: str | None,
+        when: datetime,
+    ) -> tuple[ExpectedReading | None, tuple[str, float] | None]:
+        """As :func:`expect`, for an appeal produced at stream time ``when`` (the worker's
+        clock checks see it within their bounds)."""
+        from streams.ingest.ingestor import Accepted
+
+        if value is None:
+            return None, None
+        got = self.stage.ingest.accept(*origin, key, value, when)
+        if not isinstance(got, Accepted):
+            if expected is None:
+                raise ValueError(f"an appeal to be counted is rejected: {got.reason} {got.detail}")
+            return None, None
+        doc = orjson.loads(got.json)
+        place = (doc["district"], got.t)
+        if expected is not None:
+            return None, place
+        repeat_of = doc["attributes"].get("repeat_of")
+        reading = ExpectedReading(
+            place[0], got.indicator, got.street, got.value, got.t, repeat_of, got.facets
+        )
+        return reading, place
+
+
 def window_of(t: float) -> float:
     return t - (t % WINDOW_S)
 
@@ -242,6 +298,35 @@ def expected_windows(
                 agg[2] = min(agg[2], r.value)
                 agg[3] = max(agg[3], r.value)
     return dict(out)
+
+
+def expected_facets(
+    produced: Iterable[Produced],
+) -> tuple[dict[tuple[str, float], dict[str, list[float]]], dict[tuple[str, float], Any]]:
+    """(district, window start) -> facet -> the tally of the counted appeals (each of
+    :data:`~streams.ingest.ingestor.APPEAL_TALLY` summed in the order produced, as the
+    worker adds a partition's records in offset order), and -> the angriest samples of its
+    narrowest facet, kept as the worker's windows keep them."""
+    from streams.state.windows import keep_sample
+
+    tallies: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(dict)
+    samples: dict[tuple[str, float], Any] = defaultdict(dict)
+    for rec in produced:
+        r = rec.reading
+        if rec.expected is not None or r is None or r.facets is None or not r.facets.keys:
+            continue
+        window = (r.district, window_of(r.event_time))
+        bucket = tallies[window]
+        for facet in r.facets.keys:
+            row = bucket.get(facet)
+            counts = r.facets.counts
+            bucket[facet] = (
+                list(counts) if row is None else [a + b for a, b in zip(row, counts, strict=True)]
+            )
+        if r.facets.sample is not None:
+            kept = samples[window].setdefault(r.facets.keys[-1], [])
+            keep_sample(kept, r.facets.rank, r.facets.sample)
+    return dict(tallies), dict(samples)
 
 
 def expected_alerts(
@@ -286,12 +371,21 @@ def expected_alerts(
         detection.on_reading(
             r.indicator, r.street, r.event_time, r.value, ref, ctx, None, float(WINDOW_S), totals
         )
+    tallies, samples = expected_facets(produced)
     docs: list[dict[str, Any]] = []
     for district in sorted(windows):
         detection = detections.get(district) or DistrictDetection(district)
         for start in sorted(windows[district]):
             minute = {k: list(v) for k, v in windows[district][start].items()}
-            window = ClosedWindow(district, start, start + WINDOW_S, minute, {})
+            window = ClosedWindow(
+                district,
+                start,
+                start + WINDOW_S,
+                minute,
+                {},
+                tallies.get((district, start), {}),
+                samples.get((district, start), {}),
+            )
             docs += [orjson.loads(e.to_json()) for e in detection.on_window(window, ctx)]
     return docs
 
@@ -300,9 +394,16 @@ def detection_context(cfg: CityConfig) -> Any:
     """The detection the worker builds from the config: rules, silences, models."""
     from streams.alerting.detection import DetectionContext
     from streams.alerting.rules import load_silences, load_thresholds
+    from streams.kafka.worker import opinion_categories
+    from streams.voice.appeals import load_appeals
 
     rules = load_thresholds(cfg)
-    return DetectionContext(cfg, rules, silences=load_silences(cfg, rules))
+    return DetectionContext(
+        cfg,
+        rules,
+        silences=load_silences(cfg, rules),
+        opinion_categories=opinion_categories(load_appeals(cfg)),
+    )
 
 
 # --- comparisons ----------------------------------------------------------------------
@@ -353,6 +454,7 @@ def reading_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "street": doc.get("street"),
         "value": doc.get("value"),
         "event_time": _timestamp(doc.get("event_time")),
+        "repeat_of": (doc.get("attributes") or {}).get("repeat_of"),
     }
 
 
@@ -363,6 +465,7 @@ def expected_reading_view(r: ExpectedReading) -> dict[str, Any]:
         "street": r.street,
         "value": r.value,
         "event_time": r.event_time,
+        "repeat_of": r.repeat_of,
     }
 
 
@@ -654,6 +757,13 @@ def verify(
         ),
         "expected_windows": len(expected_vitals),
         "expected_alert_events": len(expected_events),
+        "expected_alert_events_by_kind": dict(
+            sorted(Counter(str(e.get("kind")) for e in expected_events).items())
+        ),
+        "appeals": sum(p.topic == APPEALS for p in produced),
+        "appeal_repeats": sum(
+            p.reading is not None and p.reading.repeat_of is not None for p in produced
+        ),
         "written": dict(sorted(obs.counts.items())),
         "written_deadletter_reasons": dict(
             sorted(

@@ -15,6 +15,7 @@ from bench.verify_oracle import (
     DEADLETTER,
     READINGS,
     VITALS,
+    AppealReplay,
     ExpectedReading,
     OutputRecord,
     Produced,
@@ -24,6 +25,7 @@ from bench.verify_oracle import (
     verify,
 )
 from streams.core.config import load_config
+from streams.core.messages import APPEALS_TOPIC
 
 CFG = load_config()
 IOT = "city.events.iot"
@@ -240,3 +242,117 @@ def test_an_alert_event_missing_or_with_another_grade_is_a_difference(
             ("alert", "differing", f"{changed['alert_id']}#{changed['sequence']}"),
         ]
     )
+
+
+# --- citizens' appeals ---------------------------------------------------------------------
+
+CALM_SMELL = "您好，南门街道垃圾中转站附近有一股臭味，希望能安排处理。"
+
+
+def hotline(order: int, at: float, street: str, text: str = CALM_SMELL) -> bytes:
+    """A 12345 hotline appeal about a smell in ``street`` of district 339902, accepted at
+    ``at`` (the hotline states the city's wall clock, UTC+8)."""
+    local = datetime.fromtimestamp(at + 8 * 3600, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    payload = {
+        "order_no": f"GD2026112420{order:07d}",
+        "accepted_at": local,
+        "category": "臭味",
+        "district_code": "339902",
+        "street_code": street,
+        "content": text,
+        "caller_name": "黄芳",
+        "caller_phone": "13475753206",
+        "address": "新华路152号1单元1101",
+    }
+    return orjson.dumps({"channel": "hotline_12345", "payload": payload})
+
+
+@pytest.fixture(scope="module")
+def replay() -> AppealReplay:
+    return AppealReplay(CFG, b"k" * 32)
+
+
+def appeals_in(replay: AppealReplay, times: list[float], street: str) -> list[Produced]:
+    """Hotline appeals at ``times`` in ``street``, each produced on partition 0, through the
+    replay as the driver puts them."""
+    produced = []
+    for t in times:
+        offset = next(_offsets)
+        origin = (APPEALS_TOPIC, 0, offset)
+        value = hotline(offset, t, street)
+        when = datetime.fromtimestamp(t, UTC)
+        reading, place = replay.expect(origin, b"339902", value, None, when)
+        produced.append(Produced(APPEALS_TOPIC, 0, offset, "sim", None, reading, place))
+    return produced
+
+
+def test_the_appeal_replay_expects_a_de_identified_reading_and_names_the_run_a_repeat_joins(
+    replay: AppealReplay,
+) -> None:
+    first, again = appeals_in(replay, [T0 + 10, T0 + 600], "339902002")
+    assert first.reading is not None and again.reading is not None
+    assert first.place == ("339902", T0 + 10)
+    assert (first.reading.district, first.reading.street) == ("339902", "339902002")
+    assert first.reading.indicator == "citizen.appeals"  # a calm request
+    assert first.reading.repeat_of is None
+    # the second is about the same place and category ten minutes on: it repeats the first,
+    # named by its channel and work order
+    assert again.reading.repeat_of == f"hotline_12345:GD2026112420{first.offset:07d}"
+    assert [r.reading.facets.counts[-1] for r in (first, again) if r.reading] == [0.0, 1.0]
+    assert b"13475753206" not in orjson.dumps(first.reading.facets.sample)
+
+
+def test_an_appeal_the_workers_must_count_but_the_replay_rejects_stops_the_oracle(
+    replay: AppealReplay,
+) -> None:
+    at = datetime.fromtimestamp(T0, UTC)
+    value = hotline(1, T0, "339902002")
+    with pytest.raises(ValueError, match="key_mismatch"):
+        replay.expect((APPEALS_TOPIC, 0, next(_offsets)), b"339901", value, None, at)
+    reading, place = replay.expect(
+        (APPEALS_TOPIC, 0, next(_offsets)), b"339901", value, "key_mismatch", at
+    )
+    assert reading is None and place is None
+
+
+def test_a_street_cluster_of_appeals_is_expected_as_a_public_opinion_warning(
+    replay: AppealReplay,
+) -> None:
+    # four calm appeals about one smell in one street within a minute: grade IV of the
+    # cluster boundaries ({IV: 4, III: 6, ...}) while the district is in its warmup
+    produced = appeals_in(replay, [T0 + 3600 + s for s in (1, 11, 21, 31)], "339902003")
+    ctx = detection_context(CFG)
+    windows = expected_windows(produced, ctx.street_indicators)
+    events = expected_alerts(CFG, windows, ctx, produced)
+    assert [(e["kind"], e["status"], e["grade"], e["street"]) for e in events] == [
+        ("public_opinion", "firing", 4, "339902003")
+    ]
+    assert events[0]["evidence"]["rule"] == "public_opinion.cluster"
+    # three give no warning
+    fewer = produced[:3]
+    assert expected_alerts(CFG, expected_windows(fewer, ctx.street_indicators), ctx, fewer) == []
+
+
+def test_an_appeal_reading_that_names_another_first_appeal_is_a_difference(
+    replay: AppealReplay,
+) -> None:
+    # a worker that lost its repeat runs in a kill would mark the second appeal as new
+    first, again = appeals_in(replay, [T0 + 7200, T0 + 7230], "339902001")
+    assert again.reading is not None and again.reading.repeat_of is not None
+
+    def published(p: Produced, repeat_of: str | None) -> OutputRecord:
+        assert p.reading is not None
+        doc = orjson.loads(reading_of(p).value or b"{}")
+        doc.update(street=p.reading.street, attributes={"repeat_of": repeat_of})
+        return _out(READINGS, doc)
+
+    n = sum(p.reading.value for p in (first, again) if p.reading)
+    window = vitals(T0 + 7200, {"citizen.appeals": (2, n)}, district="339902")
+    right = [published(first, None), published(again, again.reading.repeat_of), window]
+    assert kinds([first, again], right) == []
+    wrong = [published(first, None), published(again, None), window]
+    verdict = verify([first, again], wrong, CFG, alerts=False)
+    assert [(d.check, d.kind, d.identity) for d in verdict.differences] == [
+        ("reading", "differing", f"{APPEALS_TOPIC}:0@{again.offset}")
+    ]
+    assert verdict.differences[0].actual == {"repeat_of": [again.reading.repeat_of, None]}
