@@ -11,7 +11,6 @@ Playwright cannot be had, the test fails with the reason; it is never skipped.
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.apt import one_at_a_time
+from tests.apt import install
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext
@@ -39,39 +38,17 @@ LAUNCH_ARGS = [
     "--disable-sync",
 ]
 CJK_FONT_PACKAGE = "fonts-wqy-microhei"
-_APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
 def _run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_APT_ENV)
-
-
-def _tail(result: subprocess.CompletedProcess[str], lines: int = 15) -> str:
-    text = (result.stdout + result.stderr).strip().splitlines()
-    return "\n".join(text[-lines:])
-
-
-def _apt_install(*packages: str) -> tuple[bool, str]:
-    """``apt-get install`` the packages, with an ``apt-get update`` and a retry if that fails."""
-    if shutil.which("apt-get") is None:
-        return False, "apt-get is not available on this machine"
-    install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
-    with one_at_a_time():
-        first = _run(install)
-        if first.returncode == 0:
-            return True, ""
-        update = _run(["apt-get", "update"])
-        if update.returncode != 0:
-            return False, f"apt-get update failed:\n{_tail(update)}"
-        second = _run(install)
-    return second.returncode == 0, _tail(second)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def ensure_chromium() -> Path:
     """Debian's Chromium, installed with apt-get if it is missing; fails the test if it cannot."""
     if CHROMIUM.exists():
         return CHROMIUM
-    ok, log = _apt_install("chromium")
+    ok, log = install("chromium", done=CHROMIUM.exists)
     if not ok or not CHROMIUM.exists():
         pytest.fail(
             f"headless Chromium is needed at {CHROMIUM} and could not be installed with "
@@ -87,7 +64,7 @@ def ensure_cjk_font() -> None:
         found = _run(["fc-list", ":lang=zh", "family"], timeout=60)
         if found.returncode == 0 and found.stdout.strip():
             return
-    _apt_install(CJK_FONT_PACKAGE)
+    install(CJK_FONT_PACKAGE)
 
 
 def ensure_playwright() -> None:
@@ -104,7 +81,7 @@ def ensure_playwright() -> None:
     except ImportError:
         pytest.fail(
             f"the playwright package is needed and `pip install playwright` failed:\n"
-            f"{_tail(result)}",
+            f"{(result.stdout + result.stderr).strip()[-2000:]}",
             pytrace=False,
         )
 

@@ -28,7 +28,7 @@ import yaml
 from streams.core import metrics
 from streams.core.secrets import FILE_SUFFIX, PLACEHOLDERS, is_placeholder
 from streams.notify.routing import secret_variables
-from tests.apt import one_at_a_time
+from tests.apt import install
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -60,34 +60,13 @@ def ensure_tool(binary: str, package: str) -> str:
     found = shutil.which(binary)
     if found:
         return found
-    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
-    logs = []
-    with one_at_a_time():  # the other process may be installing it now
-        found = shutil.which(binary)
-        if found:
-            return found
-        for step in ([install], [["apt-get", "update"], install]):
-            for cmd in step:
-                try:
-                    proc = subprocess.run(
-                        cmd,
-                        capture_output=True,
-                        text=True,
-                        timeout=600,
-                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-                    )
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    logs.append(f"$ {' '.join(cmd)}: {exc}")
-                    break
-                logs.append(f"$ {' '.join(cmd)} -> {proc.returncode}\n{proc.stderr[-1500:]}")
-                if proc.returncode != 0:
-                    break
-            found = shutil.which(binary)
-            if found:
-                return found
+    ok, log = install(package, done=lambda: shutil.which(binary) is not None)
+    found = shutil.which(binary)
+    if ok and found:
+        return found
     pytest.fail(
         f"{binary} is needed and could not be installed from the Debian package {package!r} "
-        f"(as root: apt-get install -y --no-install-recommends {package}):\n" + "\n".join(logs)
+        f"(as root: apt-get install -y --no-install-recommends {package}):\n{log}"
     )
 
 
