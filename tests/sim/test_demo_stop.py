@@ -71,3 +71,31 @@ def test_the_demo_loop_ends_after_the_signal_leaving_behind_what_does_not_stop(
     left = ["a stubborn task", "the demo"] if case == "main-hangs" else ["a stubborn task"]
     # what was left behind is named, and its collection reports nothing
     assert out == f"stopped by {sig.name} left: {', '.join(left)}\n"
+
+
+_INTERRUPTED_WHILE_LOADING = """
+import sys
+
+import streams
+
+
+class CtrlC:  # the user presses Ctrl-C while the command's modules load
+    def find_spec(self, name, path=None, target=None):
+        if name == "streams.cli":
+            raise KeyboardInterrupt
+        return None
+
+
+sys.meta_path.insert(0, CtrlC())
+streams.main()
+"""
+
+
+def test_a_ctrl_c_while_the_command_loads_ends_it_with_130_and_no_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_WHILE_LOADING],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "")
