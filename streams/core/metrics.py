@@ -117,7 +117,7 @@ batch_size = Histogram(
     "Events per processed batch.",
     namespace=NAMESPACE,
     subsystem="ingest",
-    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10_000),
     registry=REGISTRY,
 )
 batch_seconds = Histogram(
