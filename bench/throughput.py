@@ -120,7 +120,8 @@ READINGS = "cityvitals_ingest_readings_total"
 DEADLETTERS = "cityvitals_ingest_deadletters_total"
 DUPLICATES = "cityvitals_ingest_duplicates_skipped_total"
 WINDOWS_CLOSED = "cityvitals_vitals_windows_closed_total"
-METRIC_NAMES = (EVENTS_IN, READINGS, DEADLETTERS, DUPLICATES, WINDOWS_CLOSED)
+READ_ASIDE = "cityvitals_ingest_records_read_aside_total"
+METRIC_NAMES = (EVENTS_IN, READINGS, DEADLETTERS, DUPLICATES, WINDOWS_CLOSED, READ_ASIDE)
 
 POLL_INTERVAL_S = 0.25
 IDLE_CLOSE_S = 5.0
@@ -312,6 +313,22 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _children_cpu_seconds(pid: int) -> float:
+    """CPU time the living child processes of *pid* (the worker's readers) have used."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def _rss_bytes(pid: int) -> int | None:
     """Current resident set size of *pid* (psutil if installed, else /proc)."""
     try:
@@ -402,6 +419,8 @@ class PipelineResult:
     duplicates_skipped: int
     windows_closed: int
     windows_closed_at_completion: int
+    read_aside: int  # records the worker's reader processes read
+    readers_cpu_seconds: float  # CPU time its reader processes used meanwhile
     rss_mb: float
     cpu_seconds: float | None
 
@@ -432,6 +451,7 @@ def run_pipeline(
         t_first: float | None = None
         t_done: float | None = None
         cpu_first = cpu_done = None
+        readers_first = readers_done = 0.0
         last_progress = launched
         last_seen = (-1.0, -1.0)
         current: dict[str, float] = {}
@@ -450,11 +470,12 @@ def run_pipeline(
                     continue
                 current = scraped
                 cpu = _cpu_seconds(worker.pid)
+                readers_cpu = _children_cpu_seconds(worker.pid)
                 events_in = current[EVENTS_IN]
                 finished = current[READINGS] + current[DEADLETTERS]
                 if t_first is None:
                     if events_in > 0:
-                        t_first, cpu_first = now, cpu
+                        t_first, cpu_first, readers_first = now, cpu, readers_cpu
                         log(f"worker consuming ({time.monotonic() - launched:.1f} s after launch)")
                         bar.update(task, description="worker: events in readings/dead letters")
                     elif time.monotonic() - launched > FIRST_EVENT_TIMEOUT_S:
@@ -466,7 +487,7 @@ def run_pipeline(
                         continue
                 bar.update(task, completed=min(finished, n))
                 if events_in >= n and finished >= n:
-                    t_done, cpu_done = now, cpu
+                    t_done, cpu_done, readers_done = now, cpu, readers_cpu
                     break
                 if (events_in, finished) != last_seen:
                     last_seen, last_progress = (events_in, finished), time.monotonic()
@@ -505,6 +526,8 @@ def run_pipeline(
         duplicates_skipped=int(final[DUPLICATES]),
         windows_closed=int(final[WINDOWS_CLOSED]),
         windows_closed_at_completion=windows_at_completion,
+        read_aside=int(final.get(READ_ASIDE, 0)),
+        readers_cpu_seconds=readers_done - readers_first,
         rss_mb=peak_rss / 2**20,
         cpu_seconds=None if cpu_first is None or cpu_done is None else cpu_done - cpu_first,
     )
@@ -542,6 +565,8 @@ def measure_once(
         "ratio": round(rate / raw_rate, 4),
         "worker_rss_mb": round(result.rss_mb, 1),
         "worker_cpu_seconds": None if result.cpu_seconds is None else round(result.cpu_seconds, 2),
+        "readers_cpu_seconds": round(result.readers_cpu_seconds, 2),
+        "records_read_aside": result.read_aside,
         "pipeline_seconds": round(result.seconds, 3),
         "raw_seconds": round(raw_seconds, 3),
         "readings": result.readings,

@@ -74,6 +74,20 @@ duplicates_skipped = Counter(
     subsystem="ingest",
     registry=REGISTRY,
 )
+records_read_aside = Counter(
+    "records_read_aside",
+    "Records decoded, checked and de-identified (appeals also scored) by reader processes.",
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+)
+batch_reader_restarts = Counter(
+    "batch_reader_restarts",
+    "Times the reader processes failed a batch (the worker read it) and were restarted.",
+    namespace=NAMESPACE,
+    subsystem="ingest",
+    registry=REGISTRY,
+)
 # -- records ahead of their stream, failures isolated, pauses -------------------------
 held_records = Counter(
     "held_records",

@@ -9,6 +9,7 @@ these settings change (see README, "Running on Apache Kafka"). Each secret setti
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +40,8 @@ def split_keys(text: str) -> list[str]:
 
 
 class Settings(BaseSettings):
+    # Long on purpose: one field for each CITYVITALS_ variable, as the README's table
+    # lists them; split into classes, the variables would need prefixes of their own.
     model_config = SettingsConfigDict(env_prefix="CITYVITALS_", extra="ignore")
 
     # --- Kafka ---------------------------------------------------------------
@@ -148,6 +151,12 @@ class Settings(BaseSettings):
         description="allocations between young-generation garbage collections (0: Python's 700)",
     )
     batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a batch")
+    reader_processes: int = Field(
+        default_factory=lambda: 1 if (os.cpu_count() or 1) > 1 else 0,
+        ge=0,
+        description="processes that read a backlog's records beside the worker (0: the "
+        "worker reads alone; default 1 on a machine of two cores or more)",
+    )
 
     # --- event time --------------------------------------------------------------
     window_s: int = Field(60, ge=1, description="tumbling window length, seconds")

@@ -46,10 +46,11 @@ from streams.kafka.counting import Batch, Counting
 from streams.kafka.feed import Fenced, Outputs, Record, transient
 from streams.kafka.ownership import DistrictReports
 from streams.kafka.raising import AlertRaiser
+from streams.kafka.readers import BatchReaders, Item
 from streams.kafka.tables import DETECTION_TABLE, TABLE_NAME, TableWriter
 from streams.state.windows import STREET_SEP, DistrictWindows
 from streams.voice.appeals import AppealsConfig
-from streams.voice.ingest import AppealStage
+from streams.voice.ingest import AppealStage, ReadAppeal
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class VitalsProcessor:
         self.ingestor = ingestor_of(cfg, settings)
         self.dead_letters = self.ingestor.dead_letters
         self.appeals = AppealStage(self.ingestor, appeals, runs_of=self._runs_of)
+        # a backlog's records are read beside the worker (streams.kafka.readers)
+        self.readers = BatchReaders(cfg, settings, appeals, processes=settings.reader_processes)
         self._districts = set(cfg.districts)
         self.writer = TableWriter(
             table, detection_table, outputs=outputs, fenced=fenced, changelogs=changelogs
@@ -252,14 +255,56 @@ class VitalsProcessor:
         await self.writer.commit(batch.touched, batch.out)
 
     async def _process_batch(self, events: Sequence[Record]) -> None:
-        # Long on purpose: the per-record loop is the worker's hot path, so the common
-        # case (a valid reading counted in an open window) is inlined with its lookups
-        # bound to locals; a call per step costs measurably (bench/processing.py).
         t0 = time.perf_counter()
         now_ts = time.time()
         live = self._clock()
         self.closer.heard(live)
         batch = self._begin(datetime.fromtimestamp(now_ts, UTC))
+        shared = None
+        if len(events) >= self.readers.min_batch:  # a backlog's: shared with the readers
+            items = [
+                (m.topic, m.partition, m.offset, m.key, m.value if m.value is not None else b"")
+                for m in events
+            ]
+            shared = self.readers.submit(items, batch.now)
+        if shared is None:
+            applied = self._count(events, batch)
+        else:
+            read_any, now = self.appeals.read_any, batch.now
+
+            def read_here(chunk: Sequence[Item]) -> list[Any]:
+                return [read_any(*item, now) for item in chunk]
+
+            applied, at = {}, 0
+            async for chunk, reads in self.readers.in_order(shared, read_here):
+                applied.update(self._count(events[at : at + len(chunk)], batch, reads))
+                at += len(chunk)
+        # per (district, source partition) once a batch, not per record: offsets rise
+        last_activity, source_seen = self.closer.last_activity, self.closer.source_seen
+        for (district, topic, tp), offset in applied.items():
+            batch.touched[district].mark_applied(tp, offset)
+            last_activity[district] = live
+            source_seen[(district, topic)] = live
+        self._publish_batch(batch)
+        self.raiser.decide_early(batch)
+        self.closer.close_due(batch, live)
+        await self.writer.commit(batch.touched, batch.out, batch.detected, defer=True)
+        metrics.batch_size.observe(len(events))
+        metrics.batch_seconds.observe(time.perf_counter() - t0)
+
+    def _count(
+        self,
+        events: Sequence[Record],
+        batch: Batch,
+        reads: Sequence[Any] | None = None,
+    ) -> dict[tuple[str, str, str], int]:
+        """Count a batch's records in their windows, or dead-letter them; the last
+        offset applied of each (district, topic, partition). ``reads``: what each record
+        gave before any state was asked (:meth:`AppealStage.read_any`, in a reader
+        process), else each is read here."""
+        # Long on purpose: the per-record loop is the worker's hot path, so the common
+        # case (a valid reading counted in an open window) is inlined with its lookups
+        # bound to locals; a call per step costs measurably (bench/processing.py).
         now, out, dead, touched = batch.now, batch.out, batch.dead, batch.touched
         # counted per batch, not per event: a metric increment takes a lock
         events_in: Counter[str] = Counter()
@@ -273,7 +318,7 @@ class VitalsProcessor:
         max_ahead = self.settings.max_ahead_s
         watched = counting.watched
         districts = self._districts
-        for msg in events:
+        for i, msg in enumerate(events):
             # a tombstone (null value) is no event: it fails as bad JSON, keeping its origin
             key, value = msg.key, msg.value if msg.value is not None else b""
             tp = tp_names.get((msg.topic, msg.partition))
@@ -286,8 +331,15 @@ class VitalsProcessor:
                 duplicates += 1
                 continue
             try:
-                stage = accepts.get(msg.topic, accept)
-                result = stage(msg.topic, msg.partition, msg.offset, key, value, now)
+                if reads is None:
+                    stage = accepts.get(msg.topic, accept)
+                    result = stage(msg.topic, msg.partition, msg.offset, key, value, now)
+                else:
+                    result = reads[i]
+                    if type(result) is ReadAppeal:  # the rest of an appeal asks its state
+                        result = self.appeals.ingest.accept(
+                            msg.topic, msg.partition, msg.offset, key, value, now, result
+                        )
                 if isinstance(result, DeadLetter):
                     dead.append((counting.dl_key(key), result))
                 else:
@@ -324,22 +376,11 @@ class VitalsProcessor:
                 dead.append((counting.dl_key(key), letter))
             if state is not None:
                 applied[(state.district, msg.topic, tp)] = msg.offset
-        # per (district, source partition) once a batch, not per record: offsets rise
-        last_activity, source_seen = self.closer.last_activity, self.closer.source_seen
-        for (district, topic, tp), offset in applied.items():
-            touched[district].mark_applied(tp, offset)
-            last_activity[district] = live
-            source_seen[(district, topic)] = live
         for topic, n in events_in.items():
             self._events_in[topic].inc(n)
         if duplicates:
             metrics.duplicates_skipped.inc(duplicates)
-        self._publish_batch(batch)
-        self.raiser.decide_early(batch)
-        self.closer.close_due(batch, live)
-        await self.writer.commit(touched, out, batch.detected, defer=True)
-        metrics.batch_size.observe(len(events))
-        metrics.batch_seconds.observe(time.perf_counter() - t0)
+        return applied
 
     def _publish_batch(self, batch: Batch) -> None:
         """The batch's dead letters onto the outputs, and its counts into the metrics."""

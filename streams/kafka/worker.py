@@ -123,12 +123,18 @@ class CityApp(faust.App):
 
     async def on_start(self) -> None:
         await super().on_start()
+        processor = getattr(self, "cityvitals", None)
+        if processor is not None:
+            processor.readers.start()  # ready by the time a backlog's first batch comes
         if self.api_service is not None:
             await self.api_service.start()
 
     async def on_stop(self) -> None:
         if self.input_feed is not None:
             await self.input_feed.stop()
+        processor = getattr(self, "cityvitals", None)
+        if processor is not None:
+            processor.readers.close()  # its reader processes, if it started any
         if self.notifier is not None:
             await self.notifier.stop()
         if self.api_service is not None:

@@ -35,10 +35,10 @@ the throughput benchmark's 10,000 appeals, the machine under load), the same byt
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -101,67 +101,50 @@ def shape(doc: Any, limit: int) -> tuple[int, bool]:
     return strings, False
 
 
-class AppealIngest:
-    """Reads appeals for the worker; shares the ingest stage's limits, clock bounds,
-    de-identification and dead letters."""
+class ReadAppeal(NamedTuple):
+    """What an appeal's record gives before any state is asked (:meth:`AppealReader.read`):
+    the appeal and its emotion, or why it fails. ``failure`` with an ``appeal``: the
+    emotion failed, which dead-letters the appeal only if it passes the checks after."""
 
-    def __init__(self, ingestor: Ingestor, intake: AppealIntake, scorer: Scorer) -> None:
-        self.ingestor, self.intake, self.scorer = ingestor, intake, scorer
-        self.dead_letters = ingestor.dead_letters
-        # every dead letter of an appeal, wherever in the worker it is made
-        self.dead_letters.previewers[APPEALS_TOPIC] = self.outline
-        self.max_bytes = ingestor.decoder.max_event_bytes
-        self.max_depth = ingestor.decoder.max_depth
-        self._district_keys = {code: code.encode() for code in ingestor.cfg.districts}
-        indicators = ingestor.cfg.indicators
-        self._unit = {code: indicators[code].unit for code in (APPEAL, EXTREME_APPEAL)}
-        self._sharing = {code: indicators[code].sharing.value for code in (APPEAL, EXTREME_APPEAL)}
-        self._domain = indicators[APPEAL].domain
+    appeal: Appeal | None
+    emotion: Emotion | None
+    failure: tuple[DeadLetterReason, str, DeadLetterStage] | None = None
 
-    def accept(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes,
-        now: datetime,
-    ) -> Accepted | DeadLetter:
+
+class AppealReader:
+    """The part of an appeal's ingest that needs no state, only the record and the
+    configuration: decode, the channel's adapter with de-identification and the
+    catalogue, and the emotion. The same record read anywhere gives the same result,
+    so the worker may read a batch's appeals in other processes
+    (:mod:`streams.voice.readers`)."""
+
+    def __init__(
+        self, intake: AppealIntake, scorer: Scorer, max_bytes: int, max_depth: int
+    ) -> None:
+        self.intake, self.scorer = intake, scorer
+        self.max_bytes, self.max_depth = max_bytes, max_depth
+
+    def read(self, value: bytes) -> ReadAppeal:
+        """The appeal a record holds and its emotion, or why it fails; raises nothing."""
         stage = DeadLetterStage.DECODE
         try:
             channel, payload = self._envelope(value)
             stage = DeadLetterStage.VALIDATE
-            appeal, t, repeat_of = self._appeal(channel, payload, key, now)
-            stage = DeadLetterStage.READING
-            emotion = self.scorer.score(appeal.text)
-            where = (topic, partition, offset)
-            return self._reading(appeal, repeat_of, emotion, t, where, now)
+            appeal = self.intake.read(channel, payload)
         except Rejected as rej:
-            reason, detail, stage = rej.reason, rej.detail, rej.stage or stage
+            return ReadAppeal(None, None, (rej.reason, rej.detail, rej.stage or stage))
         except AppealRejected as rej:
-            reason, detail = DeadLetterReason(rej.reason.value), f"{rej.field}: {rej.detail}"
+            reason = DeadLetterReason(rej.reason.value)
+            return ReadAppeal(None, None, (reason, f"{rej.field}: {rej.detail}", stage))
         except Exception as exc:
-            reason, detail = DeadLetterReason.UNPROCESSABLE, failure_detail(exc)
-        origin = Origin(topic=topic, partition=partition, offset=offset)
-        return self.dead_letters.make(origin, key, value, reason, detail, now, stage)
-
-    def outline(self, value: bytes) -> str:
-        """A dead letter's preview of an appeal record: its channel and the names of its
-        payload's fields, never their values. An appeal holds a citizen's own words and
-        details, which pattern matching cannot be trusted to find all of (a name without
-        a cue); the whole record is in the dead letter, sealed."""
+            return ReadAppeal(
+                None, None, (DeadLetterReason.UNPROCESSABLE, failure_detail(exc), stage)
+            )
         try:
-            doc = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return f"({len(value)} bytes, not JSON)"
-        if not isinstance(doc, dict):
-            return f"(JSON {type(doc).__name__}, not an object)"
-        channel = doc.get("channel")
-        payload = doc.get("payload")
-        fields = ", ".join(sorted(payload)[:40]) if isinstance(payload, dict) else "(not an object)"
-        shown = channel if isinstance(channel, str) and len(channel) <= 64 else "(?)"
-        text = f"channel {shown}; payload fields: {fields}"
-        return self.ingestor.deid.scrub_narrative(text[:PREVIEW_CHARS])[0]
+            return ReadAppeal(appeal, self.scorer.score(appeal.text))
+        except Exception as exc:
+            failure = (DeadLetterReason.UNPROCESSABLE, failure_detail(exc), DeadLetterStage.READING)
+            return ReadAppeal(appeal, None, failure)
 
     def _envelope(self, value: bytes) -> tuple[str, dict[str, Any]]:
         """The channel and payload of a record, or :class:`Rejected` (stage decode)."""
@@ -199,13 +182,84 @@ class AppealIngest:
             )
         return channel, payload
 
-    def _appeal(
-        self, channel: str, payload: dict[str, Any], key: bytes | None, now: datetime
-    ) -> tuple[Appeal, float, str | None]:
-        """The de-identified appeal, its time in seconds since the epoch, and the first
-        appeal of its run when it repeats one."""
-        intake = self.intake
-        appeal = intake.read(channel, payload)
+    def read_all(self, values: Sequence[bytes]) -> list[ReadAppeal]:
+        return [self.read(value) for value in values]
+
+
+class AppealIngest:
+    """Reads appeals for the worker; shares the ingest stage's limits, clock bounds,
+    de-identification and dead letters."""
+
+    def __init__(self, ingestor: Ingestor, intake: AppealIntake, scorer: Scorer) -> None:
+        self.ingestor, self.intake, self.scorer = ingestor, intake, scorer
+        self.dead_letters = ingestor.dead_letters
+        # every dead letter of an appeal, wherever in the worker it is made
+        self.dead_letters.previewers[APPEALS_TOPIC] = self.outline
+        self.reader = AppealReader(
+            intake, scorer, ingestor.decoder.max_event_bytes, ingestor.decoder.max_depth
+        )
+        self._district_keys = {code: code.encode() for code in ingestor.cfg.districts}
+        indicators = ingestor.cfg.indicators
+        self._unit = {code: indicators[code].unit for code in (APPEAL, EXTREME_APPEAL)}
+        self._sharing = {code: indicators[code].sharing.value for code in (APPEAL, EXTREME_APPEAL)}
+        self._domain = indicators[APPEAL].domain
+
+    def accept(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes,
+        now: datetime,
+        read: ReadAppeal | None = None,
+    ) -> Accepted | DeadLetter:
+        """The record's reading or dead letter; ``read``: what :meth:`AppealReader.read`
+        gave for it already (elsewhere), else it is read here."""
+        if read is None:
+            read = self.reader.read(value)
+        appeal, emotion, failure = read
+        stage = DeadLetterStage.VALIDATE
+        try:
+            if appeal is not None:
+                t, repeat_of = self._checked(appeal, key, now)
+                if emotion is not None:
+                    stage = DeadLetterStage.READING
+                    where = (topic, partition, offset)
+                    return self._reading(appeal, repeat_of, emotion, t, where, now)
+            assert failure is not None, "an appeal read without its emotion says why"
+            reason, detail, stage = failure
+        except Rejected as rej:
+            reason, detail, stage = rej.reason, rej.detail, rej.stage or stage
+        except Exception as exc:
+            reason, detail = DeadLetterReason.UNPROCESSABLE, failure_detail(exc)
+        origin = Origin(topic=topic, partition=partition, offset=offset)
+        return self.dead_letters.make(origin, key, value, reason, detail, now, stage)
+
+    def outline(self, value: bytes) -> str:
+        """A dead letter's preview of an appeal record: its channel and the names of its
+        payload's fields, never their values. An appeal holds a citizen's own words and
+        details, which pattern matching cannot be trusted to find all of (a name without
+        a cue); the whole record is in the dead letter, sealed."""
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return f"({len(value)} bytes, not JSON)"
+        if not isinstance(doc, dict):
+            return f"(JSON {type(doc).__name__}, not an object)"
+        channel = doc.get("channel")
+        payload = doc.get("payload")
+        fields = ", ".join(sorted(payload)[:40]) if isinstance(payload, dict) else "(not an object)"
+        shown = channel if isinstance(channel, str) and len(channel) <= 64 else "(?)"
+        text = f"channel {shown}; payload fields: {fields}"
+        return self.ingestor.deid.scrub_narrative(text[:PREVIEW_CHARS])[0]
+
+    def _checked(
+        self, appeal: Appeal, key: bytes | None, now: datetime
+    ) -> tuple[float, str | None]:
+        """The appeal's time in seconds since the epoch, and the first appeal of its run
+        when it repeats one; :class:`Rejected` for a key that is not its district or a
+        time out of the clock's bounds."""
         if key is None or self._district_keys.get(appeal.district) != key:
             shown = None if key is None else key.decode("utf-8", "replace")
             raise Rejected(
@@ -214,7 +268,7 @@ class AppealIngest:
                 f"{quoted(appeal.district)}",
             )
         t = self.ingestor.catalogue.check_time(appeal.event_time, now)  # its timestamp()
-        return appeal, t, intake.repeat_of(appeal, t)
+        return t, self.intake.repeat_of(appeal, t)
 
     def _reading(
         self,
@@ -346,3 +400,19 @@ class AppealStage:
         ingest stage."""
         stage = self.ingest.accept if topic == APPEALS_TOPIC else self._ingestor.accept
         return stage(topic, partition, offset, key, value, now)
+
+    def read_any(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes,
+        now: datetime,
+    ) -> Accepted | DeadLetter | ReadAppeal:
+        """What a record gives before any state is asked: a department's event's reading
+        or dead letter, an appeal's :class:`ReadAppeal` (then :meth:`AppealIngest.accept`
+        finishes it). The same anywhere: the worker's reader processes run it."""
+        if topic == APPEALS_TOPIC:
+            return self.ingest.reader.read(value)
+        return self._ingestor.accept(topic, partition, offset, key, value, now)
