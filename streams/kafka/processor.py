@@ -261,12 +261,13 @@ class VitalsProcessor:
         self.closer.heard(live)
         batch = self._begin(datetime.fromtimestamp(now_ts, UTC))
         shared = None
-        if len(events) >= self.readers.min_batch:  # a backlog's: shared with the readers
+        readers = self.readers
+        if readers.processes and len(events) >= readers.min_batch:  # a backlog's: shared
             items = [
                 (m.topic, m.partition, m.offset, m.key, m.value if m.value is not None else b"")
                 for m in events
             ]
-            shared = self.readers.submit(items, batch.now)
+            shared = readers.submit(items, batch.now)
         if shared is None:
             applied = self._count(events, batch)
         else:
@@ -276,7 +277,7 @@ class VitalsProcessor:
                 return [read_any(*item, now) for item in chunk]
 
             applied, at = {}, 0
-            async for chunk, reads in self.readers.in_order(shared, read_here):
+            async for chunk, reads in readers.in_order(shared, read_here):
                 applied.update(self._count(events[at : at + len(chunk)], batch, reads))
                 at += len(chunk)
         # per (district, source partition) once a batch, not per record: offsets rise

@@ -35,7 +35,7 @@ the throughput benchmark's 10,000 appeals, the machine under load), the same byt
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -116,7 +116,7 @@ class AppealReader:
     configuration: decode, the channel's adapter with de-identification and the
     catalogue, and the emotion. The same record read anywhere gives the same result,
     so the worker may read a batch's appeals in other processes
-    (:mod:`streams.voice.readers`)."""
+    (:mod:`streams.kafka.readers`)."""
 
     def __init__(
         self, intake: AppealIntake, scorer: Scorer, max_bytes: int, max_depth: int
@@ -181,9 +181,6 @@ class AppealReader:
                 "'channel' must be a string and 'payload' an object",
             )
         return channel, payload
-
-    def read_all(self, values: Sequence[bytes]) -> list[ReadAppeal]:
-        return [self.read(value) for value in values]
 
 
 class AppealIngest:
